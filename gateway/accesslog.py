@@ -1,0 +1,46 @@
+"""One structured JSON access-log line per request (stdlib logging only).
+
+The line carries ids, decisions and durations; never a token, key, message content or
+metadata value (the context holds none of them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from gateway.context import RequestContext
+
+log = logging.getLogger("gateway.access")
+
+
+def access_record(ctx: RequestContext) -> dict[str, object]:
+    caller = ctx.caller
+    return {
+        "time": round(time.time(), 3),
+        "request_id": ctx.request_id,
+        "method": ctx.method,
+        "operation": ctx.operation,
+        "status": ctx.status,
+        "reason": ctx.reason,
+        "caller": caller.id if caller else None,
+        "tenant": caller.tenant if caller else None,
+        "profile": caller.profile if caller else None,
+        "stream": ctx.stream,
+        "stream_cut": ctx.stream_cut,
+        "client_disconnected": ctx.client_disconnected,
+        "duration_ms": round(ctx.elapsed() * 1000, 3),
+        "overhead_ms": round(ctx.overhead_seconds() * 1000, 3),
+        "stages_ms": {k: round(v * 1000, 3) for k, v in ctx.stages.items()},
+        "upstream_request_id": ctx.upstream_request_id,
+    }
+
+
+class AccessLog:
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.enabled = enabled
+
+    def request_finished(self, ctx: RequestContext) -> None:
+        if self.enabled and log.isEnabledFor(logging.INFO):
+            log.info(json.dumps(access_record(ctx), separators=(",", ":")))

@@ -1,0 +1,168 @@
+"""The composition root: builds every client from the config, wires the proxy, runs lifespan.
+
+Nothing else constructs an I/O client. Start-up order: API key, upstream client, Redis and
+limiter, key providers (initial JWKS fetch), then readiness. Shutdown (after the server has
+drained its connections): stop readiness, close key providers, Redis, upstream client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+
+from gateway.accesslog import AccessLog
+from gateway.apikey import ApiKeySource
+from gateway.auth_port import KeyProvider
+from gateway.authenticator import Authenticator
+from gateway.config import Config, IssuerConfig
+from gateway.jwks import JwksKeyProvider, JwksSource, StaticKeyProvider, make_jwks_http_client
+from gateway.proxy import Message, ProxyApp, ProxyDeps, Receive, Scope, Send
+from gateway.ratelimit_redis import RedisRateLimiter, make_redis_client
+from gateway.routes import ROUTES, RouteTable
+from gateway.upstream import UpstreamClient
+
+log = logging.getLogger("gateway.app")
+
+
+def _key_provider(issuer: IssuerConfig, http: httpx.AsyncClient) -> KeyProvider:
+    keys = issuer.keys
+    if keys.public_key_file is not None:
+        algorithm = sorted(issuer.policy.algorithms)[0]
+        return StaticKeyProvider.from_pem(keys.public_key_file, algorithm)
+    source = JwksSource(url=keys.url, discovery_url=keys.discovery_url, file=keys.file,
+                        bearer_token_file=keys.bearer_token_file)
+    return JwksKeyProvider(source, http, ttl_s=keys.ttl_s, cooldown_s=min(keys.cooldown_s,
+                           keys.ttl_s), stale_s=max(keys.stale_s, keys.ttl_s))
+
+
+@dataclass
+class Gateway:
+    config: Config
+    api_key: ApiKeySource
+    upstream: UpstreamClient
+    jwks_http: httpx.AsyncClient
+    key_providers: Mapping[str, KeyProvider]
+    redis: aioredis.Redis | None
+    limiter: RedisRateLimiter | None
+    proxy: ProxyApp
+    draining: bool = False
+    started: bool = False
+    extra_closers: list[Any] = field(default_factory=list)
+
+    async def startup(self) -> None:
+        self.api_key.start()
+        for provider in self.key_providers.values():
+            if isinstance(provider, JwksKeyProvider):
+                await provider.start()
+        if self.limiter is not None:
+            await self.limiter.ping()
+        self.started = True
+
+    async def shutdown(self) -> None:
+        self.draining = True
+        await self.api_key.aclose()
+        for provider in self.key_providers.values():
+            if isinstance(provider, JwksKeyProvider):
+                await provider.aclose()
+        await self.jwks_http.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.upstream.aclose()
+
+    async def readiness(self) -> tuple[bool, dict[str, str]]:
+        checks: dict[str, str] = {}
+        checks["draining"] = "yes" if self.draining else "no"
+        keys_ok = all(p.ready() for p in self.key_providers.values())
+        checks["keys"] = "ok" if keys_ok else "unavailable"
+        ready = self.started and not self.draining and keys_ok
+        if self.limiter is not None:
+            redis_ok = await self.limiter.ping()
+            checks["redis"] = "ok" if redis_ok else "unavailable"
+            if self.config.rate_limit.fail_mode == "closed":
+                ready = ready and redis_ok
+        return ready, checks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        if path == "/healthz":
+            await _json(send, 200, {"status": "ok"})
+        elif path == "/readyz":
+            ready, checks = await self.readiness()
+            await _json(send, 200 if ready else 503,
+                        {"status": "ready" if ready else "not ready", "checks": checks})
+        else:
+            await self.proxy(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    start: Message = {"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+        (b"cache-control", b"no-store")]}
+    await send(start)
+    await send({"type": "http.response.body", "body": data})
+
+
+def build(config: Config, *, api_key: ApiKeySource,
+          upstream_transport: httpx.AsyncBaseTransport | None = None) -> Gateway:
+    """Build the whole gateway from a validated config (no I/O happens until start-up)."""
+    upstream = UpstreamClient(config.upstream, transport=upstream_transport)
+    jwks_http = make_jwks_http_client()
+    providers = {i.policy.issuer: _key_provider(i, jwks_http) for i in config.auth.issuers}
+    authenticator = Authenticator(
+        {name: (i.policy, providers[name]) for i in config.auth.issuers
+         for name in [i.policy.issuer]},
+        rules=config.auth.callers,
+        default_profile=config.auth.default_profile,
+        max_token_bytes=config.auth.max_token_bytes,
+        cache_size=config.auth.token_cache_size,
+    )
+    redis_client = None
+    limiter = None
+    if config.rate_limit.enabled:
+        redis_client = make_redis_client(
+            config.redis.url, socket_timeout_s=config.redis.socket_timeout_s,
+            connect_timeout_s=config.redis.connect_timeout_s,
+            max_connections=config.redis.max_connections,
+        )
+        limiter = RedisRateLimiter(redis_client, fail_open=config.rate_limit.fail_mode == "open",
+                                   budget_s=config.rate_limit.budget_s,
+                                   lease_ttl_s=config.rate_limit.lease_ttl_s)
+    deps = ProxyDeps(
+        config=config,
+        routes=RouteTable(ROUTES, config.api_versions),
+        authenticator=authenticator,
+        upstream=upstream,
+        api_key=api_key.current,
+        limiter=limiter,
+        observer=AccessLog(enabled=config.server.access_log),
+    )
+    return Gateway(config, api_key, upstream, jwks_http, providers, redis_client, limiter,
+                   ProxyApp(deps))

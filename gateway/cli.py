@@ -1,0 +1,166 @@
+"""Entry points: ``gateway serve | check-config | demo | token``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+
+from gateway import demo as demo_mod
+from gateway.apikey import ApiKeySource
+from gateway.app import Gateway, build
+from gateway.config import Config, ConfigError, load, read_api_key
+
+DEFAULT_CONFIG = "config/gateway.toml"
+
+
+def _setup_logging() -> None:
+    level = os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+
+
+def uvicorn_config(app: Gateway, host: str, port: int, config: Config) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        http="httptools",
+        loop="uvloop",
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,
+        log_config=None,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=int(config.server.drain_timeout_s),
+    )
+
+
+def _gateway(config: Config) -> Gateway:
+    key = read_api_key(config.upstream, os.environ)
+    source = ApiKeySource(key, path=config.upstream.api_key_file,
+                          reload_s=config.upstream.api_key_reload_s)
+    return build(config, api_key=source)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _setup_logging()
+    try:
+        config = load(args.config)
+        if config.demo:
+            raise ConfigError(["demo: a demo config cannot be served in production "
+                               "(use `gateway demo`)"])
+        gateway = _gateway(config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    server = uvicorn.Server(uvicorn_config(gateway, config.server.host, config.server.port,
+                                           config))
+    server.run()
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        load(args.path, environ={})
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem)
+        print(f"{args.path}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{args.path}: ok")
+    return 0
+
+
+async def _run_demo(host: str, port: int) -> None:
+    from gateway.fakeazure import FakeAzure
+
+    state = demo_mod.default_state_dir()
+    files = demo_mod.generate_keys(state)
+    fake = FakeAzure(files.api_key.read_text().strip())
+    upstream_port = demo_mod.free_port()
+    fake_server = uvicorn.Server(uvicorn.Config(fake.app, host="127.0.0.1", port=upstream_port,
+                                                log_level="warning", lifespan="off"))
+    with demo_mod.private_redis() as redis_url:
+        files.config.write_text(demo_mod.demo_config_text(
+            files, upstream_url=f"http://127.0.0.1:{upstream_port}", redis_url=redis_url,
+            host=host, port=port))
+        config = load(str(files.config), environ={})
+        gateway = _gateway(config)
+        if redis_url is None:
+            logging.warning("redis-server is not installed: the demo runs without rate limits")
+        fake_task = asyncio.create_task(fake_server.serve())
+        server = uvicorn.Server(uvicorn_config(gateway, host, port, config))
+        token = demo_mod.mint_token(files.private_key.read_bytes())
+
+        async def announce() -> None:
+            while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
+                await asyncio.sleep(0.05)
+            print(demo_mod.banner(f"http://{host}:{port}", token), flush=True)
+
+        announcer = asyncio.create_task(announce())
+        try:
+            await server.serve()
+        finally:
+            announcer.cancel()
+            fake_server.should_exit = True
+            await fake_task
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _setup_logging()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_run_demo(args.host, args.port))
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    state = demo_mod.default_state_dir()
+    config_path = args.config or str(state / "gateway.toml")
+    try:
+        config = load(config_path, environ={})
+    except ConfigError as exc:
+        print(f"{exc}\n(run `gateway demo` first, or pass --config)", file=sys.stderr)
+        return 1
+    if not config.demo:
+        print("refusing: `gateway token` only mints tokens for a demo config (demo = true)",
+              file=sys.stderr)
+        return 2
+    key = Path(state / "demo-signing-key.pem").read_bytes()
+    print(demo_mod.mint_token(key, namespace=args.namespace,
+                              service_account=args.service_account, ttl_s=args.ttl))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway (production)")
+    serve.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG))
+    serve.set_defaults(func=cmd_serve)
+    check = sub.add_parser("check-config", help="validate a config file; exit 1 on problems")
+    check.add_argument("path")
+    check.set_defaults(func=cmd_check_config)
+    demo = sub.add_parser("demo", help="run the embedded demo on 127.0.0.1")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.set_defaults(func=cmd_demo)
+    token = sub.add_parser("token", help="mint a development token signed with the demo key")
+    token.add_argument("--config", default=None)
+    token.add_argument("--namespace", default="demo")
+    token.add_argument("--service-account", default="demo-app")
+    token.add_argument("--ttl", type=int, default=3600)
+    token.set_defaults(func=cmd_token)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""The typed per-request context: what each stage decided, for logs, metrics and headers."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from gateway.caller import Caller
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    method: str
+    started: float = field(default_factory=time.perf_counter)
+    operation: str = "unmatched"
+    op_class: str = "none"
+    caller: Caller | None = None
+    status: int = 0
+    #: Stable reason code of a refusal (``errors.GatewayError.code`` or an auth reason).
+    reason: str | None = None
+    stream: bool = False
+    upstream_request_id: str | None = None
+    #: Seconds spent per stage (``auth``, ``policy``, ``ratelimit``, ``upstream_ttfb``, ...).
+    stages: dict[str, float] = field(default_factory=dict)
+    upstream_started: float | None = None
+    upstream_finished: float | None = None
+    stream_cut: bool = False
+    client_disconnected: bool = False
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def upstream_seconds(self) -> float:
+        if self.upstream_started is None:
+            return 0.0
+        end = self.upstream_finished or time.perf_counter()
+        return end - self.upstream_started
+
+    def overhead_seconds(self) -> float:
+        """Total time minus time spent waiting on Azure."""
+        return max(0.0, self.elapsed() - self.upstream_seconds())

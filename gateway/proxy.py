@@ -1,0 +1,321 @@
+"""The proxy pipeline as one pure-ASGI application (thin: every decision is a core call).
+
+    headers → authenticate → match route → profile permits operation → rate limit
+            → read body (bounded) → strict JSON + policy → swap credentials → Azure
+            → relay status, filtered headers and raw body bytes as they arrive
+
+Gateway errors before the response starts are rendered once, here, in Azure's shape. After
+the response has started the only honest signal left is to cut the connection: a broken
+upstream stream ends the client's stream without a terminating chunk (never a made-up
+``[DONE]``). A client disconnect cancels the relay and closes the upstream request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway import ratelimit
+from gateway.authenticator import Authenticator
+from gateway.bodyread import ClientGoneError, read_body
+from gateway.config import Config
+from gateway.context import RequestContext
+from gateway.errors import (
+    BadGatewayError,
+    BadRequestError,
+    GatewayError,
+    HeadersTooLargeError,
+    PermissionDeniedError,
+)
+from gateway.headers import (
+    downstream_response_headers,
+    header_values,
+    request_id_from,
+    upstream_request_headers,
+)
+from gateway.jsonbody import dump_json, parse_json_object
+from gateway.policy import check_request
+from gateway.ratelimit import Decision, Lease
+from gateway.routes import RouteMatch, RouteTable
+from gateway.upstream import UpstreamBrokenError, UpstreamClient, UpstreamResponse
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("gateway.proxy")
+
+
+class Limiter(Protocol):
+    async def check(self, plan: ratelimit.LimitPlan, request_id: str) -> Decision: ...
+    async def release(self, lease: Lease) -> None: ...
+    async def renew(self, lease: Lease) -> None: ...
+
+
+class Observer(Protocol):
+    """Receives each finished request (metrics and access log attach here)."""
+
+    def request_finished(self, ctx: RequestContext) -> None: ...
+
+
+class NullObserver:
+    def request_finished(self, ctx: RequestContext) -> None:
+        return None
+
+
+@dataclass
+class ProxyDeps:
+    config: Config
+    routes: RouteTable
+    authenticator: Authenticator
+    upstream: UpstreamClient
+    api_key: Callable[[], str]
+    limiter: Limiter | None = None
+    observer: Observer = NullObserver()
+
+
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+class ProxyApp:
+    def __init__(self, deps: ProxyDeps) -> None:
+        self.deps = deps
+        self.config = deps.config
+        self.inflight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers: Sequence[tuple[bytes, bytes]] = scope["headers"]
+        ctx = RequestContext(request_id=request_id_from(headers), method=scope["method"])
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                ctx.status = message["status"]
+            await send(message)
+
+        self.inflight += 1
+        try:
+            await self._handle(ctx, scope, receive, tracked_send)
+        except ClientGoneError:
+            ctx.client_disconnected = True
+            ctx.status = ctx.status or 499
+        except GatewayError as exc:
+            ctx.reason = getattr(exc, "reason", None) or exc.code
+            if started:
+                log.warning("error after response start", extra={"request_id": ctx.request_id})
+            else:
+                await self._send_error(ctx, exc, tracked_send)
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": ctx.request_id})
+            ctx.reason = "internal_error"
+            if not started:
+                await self._send_error(ctx, GatewayError("Internal gateway error."), tracked_send)
+        finally:
+            self.inflight -= 1
+            self.deps.observer.request_finished(ctx)
+
+    async def _send_error(self, ctx: RequestContext, exc: GatewayError, send: Send) -> None:
+        body = exc.render()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", ctx.request_id.encode()),
+            *[(k.lower().encode(), v.encode()) for k, v in exc.headers.items()],
+        ]
+        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _handle(self, ctx: RequestContext, scope: Scope, receive: Receive,
+                      send: Send) -> None:
+        headers: Sequence[tuple[bytes, bytes]] = scope["headers"]
+        self._check_headers(headers)
+
+        t0 = time.perf_counter()
+        ctx.caller = await self.deps.authenticator.authenticate(
+            header_values(headers, b"authorization"))
+        ctx.stages["auth"] = time.perf_counter() - t0
+
+        match = self.deps.routes.match(scope["method"], scope.get("raw_path") or
+                                       scope["path"].encode(), scope.get("query_string", b""))
+        ctx.operation = match.operation
+        ctx.op_class = match.route.op_class
+        profile = self.config.profiles[ctx.caller.profile]
+        if not profile.allows(match.operation):
+            raise PermissionDeniedError(
+                f"Your profile does not allow the operation {match.operation}.",
+                code="operation_not_allowed")
+
+        decision = await self._rate_limit(ctx, match, profile.rate_limit)
+        try:
+            t0 = time.perf_counter()
+            raw = await read_body(receive, headers, max_bytes=self.config.server.max_body_bytes,
+                                  timeout_s=self.config.server.body_timeout_s)
+            body = self._checked_body(match, raw, headers, profile.policy)
+            ctx.stages["policy"] = time.perf_counter() - t0
+            ctx.stream = bool(match.route.streams and isinstance(body, dict) and
+                              body.get("stream") is True)
+            await self._forward(ctx, scope, match, headers, body, decision, receive, send)
+        finally:
+            if decision is not None and decision.lease is not None and self.deps.limiter:
+                await self.deps.limiter.release(decision.lease)
+
+    def _check_headers(self, headers: Sequence[tuple[bytes, bytes]]) -> None:
+        size = sum(len(n) + len(v) + 4 for n, v in headers)
+        if size > self.config.server.max_header_bytes:
+            raise HeadersTooLargeError("Request headers are too large.")
+        if header_values(headers, b"upgrade"):
+            raise BadRequestError("Protocol upgrades are not supported.", code="upgrade_refused")
+
+    def _checked_body(self, match: RouteMatch, raw: bytes,
+                      headers: Sequence[tuple[bytes, bytes]], limits: Any) -> Any:
+        if not raw:
+            if match.route.has_body:
+                raise BadRequestError("A JSON request body is required.", code="invalid_body")
+            return check_request(match.operation, match.version, None, limits)
+        content_type = header_values(headers, b"content-type")
+        if len(content_type) > 1:
+            raise BadRequestError("Content-Type given more than once.", code="invalid_header")
+        parsed = parse_json_object(raw, content_type[0].decode("latin-1") if content_type
+                                   else None)
+        return check_request(match.operation, match.version, parsed, limits)
+
+    async def _rate_limit(self, ctx: RequestContext, match: RouteMatch,
+                          profile: ratelimit.RateLimitProfile) -> Decision | None:
+        limiter = self.deps.limiter
+        if limiter is None or not self.config.rate_limit.enabled:
+            return None
+        assert ctx.caller is not None
+        plan = ratelimit.plan(ctx.caller, match.route.op_class, profile,
+                              self.config.rate_limit.global_rate)
+        if plan.empty:
+            return None
+        t0 = time.perf_counter()
+        decision = await limiter.check(plan, ctx.request_id)
+        ctx.stages["ratelimit"] = time.perf_counter() - t0
+        if not decision.allowed:
+            ctx.reason = decision.limited_by
+            raise ratelimit.refusal_error(decision)
+        return decision
+
+    async def _forward(self, ctx: RequestContext, scope: Scope, match: RouteMatch,
+                       headers: Sequence[tuple[bytes, bytes]], body: Any,
+                       decision: Decision | None, receive: Receive, send: Send) -> None:
+        payload = dump_json(body) if body is not None else None
+        upstream_headers = upstream_request_headers(
+            headers, api_key=self.deps.api_key(), request_id=ctx.request_id,
+            has_body=payload is not None)
+        ctx.upstream_started = time.perf_counter()
+        response = await self._send_upstream(ctx, scope, match, upstream_headers, payload,
+                                             receive)
+        try:
+            ctx.stages["upstream_ttfb"] = time.perf_counter() - ctx.upstream_started
+            if response.status in (401, 403):
+                log.error("Azure refused the gateway's credential (status %d)", response.status,
+                          extra={"request_id": ctx.request_id})
+                raise BadGatewayError("The upstream service refused the gateway's credentials.",
+                                      code="upstream_auth_failed")
+            out_headers = downstream_response_headers(response.headers,
+                                                      request_id=ctx.request_id)
+            for name, value in out_headers:
+                if name == b"x-upstream-request-id":
+                    ctx.upstream_request_id = value.decode("latin-1")
+            if decision is not None and not decision.degraded:
+                out_headers += [(k.lower().encode(), v.encode())
+                                for k, v in ratelimit.response_headers(decision)]
+            if "text/event-stream" in response.content_type:
+                ctx.stream = True
+                out_headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+                out_headers = [(n, v) for n, v in out_headers
+                               if n not in (b"content-length", b"cache-control")
+                               or v == b"no-cache"]
+            if self.config.server.overhead_header:
+                ms = ctx.overhead_seconds() * 1000
+                out_headers.append((b"x-gateway-overhead-ms", f"{ms:.2f}".encode()))
+            await send({"type": "http.response.start", "status": response.status,
+                        "headers": out_headers})
+            await self._relay(ctx, response, decision, receive, send)
+        finally:
+            ctx.upstream_finished = time.perf_counter()
+            await response.aclose()
+
+    async def _send_upstream(self, ctx: RequestContext, scope: Scope, match: RouteMatch,
+                             headers: list[tuple[bytes, bytes]], payload: bytes | None,
+                             receive: Receive) -> UpstreamResponse:
+        """Send, but give up waiting for Azure's headers when the client goes away first."""
+        sending = asyncio.ensure_future(self.deps.upstream.send(
+            scope["method"], match.upstream_path, match.upstream_query, headers, payload,
+            stream=ctx.stream))
+        watching = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            done, _ = await asyncio.wait({sending, watching},
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watching.cancel()
+        if sending in done:
+            return sending.result()
+        if ctx.stream or match.route.op_class == "read":
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, GatewayError):
+                await sending
+            raise ClientGoneError
+        # A non-idempotent call that is not streamed: let it finish (bounded by the upstream
+        # timeouts) so Azure's state and ours agree, then drop the answer.
+        response = await sending
+        await response.aclose()
+        raise ClientGoneError
+
+    async def _relay(self, ctx: RequestContext, response: UpstreamResponse,
+                     decision: Decision | None, receive: Receive, send: Send) -> None:
+        lease = decision.lease if decision is not None else None
+
+        async def pump() -> None:
+            async for chunk in response.iter_raw():
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        pumping = asyncio.ensure_future(pump())
+        tasks = {pumping, asyncio.ensure_future(_wait_disconnect(receive))}
+        if lease is not None and self.deps.limiter is not None:
+            tasks.add(asyncio.ensure_future(self._keep_lease(lease)))
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if pumping not in done:
+            ctx.client_disconnected = True
+            return
+        exc = pumping.exception()
+        if isinstance(exc, UpstreamBrokenError):
+            ctx.stream_cut = True
+            log.warning("upstream body ended abnormally: %s", exc,
+                        extra={"request_id": ctx.request_id})
+            return
+        if exc is not None:
+            raise exc
+
+    async def _keep_lease(self, lease: Lease) -> None:
+        assert self.deps.limiter is not None
+        interval = max(1.0, self.config.rate_limit.lease_ttl_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            await self.deps.limiter.renew(lease)
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
