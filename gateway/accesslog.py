@@ -41,6 +41,12 @@ class AccessLog:
     def __init__(self, *, enabled: bool = True) -> None:
         self.enabled = enabled
 
+    def request_started(self, ctx: RequestContext) -> None:
+        return None
+
+    def response_started(self, ctx: RequestContext) -> None:
+        return None
+
     def request_finished(self, ctx: RequestContext) -> None:
         if self.enabled and log.isEnabledFor(logging.INFO):
             log.info(json.dumps(access_record(ctx), separators=(",", ":")))

@@ -24,6 +24,8 @@ DEFAULT_CONFIG = "config/gateway.toml"
 def _setup_logging() -> None:
     level = os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def uvicorn_config(app: Gateway, host: str, port: int, config: Config) -> uvicorn.Config:

@@ -59,12 +59,25 @@ class Limiter(Protocol):
 
 
 class Observer(Protocol):
-    """Receives each finished request (metrics and access log attach here)."""
+    """Sees every request's life (metrics and the access log attach here).
 
+    ``request_started`` when it arrives; ``response_started`` when Azure's response headers
+    have been relayed (``ctx.stream`` is known then); ``request_finished`` once, at the end,
+    whatever happened. Observers must not raise.
+    """
+
+    def request_started(self, ctx: RequestContext) -> None: ...
+    def response_started(self, ctx: RequestContext) -> None: ...
     def request_finished(self, ctx: RequestContext) -> None: ...
 
 
 class NullObserver:
+    def request_started(self, ctx: RequestContext) -> None:
+        return None
+
+    def response_started(self, ctx: RequestContext) -> None:
+        return None
+
     def request_finished(self, ctx: RequestContext) -> None:
         return None
 
@@ -104,6 +117,7 @@ class ProxyApp:
             await send(message)
 
         self.inflight += 1
+        self.deps.observer.request_started(ctx)
         try:
             await self._handle(ctx, scope, receive, tracked_send)
         except ClientGoneError:
@@ -230,6 +244,9 @@ class ProxyApp:
                 if name == b"x-upstream-request-id":
                     ctx.upstream_request_id = value.decode("latin-1")
             if decision is not None and not decision.degraded:
+                # The gateway's limits replace Azure's, which describe the shared key.
+                out_headers = [(n, v) for n, v in out_headers
+                               if not n.startswith(b"x-ratelimit-")]
                 out_headers += [(k.lower().encode(), v.encode())
                                 for k, v in ratelimit.response_headers(decision)]
             if "text/event-stream" in response.content_type:
@@ -243,6 +260,7 @@ class ProxyApp:
                 out_headers.append((b"x-gateway-overhead-ms", f"{ms:.2f}".encode()))
             await send({"type": "http.response.start", "status": response.status,
                         "headers": out_headers})
+            self.deps.observer.response_started(ctx)
             await self._relay(ctx, response, decision, receive, send)
         finally:
             ctx.upstream_finished = time.perf_counter()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,21 +19,39 @@ from gateway.policy import POLICY_REASONS, PolicyLimits, check_request, limit_pr
 V1 = KNOWN_VERSIONS["2024-02-15-preview"]
 V2 = KNOWN_VERSIONS["2024-05-01-preview"]
 CT = "application/json"
-SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Written out independently of the implementation: the keys each body may hold.
-MESSAGE_KEYS = {"v1": {"role", "content", "file_ids", "metadata"},
-                "v2": {"role", "content", "attachments", "metadata"}}
+MESSAGE_KEYS = {
+    "v1": {"role", "content", "file_ids", "metadata"},
+    "v2": {"role", "content", "attachments", "metadata"},
+}
 RUN_KEYS_V1 = {"assistant_id", "model", "instructions", "tools", "metadata"}
+RUN_KEYS_V2 = RUN_KEYS_V1 | {
+    "temperature",
+    "top_p",
+    "stream",
+    "max_prompt_tokens",
+    "max_completion_tokens",
+    "truncation_strategy",
+    "tool_choice",
+    "response_format",
+    "parallel_tool_calls",
+}
 TOP_KEYS = {
     "messages.create": MESSAGE_KEYS,
-    "threads.create": {"v1": {"messages", "metadata"},
-                       "v2": {"messages", "metadata", "tool_resources"}},
-    "runs.create": {"v1": RUN_KEYS_V1, "v2": RUN_KEYS_V1 | {"additional_messages", "stream"}},
-    "threads.create_and_run": {"v1": RUN_KEYS_V1 | {"thread"},
-                               "v2": RUN_KEYS_V1 | {"thread", "stream"}},
+    "threads.create": {
+        "v1": {"messages", "metadata"},
+        "v2": {"messages", "metadata", "tool_resources"},
+    },
+    "runs.create": {
+        "v1": RUN_KEYS_V1,
+        "v2": RUN_KEYS_V2 | {"additional_instructions", "additional_messages"},
+    },
+    "threads.create_and_run": {
+        "v1": RUN_KEYS_V1 | {"thread"},
+        "v2": RUN_KEYS_V2 | {"thread", "tool_resources"},
+    },
 }
 
 # No NUL and no surrogates: the JSON intake refuses those before the policy runs.
@@ -67,13 +86,16 @@ def content_limit(version: ApiVersion, limits: PolicyLimits) -> int:
 
 @st.composite
 def metadata_st(draw: st.DrawFn, limits: PolicyLimits) -> dict[str, str] | None:
-    required = {key: "tag" for key in limits.required_metadata_keys}
+    required = {key: "t" for key in limits.required_metadata_keys}
     room = limits.max_metadata_pairs - len(required)
     if not required and draw(st.booleans()):
         return None
     keys = draw(
-        st.lists(st.text(KEY_TEXT, min_size=1, max_size=limits.max_metadata_key_chars),
-                 max_size=min(room, 6), unique=True)
+        st.lists(
+            st.text(KEY_TEXT, min_size=1, max_size=limits.max_metadata_key_chars),
+            max_size=min(room, 6),
+            unique=True,
+        )
     )
     values = st.text(TEXT, max_size=min(limits.max_metadata_value_chars, 40))
     return {**{key: draw(values) for key in keys}, **required}
@@ -99,7 +121,8 @@ def message_st(draw: st.DrawFn, version: ApiVersion, limits: PolicyLimits) -> di
         tools = sorted(limits.attachment_tools)
         msg["attachments"] = [
             {"file_id": f, "tools": [{"type": t} for t in draw(st.sets(st.sampled_from(tools)))]}
-            if tools else {"file_id": f, "tools": []}
+            if tools
+            else {"file_id": f, "tools": []}
             for f in files
         ]
     metadata = draw(metadata_st(limits))
@@ -114,15 +137,17 @@ def request_st(draw: st.DrawFn) -> tuple[str, ApiVersion, dict[str, Any], Policy
     limits = draw(limits_st())
     op = draw(st.sampled_from(sorted(TOP_KEYS)))
     messages = st.lists(message_st(version, limits), max_size=min(limits.max_thread_messages, 3))
-    tags = {key: "tag" for key in limits.required_metadata_keys}
+    tags = {key: "t" for key in limits.required_metadata_keys}
     body: dict[str, Any]
     if op == "messages.create":
         body = draw(message_st(version, limits))
     elif op == "threads.create":
         body = {"messages": draw(messages), "metadata": tags}
     else:
-        body = {"assistant_id": "asst_" + draw(st.from_regex(r"[a-z0-9]{1,20}", fullmatch=True)),
-                "metadata": tags}
+        body = {
+            "assistant_id": "asst_" + draw(st.from_regex(r"[a-z0-9]{1,20}", fullmatch=True)),
+            "metadata": tags,
+        }
         if op == "threads.create_and_run":
             body["thread"] = {"messages": draw(messages), "metadata": tags}
         elif not version.is_v1:
@@ -172,6 +197,8 @@ def assert_within_limits(
         assert_metadata_within(message.get("metadata"), limits)
     if op != "messages.create":
         assert_metadata_within(result.get("metadata"), limits)
+    if op == "threads.create_and_run":
+        assert_metadata_within(result.get("thread", {}).get("metadata"), limits)
 
 
 @SETTINGS
@@ -192,16 +219,18 @@ def test_accepted_bodies_round_trip_and_stay_within_limits(
 
 
 def _break(message: dict[str, Any], kind: str, version: ApiVersion, limits: PolicyLimits) -> str:
-    """Break ``message`` in one way; return the expected (code, param suffix)."""
-    tags = {key: "tag" for key in limits.required_metadata_keys}
+    """Break ``message`` in one way; return the expected "code param-suffix".
+
+    Metadata is replaced whole: a shape error is reported before missing required keys.
+    """
     if kind == "pairs":
         message["metadata"] = {f"k{i}": "v" for i in range(limits.max_metadata_pairs + 1)}
         return "metadata_too_many_pairs metadata"
     if kind == "key":
-        message["metadata"] = {**tags, "k" * (limits.max_metadata_key_chars + 1): "v"}
+        message["metadata"] = {"k" * (limits.max_metadata_key_chars + 1): "v"}
         return "metadata_key_too_long metadata"
     if kind == "value":
-        message["metadata"] = {**tags, "k": "😀" * (limits.max_metadata_value_chars + 1)}
+        message["metadata"] = {"k": "😀" * (limits.max_metadata_value_chars + 1)}
         return "metadata_value_too_long metadata.k"
     if kind == "files":
         ids = [f"file-{i}" for i in range(limits.max_files + 1)]
@@ -239,69 +268,133 @@ def test_breaking_one_limit_is_refused_with_its_code(
         "threads.create_and_run": f"thread.messages[{index}].",
         "runs.create": f"additional_messages[{index}].",
     }[op]
-    try:
+    with pytest.raises(BadRequestError) as info:
         check_request(op, version, parse_json_object(dump_json(body), CT), limits)
-    except BadRequestError as err:
-        assert (err.code, err.param) == (code, prefix + suffix)
-    else:
-        raise AssertionError(f"{kind} was accepted")
+    assert (info.value.code, info.value.param) == (code, prefix + suffix)
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.integers(0, 16), st.integers(1, 64), st.integers(1, 512))
-def test_metadata_boundaries_are_exact(pairs: int, key_chars: int, value_chars: int) -> None:
+@given(st.integers(1, 16), st.integers(1, 64), st.integers(1, 512))
+def test_metadata_boundaries_are_exact_in_code_points(
+    pairs: int, key_chars: int, value_chars: int
+) -> None:
     limits = PolicyLimits(
-        max_metadata_pairs=pairs, max_metadata_key_chars=key_chars,
+        max_metadata_pairs=pairs,
+        max_metadata_key_chars=key_chars,
         max_metadata_value_chars=value_chars,
     )
-    at_limit = {f"{i:0{key_chars}d}"[-key_chars:] if key_chars > 2 else chr(0x4E00 + i) * key_chars:
-                "😀" * value_chars for i in range(pairs)}
-    assert len(at_limit) == pairs
-    body = {"role": "user", "content": "hi", "metadata": at_limit}
-    assert check_request("messages.create", V2, body, limits) == body
+
+    def body(n: int, key_len: int, value_len: int) -> dict[str, Any]:
+        keys = [chr(0x4E00 + i) + "😀" * (key_len - 1) for i in range(n)]
+        return {"role": "user", "content": "hi", "metadata": {k: "😀" * value_len for k in keys}}
+
+    at_limit = body(pairs, key_chars, value_chars)
+    assert check_request("messages.create", V2, at_limit, limits) == at_limit
+    for over, code in [
+        (body(pairs + 1, key_chars, value_chars), "metadata_too_many_pairs"),
+        (body(pairs, key_chars + 1, value_chars), "metadata_key_too_long"),
+        (body(pairs, key_chars, value_chars + 1), "metadata_value_too_long"),
+    ]:
+        with pytest.raises(BadRequestError) as info:
+            check_request("messages.create", V2, over, limits)
+        assert info.value.code == code
 
 
 # --- arbitrary input: a 400 with a known code, or an accepted body within limits ------------
 
 FIELD_NAMES = sorted(
     set().union(*MESSAGE_KEYS.values(), *(k for v in TOP_KEYS.values() for k in v.values()))
-    | {"type", "text", "image_file", "image_url", "file_id", "url", "tools", "tool_resources",
-       "code_interpreter", "file_search", "vector_store_ids", "detail", "temperature"}
+    | {
+        "type",
+        "text",
+        "image_file",
+        "image_url",
+        "file_id",
+        "url",
+        "tools",
+        "tool_resources",
+        "code_interpreter",
+        "file_search",
+        "vector_store_ids",
+        "detail",
+        "temperature",
+    }
 )
 JSON_LEAVES = (
-    st.none() | st.booleans() | st.integers(-(10**20), 10**20)
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**19), 10**19)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(TEXT, max_size=20)
-    | st.sampled_from(["user", "assistant", "system", "file-abc", "asst_1", "vs_1", "text",
-                       "image_file", "code_interpreter", "https://a.example/x.png"])
+    | st.sampled_from(
+        [
+            "user",
+            "assistant",
+            "system",
+            "file-abc",
+            "asst_1",
+            "vs_1",
+            "text",
+            "image_file",
+            "code_interpreter",
+            "https://a.example/x.png",
+        ]
+    )
 )
 JSON_VALUES = st.recursive(
     JSON_LEAVES,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(KEY_TEXT, max_size=8), inner,
-                      max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(FIELD_NAMES) | st.text(KEY_TEXT, max_size=8), inner, max_size=5
+        )
+    ),
     max_leaves=25,
 )
 
 
+OTHER_OPERATIONS = {
+    "threads.modify": {"metadata", "tool_resources"},
+    "messages.modify": {"metadata"},
+    "runs.modify": {"metadata"},
+    "runs.submit_tool_outputs": {"tool_outputs", "stream"},
+    "messages.list": set(),
+}
+
+
+@st.composite
+def arbitrary_request_st(draw: st.DrawFn) -> tuple[str, ApiVersion, dict[str, Any]]:
+    """Mostly the operation's own field names (so values, not names, get exercised)."""
+    op = draw(st.sampled_from(sorted(TOP_KEYS) + sorted(OTHER_OPERATIONS)))
+    version = draw(st.sampled_from([V1, V2]))
+    own = sorted(TOP_KEYS[op][version.generation] if op in TOP_KEYS else OTHER_OPERATIONS[op])
+    keys = st.sampled_from(own) if own and draw(st.integers(0, 4)) else st.sampled_from(FIELD_NAMES)
+    return op, version, draw(st.dictionaries(keys, JSON_VALUES, max_size=6))
+
+
 @settings(max_examples=200, deadline=None)
-@given(
-    st.sampled_from(sorted(TOP_KEYS) + ["threads.modify", "messages.modify", "runs.modify",
-                                        "runs.submit_tool_outputs", "messages.list"]),
-    st.sampled_from([V1, V2]),
-    st.dictionaries(st.sampled_from(FIELD_NAMES), JSON_VALUES, max_size=6),
-    limits_st(),
-)
+@given(arbitrary_request_st(), limits_st())
 def test_arbitrary_bodies_are_refused_cleanly_or_accepted_within_limits(
-    op: str, version: ApiVersion, body: dict[str, Any], limits: PolicyLimits
+    request: tuple[str, ApiVersion, dict[str, Any]], limits: PolicyLimits
 ) -> None:
+    op, version, body = request
     try:
-        result = check_request(op, version, parse_json_object(dump_json(body), CT), limits)
+        parsed = parse_json_object(dump_json(body), CT)
+    except BadRequestError:
+        return  # the intake's own refusals are tested in test_jsonbody
+    result = outcome(op, version, parsed, limits)
+    if isinstance(result, BadRequestError):
+        assert result.code in POLICY_REASONS
+    elif result is not None:
+        assert json.loads(dump_json(result)) == result
+        if op in TOP_KEYS:
+            assert_within_limits(op, version, result, limits)
+
+
+def outcome(
+    op: str, version: ApiVersion, body: dict[str, Any], limits: PolicyLimits
+) -> dict[str, Any] | BadRequestError | None:
+    try:
+        return check_request(op, version, body, limits)
     except BadRequestError as err:
-        assert err.code in POLICY_REASONS
-        return
-    if result is None:
-        return
-    assert json.loads(dump_json(result)) == result
-    if op in TOP_KEYS:
-        assert_within_limits(op, version, result, limits)
+        return err

@@ -11,7 +11,7 @@ Rules of this module:
 - A run whose ``tools`` include a function first stops in ``requires_action`` with one call
   per function; ``submit_tool_outputs`` resumes it. Otherwise it writes one assistant message.
 - No I/O. ``stream_frames`` is the one coroutine: it only sleeps between events and yields the
-  SSE frames (``event: X\ndata: <json>\n\n``) for the app to send.
+  SSE frames (``event: X``, ``data: <json>``, blank line) for the app to send.
 """
 
 from __future__ import annotations
