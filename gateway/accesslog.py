@@ -1,7 +1,12 @@
 """One structured JSON access-log line per request (stdlib logging only).
 
 The line carries ids, decisions and durations; never a token, key, message content or
-metadata value (the context holds none of them).
+metadata value (the context holds none of them, and the record is built from named context
+fields only, never from headers, the body or a caller's claims). Fields: ``time`` (unix
+seconds), ``request_id``, ``method``, ``operation``, ``status``, ``reason`` (the refusal or
+error code), ``ratelimit_rule``, ``caller``, ``tenant``, ``profile``, ``stream``,
+``stream_cut``, ``client_disconnected``, ``duration_ms``, ``overhead_ms``, ``upstream_ms``,
+``stages_ms`` and ``upstream_request_id`` (Azure's).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ def access_record(ctx: RequestContext) -> dict[str, object]:
         "operation": ctx.operation,
         "status": ctx.status,
         "reason": ctx.reason,
+        "ratelimit_rule": ctx.ratelimit_rule,
         "caller": caller.id if caller else None,
         "tenant": caller.tenant if caller else None,
         "profile": caller.profile if caller else None,
@@ -32,6 +38,7 @@ def access_record(ctx: RequestContext) -> dict[str, object]:
         "client_disconnected": ctx.client_disconnected,
         "duration_ms": round(ctx.elapsed() * 1000, 3),
         "overhead_ms": round(ctx.overhead_seconds() * 1000, 3),
+        "upstream_ms": round(ctx.upstream_seconds() * 1000, 3),
         "stages_ms": {k: round(v * 1000, 3) for k, v in ctx.stages.items()},
         "upstream_request_id": ctx.upstream_request_id,
     }

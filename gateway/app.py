@@ -15,14 +15,18 @@ from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
 
 from gateway.accesslog import AccessLog
 from gateway.apikey import ApiKeySource
 from gateway.auth_port import KeyProvider
 from gateway.authenticator import Authenticator
 from gateway.config import Config, IssuerConfig
+from gateway.context import RequestContext
 from gateway.jwks import JwksKeyProvider, JwksSource, StaticKeyProvider, make_jwks_http_client
-from gateway.proxy import Message, ProxyApp, ProxyDeps, Receive, Scope, Send
+from gateway.metrics import ASGIApp, GatewayMetrics, make_registry, metrics_app
+from gateway.ownership_redis import ThreadOwnership
+from gateway.proxy import Message, Observer, ProxyApp, ProxyDeps, Receive, Scope, Send
 from gateway.ratelimit_redis import RedisRateLimiter, make_redis_client
 from gateway.routes import ROUTES, RouteTable
 from gateway.upstream import UpstreamClient
@@ -30,7 +34,8 @@ from gateway.upstream import UpstreamClient
 log = logging.getLogger("gateway.app")
 
 
-def _key_provider(issuer: IssuerConfig, http: httpx.AsyncClient) -> KeyProvider:
+def _key_provider(issuer: IssuerConfig, http: httpx.AsyncClient,
+                  metrics: GatewayMetrics) -> KeyProvider:
     keys = issuer.keys
     if keys.public_key_file is not None:
         algorithm = sorted(issuer.policy.algorithms)[0]
@@ -38,7 +43,8 @@ def _key_provider(issuer: IssuerConfig, http: httpx.AsyncClient) -> KeyProvider:
     source = JwksSource(url=keys.url, discovery_url=keys.discovery_url, file=keys.file,
                         bearer_token_file=keys.bearer_token_file)
     return JwksKeyProvider(source, http, ttl_s=keys.ttl_s, cooldown_s=min(keys.cooldown_s,
-                           keys.ttl_s), stale_s=max(keys.stale_s, keys.ttl_s))
+                           keys.ttl_s), stale_s=max(keys.stale_s, keys.ttl_s),
+                           on_refresh=metrics.jwks_refresh_hook(issuer.policy.issuer))
 
 
 @dataclass
@@ -54,6 +60,9 @@ class Gateway:
     draining: bool = False
     started: bool = False
     extra_closers: list[Any] = field(default_factory=list)
+    #: The metrics and their ASGI app (served on the metrics listener, never the proxy port).
+    metrics: GatewayMetrics | None = None
+    metrics_app: ASGIApp | None = None
 
     async def startup(self) -> None:
         self.api_key.start()
@@ -130,12 +139,45 @@ async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+class Observers:
+    """Fans the proxy's observer calls out to each observer (each must not raise)."""
+
+    def __init__(self, *observers: Observer) -> None:
+        self._observers = observers
+
+    def request_started(self, ctx: RequestContext) -> None:
+        for observer in self._observers:
+            observer.request_started(ctx)
+
+    def response_started(self, ctx: RequestContext) -> None:
+        for observer in self._observers:
+            observer.response_started(ctx)
+
+    def request_finished(self, ctx: RequestContext) -> None:
+        for observer in self._observers:
+            observer.request_finished(ctx)
+
+
 def build(config: Config, *, api_key: ApiKeySource,
-          upstream_transport: httpx.AsyncBaseTransport | None = None) -> Gateway:
-    """Build the whole gateway from a validated config (no I/O happens until start-up)."""
+          upstream_transport: httpx.AsyncBaseTransport | None = None,
+          registry: CollectorRegistry | None = None) -> Gateway:
+    """Build the whole gateway from a validated config (no I/O happens until start-up).
+
+    ``registry`` receives every metric; by default a fresh one (never the global registry).
+    """
+    routes = RouteTable(ROUTES, config.api_versions)
+    metrics = GatewayMetrics(registry if registry is not None else make_registry(),
+                             operations=routes.operations, profiles=config.profiles)
+    if api_key.on_error is None:
+        api_key.on_error = metrics.on_key_reload_error
+    if api_key.on_reload is None:
+        api_key.on_reload = metrics.on_key_reload
     upstream = UpstreamClient(config.upstream, transport=upstream_transport)
+    metrics.track_pool(upstream.pool_connections)
     jwks_http = make_jwks_http_client()
-    providers = {i.policy.issuer: _key_provider(i, jwks_http) for i in config.auth.issuers}
+    providers = {i.policy.issuer: _key_provider(i, jwks_http, metrics)
+                 for i in config.auth.issuers}
+    metrics.track_keys({name: p.ready for name, p in providers.items()})
     authenticator = Authenticator(
         {name: (i.policy, providers[name]) for i in config.auth.issuers
          for name in [i.policy.issuer]},
@@ -146,23 +188,32 @@ def build(config: Config, *, api_key: ApiKeySource,
     )
     redis_client = None
     limiter = None
-    if config.rate_limit.enabled:
+    threads = None
+    if config.rate_limit.enabled or config.threads.ownership:
         redis_client = make_redis_client(
             config.redis.url, socket_timeout_s=config.redis.socket_timeout_s,
             connect_timeout_s=config.redis.connect_timeout_s,
             max_connections=config.redis.max_connections,
         )
+    if config.threads.ownership and redis_client is not None:
+        threads = ThreadOwnership(redis_client, ttl_s=config.threads.record_ttl_days * 86400,
+                                  budget_s=config.rate_limit.budget_s)
+    if config.rate_limit.enabled and redis_client is not None:
         limiter = RedisRateLimiter(redis_client, fail_open=config.rate_limit.fail_mode == "open",
                                    budget_s=config.rate_limit.budget_s,
-                                   lease_ttl_s=config.rate_limit.lease_ttl_s)
+                                   lease_ttl_s=config.rate_limit.lease_ttl_s,
+                                   on_decision=metrics.on_ratelimit_decision,
+                                   on_error=metrics.on_redis_error)
+        metrics.track_limiter(limiter)
     deps = ProxyDeps(
         config=config,
-        routes=RouteTable(ROUTES, config.api_versions),
+        routes=routes,
         authenticator=authenticator,
         upstream=upstream,
         api_key=api_key.current,
         limiter=limiter,
-        observer=AccessLog(enabled=config.server.access_log),
+        threads=threads,
+        observer=Observers(AccessLog(enabled=config.server.access_log), metrics),
     )
     return Gateway(config, api_key, upstream, jwks_http, providers, redis_client, limiter,
-                   ProxyApp(deps))
+                   ProxyApp(deps), metrics=metrics, metrics_app=metrics_app(metrics.registry))

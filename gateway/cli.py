@@ -7,9 +7,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -19,6 +22,7 @@ from gateway.app import Gateway, build
 from gateway.config import Config, ConfigError, load, read_api_key
 
 DEFAULT_CONFIG = "config/gateway.toml"
+log = logging.getLogger("gateway.cli")
 
 
 def _setup_logging() -> None:
@@ -45,6 +49,76 @@ def uvicorn_config(app: Gateway, host: str, port: int, config: Config) -> uvicor
     )
 
 
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server with the gateway's drain hook.
+
+    On SIGTERM (or SIGINT) readiness fails at once (``gateway.draining``), then uvicorn's own
+    handler starts its shutdown: stop accepting, close idle keep-alive connections, let
+    in-flight requests and streams finish for up to ``timeout_graceful_shutdown`` (the drain
+    timeout), cancel what is left, then the lifespan shutdown closes the upstream and Redis
+    clients. Kubernetes sends SIGTERM only after the pod's ``preStop`` sleep, which is the
+    window in which new connections are still served while endpoints are removed.
+    """
+
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.gateway.draining = True  # a signal handler: set flags only, no I/O
+        super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        log.info("shutting down: readiness fails; in-flight requests get up to %ss",
+                 self.config.timeout_graceful_shutdown)
+        await super().shutdown(sockets)
+
+
+def _after_drain(sig: int, frame: FrameType | None) -> None:
+    """uvicorn re-raises the signal it drained on; a clean drain then exits 0, not 128+sig."""
+
+
+class MetricsServer(uvicorn.Server):
+    """The metrics listener, beside the gateway's server in the same event loop.
+
+    It leaves signals to the gateway's server, which stops it after its own drain, so the
+    metrics stay scrapeable while in-flight requests finish.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def metrics_server(gateway: Gateway, config: Config) -> MetricsServer | None:
+    """``server.metrics_host:metrics_port`` serving only ``/metrics``; None when port is 0."""
+    if not config.server.metrics_port or gateway.metrics_app is None:
+        return None
+    return MetricsServer(uvicorn.Config(
+        gateway.metrics_app, host=config.server.metrics_host, port=config.server.metrics_port,
+        lifespan="off", http="httptools", proxy_headers=False, server_header=False,
+        access_log=False, log_config=None, timeout_keep_alive=5,
+    ))
+
+
+async def serve_with_metrics(server: uvicorn.Server, metrics: uvicorn.Server | None) -> None:
+    """Run the gateway's server and, when configured, the metrics listener (started first)."""
+    if metrics is None:
+        await server.serve()
+        return
+    task = asyncio.create_task(metrics.serve(), name="metrics-server")
+    while not metrics.started and not task.done():  # noqa: ASYNC110 (uvicorn has no event)
+        await asyncio.sleep(0.01)
+    if task.done():
+        await task
+        raise RuntimeError("the metrics listener did not start")
+    try:
+        await server.serve()
+    finally:
+        metrics.should_exit = True
+        await task
+
+
 def _gateway(config: Config) -> Gateway:
     key = read_api_key(config.upstream, os.environ)
     source = ApiKeySource(key, path=config.upstream.api_key_file,
@@ -63,9 +137,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    server = uvicorn.Server(uvicorn_config(gateway, config.server.host, config.server.port,
-                                           config))
-    server.run()
+    server = GatewayServer(uvicorn_config(gateway, config.server.host, config.server.port,
+                                          config), gateway)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _after_drain)
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(serve_with_metrics(server, metrics_server(gateway, config)))
     return 0
 
 
@@ -109,7 +186,7 @@ async def _run_demo(host: str, port: int) -> None:
 
         announcer = asyncio.create_task(announce())
         try:
-            await server.serve()
+            await serve_with_metrics(server, metrics_server(gateway, config))
         finally:
             announcer.cancel()
             fake_server.should_exit = True

@@ -126,6 +126,15 @@ class RateLimitConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadsConfig:
+    #: Record which tenant created each thread and keep other tenants out (needs Redis).
+    ownership: bool = True
+    #: Threads with no record (created before the gateway): ``deny`` or ``allow``.
+    unknown: Literal["deny", "allow"] = "deny"
+    record_ttl_days: int = 400
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = ServerConfig()
     upstream: UpstreamConfig = UpstreamConfig()
@@ -134,6 +143,7 @@ class Config:
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     redis: RedisConfig = RedisConfig()
     rate_limit: RateLimitConfig = RateLimitConfig()
+    threads: ThreadsConfig = ThreadsConfig()
     #: True for the embedded demo's generated config (``gateway token`` refuses anything else).
     demo: bool = False
 
@@ -396,6 +406,19 @@ def _rate_limit(s: Section) -> RateLimitConfig:
     return out
 
 
+def _threads(s: Section) -> ThreadsConfig:
+    d = ThreadsConfig()
+    unknown = s.get("unknown", str, d.unknown, check=one_of("deny", "allow"))
+    out = ThreadsConfig(
+        ownership=s.get("ownership", bool, d.ownership),
+        unknown="allow" if unknown == "allow" else "deny",
+        record_ttl_days=s.get("record_ttl_days", int, d.record_ttl_days,
+                              check=between(1, 3650)),
+    )
+    s.finish()
+    return out
+
+
 def parse(data: Mapping[str, Any]) -> Config:
     """Build a ``Config`` from a parsed document; raise ``ConfigError`` listing every problem."""
     problems = Problems()
@@ -416,6 +439,7 @@ def parse(data: Mapping[str, Any]) -> Config:
         profiles=profiles,
         redis=_redis(root.section("redis")),
         rate_limit=_rate_limit(root.section("rate_limit")),
+        threads=_threads(root.section("threads")),
         demo=root.get("demo", bool, False),
     )
     if not config.auth.issuers:

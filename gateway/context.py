@@ -27,6 +27,9 @@ class RequestContext:
     upstream_finished: float | None = None
     stream_cut: bool = False
     client_disconnected: bool = False
+    #: The limiter rule that refused the request (``ratelimit.Decision.limited_by``, one of
+    #: ``ratelimit.RATELIMIT_REASONS``); ``reason`` then holds the 429's error code.
+    ratelimit_rule: str | None = None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

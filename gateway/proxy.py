@@ -40,6 +40,14 @@ from gateway.headers import (
 )
 from gateway.jsonbody import dump_json, parse_json_object
 from gateway.policy import check_request
+from gateway.ownership import (
+    CREATES_THREAD,
+    SSE_PEEK_LIMIT,
+    check_owner,
+    thread_id_from_json,
+    thread_id_from_sse,
+)
+from gateway.ownership_redis import ThreadOwnership
 from gateway.ratelimit import Decision, Lease
 from gateway.routes import RouteMatch, RouteTable
 from gateway.upstream import UpstreamBrokenError, UpstreamClient, UpstreamResponse
@@ -90,6 +98,7 @@ class ProxyDeps:
     upstream: UpstreamClient
     api_key: Callable[[], str]
     limiter: Limiter | None = None
+    threads: ThreadOwnership | None = None
     observer: Observer = NullObserver()
 
 
@@ -168,6 +177,12 @@ class ProxyApp:
             raise PermissionDeniedError(
                 f"Your profile does not allow the operation {match.operation}.",
                 code="operation_not_allowed")
+        thread_id = match.ids.get("thread_id")
+        if thread_id is not None and self.deps.threads is not None:
+            t0 = time.perf_counter()
+            owner = await self.deps.threads.owner(thread_id)
+            check_owner(owner, ctx.caller.tenant, self.config.threads.unknown)
+            ctx.stages["ownership"] = time.perf_counter() - t0
 
         decision = await self._rate_limit(ctx, match, profile.rate_limit)
         try:
@@ -251,20 +266,49 @@ class ProxyApp:
                                 for k, v in ratelimit.response_headers(decision)]
             if "text/event-stream" in response.content_type:
                 ctx.stream = True
-                out_headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
                 out_headers = [(n, v) for n, v in out_headers
-                               if n not in (b"content-length", b"cache-control")
-                               or v == b"no-cache"]
+                               if n not in (b"content-length", b"cache-control")]
+                out_headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+            prefix = await self._ownership_after(ctx, match, response)
             if self.config.server.overhead_header:
                 ms = ctx.overhead_seconds() * 1000
                 out_headers.append((b"x-gateway-overhead-ms", f"{ms:.2f}".encode()))
             await send({"type": "http.response.start", "status": response.status,
                         "headers": out_headers})
             self.deps.observer.response_started(ctx)
+            if prefix:
+                await send({"type": "http.response.body", "body": prefix, "more_body": True})
             await self._relay(ctx, response, decision, receive, send)
         finally:
             ctx.upstream_finished = time.perf_counter()
             await response.aclose()
+
+    async def _ownership_after(self, ctx: RequestContext, match: RouteMatch,
+                               response: UpstreamResponse) -> bytes:
+        """Record (or forget) thread ownership before the caller sees the response.
+
+        Returns the body bytes read ahead to find the new thread's id (relayed first)."""
+        threads = self.deps.threads
+        if threads is None or ctx.caller is None or not 200 <= response.status < 300:
+            return b""
+        if match.operation == "threads.delete":
+            await threads.forget(match.ids["thread_id"])
+            return b""
+        if match.operation not in CREATES_THREAD:
+            return b""
+        if "text/event-stream" in response.content_type:
+            prefix = await response.read_until(lambda b: thread_id_from_sse(b)[0],
+                                               SSE_PEEK_LIMIT)
+            thread_id = thread_id_from_sse(prefix)[1]
+        else:
+            prefix = await response.read_until(lambda b: False,
+                                               self.config.server.max_body_bytes)
+            thread_id = thread_id_from_json(match.operation, prefix)
+        if thread_id is None or not await threads.record(thread_id, ctx.caller.tenant):
+            log.error("could not record the owner of a new thread",
+                      extra={"request_id": ctx.request_id})
+            ctx.reason = "ownership_not_recorded"
+        return prefix
 
     async def _send_upstream(self, ctx: RequestContext, scope: Scope, match: RouteMatch,
                              headers: list[tuple[bytes, bytes]], payload: bytes | None,

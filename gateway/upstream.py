@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
 
@@ -58,26 +58,36 @@ class UpstreamResponse:
         self._response = response
         self.status = response.status_code
         self.headers: list[tuple[bytes, bytes]] = list(response.headers.raw)
+        self._chunks: AsyncIterator[bytes] | None = None
 
     @property
     def content_type(self) -> str:
         return str(self._response.headers.get("content-type", ""))
 
-    async def iter_raw(self) -> AsyncIterator[bytes]:
+    async def _raw(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._response.aiter_raw():
                 yield chunk
         except httpx.HTTPError as exc:
             raise UpstreamBrokenError(type(exc).__name__) from exc
 
-    async def read(self, limit: int) -> bytes:
-        """Read a (small) body whole, for rewriting errors; at most ``limit`` bytes."""
-        out = bytearray()
-        async for chunk in self.iter_raw():
-            out += chunk
-            if len(out) > limit:
+    def iter_raw(self) -> AsyncIterator[bytes]:
+        """The body's remaining raw bytes (one iterator, shared with ``read_until``)."""
+        if self._chunks is None:
+            self._chunks = self._raw()
+        return self._chunks
+
+    async def read_until(self, done: Callable[[bytes], bool], limit: int) -> bytes:
+        """Read chunks until ``done(prefix)``, the end of the body, or ``limit`` bytes; the
+        rest stays available from ``iter_raw()``."""
+        prefix = bytearray()
+        chunks = self.iter_raw()
+        while len(prefix) < limit and not done(bytes(prefix)):
+            try:
+                prefix += await anext(chunks)
+            except StopAsyncIteration:
                 break
-        return bytes(out[:limit])
+        return bytes(prefix)
 
     async def aclose(self) -> None:
         await self._response.aclose()
