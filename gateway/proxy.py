@@ -39,7 +39,6 @@ from gateway.headers import (
     upstream_request_headers,
 )
 from gateway.jsonbody import dump_json, parse_json_object
-from gateway.policy import check_request
 from gateway.ownership import (
     CREATES_THREAD,
     SSE_PEEK_LIMIT,
@@ -48,6 +47,7 @@ from gateway.ownership import (
     thread_id_from_sse,
 )
 from gateway.ownership_redis import ThreadOwnership
+from gateway.policy import check_request
 from gateway.ratelimit import Decision, Lease
 from gateway.routes import RouteMatch, RouteTable
 from gateway.upstream import UpstreamBrokenError, UpstreamClient, UpstreamResponse
