@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from gateway import metrics_labels as lbl
@@ -26,11 +27,13 @@ from gateway.ratelimit import RATELIMIT_REASONS, Decision
 from gateway.routes import ROUTES
 from tests.gatewayproc import GatewayProcess, write_config
 from tests.servers import ThreadedUvicorn, free_port
-from tests.stack import PUBLIC_JWK, V2, Stack, base_config, running_stack
+from tests.stack import PRIVATE_PEM, PUBLIC_JWK, V2, Stack, base_config, running_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 OPERATIONS = frozenset(r.operation for r in ROUTES)
 PROFILES = ("reader", "writer")
+#: Parsed once: signing from the PEM re-parses (and re-checks) the RSA key every time.
+SIGNING_KEY = serialization.load_pem_private_key(PRIVATE_PEM, None)
 
 
 def samples(registry: CollectorRegistry) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
@@ -270,6 +273,8 @@ def limited_stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
 
 def test_building_twice_never_touches_the_global_registry(tmp_path: Path) -> None:
     before = samples(REGISTRY)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
     with running_stack(tmp_path / "a") as one, running_stack(tmp_path / "b") as two:
         assert one.gateway.metrics is not None and two.gateway.metrics is not None
         assert one.gateway.metrics.registry is not two.gateway.metrics.registry
@@ -286,7 +291,7 @@ def test_cardinality_is_bounded_by_configuration(limited_stack: Stack) -> None:
 
     def burst(client: httpx.Client, tag: str, n: int) -> None:
         for i in range(n):
-            auth = gw.auth(namespace=f"ns-{tag}-{i}", sa=f"sa-{i}")
+            auth = gw.auth(namespace=f"ns-{tag}-{i}", sa=f"sa-{i}", key=SIGNING_KEY)
             kind = i % 4
             if kind == 0:
                 client.get(f"/openai/threads/thread_{secrets.token_hex(12)}",

@@ -44,7 +44,6 @@ class Tally:
     ok: int = 0
     dropped_ids: set[str] = field(default_factory=set)  # transport errors: never answered
     failures: list[str] = field(default_factory=list)
-    sent_ids: set[str] = field(default_factory=set)
     ok_ids: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -85,8 +84,6 @@ def _load_loop(url: str, tally: Tally, stop: threading.Event, deadline: float) -
     with httpx.Client(base_url=url, timeout=10) as client:
         while not stop.is_set() and time.monotonic() < deadline:
             rid = f"load-{uuid.uuid4().hex}"
-            with tally.lock:
-                tally.sent_ids.add(rid)
             try:
                 r = client.post("/openai/threads", params={"api-version": V2}, content=b"{}",
                                 headers={**headers, "x-request-id": rid})

@@ -1,0 +1,431 @@
+"""The deployment artefacts under deploy/: rendered, schema-validated, and held to the code.
+
+- Rendering uses a real kustomize: ``kustomize build`` or ``kubectl kustomize`` (kubectl ships
+  kustomize v5), or the command in ``GATEWAY_KUSTOMIZE``. None of them installs from PyPI or
+  Debian in a usable version, so a missing one fails with that message.
+- Core kinds are validated strictly (unknown fields refused) against the Kubernetes 1.37 JSON
+  schemas bundled in PyPI's ``kubernetes-validate``. ServiceMonitor and PrometheusRule are CRDs
+  that those schemas lack: they are checked structurally here instead.
+- Drift: every port, path, env var, mounted file and flag the manifests use must be what the
+  gateway's config and CLI actually use; the shutdown budget inequality; the securityContext;
+  the PrometheusRule and dashboard copies equal their sources (deploy/sync-monitoring.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from kubernetes_validate import utils as kv
+
+from gateway.config import Config, parse
+from tests.servers import run_app
+from tests.stack import Stack
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+KUSTOMIZE = DEPLOY / "kustomize"
+OVERLAYS = {"base": KUSTOMIZE / "base", "production": KUSTOMIZE / "overlays" / "production"}
+K8S_VERSION = "1.37.0"
+CRD_GROUPS = ("monitoring.coreos.com/",)
+Doc = dict[str, Any]
+
+
+def _renderer() -> list[str]:
+    if cmd := os.environ.get("GATEWAY_KUSTOMIZE"):
+        return shlex.split(cmd)
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    pytest.fail("no kustomize: install kustomize (v5) or kubectl (it embeds kustomize), or set "
+                "GATEWAY_KUSTOMIZE to a command that renders a kustomization directory")
+
+
+@cache
+def render(name: str) -> tuple[Doc, ...]:
+    result = subprocess.run([*_renderer(), str(OVERLAYS[name])], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, f"kustomize failed for {name}:\n{result.stderr}"
+    return tuple(d for d in yaml.safe_load_all(result.stdout) if d)
+
+
+def one(docs: tuple[Doc, ...], kind: str) -> Doc:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def gateway_config_map(docs: tuple[Doc, ...]) -> Doc:
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and "gateway.toml" in d.get("data", {})]
+    return cm
+
+
+def rendered_config(docs: tuple[Doc, ...]) -> Config:
+    return parse(tomllib.loads(gateway_config_map(docs)["data"]["gateway.toml"]))
+
+
+def pod_spec(docs: tuple[Doc, ...]) -> Doc:
+    spec: Doc = one(docs, "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def container(docs: tuple[Doc, ...]) -> Doc:
+    (c,) = pod_spec(docs)["containers"]
+    return c
+
+
+def env_value(c: Doc, name: str) -> Any:
+    (entry,) = [e for e in c["env"] if e["name"] == name]
+    return entry.get("value", entry.get("valueFrom"))
+
+
+def mount_for(docs: tuple[Doc, ...], path: str) -> tuple[Doc, Doc]:
+    """The (volumeMount, volume) a container file path lies in."""
+    mounts = [m for m in container(docs)["volumeMounts"]
+              if PurePosixPath(path).is_relative_to(m["mountPath"])]
+    assert len(mounts) == 1, f"{path}: no single volume mount holds it"
+    (volume,) = [v for v in pod_spec(docs)["volumes"] if v["name"] == mounts[0]["name"]]
+    return mounts[0], volume
+
+
+def relative(path: str, mount: Doc) -> str:
+    return str(PurePosixPath(path).relative_to(mount["mountPath"]))
+
+
+@pytest.fixture(params=sorted(OVERLAYS))
+def docs(request: pytest.FixtureRequest) -> tuple[Doc, ...]:
+    return render(request.param)
+
+
+# --- rendering and schemas -----------------------------------------------------------------
+
+def test_rendered_core_kinds_pass_the_kubernetes_schemas(docs: tuple[Doc, ...]) -> None:
+    kinds = {d["kind"] for d in docs}
+    assert {"ServiceAccount", "Deployment", "Service", "HorizontalPodAutoscaler",
+            "PodDisruptionBudget", "NetworkPolicy", "ConfigMap", "ServiceMonitor",
+            "PrometheusRule"} <= kinds
+    errors = []
+    for doc in docs:
+        if doc["apiVersion"].startswith(CRD_GROUPS):
+            continue
+        try:
+            kv.validate(doc, K8S_VERSION, strict=True)
+        except kv.ValidationError as exc:
+            errors.append(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at "
+                          f"{'/'.join(map(str, exc.path))}")
+    assert errors == []
+
+
+def test_the_validator_refuses_unknown_fields() -> None:
+    """Guards the guard: strict validation really rejects a misspelt field."""
+    deployment = one(render("base"), "Deployment")
+    broken = {**deployment, "spec": {**deployment["spec"], "replica": 3}}
+    with pytest.raises(kv.ValidationError):
+        kv.validate(broken, K8S_VERSION, strict=True)
+
+
+def test_crds_are_structurally_sound(docs: tuple[Doc, ...]) -> None:
+    monitor, rule, service = (one(docs, "ServiceMonitor"), one(docs, "PrometheusRule"),
+                              one(docs, "Service"))
+    for doc in (monitor, rule):
+        assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+        assert set(doc) <= {"apiVersion", "kind", "metadata", "spec"}
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"])
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    service_ports = {p["name"] for p in service["spec"]["ports"]}
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["port"] in service_ports
+        assert endpoint["path"].startswith("/")
+        assert re.fullmatch(r"\d+[smh]", endpoint["interval"])
+    groups = rule["spec"]["groups"]
+    assert groups and len({g["name"] for g in groups}) == len(groups)
+    for group in groups:
+        for r in group["rules"]:
+            assert ("alert" in r) != ("record" in r), r
+            assert isinstance(r["expr"], str) and r["expr"].strip()
+            assert set(r) <= {"alert", "record", "expr", "for", "keep_firing_for", "labels",
+                              "annotations"}
+
+
+def test_no_secret_is_rendered(docs: tuple[Doc, ...]) -> None:
+    """Secrets are created out of band; the manifests only refer to them."""
+    assert not [d for d in docs if d["kind"] == "Secret"]
+
+
+# --- the config ----------------------------------------------------------------------------
+
+def _config_files() -> list[Path]:
+    return sorted(DEPLOY.rglob("*.toml"))
+
+
+@pytest.mark.parametrize("path", _config_files(), ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_check_config_accepts_every_config_under_deploy(path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_config_accepts_the_rendered_config_map(docs: tuple[Doc, ...],
+                                                      tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(gateway_config_map(docs)["data"]["gateway.toml"])
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_config_map_name_carries_a_content_hash(docs: tuple[Doc, ...]) -> None:
+    """Checksum-driven rollout: the Deployment mounts the hashed, generated name."""
+    name = gateway_config_map(docs)["metadata"]["name"]
+    assert re.fullmatch(r"assistants-gateway-config-[a-z0-9]{10}", name)
+    volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == name
+
+
+# --- drift: manifests vs. the gateway ------------------------------------------------------
+
+def test_container_and_service_ports_equal_the_config(docs: tuple[Doc, ...]) -> None:
+    config = rendered_config(docs)
+    ports = {p["name"]: p["containerPort"] for p in container(docs)["ports"]}
+    assert ports == {"http": config.server.port, "metrics": config.server.metrics_port}
+    service = one(docs, "Service")
+    for port in service["spec"]["ports"]:
+        assert port["targetPort"] in ports
+        assert port["port"] == ports[port["targetPort"]]
+    policy = one(docs, "NetworkPolicy")
+    ingress_ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert ingress_ports == set(ports.values())
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container(docs)[probe]["httpGet"]["port"] in ports
+
+
+def test_probe_paths_are_served_by_the_gateway(stack: Stack) -> None:
+    c = container(render("base"))
+    expected = {"livenessProbe": "/healthz", "startupProbe": "/healthz",
+                "readinessProbe": "/readyz"}
+    for probe, path in expected.items():
+        assert c[probe]["httpGet"]["path"] == path
+        answer = httpx.get(f"{stack.url}{path}", timeout=5)
+        assert answer.status_code == 200, (path, answer.text)
+        assert answer.headers["content-type"] == "application/json"
+
+
+def test_metrics_path_is_served_by_the_metrics_listener(stack: Stack) -> None:
+    (endpoint,) = one(render("base"), "ServiceMonitor")["spec"]["endpoints"]
+    app = getattr(stack.gateway, "metrics_app", None)
+    assert app is not None, "the gateway exposes no metrics_app"
+    with run_app(app, lifespan="off") as server:
+        answer = httpx.get(f"{server.url}{endpoint['path']}", timeout=5)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+
+
+def test_env_vars_are_ones_the_gateway_reads(docs: tuple[Doc, ...]) -> None:
+    sources = "".join((ROOT / "gateway" / f).read_text() for f in ("config.py", "cli.py"))
+    for entry in container(docs)["env"]:
+        assert f'"{entry["name"]}"' in sources, f"{entry['name']} is read nowhere in the gateway"
+
+
+def test_mounted_files_are_the_configured_files(docs: tuple[Doc, ...]) -> None:
+    config = rendered_config(docs)
+    c = container(docs)
+
+    # The Azure key: the env var and the config name the same file, in a Secret volume
+    # mounted as a whole directory (subPath mounts never see a rotation).
+    key_file = env_value(c, "AZURE_OPENAI_API_KEY_FILE")
+    assert key_file == config.upstream.api_key_file
+    mount, volume = mount_for(docs, key_file)
+    assert "subPath" not in mount and mount.get("readOnly") is True
+    assert relative(key_file, mount) in {i["path"] for i in volume["secret"]["items"]}
+
+    # The gateway's own token for JWKS fetches: a projected token with the API server's
+    # audience, never one of the gateway's own audiences.
+    (k8s,) = [i for i in config.auth.issuers if i.keys.bearer_token_file is not None]
+    token_file = k8s.keys.bearer_token_file
+    assert token_file is not None
+    mount, volume = mount_for(docs, token_file)
+    (sat,) = [s["serviceAccountToken"] for s in volume["projected"]["sources"]
+              if "serviceAccountToken" in s]
+    assert sat["path"] == relative(token_file, mount)
+    assert sat["audience"] not in k8s.policy.audiences
+    assert sat["audience"] == k8s.policy.issuer  # the API server's issuer = its audience
+    assert sat["expirationSeconds"] >= 600
+
+    # REDIS_URL comes from a Secret, never a literal.
+    assert "secretKeyRef" in env_value(c, "REDIS_URL")
+    assert config.redis.url.startswith("rediss://")  # TLS even for the file's placeholder
+
+    # The config file the args name is the ConfigMap's key in its mount.
+    config_path = c["args"][c["args"].index("--config") + 1]
+    mount, volume = mount_for(docs, config_path)
+    assert relative(config_path, mount) == "gateway.toml" and "configMap" in volume
+
+
+def test_args_are_accepted_by_gateway_serve(docs: tuple[Doc, ...]) -> None:
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--help"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30, check=True)
+    flags = set(re.findall(r"--[a-z][a-z-]*", result.stdout))
+    used = {a for a in container(docs)["args"] if a.startswith("-")}
+    assert used <= flags, used - flags
+    assert "command" not in container(docs)  # the image's ENTRYPOINT (gateway serve) runs
+
+
+def test_termination_grace_covers_prestop_and_drain(docs: tuple[Doc, ...]) -> None:
+    config = rendered_config(docs)
+    command = container(docs)["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    pre_stop = int(command[1])
+    assert 5 <= pre_stop <= 15
+    grace = pod_spec(docs)["terminationGracePeriodSeconds"]
+    assert grace > pre_stop + config.server.drain_timeout_s + 5
+
+
+def test_security_context_is_locked_down(docs: tuple[Doc, ...]) -> None:
+    pod, c = pod_spec(docs), container(docs)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] > 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    # The only writable path is /tmp, an emptyDir.
+    writable = [m for m in c["volumeMounts"] if not m.get("readOnly")]
+    assert [m["mountPath"] for m in writable] == ["/tmp"]
+    (tmp,) = [v for v in pod["volumes"] if v["name"] == writable[0]["name"]]
+    assert "emptyDir" in tmp
+    resources = c["resources"]
+    assert {"cpu", "memory"} <= resources["requests"].keys()
+    assert "memory" in resources["limits"]
+
+
+def test_scaling_and_disruption_objects_target_the_deployment(docs: tuple[Doc, ...]) -> None:
+    deployment = one(docs, "Deployment")
+    assert "replicas" not in deployment["spec"]  # the HPA owns it
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": deployment["metadata"]["name"]}
+    assert hpa["spec"]["minReplicas"] >= 2
+    assert one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == selector
+    assert one(docs, "Service")["spec"]["selector"] == selector
+    assert one(docs, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"] == selector
+    keys = {t["topologyKey"] for t in pod_spec(docs)["topologySpreadConstraints"]}
+    assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+
+
+def test_network_policy_allows_only_what_the_gateway_needs(docs: tuple[Doc, ...]) -> None:
+    config = rendered_config(docs)
+    spec = one(docs, "NetworkPolicy")["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    by_port = {rule["ports"][0]["port"]: rule["from"] for rule in spec["ingress"]}
+    assert by_port[config.server.port] == [{"namespaceSelector": {"matchLabels": {
+        "assistants-gateway.ai-platform/caller": "true"}}}]
+    assert by_port[config.server.metrics_port] == [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "monitoring"}}}]
+    egress_ports = [{p["port"] for p in rule["ports"]} for rule in spec["egress"]]
+    assert egress_ports == [{53}, {443, 6443}, {6379, 6380}, {443}]
+    assert all(rule.get("to") for rule in spec["egress"])  # no rule open to everything
+
+
+# --- monitoring copies ---------------------------------------------------------------------
+
+def test_prometheus_rule_groups_equal_the_rules_file() -> None:
+    source = DEPLOY / "prometheus-rules.yaml"
+    if not source.exists():
+        pytest.skip("deploy/prometheus-rules.yaml (owned by the metrics work) does not exist yet")
+    expected = yaml.safe_load(source.read_text())["groups"]
+    assert one(render("base"), "PrometheusRule")["spec"]["groups"] == expected, (
+        "deploy/kustomize/base/prometheusrule.yaml is stale: run python3 deploy/sync-monitoring.py")
+
+
+def test_dashboard_config_map_equals_the_dashboard_file() -> None:
+    source = DEPLOY / "grafana-dashboard.json"
+    if not source.exists():
+        pytest.skip("deploy/grafana-dashboard.json (owned by the metrics work) does not exist yet")
+    (cm,) = [d for d in render("base") if d["kind"] == "ConfigMap"
+             and "grafana-dashboard.json" in d.get("data", {})]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["data"]["grafana-dashboard.json"] == source.read_text(), (
+        "deploy/kustomize/base/grafana-dashboard.json is stale: run "
+        "python3 deploy/sync-monitoring.py")
+
+
+# --- the image -----------------------------------------------------------------------------
+
+def _instructions(text: str) -> Iterator[tuple[str, str]]:
+    logical = re.sub(r"\\\n", " ", text)
+    for line in logical.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            yield word.upper(), rest.strip()
+
+
+def _final_stage() -> list[tuple[str, str]]:
+    stages: list[list[tuple[str, str]]] = []
+    for word, rest in _instructions((DEPLOY / "Dockerfile").read_text()):
+        if word == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((word, rest))
+    assert len(stages) >= 2, "the Dockerfile must be multi-stage"
+    return stages[-1]
+
+
+def test_dockerfile_final_stage_is_small_non_root_and_runs_gateway_serve() -> None:
+    import json
+
+    final = _final_stage()
+    words = dict(final)  # the last of each instruction counts
+    docs = render("base")
+    c, pod = container(docs), pod_spec(docs)
+    # Non-root, numeric (runAsNonRoot can only verify a number), and the pod's user.
+    user = words["USER"].split(":")[0]
+    assert user.isdigit() and int(user) > 0
+    assert int(user) == pod["securityContext"]["runAsUser"]
+    # Exec-form ENTRYPOINT gateway serve (so SIGTERM reaches the server, not a shell); its
+    # CMD equals the Deployment's args.
+    assert json.loads(words["ENTRYPOINT"]) == ["gateway", "serve"]
+    assert json.loads(words["CMD"]) == c["args"]
+    # No build tools, no installs from source, in the final stage.
+    final_text = " ".join(rest for _, rest in final).lower()
+    for tool in ("gcc", "g++", "clang", "build-essential", "make ", "python3-dev", "-dev ",
+                 "pip install", "apt-get install"):
+        assert tool not in final_text, f"final stage mentions {tool!r}"
+    assert any(w == "COPY" and r.startswith("--from=") for w, r in final)
+    # The final base keeps /bin/sleep for the preStop exec hook (distroless has none).
+    base = words["FROM"].split()[0]
+    assert "distroless" not in base and "scratch" not in base
+    assert c["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+    # The exposed ports are the container ports; the optional HEALTHCHECK uses /healthz.
+    exposed = {int(p) for p in words["EXPOSE"].split()}
+    assert exposed == {p["containerPort"] for p in c["ports"]}
+    if "HEALTHCHECK" in words:
+        assert "/healthz" in words["HEALTHCHECK"]
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.1[1-9][.\w-]*-slim", text, re.M)
+
+
+def test_gateway_console_script_exists() -> None:
+    """The image's ENTRYPOINT `gateway` is the package's console script."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["gateway"] == "gateway.cli:main"
