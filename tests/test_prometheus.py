@@ -4,7 +4,7 @@ A private ``prometheus`` process (loopback, its own free port, a temporary stora
 1 s scrape and evaluation interval, the repository's rule file loaded) scrapes a running
 gateway's metrics listener while a short burst of mixed traffic goes through the gateway:
 successes, a refusal of each kind (401, 403, 400 policy, 404 route, 429 rate limit) and
-upstream errors (scripted 500 and 502, a malformed answer, a stream cut mid-way).
+upstream errors (scripted 500 and 502 from Azure, a stream cut mid-way).
 
 Then, through the HTTP API (``/api/v1/query``):
 
@@ -174,16 +174,15 @@ def mixed_traffic(gw: Stack) -> None:
         assert limited[0] == 200 and 429 in limited
         gw.fake.script(ScriptedResponse(status=500, chunks=(b'{"error":{}}',)))
         gw.fake.script(ScriptedResponse(status=502, chunks=(b'{"error":{}}',)))
-        gw.fake.script(ScriptedResponse(chunks=(b"{",), cut_after=0))
         errors = [c.get(f"/openai/threads/{tid}", params=q, headers=gw.auth()).status_code
-                  for _ in range(3)]
-        assert errors[:2] == [500, 502] and errors[2] >= 500
+                  for _ in range(2)]
+        assert errors == [500, 502]
         gw.fake.script(ScriptedResponse(chunks=(b"data: {}\n\n",) * 4, cut_after=2,
                                         headers=(("content-type", "text/event-stream"),)))
-        with pytest.raises(httpx.HTTPError):  # noqa: PT012
-            with c.stream("GET", f"/openai/threads/{tid}/messages", params=q,
-                          headers=gw.auth()) as streamed:
-                streamed.read()
+        with pytest.raises(httpx.HTTPError), c.stream(
+                "GET", f"/openai/threads/{tid}/messages", params=q,
+                headers=gw.auth()) as streamed:
+            streamed.read()
 
 
 def test_dashboard_and_alerts_against_real_prometheus(

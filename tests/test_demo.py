@@ -1,0 +1,60 @@
+"""`gateway demo` and `gateway token` as a user runs them: a real process on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import openai
+
+from tests.servers import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_serves_the_sdk_and_mints_tokens(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "GATEWAY_DEMO_DIR": str(tmp_path / "demo")}
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "demo", "--port", str(port)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for_port(port, timeout=20)
+        minted = subprocess.run([sys.executable, "-m", "gateway.cli", "token",
+                                 "--namespace", "demo", "--service-account", "tester"],
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
+                                check=True)
+        token = minted.stdout.strip()
+        client = openai.AzureOpenAI(azure_endpoint=f"http://127.0.0.1:{port}",
+                                    api_version="2024-05-01-preview", azure_ad_token=token,
+                                    max_retries=0)
+        thread = client.beta.threads.create()
+        client.beta.threads.messages.create(thread.id, role="user", content="Hello")
+        [message] = client.beta.threads.messages.list(thread.id).data
+        assert message.content[0].text.value == "Hello"
+        raw = httpx.post(f"http://127.0.0.1:{port}/openai/threads",
+                         params={"api-version": "2024-05-01-preview"},
+                         headers={"Authorization": f"Bearer {token}"}, json={})
+        assert raw.headers["x-gateway-overhead-ms"]
+        refused = httpx.post(f"http://127.0.0.1:{port}/openai/threads",
+                             params={"api-version": "2024-05-01-preview"}, json={})
+        assert refused.status_code == 401
+        config = (tmp_path / "demo" / "gateway.toml").read_text()
+        assert "demo = true" in config
+        assert "api_key =" not in config  # the fake Azure key lives in its own 0600 file
+        key_file = tmp_path / "demo" / "azure-api-key"
+        assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert "export TOKEN=" in out
+    assert "AzureOpenAI(" in out
+    assert "curl" in out
