@@ -269,7 +269,10 @@ class ProxyApp:
                 out_headers = [(n, v) for n, v in out_headers
                                if n not in (b"content-length", b"cache-control")]
                 out_headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
-            prefix = await self._ownership_after(ctx, match, response)
+            try:
+                prefix = await self._ownership_after(ctx, match, response)
+            except UpstreamBrokenError:
+                raise BadGatewayError("The upstream response ended abnormally.") from None
             if self.config.server.overhead_header:
                 ms = ctx.overhead_seconds() * 1000
                 out_headers.append((b"x-gateway-overhead-ms", f"{ms:.2f}".encode()))
@@ -364,6 +367,9 @@ class ProxyApp:
             ctx.stream_cut = True
             log.warning("upstream body ended abnormally: %s", exc,
                         extra={"request_id": ctx.request_id})
+            return
+        if isinstance(exc, OSError):  # the server could no longer write to the client
+            ctx.client_disconnected = True
             return
         if exc is not None:
             raise exc
