@@ -233,6 +233,7 @@ class ProxyApp:
         ctx.stages["ratelimit"] = time.perf_counter() - t0
         if not decision.allowed:
             ctx.reason = decision.limited_by
+            ctx.ratelimit_rule = decision.limited_by
             raise ratelimit.refusal_error(decision)
         return decision
 

@@ -34,6 +34,7 @@ from gateway.config import Config, parse
 from tests.servers import run_app
 from tests.stack import Stack
 
+pytestmark = pytest.mark.timeout(30)
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 KUSTOMIZE = DEPLOY / "kustomize"

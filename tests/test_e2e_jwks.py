@@ -136,7 +136,7 @@ def test_outage_keeps_known_keys_then_503(tmp_path: Path) -> None:
             "auth": {"token_cache_size": 0, "issuers": [{
                 "issuer": ISSUER, "audiences": [AUDIENCE], "kubernetes": True,
                 "jwks_url": f"{keys.url}/jwks", "jwks_ttl_s": 0.5, "jwks_cooldown_s": 0.25,
-                "jwks_stale_s": 1.5}],
+                "jwks_stale_s": 3.0}],
                 "callers": [{"profile": "all", "namespaces": ["team-a"]}]},
             "profiles": {"all": {}},
         })
@@ -147,18 +147,26 @@ def test_outage_keeps_known_keys_then_503(tmp_path: Path) -> None:
                                   headers={"Authorization": f"Bearer {token(key, 'k1')}"},
                                   json={})
 
+            def wait_status(status: int, timeout: float) -> httpx.Response:
+                deadline = time.monotonic() + timeout
+                while True:
+                    response = call()
+                    if response.status_code == status or time.monotonic() > deadline:
+                        return response
+                    time.sleep(0.1)
+
             assert call().status_code == 200
             server.fail = True
-            time.sleep(0.8)  # refreshes now fail; the last good set is still fresh enough
+            failed_at = time.monotonic()
+            time.sleep(0.8)  # refreshes now fail; the last good set is younger than stale_s
             assert call().status_code == 200
             assert httpx.get(f"{gw.url}/readyz").status_code == 200
-            time.sleep(1.2)  # past the stale period
-            down = call()
+            down = wait_status(503, timeout=8)  # past the stale period
             assert down.status_code == 503
+            assert time.monotonic() - failed_at > 2.0  # not before the stale period
             assert down.json()["error"]["code"] == "jwks_unavailable"
             assert "retry-after" in down.headers
             assert httpx.get(f"{gw.url}/readyz").status_code == 503
             server.fail = False
-            time.sleep(0.8)
-            assert call().status_code == 200
+            assert wait_status(200, timeout=5).status_code == 200
     assert json.loads(fake.requests[0].body) == {}

@@ -25,6 +25,7 @@ from tests.gatewayproc import GatewayProcess, write_config
 from tests.servers import ThreadedUvicorn
 from tests.stack import PUBLIC_JWK, V2, base_config, make_token
 
+pytestmark = pytest.mark.timeout(30)
 RELOAD_S = 0.5
 KEY1 = "key-one-0123456789abcdef"
 KEY2 = "key-two-fedcba9876543210"

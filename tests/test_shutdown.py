@@ -29,6 +29,7 @@ from tests.gatewayproc import GatewayProcess, write_config
 from tests.servers import ThreadedUvicorn
 from tests.stack import PUBLIC_JWK, V2, base_config, make_token, running_stack
 
+pytestmark = pytest.mark.timeout(30)
 API_KEY = "shutdown-test-key"
 SLOW = "/openai/threads/thread_slow"
 
