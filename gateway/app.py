@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +59,7 @@ class Gateway:
     proxy: ProxyApp
     draining: bool = False
     started: bool = False
-    extra_closers: list[Any] = field(default_factory=list)
+    extra_closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     #: The metrics and their ASGI app (served on the metrics listener, never the proxy port).
     metrics: GatewayMetrics | None = None
     metrics_app: ASGIApp | None = None
@@ -80,6 +80,8 @@ class Gateway:
             if isinstance(provider, JwksKeyProvider):
                 await provider.aclose()
         await self.jwks_http.aclose()
+        for close in self.extra_closers:
+            await close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.upstream.aclose()
@@ -175,8 +177,15 @@ def build(config: Config, *, api_key: ApiKeySource,
     upstream = UpstreamClient(config.upstream, transport=upstream_transport)
     metrics.track_pool(upstream.pool_connections)
     jwks_http = make_jwks_http_client()
-    providers = {i.policy.issuer: _key_provider(i, jwks_http, metrics)
-                 for i in config.auth.issuers}
+    # An issuer that names its own CA bundle (the cluster CA for the API server's JWKS) gets
+    # its own client trusting only that bundle.
+    jwks_clients = {ca: make_jwks_http_client(ca_file=ca) for ca in
+                    sorted({i.keys.ca_file for i in config.auth.issuers if i.keys.ca_file})}
+    providers = {
+        i.policy.issuer: _key_provider(
+            i, jwks_clients[i.keys.ca_file] if i.keys.ca_file else jwks_http, metrics)
+        for i in config.auth.issuers
+    }
     metrics.track_keys({name: p.ready for name, p in providers.items()})
     authenticator = Authenticator(
         {name: (i.policy, providers[name]) for i in config.auth.issuers
@@ -216,4 +225,5 @@ def build(config: Config, *, api_key: ApiKeySource,
         observer=Observers(AccessLog(enabled=config.server.access_log), metrics),
     )
     return Gateway(config, api_key, upstream, jwks_http, providers, redis_client, limiter,
-                   ProxyApp(deps), metrics=metrics, metrics_app=metrics_app(metrics.registry))
+                   ProxyApp(deps), extra_closers=[c.aclose for c in jwks_clients.values()],
+                   metrics=metrics, metrics_app=metrics_app(metrics.registry))
