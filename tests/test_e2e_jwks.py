@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from gateway.apikey import ApiKeySource
 from gateway.app import build
-from gateway.config import parse
+from gateway.config import Config, parse
 from gateway.fakeazure import FakeAzure
 from tests.servers import ThreadedUvicorn
 from tests.stack import AUDIENCE, ISSUER, V2, claims_for
@@ -58,6 +58,19 @@ def token(key: rsa.RSAPrivateKey, kid: str) -> str:
     return jwt.encode(claims_for(), key, algorithm="RS256", headers={"kid": kid})
 
 
+def gateway_config(upstream_url: str, jwks_url: str, **issuer: Any) -> Config:
+    """A gateway that trusts one issuer whose keys it fetches from ``jwks_url``."""
+    return parse({
+        "upstream": {"endpoint": upstream_url, "allow_plain_http": True},
+        "rate_limit": {"enabled": False}, "threads": {"ownership": False},
+        "auth": {"token_cache_size": 0,
+                 "issuers": [{"issuer": ISSUER, "audiences": [AUDIENCE], "kubernetes": True,
+                              "jwks_url": jwks_url, **issuer}],
+                 "callers": [{"profile": "all", "namespaces": ["team-a"]}]},
+        "profiles": {"all": {}},
+    })
+
+
 @dataclass
 class JwksStack:
     url: str
@@ -81,16 +94,9 @@ def jwks_stack(tmp_path: Path) -> Iterator[JwksStack]:
     keys_app = Starlette(routes=[Route("/jwks", server.endpoint)])
     with ThreadedUvicorn(keys_app, lifespan="off") as keys, \
             ThreadedUvicorn(fake.app, lifespan="off") as upstream:
-        config = parse({
-            "upstream": {"endpoint": upstream.url, "allow_plain_http": True},
-            "rate_limit": {"enabled": False}, "threads": {"ownership": False},
-            "auth": {"token_cache_size": 0, "issuers": [{
-                "issuer": ISSUER, "audiences": [AUDIENCE], "kubernetes": True,
-                "jwks_url": f"{keys.url}/jwks", "bearer_token_file": str(token_file),
-                "jwks_ttl_s": 60, "jwks_cooldown_s": 0.5, "jwks_stale_s": 60}],
-                "callers": [{"profile": "all", "namespaces": ["team-a"]}]},
-            "profiles": {"all": {}},
-        })
+        config = gateway_config(upstream.url, f"{keys.url}/jwks",
+                                bearer_token_file=str(token_file), jwks_ttl_s=60,
+                                jwks_cooldown_s=0.5, jwks_stale_s=60)
         gateway = build(config, api_key=ApiKeySource(api_key))
         with ThreadedUvicorn(gateway) as gw:
             yield JwksStack(gw.url, server, fake, token_file)
@@ -130,16 +136,8 @@ def test_outage_keeps_known_keys_then_503(tmp_path: Path) -> None:
     keys_app = Starlette(routes=[Route("/jwks", server.endpoint)])
     with ThreadedUvicorn(keys_app, lifespan="off") as keys, \
             ThreadedUvicorn(fake.app, lifespan="off") as upstream:
-        config = parse({
-            "upstream": {"endpoint": upstream.url, "allow_plain_http": True},
-            "rate_limit": {"enabled": False}, "threads": {"ownership": False},
-            "auth": {"token_cache_size": 0, "issuers": [{
-                "issuer": ISSUER, "audiences": [AUDIENCE], "kubernetes": True,
-                "jwks_url": f"{keys.url}/jwks", "jwks_ttl_s": 0.5, "jwks_cooldown_s": 0.25,
-                "jwks_stale_s": 3.0}],
-                "callers": [{"profile": "all", "namespaces": ["team-a"]}]},
-            "profiles": {"all": {}},
-        })
+        config = gateway_config(upstream.url, f"{keys.url}/jwks", jwks_ttl_s=0.5,
+                                jwks_cooldown_s=0.25, jwks_stale_s=3.0)
         gateway = build(config, api_key=ApiKeySource("azure-key"))
         with ThreadedUvicorn(gateway) as gw:
             def call() -> httpx.Response:
