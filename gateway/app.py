@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from gateway.accesslog import AccessLog
@@ -27,7 +26,12 @@ from gateway.jwks import JwksKeyProvider, JwksSource, StaticKeyProvider, make_jw
 from gateway.metrics import ASGIApp, GatewayMetrics, make_registry, metrics_app
 from gateway.ownership_redis import ThreadOwnership
 from gateway.proxy import Message, Observer, ProxyApp, ProxyDeps, Receive, Scope, Send
-from gateway.ratelimit_redis import RedisRateLimiter, make_redis_client
+from gateway.ratelimit_redis import (
+    RedisClient,
+    RedisRateLimiter,
+    connect_redis,
+    make_redis_client,
+)
 from gateway.routes import ROUTES, RouteTable
 from gateway.upstream import UpstreamClient
 
@@ -54,7 +58,7 @@ class Gateway:
     upstream: UpstreamClient
     jwks_http: httpx.AsyncClient
     key_providers: Mapping[str, KeyProvider]
-    redis: aioredis.Redis | None
+    redis: RedisClient | None
     limiter: RedisRateLimiter | None
     proxy: ProxyApp
     draining: bool = False
@@ -69,6 +73,8 @@ class Gateway:
         for provider in self.key_providers.values():
             if isinstance(provider, JwksKeyProvider):
                 await provider.start()
+        if self.redis is not None:
+            await connect_redis(self.redis)
         if self.limiter is not None:
             await self.limiter.ping()
         self.started = True
@@ -203,6 +209,7 @@ def build(config: Config, *, api_key: ApiKeySource,
             config.redis.url, socket_timeout_s=config.redis.socket_timeout_s,
             connect_timeout_s=config.redis.connect_timeout_s,
             max_connections=config.redis.max_connections,
+            cluster=config.redis.cluster,
         )
     if config.threads.ownership and redis_client is not None:
         threads = ThreadOwnership(redis_client, ttl_s=config.threads.record_ttl_days * 86400,

@@ -24,7 +24,8 @@ def _unavailable() -> ServiceUnavailableError:
 
 
 class ThreadOwnership:
-    def __init__(self, client: redis.asyncio.Redis, *, ttl_s: int, budget_s: float) -> None:
+    def __init__(self, client: redis.asyncio.Redis | redis.asyncio.RedisCluster, *,
+                 ttl_s: int, budget_s: float) -> None:
         self.client = client
         self.ttl_s = ttl_s
         self.budget_s = budget_s

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from gateway import ratelimit
 from gateway.authenticator import Authenticator
@@ -224,18 +224,30 @@ class ProxyApp:
         if limiter is None or not self.config.rate_limit.enabled:
             return None
         assert ctx.caller is not None
-        plan = ratelimit.plan(ctx.caller, match.route.op_class, profile,
-                              self.config.rate_limit.global_rate)
-        if plan.empty:
-            return None
+        cluster = self.config.redis.cluster
+        global_rate = self.config.rate_limit.global_rate
         t0 = time.perf_counter()
-        decision = await limiter.check(plan, ctx.request_id)
+        plan = ratelimit.plan(ctx.caller, match.route.op_class, profile, global_rate,
+                              cluster=cluster)
+        decision = None if plan.empty else await limiter.check(plan, ctx.request_id)
+        if decision is not None and not decision.allowed:
+            self._refuse(ctx, decision)
+        if cluster and global_rate is not None:
+            # On Redis Cluster the global key lives in its own slot: a second call.
+            ceiling = await limiter.check(ratelimit.plan_global(global_rate), ctx.request_id)
+            if not ceiling.allowed:
+                if decision is not None and decision.lease is not None:
+                    await limiter.release(decision.lease)
+                self._refuse(ctx, ceiling)
+            decision = decision or ceiling
         ctx.stages["ratelimit"] = time.perf_counter() - t0
-        if not decision.allowed:
-            ctx.reason = decision.limited_by
-            ctx.ratelimit_rule = decision.limited_by
-            raise ratelimit.refusal_error(decision)
         return decision
+
+    @staticmethod
+    def _refuse(ctx: RequestContext, decision: Decision) -> NoReturn:
+        ctx.reason = decision.limited_by
+        ctx.ratelimit_rule = decision.limited_by
+        raise ratelimit.refusal_error(decision)
 
     async def _forward(self, ctx: RequestContext, scope: Scope, match: RouteMatch,
                        headers: Sequence[tuple[bytes, bytes]], body: Any,

@@ -105,6 +105,9 @@ DecisionHook = Callable[[Decision, float], None]
 ErrorHook = Callable[[str], None]
 
 
+RedisClient = redis.asyncio.Redis | redis.asyncio.RedisCluster
+
+
 def make_redis_client(
     url: str,
     *,
@@ -112,13 +115,28 @@ def make_redis_client(
     connect_timeout_s: float,
     max_connections: int = 64,
     health_check_interval_s: int = 30,
-) -> redis.asyncio.Redis:
+    cluster: bool = False,
+) -> RedisClient:
     """A client for the limiter: explicit timeouts, no retries, a bounded pool.
 
     The pool blocks (up to the socket timeout, and always within the limiter's budget) when
     every connection is busy, rather than failing at once: a burst of requests larger than
-    the pool must not turn into fail-open admissions.
+    the pool must not turn into fail-open admissions. With ``cluster`` the client speaks the
+    Redis Cluster protocol (``url`` names any node); every key of one limiter call shares a
+    hash tag, so each decision is still one script on one node. Call ``connect_redis`` at
+    start-up: a cluster client discovers its nodes on first use, and (without retries)
+    concurrent first uses race that discovery.
     """
+    if cluster:
+        return redis.asyncio.RedisCluster.from_url(
+            url,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            max_connections=max_connections,
+            health_check_interval=health_check_interval_s,
+            client_name="gateway-ratelimit",
+        )
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -130,6 +148,15 @@ def make_redis_client(
         client_name="gateway-ratelimit",
     )
     return redis.asyncio.Redis.from_pool(pool)
+
+
+async def connect_redis(client: RedisClient) -> None:
+    """Discover a cluster's nodes before traffic arrives (a no-op for a single Redis)."""
+    if isinstance(client, redis.asyncio.RedisCluster):
+        try:
+            await client.initialize()
+        except (RedisError, OSError) as exc:
+            log.warning("redis cluster not reachable at start-up: %s", type(exc).__name__)
 
 
 def _text(value: object) -> str:
@@ -151,7 +178,7 @@ class RedisRateLimiter:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: RedisClient,
         *,
         fail_open: bool,
         budget_s: float = 0.1,
