@@ -120,6 +120,8 @@ class RedisConfig:
     socket_timeout_s: float = 0.25
     connect_timeout_s: float = 0.25
     max_connections: int = 64
+    #: Speak the Redis Cluster protocol (``url`` names any node).
+    cluster: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +398,7 @@ def _redis(s: Section) -> RedisConfig:
         connect_timeout_s=s.get("connect_timeout_s", float, d.connect_timeout_s,
                                 check=between(0.005, 5)),
         max_connections=s.get("max_connections", int, d.max_connections, check=positive),
+        cluster=s.get("cluster", bool, d.cluster),
     )
     s.finish()
     return out
