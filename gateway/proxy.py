@@ -100,9 +100,8 @@ class ProxyDeps:
     limiter: Limiter | None = None
     threads: ThreadOwnership | None = None
     observer: Observer = NullObserver()
-
-
-_ERROR_BODY_LIMIT = 64 * 1024
+    #: Re-read the Azure key now (called when Azure refuses it: it may have been rotated).
+    reload_api_key: Callable[[], object] | None = None
 
 
 class ProxyApp:
@@ -264,6 +263,8 @@ class ProxyApp:
             if response.status in (401, 403):
                 log.error("Azure refused the gateway's credential (status %d)", response.status,
                           extra={"request_id": ctx.request_id})
+                if self.deps.reload_api_key is not None:
+                    self.deps.reload_api_key()
                 raise BadGatewayError("The upstream service refused the gateway's credentials.",
                                       code="upstream_auth_failed")
             out_headers = downstream_response_headers(response.headers,
