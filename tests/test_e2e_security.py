@@ -7,6 +7,7 @@ received nothing (the gateway holds the real key: nothing unvetted may reach Azu
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -134,7 +135,8 @@ def test_response_headers_are_filtered_and_cookies_never_replayed(gw: Stack) -> 
         h.post("/openai/threads", params={"api-version": V2}, json={},
                headers=gw.auth(namespace="team-b"))
     assert all(r.header("cookie") is None for r in gw.fake.requests)
-    assert gw.gateway.upstream.client.cookies.jar.__len__() == 0
+    session = gw.gateway.upstream._session  # the aiohttp transport's (a DummyCookieJar)
+    assert session is None or len(session.cookie_jar) == 0
 
 
 def test_header_injection_and_non_ascii_values_are_not_forwarded(gw: Stack) -> None:
@@ -274,3 +276,19 @@ def test_upstream_unreachable_is_502_and_timeout_is_504(tmp_path: object) -> Non
         assert response.json()["error"]["code"] == "upstream_timeout"
         assert time.monotonic() - started < 1.5
         assert len(gw.fake.requests) == 1  # no gateway retry of a non-idempotent call
+
+
+def test_azure_refusing_the_key_triggers_one_reload(tmp_path: Path) -> None:
+    from tests.stack import running_stack
+
+    with running_stack(tmp_path, overrides={"upstream": {"api_key_reload_s": 3600}}) as gw:
+        (tmp_path / "api-key").write_text("rotated-key-0123456789")
+        gw.fake.api_key = "rotated-key-0123456789"  # Azure now wants the new key
+        first = httpx.post(f"{gw.url}/openai/threads", params={"api-version": V2}, json={},
+                           headers=gw.auth())
+        assert first.status_code == 502  # the old key, refused; the refusal made it reload
+        assert first.json()["error"]["code"] == "upstream_auth_failed"
+        second = httpx.post(f"{gw.url}/openai/threads", params={"api-version": V2}, json={},
+                            headers=gw.auth())
+        assert second.status_code == 200
+        assert gw.fake.requests[-1].header("api-key") == "rotated-key-0123456789"

@@ -1,0 +1,329 @@
+"""The gateway benchmark: ``python -m tests.benchmark`` (about 3 minutes on 2 cores).
+
+In one run, each target in its own process on loopback, one at a time:
+
+* the static fake upstream (fixed thread, created message, run event stream) and a private
+  ``redis-server``, up for the whole run;
+* ``ceiling``: Starlette answering a fixed response under the gateway's server settings;
+* ``baseline``: a minimal Starlette pass-through over the gateway's upstream adapter, once per
+  transport;
+* ``gateway``: ``gateway serve`` with a realistic RS256 Kubernetes token, caller rules and
+  profile policy on a create-message body with metadata, Redis rate limits (per caller, per
+  tenant and concurrency, high enough never to refuse; ``fail_mode = "closed"`` so a Redis
+  failure shows as an error), thread ownership on with ``unknown = "deny"`` (the thread is
+  created through the gateway first, so its owner is recorded), metrics listener, access log
+  to a file; once per transport, and once with ``auth.token_cache_size = 0``.
+
+Every target gets the same request: ``POST /openai/threads/{id}/messages`` with the same
+headers, token and body. Load comes from ``wrk`` (another process) when installed, else from a
+Python closed-loop generator in another process (said in the output). CPU per request is the
+server process's utime+stime delta over the run divided by the requests completed; latency is
+measured open-loop at a fixed rate; time to first SSE event is a streamed ``runs.create``
+directly against the upstream and through the gateway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.benchmark import harness
+from tests.benchmark.harness import Request, Server
+from tests.benchmark.servers import ASSISTANT_ID, THREAD_ID
+from tests.servers import free_port, private_redis
+from tests.stack import AUDIENCE, ISSUER, PUBLIC_JWK, V2, make_token
+
+API_KEY = "bench-azure-key-0123456789abcdef"
+
+
+def _token() -> str:
+    """A projected service-account token as the kubelet mints it (RS256, 1 h)."""
+    return make_token("team-a", "billing-api", ttl=3600, **{"kubernetes.io": {
+        "namespace": "team-a",
+        "node": {"name": "aks-nodepool1-12345678-vmss000003",
+                 "uid": "5b0a3f4e-8c1d-4e57-9d2a-0f6c1b7e9a21"},
+        "pod": {"name": "billing-api-7d9f8c6b5-x2k4q",
+                "uid": "c4f1a2b3-7e6d-4c5b-8a9f-1e2d3c4b5a69"},
+        "serviceaccount": {"name": "billing-api", "uid": "e3b0c442-98fc-4c14-9afb-f4c8996fb924"},
+        "warnafter": 1767229200}})
+
+
+def _headers(token: str) -> dict[str, str]:
+    """What the openai SDK's AzureOpenAI client sends."""
+    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+            "Accept": "application/json", "User-Agent": "AzureOpenAI/Python 2.30.0",
+            "OpenAI-Beta": "assistants=v2", "X-Stainless-Lang": "python",
+            "X-Stainless-Package-Version": "2.30.0", "X-Stainless-Runtime": "CPython",
+            "X-Stainless-Retry-Count": "0"}
+
+
+def _message_body() -> str:
+    content = ("Please summarise the attached quarterly billing discrepancies for the EMEA "
+               "region, grouped by customer segment, and flag anything above the 2% threshold "
+               "agreed in the last review. Keep it under 200 words and list open questions. ")
+    return json.dumps({"role": "user", "content": content * 2, "metadata": {
+        "source": "billing-api", "conversation": "conv-2c9d7e1f", "channel": "web",
+        "customer_segment": "enterprise", "request_kind": "summary"}})
+
+
+def gateway_config(upstream: str, jwks: Path, *, transport: str, token_cache: int,
+                   metrics_port: int) -> str:
+    limit = "requests = 1000000\nper_seconds = 1\nburst = 1000000"
+    return f"""
+[server]
+host = "127.0.0.1"
+metrics_host = "127.0.0.1"
+metrics_port = {metrics_port}
+access_log = true
+[upstream]
+endpoint = "{upstream}"
+allow_plain_http = true
+transport = "{transport}"
+[auth]
+token_cache_size = {token_cache}
+[[auth.issuers]]
+issuer = "{ISSUER}"
+audiences = ["{AUDIENCE}"]
+algorithms = ["RS256"]
+kubernetes = true
+jwks_file = "{jwks}"
+[[auth.callers]]
+profile = "writer"
+namespaces = ["team-a", "team-b"]
+[profiles.writer]
+operations = ["threads.*", "messages.*", "runs.*"]
+[profiles.writer.policy]
+roles = ["user", "assistant"]
+max_files = 10
+max_metadata_pairs = 16
+[profiles.writer.rate_limit]
+max_concurrent = 10000
+[profiles.writer.rate_limit.per_caller.write]
+{limit}
+[profiles.writer.rate_limit.per_caller.read]
+{limit}
+[profiles.writer.rate_limit.per_tenant.write]
+{limit}
+[rate_limit]
+enabled = true
+fail_mode = "closed"
+[threads]
+ownership = true
+unknown = "deny"
+"""
+
+
+@dataclass
+class Row:
+    name: str
+    transport: str
+    kind: str
+    rps: dict[int, float] = field(default_factory=dict)
+    cpu_us: dict[int, float] = field(default_factory=dict)
+    p50_ms: float = math.nan
+    p99_ms: float = math.nan
+    achieved: float = math.nan
+    ttfb_ms: float = math.nan
+    rss_mib: float = math.nan
+    errors: int = 0
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    work: Path
+    upstream: Server
+    token: str
+    rows: list[Row] = field(default_factory=list)
+    direct_ttfb_ms: float = math.nan
+
+    @property
+    def message(self) -> Request:
+        return Request("POST", f"/openai/threads/{THREAD_ID}/messages?api-version={V2}",
+                       _headers(self.token), _message_body())
+
+    @property
+    def stream(self) -> Request:
+        return Request("POST", f"/openai/threads/{THREAD_ID}/runs?api-version={V2}",
+                       {**_headers(self.token), "Accept": "text/event-stream"},
+                       json.dumps({"assistant_id": ASSISTANT_ID, "stream": True}))
+
+    def measure(self, server: Server, row: Row, *, ttfb: bool) -> None:
+        a = self.args
+        harness.closed_load(server, self.message, 8, a.warmup, self.work)  # warm-up
+        for c in a.concurrency:
+            spy = harness.py_spy(server, a.py_spy, a.duration) if a.py_spy and c == max(
+                a.concurrency) else None
+            result = harness.closed_load(server, self.message, c, a.duration, self.work)
+            if spy is not None:
+                spy.wait()
+            row.rps[c], row.cpu_us[c] = result.rps, result.cpu_us_per_request
+            row.errors += result.errors
+        lat = harness.open_loop(server, self.message, a.rate, a.open_duration, self.work)
+        row.p50_ms, row.p99_ms, row.achieved = lat["p50_ms"], lat["p99_ms"], lat["achieved"]
+        row.errors += lat["errors"]
+        if ttfb:
+            p50, _p99, errors = harness.first_event_ms(server, self.stream, a.ttfb_n)
+            row.ttfb_ms, row.errors = p50, row.errors + errors
+        row.rss_mib = server.peak_rss_mib()
+        self.rows.append(row)
+        print(f"  {row.name:<26} done: {row.rps} rps, errors {row.errors}", file=sys.stderr)
+
+    def run_simple(self, name: str, kind: str, transport: str, *argv: str) -> None:
+        port = free_port()
+        server = Server(name, harness.python_module("tests.benchmark.servers", kind, str(port),
+                                                    *argv), port,
+                        log=self.work / f"{name}.log").start()
+        try:
+            self.measure(server, Row(name, transport, kind), ttfb=False)
+        finally:
+            server.stop()
+
+    def run_gateway(self, name: str, transport: str, token_cache: int, redis_url: str) -> None:
+        port, metrics_port = free_port(), free_port()
+        jwks = self.work / "jwks.json"
+        jwks.write_text(json.dumps({"keys": [PUBLIC_JWK]}))
+        config = self.work / f"{name}.toml"
+        config.write_text(gateway_config(self.upstream.url, jwks, transport=transport,
+                                         token_cache=token_cache, metrics_port=metrics_port))
+        server = Server(name, harness.python_module("gateway.cli", "serve", "--config",
+                                                    str(config)), port,
+                        env={"AZURE_OPENAI_API_KEY": API_KEY, "REDIS_URL": redis_url,
+                             "GATEWAY_PORT": str(port), "GATEWAY_METRICS_PORT":
+                             str(metrics_port), "GATEWAY_LOG_LEVEL": "INFO"},
+                        log=self.work / f"{name}.log").start()
+        try:
+            self._create_thread(server)  # ownership: the thread's owner is recorded first
+            self.measure(server, Row(name, transport, "gateway"), ttfb=True)
+        finally:
+            server.stop()
+
+    def _create_thread(self, server: Server) -> None:
+        import httpx
+
+        response = httpx.post(f"{server.url}/openai/threads", params={"api-version": V2},
+                              headers=_headers(self.token), json={"metadata": {
+                                  "conversation": "conv-2c9d7e1f"}})
+        if response.status_code != 200 or response.json().get("id") != THREAD_ID:
+            raise RuntimeError(f"thread create through the gateway failed: {response.text}")
+
+
+def _machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    import os
+
+    return (f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}")
+
+
+def _fmt(value: float, spec: str = ".0f") -> str:
+    return "—" if math.isnan(value) else format(value, spec)
+
+
+def report(bench: Bench) -> bool:
+    a = bench.args
+    rows = bench.rows
+    ceiling = next((r for r in rows if r.kind == "ceiling"), None)
+    if ceiling is None:
+        ceiling = Row("ceiling", "—", "ceiling", cpu_us={c: math.nan for c in a.concurrency})
+    baselines = {r.transport: r for r in rows if r.kind == "baseline"}
+    c_hi = max(a.concurrency)
+    load = "wrk -t1" if harness.WRK else "Python closed-loop generator (wrk not installed)"
+    print(f"\nMachine: {_machine()}")
+    print(f"Load: {load}, {a.duration:g} s per concurrency; latency open-loop at "
+          f"{a.rate:g} req/s for {a.open_duration:g} s; CPU µs/req at c={c_hi}.")
+    cols = [f"rps c={c}" for c in a.concurrency]
+    print("\n| target | " + " | ".join(cols) + " | CPU µs/req | x ceiling | x baseline "
+          "| p50 ms | p99 ms | p99 x baseline | 1st SSE event ms | peak RSS MiB | errors |")
+    print("|---" * (len(cols) + 10) + "|")
+    for r in rows:
+        base = baselines.get(r.transport)
+        cpu = r.cpu_us[c_hi]
+        print(f"| {r.name} | " + " | ".join(_fmt(r.rps[c]) for c in a.concurrency) +
+              f" | {_fmt(cpu)} | {_fmt(cpu / ceiling.cpu_us[c_hi], '.1f')}"
+              f" | {_fmt(cpu / base.cpu_us[c_hi], '.2f') if base and r.kind != 'ceiling' else '—'}"
+              f" | {_fmt(r.p50_ms, '.2f')} | {_fmt(r.p99_ms, '.2f')}"
+              f" | {_fmt(r.p99_ms / base.p99_ms, '.2f') if base and r.kind != 'ceiling' else '—'}"
+              f" | {_fmt(r.ttfb_ms, '.2f')} | {_fmt(r.rss_mib, '.1f')} | {r.errors} |")
+    print(f"\nFirst SSE event directly from the upstream: p50 {bench.direct_ttfb_ms:.2f} ms "
+          f"(through the gateway: the column above).")
+    main_gw = next((r for r in rows if r.kind == "gateway" and r.name == "gateway"), None)
+    if main_gw is None:
+        return True
+    base = baselines.get(main_gw.transport, Row("", "", "", p99_ms=math.nan))
+    checks = [
+        ("CPU per request ≤ 8x ceiling", main_gw.cpu_us[c_hi] / ceiling.cpu_us[c_hi], 8.0),
+        ("p99 ≤ 1.5x baseline (same transport)", main_gw.p99_ms / base.p99_ms, 1.5),
+        ("peak RSS ≤ 100 MiB", main_gw.rss_mib, 100.0),
+        ("no errors (non-2xx, socket errors or wrk's 2 s timeouts)", float(main_gw.errors), 0.0),
+    ]
+    print("\nTargets (default gateway):")
+    ok = True
+    for label, value, limit in checks:
+        met = value <= limit
+        ok &= met
+        print(f"  {'met   ' if met else 'MISSED'}  {label}: {value:.2f} (limit {limit:g})")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=float, default=2)
+    parser.add_argument("--concurrency", type=int, nargs=2, default=[8, 64])
+    parser.add_argument("--rate", type=float, default=100, help="open-loop requests/s")
+    parser.add_argument("--open-duration", type=float, default=8)
+    parser.add_argument("--ttfb-n", type=int, default=100)
+    parser.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
+                        help="profile each server at the top concurrency with py-spy into DIR "
+                             "(collapsed stacks; sampling disturbs the CPU figures)")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="run only these targets (ceiling, baseline-aiohttp, …)")
+    args = parser.parse_args(argv)
+    work = harness.workdir()
+    print(f"benchmark work dir (configs, server logs): {work}", file=sys.stderr)
+    upstream_port = free_port()
+    upstream = Server("upstream", harness.python_module(
+        "tests.benchmark.servers", "upstream", str(upstream_port)), upstream_port,
+        log=work / "upstream.log").start()
+    bench = Bench(args, work, upstream, _token())
+
+    def want(name: str) -> bool:
+        return args.only is None or name in args.only
+
+    try:
+        with private_redis() as redis:
+            if want("ceiling"):
+                bench.run_simple("ceiling", "ceiling", "—")
+            for transport in ("aiohttp", "httpx"):
+                if want(f"baseline-{transport}"):
+                    bench.run_simple(f"baseline-{transport}", "baseline", transport,
+                                     upstream.url, transport)
+            if want("gateway"):
+                bench.run_gateway("gateway", "aiohttp", 10000, redis.url)
+            if want("gateway-httpx"):
+                bench.run_gateway("gateway-httpx", "httpx", 10000, redis.url)
+            if want("gateway-no-token-cache"):
+                bench.run_gateway("gateway-no-token-cache", "aiohttp", 0, redis.url)
+            p50, _, errors = harness.first_event_ms(upstream, bench.stream, args.ttfb_n)
+            bench.direct_ttfb_ms = p50
+            if errors:
+                raise RuntimeError("the direct SSE stream failed")
+    finally:
+        upstream.stop()
+    ok = report(bench)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

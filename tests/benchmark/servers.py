@@ -1,0 +1,171 @@
+"""The benchmark's servers, each run as its own process: ``python -m tests.benchmark.servers
+{upstream|ceiling|baseline} PORT [UPSTREAM_URL TRANSPORT]``.
+
+* ``upstream``: a static, fast fake Azure (raw ASGI): a fixed thread, a fixed created message
+  (JSON) and a fixed run event stream (SSE, one body chunk per event).
+* ``ceiling``: Starlette answering a fixed JSON response after reading the body — what
+  uvicorn + Starlette can do at all.
+* ``baseline``: a minimal Starlette pass-through over the gateway's own upstream adapter
+  (``UpstreamClient``, same transport and settings as the gateway), streaming the body back.
+
+All three run under the gateway's server settings (uvicorn, uvloop + httptools, one worker).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+THREAD_ID = "thread_bench0000000000000000001"
+ASSISTANT_ID = "asst_bench0000000000000000001"
+
+THREAD = {"id": THREAD_ID, "object": "thread", "created_at": 1767225600, "metadata": {},
+          "tool_resources": {}}
+MESSAGE = {
+    "id": "msg_bench0000000000000000001", "object": "thread.message",
+    "created_at": 1767225600, "assistant_id": None, "thread_id": THREAD_ID, "run_id": None,
+    "role": "user", "status": None, "incomplete_details": None, "completed_at": None,
+    "incomplete_at": None, "attachments": [],
+    "content": [{"type": "text", "text": {"value": "x" * 480, "annotations": []}}],
+    "metadata": {"source": "benchmark", "conversation": "conv-0042", "channel": "web"},
+}
+
+
+def _sse_events() -> list[bytes]:
+    run = {"id": "run_bench0000000000000000001", "object": "thread.run",
+           "thread_id": THREAD_ID, "assistant_id": ASSISTANT_ID, "status": "queued"}
+    names = ["thread.run.created", "thread.run.queued", "thread.run.in_progress",
+             "thread.run.step.created", "thread.message.created"]
+    events = [f"event: {n}\ndata: {json.dumps(run)}\n\n".encode() for n in names]
+    for i in range(20):
+        delta = {"id": "msg_bench1", "object": "thread.message.delta", "delta": {"content": [
+            {"index": 0, "type": "text", "text": {"value": f"token{i} "}}]}}
+        events.append(f"event: thread.message.delta\ndata: {json.dumps(delta)}\n\n".encode())
+    events += [f"event: thread.run.completed\ndata: {json.dumps(run)}\n\n".encode(),
+               b"event: done\ndata: [DONE]\n\n"]
+    return events
+
+
+SSE_EVENTS = _sse_events()
+_COMMON = [(b"apim-request-id", b"6c0e5a47-7b4f-4f7e-9f0e-bench"),
+           (b"x-request-id", b"bench-upstream-id"), (b"openai-processing-ms", b"12")]
+
+
+def _json_response(obj: dict[str, Any]) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    body = json.dumps(obj).encode()
+    return [(b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()), *_COMMON], body
+
+
+_THREAD_RESPONSE = _json_response(THREAD)
+_MESSAGE_RESPONSE = _json_response(MESSAGE)
+_SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), *_COMMON]
+
+
+async def upstream_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:  # read the whole request body, as a real server does
+        more = (await receive()).get("more_body", False)
+    path: str = scope["path"]
+    if path.endswith("/runs"):
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        for event in SSE_EVENTS:
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if path.endswith("/messages"):
+        headers, body = _MESSAGE_RESPONSE
+    elif path.endswith("/threads"):
+        headers, body = _THREAD_RESPONSE
+    else:
+        headers, body = [(b"content-length", b"0")], b""
+        await send({"type": "http.response.start", "status": 404, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def ceiling_app() -> Starlette:
+    _headers, body = _MESSAGE_RESPONSE
+
+    async def fixed(request: Request) -> Response:
+        await request.body()
+        return Response(body, media_type="application/json")
+
+    return Starlette(routes=[Route("/{path:path}", fixed, methods=["GET", "POST"])])
+
+
+_HOP = {b"host", b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
+        b"te", b"upgrade", b"proxy-authorization", b"proxy-connection", b"trailer"}
+
+
+def baseline_app(upstream_url: str, transport: str) -> Starlette:
+    from contextlib import asynccontextmanager
+
+    from gateway.config import UpstreamConfig
+    from gateway.upstream import UpstreamClient
+
+    client = UpstreamClient(UpstreamConfig(endpoint=upstream_url, allow_plain_http=True,
+                                           transport="httpx" if transport == "httpx"
+                                           else "aiohttp"))
+
+    async def forward(request: Request) -> Response:
+        body = await request.body()
+        headers = [(n, v) for n, v in request.headers.raw if n not in _HOP]
+        response = await client.send(request.method, request.url.path,
+                                     request.url.query, headers, body or None, stream=True)
+        out = {k.decode("latin-1"): v.decode("latin-1") for k, v in response.headers
+               if k.lower() not in _HOP}
+
+        async def relay() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in response.iter_raw():
+                    yield chunk
+            finally:
+                await response.aclose()
+
+        return StreamingResponse(relay(), status_code=response.status, headers=out)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        await client.aclose()
+
+    return Starlette(routes=[Route("/{path:path}", forward, methods=["GET", "POST"])],
+                     lifespan=lifespan)
+
+
+def serve(app: Any, port: int) -> None:
+    """The gateway's server settings (``gateway.cli.uvicorn_config``)."""
+    uvicorn.Server(uvicorn.Config(
+        app, host="127.0.0.1", port=port, lifespan="auto", http="httptools", loop="uvloop",
+        proxy_headers=False, server_header=False, access_log=False, log_config=None,
+        timeout_keep_alive=30,
+    )).run()
+
+
+def main(argv: list[str]) -> None:
+    kind, port = argv[0], int(argv[1])
+    if kind == "upstream":
+        serve(upstream_app, port)
+    elif kind == "ceiling":
+        serve(ceiling_app(), port)
+    elif kind == "baseline":
+        serve(baseline_app(argv[2], argv[3]), port)
+    else:
+        raise SystemExit(f"unknown server {kind!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
