@@ -184,6 +184,10 @@ class ProxyApp:
             ctx.stages["ownership"] = time.perf_counter() - t0
 
         decision = await self._rate_limit(ctx, match, profile.rate_limit)
+        lease = decision.lease if decision is not None else None
+        # A held concurrency slot is renewed for as long as the request lives, so a live call
+        # never loses it to the lease TTL (which only exists for crashed replicas).
+        keeper = asyncio.ensure_future(self._keep_lease(lease)) if lease is not None else None
         try:
             t0 = time.perf_counter()
             raw = await read_body(receive, headers, max_bytes=self.config.server.max_body_bytes,
@@ -194,8 +198,10 @@ class ProxyApp:
                               body.get("stream") is True)
             await self._forward(ctx, scope, match, headers, body, decision, receive, send)
         finally:
-            if decision is not None and decision.lease is not None and self.deps.limiter:
-                await self.deps.limiter.release(decision.lease)
+            if keeper is not None:
+                keeper.cancel()
+            if lease is not None and self.deps.limiter is not None:
+                await self.deps.limiter.release(lease)
 
     def _check_headers(self, headers: Sequence[tuple[bytes, bytes]]) -> None:
         size = sum(len(n) + len(v) + 4 for n, v in headers)
@@ -295,7 +301,7 @@ class ProxyApp:
             self.deps.observer.response_started(ctx)
             if prefix:
                 await send({"type": "http.response.body", "body": prefix, "more_body": True})
-            await self._relay(ctx, response, decision, receive, send)
+            await self._relay(ctx, response, receive, send)
         finally:
             ctx.upstream_finished = time.perf_counter()
             await response.aclose()
@@ -330,10 +336,14 @@ class ProxyApp:
     async def _send_upstream(self, ctx: RequestContext, scope: Scope, match: RouteMatch,
                              headers: list[tuple[bytes, bytes]], payload: bytes | None,
                              receive: Receive) -> UpstreamResponse:
-        """Send, but give up waiting for Azure's headers when the client goes away first."""
-        sending = asyncio.ensure_future(self.deps.upstream.send(
-            scope["method"], match.upstream_path, match.upstream_query, headers, payload,
-            stream=ctx.stream))
+        """Send; for streams and reads, give up waiting for Azure's headers when the client
+        goes away first. A non-idempotent call that is not streamed is let finish (bounded by
+        the upstream timeouts) so Azure's state and the caller's view agree."""
+        sent = self.deps.upstream.send(scope["method"], match.upstream_path,
+                                       match.upstream_query, headers, payload, stream=ctx.stream)
+        if not ctx.stream and match.route.op_class != "read":
+            return await sent
+        sending = asyncio.ensure_future(sent)
         watching = asyncio.ensure_future(_wait_disconnect(receive))
         try:
             done, _ = await asyncio.wait({sending, watching},
@@ -342,31 +352,29 @@ class ProxyApp:
             watching.cancel()
         if sending in done:
             return sending.result()
-        if ctx.stream or match.route.op_class == "read":
-            sending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, GatewayError):
-                await sending
-            raise ClientGoneError
-        # A non-idempotent call that is not streamed: let it finish (bounded by the upstream
-        # timeouts) so Azure's state and ours agree, then drop the answer.
-        response = await sending
-        await response.aclose()
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, GatewayError):
+            await sending
         raise ClientGoneError
 
     async def _relay(self, ctx: RequestContext, response: UpstreamResponse,
-                     decision: Decision | None, receive: Receive, send: Send) -> None:
-        lease = decision.lease if decision is not None else None
-
+                     receive: Receive, send: Send) -> None:
         async def pump() -> None:
             async for chunk in response.iter_raw():
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
+        if not ctx.stream and response.has_length:
+            # A body of known length (Azure's JSON answers): relay it without watching for a
+            # disconnect (uvicorn drops writes to a gone client; the body is bounded).
+            try:
+                await pump()
+            except UpstreamBrokenError as broken:
+                _mark_cut(ctx, broken)
+            return
         pumping = asyncio.ensure_future(pump())
         tasks = {pumping, asyncio.ensure_future(_wait_disconnect(receive))}
-        if lease is not None and self.deps.limiter is not None:
-            tasks.add(asyncio.ensure_future(self._keep_lease(lease)))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -376,17 +384,13 @@ class ProxyApp:
         if pumping not in done:
             ctx.client_disconnected = True
             return
-        exc = pumping.exception()
-        if isinstance(exc, UpstreamBrokenError):
-            ctx.stream_cut = True
-            log.warning("upstream body ended abnormally: %s", exc,
-                        extra={"request_id": ctx.request_id})
-            return
-        if isinstance(exc, OSError):  # the server could no longer write to the client
+        failure = pumping.exception()
+        if isinstance(failure, UpstreamBrokenError):
+            _mark_cut(ctx, failure)
+        elif isinstance(failure, OSError):  # the server could no longer write to the client
             ctx.client_disconnected = True
-            return
-        if exc is not None:
-            raise exc
+        elif failure is not None:
+            raise failure
 
     async def _keep_lease(self, lease: Lease) -> None:
         assert self.deps.limiter is not None
@@ -394,6 +398,14 @@ class ProxyApp:
         while True:
             await asyncio.sleep(interval)
             await self.deps.limiter.renew(lease)
+
+
+def _mark_cut(ctx: RequestContext, broken: UpstreamBrokenError) -> None:
+    """Azure's body ended abnormally after the response started: the caller's response ends
+    without its terminating chunk (never a made-up completion), and it is counted."""
+    ctx.stream_cut = True
+    log.warning("upstream body ended abnormally: %s", broken,
+                extra={"request_id": ctx.request_id})
 
 
 async def _wait_disconnect(receive: Receive) -> None:

@@ -120,6 +120,11 @@ class UpstreamResponse:
         self._chunks: AsyncIterator[bytes] | None = None
 
     @property
+    def has_length(self) -> bool:
+        """Azure declared the body's length (a bounded JSON answer, not a stream)."""
+        return "content-length" in self._response.headers
+
+    @property
     def content_type(self) -> str:
         return str(self._response.headers.get("content-type", ""))
 
