@@ -401,23 +401,24 @@ class JwksKeyProvider:
         keys = self._usable_keys(now)
         if keys is None:  # never fetched, or past stale: try once per cooldown, else 503
             await self._refresh_within_cooldown(now)
-            keys = self._usable_keys(self._clock())
-            if keys is None:
-                raise self._unavailable()
+            keys = self._current_or_unavailable()
         key = keys.lookup(kid)
         if key is not None:
             return key
         if kid is None or self._known_unknown(kid, now):
             raise _unknown_kid()
         if await self._refresh_within_cooldown(now):
-            keys = self._usable_keys(self._clock())
-            if keys is None:
-                raise self._unavailable()
-            key = keys.lookup(kid)
+            key = self._current_or_unavailable().lookup(kid)
             if key is not None:
                 return key
         self._remember_unknown(kid, self._clock())
         raise _unknown_kid()
+
+    def _current_or_unavailable(self) -> KeySet:
+        keys = self._usable_keys(self._clock())
+        if keys is None:
+            raise self._unavailable()
+        return keys
 
     # -- lifecycle
 
