@@ -168,10 +168,13 @@ class Observers:
 
 def build(config: Config, *, api_key: ApiKeySource,
           upstream_transport: httpx.AsyncBaseTransport | None = None,
-          registry: CollectorRegistry | None = None) -> Gateway:
+          registry: CollectorRegistry | None = None,
+          redis_client: RedisClient | None = None) -> Gateway:
     """Build the whole gateway from a validated config (no I/O happens until start-up).
 
     ``registry`` receives every metric; by default a fresh one (never the global registry).
+    ``redis_client`` replaces the client built from ``config.redis`` (the embedded demo's
+    in-process Redis when no ``redis-server`` is installed: the same Lua script runs on it).
     """
     routes = RouteTable(ROUTES, config.api_versions)
     metrics = GatewayMetrics(registry if registry is not None else make_registry(),
@@ -201,10 +204,9 @@ def build(config: Config, *, api_key: ApiKeySource,
         max_token_bytes=config.auth.max_token_bytes,
         cache_size=config.auth.token_cache_size,
     )
-    redis_client = None
     limiter = None
     threads = None
-    if config.rate_limit.enabled or config.threads.ownership:
+    if redis_client is None and (config.rate_limit.enabled or config.threads.ownership):
         redis_client = make_redis_client(
             config.redis.url, socket_timeout_s=config.redis.socket_timeout_s,
             connect_timeout_s=config.redis.connect_timeout_s,

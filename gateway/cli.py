@@ -20,6 +20,7 @@ from gateway import demo as demo_mod
 from gateway.apikey import ApiKeySource
 from gateway.app import Gateway, build
 from gateway.config import Config, ConfigError, load, read_api_key
+from gateway.ratelimit_redis import RedisClient
 
 DEFAULT_CONFIG = "config/gateway.toml"
 log = logging.getLogger("gateway.cli")
@@ -119,11 +120,11 @@ async def serve_with_metrics(server: uvicorn.Server, metrics: uvicorn.Server | N
         await task
 
 
-def _gateway(config: Config) -> Gateway:
+def _gateway(config: Config, redis_client: RedisClient | None = None) -> Gateway:
     key = read_api_key(config.upstream, os.environ)
     source = ApiKeySource(key, path=config.upstream.api_key_file,
                           reload_s=config.upstream.api_key_reload_s)
-    return build(config, api_key=source)
+    return build(config, api_key=source, redis_client=redis_client)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -172,9 +173,7 @@ async def _run_demo(host: str, port: int) -> None:
             files, upstream_url=f"http://127.0.0.1:{upstream_port}", redis_url=redis_url,
             host=host, port=port))
         config = load(str(files.config), environ={})
-        gateway = _gateway(config)
-        if redis_url is None:
-            logging.warning("redis-server is not installed: the demo runs without rate limits")
+        gateway = _gateway(config, None if redis_url else demo_mod.in_process_redis())
         fake_task = asyncio.create_task(fake_server.serve())
         server = uvicorn.Server(uvicorn_config(gateway, host, port, config))
         token = demo_mod.mint_token(files.private_key.read_bytes())

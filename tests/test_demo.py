@@ -58,3 +58,36 @@ def test_demo_serves_the_sdk_and_mints_tokens(tmp_path: Path) -> None:
     assert "export TOKEN=" in out
     assert "AzureOpenAI(" in out
     assert "curl" in out
+
+
+def test_demo_without_redis_server_runs_the_same_limits_in_process(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "GATEWAY_DEMO_DIR": str(tmp_path / "demo"),
+           "PATH": str(Path(sys.executable).parent)}  # no redis-server to be found
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "demo", "--port", str(port)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for_port(port, timeout=20)
+        token = subprocess.run([sys.executable, "-m", "gateway.cli", "token"], cwd=ROOT,
+                               env=env, capture_output=True, text=True, timeout=30,
+                               check=True).stdout.strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as client:
+            statuses = [client.post("/openai/threads",
+                                    params={"api-version": "2024-05-01-preview"},
+                                    json={}).status_code for _ in range(25)]
+            # The demo profile's write burst is 20: the limiter's script ran (in-process).
+            assert statuses[:20] == [200] * 20
+            assert set(statuses[20:]) == {429}
+            limited = client.post("/openai/threads", params={"api-version": "2024-05-01-preview"},
+                                  json={})
+            assert limited.headers["retry-after-ms"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+    assert "in-process Redis" in err
