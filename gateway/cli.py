@@ -47,6 +47,9 @@ def uvicorn_config(app: Gateway, host: str, port: int, config: Config) -> uvicor
         log_config=None,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=int(config.server.drain_timeout_s),
+        # Beyond this many open connections and tasks uvicorn answers 503 at once instead of
+        # letting a flood of slow clients exhaust the process (checklist F3).
+        limit_concurrency=config.server.max_concurrent_connections,
     )
 
 

@@ -53,6 +53,7 @@ class ServerConfig:
     drain_timeout_s: float = 25.0
     overhead_header: bool = False
     access_log: bool = True
+    max_concurrent_connections: int = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +188,9 @@ def _server(s: Section) -> ServerConfig:
         drain_timeout_s=s.get("drain_timeout_s", float, d.drain_timeout_s, check=positive),
         overhead_header=s.get("overhead_header", bool, d.overhead_header),
         access_log=s.get("access_log", bool, d.access_log),
+        max_concurrent_connections=s.get("max_concurrent_connections", int,
+                                         d.max_concurrent_connections,
+                                         check=between(16, 1_000_000)),
     )
     s.finish()
     return out
