@@ -1,8 +1,9 @@
 """The proxy pipeline as one pure-ASGI application (thin: every decision is a core call).
 
-    headers → authenticate → match route → profile permits operation → rate limit
+    headers → authenticate → match route → profile permits operation
+            → thread owned by the caller's tenant → rate limit (one Redis call)
             → read body (bounded) → strict JSON + policy → swap credentials → Azure
-            → relay status, filtered headers and raw body bytes as they arrive
+            → record a new thread's owner → relay status, filtered headers and raw bytes
 
 Gateway errors before the response starts are rendered once, here, in Azure's shape. After
 the response has started the only honest signal left is to cut the connection: a broken
@@ -46,7 +47,6 @@ from gateway.ownership import (
     thread_id_from_json,
     thread_id_from_sse,
 )
-from gateway.ownership_redis import ThreadOwnership
 from gateway.policy import check_request
 from gateway.ratelimit import Decision, Lease
 from gateway.routes import RouteMatch, RouteTable
@@ -64,6 +64,14 @@ class Limiter(Protocol):
     async def check(self, plan: ratelimit.LimitPlan, request_id: str) -> Decision: ...
     async def release(self, lease: Lease) -> None: ...
     async def renew(self, lease: Lease) -> None: ...
+
+
+class OwnershipStore(Protocol):
+    """Where thread owners are recorded (``ownership_redis.ThreadOwnership``)."""
+
+    async def owner(self, thread_id: str) -> str | None: ...
+    async def record(self, thread_id: str, tenant: str) -> bool: ...
+    async def forget(self, thread_id: str) -> None: ...
 
 
 class Observer(Protocol):
@@ -98,7 +106,7 @@ class ProxyDeps:
     upstream: UpstreamClient
     api_key: Callable[[], str]
     limiter: Limiter | None = None
-    threads: ThreadOwnership | None = None
+    threads: OwnershipStore | None = None
     observer: Observer = NullObserver()
     #: Re-read the Azure key now (called when Azure refuses it: it may have been rotated).
     reload_api_key: Callable[[], object] | None = None
