@@ -220,6 +220,7 @@ def build(config: Config, *, api_key: ApiKeySource,
         limiter = RedisRateLimiter(redis_client, fail_open=config.rate_limit.fail_mode == "open",
                                    budget_s=config.rate_limit.budget_s,
                                    lease_ttl_s=config.rate_limit.lease_ttl_s,
+                                   shadow=config.rate_limit.shadow,
                                    on_decision=metrics.on_ratelimit_decision,
                                    on_error=metrics.on_redis_error)
         metrics.track_limiter(limiter)

@@ -64,6 +64,8 @@ class UpstreamConfig:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 120.0
     stream_read_timeout_s: float = 300.0
+    #: A streamed (or unbounded) response is cut after this long in total.
+    stream_max_duration_s: float = 900.0
     write_timeout_s: float = 30.0
     pool_timeout_s: float = 2.0
     max_connections: int = 100
@@ -132,6 +134,8 @@ class RateLimitConfig:
     budget_s: float = 0.25
     lease_ttl_s: float = 30.0
     global_rate: Rate | None = None
+    #: Decide and count, but never refuse (roll-out): refusals are logged and counted only.
+    shadow: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +211,8 @@ def _upstream(s: Section) -> UpstreamConfig:
         connect_timeout_s=s.get("connect_timeout_s", float, d.connect_timeout_s, check=positive),
         read_timeout_s=s.get("read_timeout_s", float, d.read_timeout_s, check=positive),
         stream_read_timeout_s=s.get("stream_read_timeout_s", float, d.stream_read_timeout_s,
+                                    check=positive),
+        stream_max_duration_s=s.get("stream_max_duration_s", float, d.stream_max_duration_s,
                                     check=positive),
         write_timeout_s=s.get("write_timeout_s", float, d.write_timeout_s, check=positive),
         pool_timeout_s=s.get("pool_timeout_s", float, d.pool_timeout_s, check=positive),
@@ -417,6 +423,7 @@ def _rate_limit(s: Section) -> RateLimitConfig:
         budget_s=s.get("budget_s", float, d.budget_s, check=between(0.005, 5)),
         lease_ttl_s=s.get("lease_ttl_s", float, d.lease_ttl_s, check=between(1, 3600)),
         global_rate=_rate(s.section("global")) if "global" in s.data else None,
+        shadow=s.get("shadow", bool, d.shadow),
     )
     s.finish()
     return out

@@ -382,13 +382,22 @@ class ProxyApp:
                 _mark_cut(ctx, broken)
             return
         pumping = asyncio.ensure_future(pump())
-        tasks = {pumping, asyncio.ensure_future(_wait_disconnect(receive))}
+        watching = asyncio.ensure_future(_wait_disconnect(receive))
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            # Per-read timeouts alone let an upstream that dribbles a byte now and then hold a
+            # stream forever: the whole relay also has a deadline.
+            done, _ = await asyncio.wait({pumping, watching},
+                                         timeout=self.config.upstream.stream_max_duration_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
+            for task in (pumping, watching):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(pumping, watching, return_exceptions=True)
+        if not done:
+            ctx.stream_cut = True
+            ctx.reason = "stream_deadline"
+            log.warning("stream cut at its deadline", extra={"request_id": ctx.request_id})
+            return
         if pumping not in done:
             ctx.client_disconnected = True
             return

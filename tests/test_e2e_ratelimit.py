@@ -465,3 +465,17 @@ def lease_time_left_us(redis_url: str) -> int:
         return int(members[0][1]) - (seconds * 1_000_000 + micros)
     finally:
         client.close()
+
+
+def test_shadow_mode_counts_but_never_refuses(tmp_path: Path, redis_url: str) -> None:
+    overrides = {"rate_limit": {"shadow": True},
+                 "profiles": {"writer": {"rate_limit": {"per_caller": {"write": {
+                     "requests": 1, "per_seconds": 3600, "burst": 2}}}}}}
+    with running_stack(tmp_path, redis_url=redis_url, overrides=overrides) as stack:
+        statuses = [httpx.post(f"{stack.url}/openai/threads", params={"api-version": V2},
+                               json={}, headers=stack.auth()).status_code for _ in range(5)]
+        assert statuses == [200] * 5
+        assert len(stack.fake.requests) == 5
+        shadow_refusals = stack.gateway.metrics.registry.get_sample_value(
+            "gateway_ratelimit_decisions_total", {"result": "shadow"})
+        assert shadow_refusals == 3

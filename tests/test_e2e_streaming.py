@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import httpx
+import pytest
 
 from gateway.fakeazure import ScriptedResponse
 from tests.rawhttp import build_request
-from tests.stack import V2, Stack
+from tests.stack import V2, Stack, running_stack
 
 T = "thread_abc123"
 
@@ -42,3 +44,23 @@ def test_caller_without_accept_encoding_gets_identity(gw: Stack) -> None:
                                    {**gw.auth(), "Content-Type": "application/json"}, b"{}"))
         sock.recv(65536)
     assert gw.fake.requests[0].header("accept-encoding") == "identity"
+
+
+def test_a_dribbling_stream_is_cut_at_its_deadline(tmp_path: Path) -> None:
+    with running_stack(tmp_path, overrides={"upstream": {"stream_max_duration_s": 1.0}}) as gw:
+        # Each event arrives well inside the per-read timeout; only the total deadline stops it.
+        gw.fake.script(ScriptedResponse(chunks=(b"event: x\ndata: {}\n\n",) * 20,
+                                        chunk_delay_s=0.25,
+                                        headers=(("content-type", "text/event-stream"),)))
+        started = time.monotonic()
+        received = bytearray()
+        with pytest.raises(httpx.RemoteProtocolError), httpx.stream(  # noqa: PT012
+                "GET", f"{gw.url}/openai/threads/{T}/messages", params={"api-version": V2},
+                headers=gw.auth(), timeout=10) as response:
+            for chunk in response.iter_raw():
+                received += chunk
+        elapsed = time.monotonic() - started
+        assert 0.9 < elapsed < 3.0
+        assert 0 < received.count(b"event: x") < 20
+        [rec] = gw.fake.requests
+        assert rec.closed_early.wait(2)
