@@ -26,6 +26,7 @@ from gateway.jwks import JwksKeyProvider, JwksSource, StaticKeyProvider, make_jw
 from gateway.metrics import ASGIApp, GatewayMetrics, make_registry, metrics_app
 from gateway.ownership_redis import ThreadOwnership
 from gateway.proxy import Message, Observer, ProxyApp, ProxyDeps, Receive, Scope, Send
+from gateway.ratelimit_local import LocalLimiter
 from gateway.ratelimit_redis import (
     RedisClient,
     RedisRateLimiter,
@@ -217,7 +218,10 @@ def build(config: Config, *, api_key: ApiKeySource,
         threads = ThreadOwnership(redis_client, ttl_s=config.threads.record_ttl_days * 86400,
                                   budget_s=config.rate_limit.budget_s)
     if config.rate_limit.enabled and redis_client is not None:
-        limiter = RedisRateLimiter(redis_client, fail_open=config.rate_limit.fail_mode == "open",
+        local = config.rate_limit.fail_mode == "local"
+        limiter = RedisRateLimiter(redis_client, fail_open=config.rate_limit.fail_mode != "closed",
+                                   fallback=LocalLimiter(config.rate_limit.replicas)
+                                   if local else None,
                                    budget_s=config.rate_limit.budget_s,
                                    lease_ttl_s=config.rate_limit.lease_ttl_s,
                                    shadow=config.rate_limit.shadow,

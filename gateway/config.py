@@ -130,7 +130,9 @@ class RedisConfig:
 @dataclass(frozen=True, slots=True)
 class RateLimitConfig:
     enabled: bool = True
-    fail_mode: Literal["open", "closed"] = "open"
+    fail_mode: Literal["open", "closed", "local"] = "open"
+    #: Replicas sharing the limits: a local fallback decides on ``1 / replicas`` of each.
+    replicas: int = 1
     budget_s: float = 0.25
     lease_ttl_s: float = 30.0
     global_rate: Rate | None = None
@@ -416,10 +418,11 @@ def _redis(s: Section) -> RedisConfig:
 
 def _rate_limit(s: Section) -> RateLimitConfig:
     d = RateLimitConfig()
-    mode = s.get("fail_mode", str, d.fail_mode, check=one_of("open", "closed"))
+    mode = s.get("fail_mode", str, d.fail_mode, check=one_of("open", "closed", "local"))
     out = RateLimitConfig(
         enabled=s.get("enabled", bool, d.enabled),
-        fail_mode="closed" if mode == "closed" else "open",
+        fail_mode="closed" if mode == "closed" else "local" if mode == "local" else "open",
+        replicas=s.get("replicas", int, d.replicas, check=between(1, 10_000)),
         budget_s=s.get("budget_s", float, d.budget_s, check=between(0.005, 5)),
         lease_ttl_s=s.get("lease_ttl_s", float, d.lease_ttl_s, check=between(1, 3600)),
         global_rate=_rate(s.section("global")) if "global" in s.data else None,

@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 
 from gateway.errors import ServiceUnavailableError
 from gateway.ratelimit import Decision, Lease, LimitPlan, decide
+from gateway.ratelimit_local import LocalLimiter
 
 log = logging.getLogger("gateway.ratelimit")
 
@@ -187,6 +188,7 @@ class RedisRateLimiter:
         on_decision: DecisionHook | None = None,
         on_error: ErrorHook | None = None,
         allow_clock_override: bool = False,
+        fallback: LocalLimiter | None = None,
     ) -> None:
         if not 0 < budget_s <= 5:
             raise ValueError("budget_s must be in (0, 5]")
@@ -200,6 +202,8 @@ class RedisRateLimiter:
         self._on_decision = on_decision
         self._on_error = on_error
         self._allow_clock_override = allow_clock_override
+        #: Decides alone, on this replica's share, while Redis cannot (``fail_mode = "local"``).
+        self._fallback = fallback
         self._check = client.register_script(CHECK_LUA)
         self._renew = client.register_script(RENEW_LUA)
         self._degraded = False
@@ -260,14 +264,17 @@ class RedisRateLimiter:
             tats = [int(t) for t in reply[3:]]
         except (RedisError, OSError, TimeoutError, KeyError, ValueError, IndexError) as exc:
             self._failed(exc, "check", request_id)
-            if not self._fail_open:
+            if self._fallback is not None:
+                decision = self._fallback.check(plan, time.monotonic_ns() // 1000)
+            elif not self._fail_open:
                 raise ServiceUnavailableError(
                     "Rate limiting is temporarily unavailable; retry shortly.",
                     code="rate_limiter_unavailable",
                     headers={"Retry-After": "1"},
                 ) from None
-            self.fail_open_total += 1
-            decision = Decision(True, degraded=True)
+            else:
+                self.fail_open_total += 1
+                decision = Decision(True, degraded=True)
         else:
             self._degraded = False
             decision = decide(
@@ -278,15 +285,16 @@ class RedisRateLimiter:
                 concurrency_wait_us=wait,
                 lease=lease if status == "allowed" else None,
             )
-            if self._shadow and not decision.allowed:
-                log.info(
-                    "rate limit shadow refusal by %s",
-                    decision.limited_by,
-                    extra={"request_id": request_id},
-                )
-                decision = Decision(
-                    True, decision.limited_by, decision.retry_after_ms, decision.rules, shadow=True
-                )
+        if self._shadow and not decision.allowed:
+            log.info(
+                "rate limit shadow refusal by %s",
+                decision.limited_by,
+                extra={"request_id": request_id},
+            )
+            decision = Decision(
+                True, decision.limited_by, decision.retry_after_ms, decision.rules,
+                degraded=decision.degraded, shadow=True,
+            )
         if self._on_decision is not None:
             try:
                 self._on_decision(decision, time.monotonic() - started)

@@ -20,7 +20,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
 CORE = {
     "apiversions", "auth", "auth_port", "caller", "configread", "context", "errors", "headers",
     "identity", "jsonbody", "ownership", "policy", "policy_fields", "policy_limits",
-    "policy_messages", "policy_runs", "policy_threads", "ratelimit", "routes", "tokencache",
+    "policy_messages", "policy_runs", "policy_threads", "ratelimit", "ratelimit_local", "routes",
+    "tokencache",
     "metrics_labels", "config",
 }
 CORE_THIRD_PARTY = {"jwt"}
