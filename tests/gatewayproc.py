@@ -135,3 +135,27 @@ def gateway_processes(config: Mapping[str, Any], workdir: Path, count: int, *, a
     finally:
         for proc in procs:
             proc.stop()
+
+
+@contextlib.contextmanager
+def served(workdir: Path, redis_url: str, **server: Any) -> Iterator[tuple[Any, GatewayProcess]]:
+    """A recording fake Azure and one ready ``gateway serve`` child in front of it;
+    ``server`` overrides keys of the config's ``[server]`` table."""
+    from gateway.fakeazure import FakeAzure
+    from tests.servers import ThreadedUvicorn
+    from tests.stack import PUBLIC_JWK, base_config
+
+    fake = FakeAzure("azure-key")
+    jwks = workdir / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [PUBLIC_JWK]}))
+    with ThreadedUvicorn(fake.app, lifespan="off") as upstream:
+        config = base_config(upstream.url, str(jwks), redis_url)
+        config["server"] = {**config["server"], **server}
+        proc = GatewayProcess(write_config(config, workdir / "gateway.toml"),
+                              api_key="azure-key", redis_url=redis_url)
+        proc.start()
+        try:
+            proc.wait_ready()
+            yield fake, proc
+        finally:
+            proc.stop()

@@ -4,16 +4,14 @@ make the gateway buffer it. A real `gateway serve` process relays 24 MiB to a cl
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from pathlib import Path
 
-from gateway.fakeazure import FakeAzure, ScriptedResponse
-from tests.gatewayproc import GatewayProcess, write_config
+from gateway.fakeazure import ScriptedResponse
+from tests.gatewayproc import served
 from tests.rawhttp import build_request
-from tests.servers import ThreadedUvicorn
-from tests.stack import PUBLIC_JWK, V2, base_config, make_token
+from tests.stack import V2, make_token
 
 CHUNK = b"x" * 65536
 CHUNKS = 384  # 24 MiB
@@ -28,40 +26,28 @@ def rss_kib(pid: int) -> int:
 
 
 def test_slow_reader_does_not_make_the_gateway_buffer(tmp_path: Path, redis_url: str) -> None:
-    fake = FakeAzure("azure-key")
-    jwks = tmp_path / "jwks.json"
-    jwks.write_text(json.dumps({"keys": [PUBLIC_JWK]}))
-    with ThreadedUvicorn(fake.app, lifespan="off") as upstream:
-        config = base_config(upstream.url, str(jwks), redis_url)
-        proc = GatewayProcess(write_config(config, tmp_path / "gateway.toml"),
-                              api_key="azure-key", redis_url=redis_url)
-        proc.start()
-        try:
-            proc.wait_ready()
-            assert proc.proc is not None
-            pid = proc.proc.pid
-            fake.script(ScriptedResponse(chunks=(CHUNK,) * CHUNKS, headers=(
-                ("content-type", "application/octet-stream"),
-                ("content-length", str(len(CHUNK) * CHUNKS)))))
-            before = rss_kib(pid)
-            peak = before
-            received = 0
-            with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-                sock.sendall(build_request(
-                    "GET", f"/openai/threads/thread_abc123/messages?api-version={V2}",
-                    {"Authorization": f"Bearer {make_token()}"}))
-                deadline = time.monotonic() + 60
-                while received < len(CHUNK) * CHUNKS and time.monotonic() < deadline:
-                    data = sock.recv(262144)
-                    if not data:
-                        break
-                    received += len(data)
-                    if received % (4 * 1024 * 1024) < 262144:
-                        time.sleep(0.2)  # a slow reader: the gateway must wait, not buffer
-                        peak = max(peak, rss_kib(pid))
-            peak = max(peak, rss_kib(pid))
-        finally:
-            proc.stop()
+    with served(tmp_path, redis_url) as (fake, proc):
+        assert proc.proc is not None
+        pid = proc.proc.pid
+        fake.script(ScriptedResponse(chunks=(CHUNK,) * CHUNKS, headers=(
+            ("content-type", "application/octet-stream"),
+            ("content-length", str(len(CHUNK) * CHUNKS)))))
+        before = peak = rss_kib(pid)
+        received = 0
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.sendall(build_request(
+                "GET", f"/openai/threads/thread_abc123/messages?api-version={V2}",
+                {"Authorization": f"Bearer {make_token()}"}))
+            deadline = time.monotonic() + 60
+            while received < len(CHUNK) * CHUNKS and time.monotonic() < deadline:
+                data = sock.recv(262144)
+                if not data:
+                    break
+                received += len(data)
+                if received % (4 * 1024 * 1024) < 262144:
+                    time.sleep(0.2)  # a slow reader: the gateway must wait, not buffer
+                    peak = max(peak, rss_kib(pid))
+        peak = max(peak, rss_kib(pid))
     assert received > len(CHUNK) * CHUNKS  # the whole body (plus the response head)
     assert peak - before < 12 * 1024, f"gateway RSS grew by {(peak - before) // 1024} MiB"

@@ -16,6 +16,16 @@ from tests.servers import free_port, wait_for_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def interrupt(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """Ctrl-C, as a user stops the demo; its output."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()
+
+
 def test_demo_serves_the_sdk_and_mints_tokens(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "GATEWAY_DEMO_DIR": str(tmp_path / "demo")}
@@ -49,12 +59,7 @@ def test_demo_serves_the_sdk_and_mints_tokens(tmp_path: Path) -> None:
         key_file = tmp_path / "demo" / "azure-api-key"
         assert oct(key_file.stat().st_mode & 0o777) == "0o600"
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out, _ = interrupt(proc)
     assert "export TOKEN=" in out
     assert "AzureOpenAI(" in out
     assert "curl" in out
@@ -84,10 +89,5 @@ def test_demo_without_redis_server_runs_the_same_limits_in_process(tmp_path: Pat
                                   json={})
             assert limited.headers["retry-after-ms"]
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            _, err = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
+        _, err = interrupt(proc)
     assert "in-process Redis" in err
