@@ -7,7 +7,6 @@ drained its connections): stop readiness, close key providers, Redis, upstream c
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -79,10 +78,6 @@ class Gateway:
             await connect_redis(self.redis)
         if self.limiter is not None:
             await self.limiter.ping()
-        # Everything built so far lives as long as the process: keep it out of the cyclic
-        # collector's generations so full collections under load do not walk it again.
-        gc.collect()
-        gc.freeze()
         self.started = True
 
     async def shutdown(self) -> None:
