@@ -292,7 +292,7 @@ class ProxyApp:
                                if not n.startswith(b"x-ratelimit-")]
                 out_headers += [(k.lower().encode(), v.encode())
                                 for k, v in ratelimit.response_headers(decision)]
-            if "text/event-stream" in response.content_type:
+            if response.is_event_stream:
                 ctx.stream = True
                 out_headers = [(n, v) for n, v in out_headers
                                if n not in (b"content-length", b"cache-control")]
@@ -327,7 +327,7 @@ class ProxyApp:
             return b""
         if match.operation not in CREATES_THREAD:
             return b""
-        if "text/event-stream" in response.content_type:
+        if response.is_event_stream:
             prefix = await response.read_until(lambda b: thread_id_from_sse(b)[0],
                                                SSE_PEEK_LIMIT)
             thread_id = thread_id_from_sse(prefix)[1]

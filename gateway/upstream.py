@@ -125,6 +125,10 @@ class UpstreamResponse:
         return "content-length" in self._response.headers
 
     @property
+    def is_event_stream(self) -> bool:
+        return "text/event-stream" in self.content_type
+
+    @property
     def content_type(self) -> str:
         return str(self._response.headers.get("content-type", ""))
 
@@ -170,30 +174,27 @@ class UpstreamClient:
     ) -> None:
         self.config = config
         self.base = httpx.URL(config.endpoint)
-        self.timeout = httpx.Timeout(
-            connect=config.connect_timeout_s, read=config.read_timeout_s,
-            write=config.write_timeout_s, pool=config.pool_timeout_s,
-        )
-        self.stream_timeout = httpx.Timeout(
-            connect=config.connect_timeout_s, read=config.stream_read_timeout_s,
-            write=config.write_timeout_s, pool=config.pool_timeout_s,
-        )
-        limits = httpx.Limits(
-            max_connections=config.max_connections,
-            max_keepalive_connections=config.max_keepalive,
-            keepalive_expiry=30.0,
-        )
+        aiohttp_default = transport is None and config.transport == "aiohttp"
+        # aiohttp's ``connect`` covers the pool wait and the connect: give it both budgets.
+        pool = config.pool_timeout_s + (config.connect_timeout_s if aiohttp_default else 0.0)
+
+        def phases(read: float) -> httpx.Timeout:
+            return httpx.Timeout(connect=config.connect_timeout_s, read=read,
+                                 write=config.write_timeout_s, pool=pool)
+
+        self.timeout = phases(config.read_timeout_s)
+        self.stream_timeout = phases(config.stream_read_timeout_s)
         self._session: aiohttp.ClientSession | None = None
-        if transport is None and config.transport == "aiohttp":
-            # aiohttp's ``connect`` covers the pool wait and the connect: give it both budgets.
-            for name in ("timeout", "stream_timeout"):
-                t: httpx.Timeout = getattr(self, name)
-                setattr(self, name, httpx.Timeout(
-                    connect=t.connect, read=t.read, write=t.write,
-                    pool=config.pool_timeout_s + config.connect_timeout_s))
+        if aiohttp_default:
             transport = AiohttpTransport(client=self._new_session, trust_env=False)
-        self.transport = transport or httpx.AsyncHTTPTransport(limits=limits, retries=0,
-                                                               trust_env=False)
+        elif transport is None:
+            limits = httpx.Limits(
+                max_connections=config.max_connections,
+                max_keepalive_connections=config.max_keepalive,
+                keepalive_expiry=30.0,
+            )
+            transport = httpx.AsyncHTTPTransport(limits=limits, retries=0, trust_env=False)
+        self.transport = transport
         self._timeouts = {False: self.timeout.as_dict(), True: self.stream_timeout.as_dict()}
         self._base_path = self.base.raw_path.rstrip(b"/").decode("ascii")
 
