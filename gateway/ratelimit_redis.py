@@ -128,26 +128,18 @@ def make_redis_client(
     start-up: a cluster client discovers its nodes on first use, and (without retries)
     concurrent first uses race that discovery.
     """
+    settings: dict[str, Any] = {
+        "socket_timeout": socket_timeout_s,
+        "socket_connect_timeout": connect_timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+        "max_connections": max_connections,
+        "health_check_interval": health_check_interval_s,
+        "client_name": "gateway-ratelimit",
+    }
     if cluster:
-        return redis.asyncio.RedisCluster.from_url(
-            url,
-            socket_timeout=socket_timeout_s,
-            socket_connect_timeout=connect_timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            max_connections=max_connections,
-            health_check_interval=health_check_interval_s,
-            client_name="gateway-ratelimit",
-        )
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=socket_timeout_s,
-        socket_timeout=socket_timeout_s,
-        socket_connect_timeout=connect_timeout_s,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=health_check_interval_s,
-        client_name="gateway-ratelimit",
-    )
+        return redis.asyncio.RedisCluster.from_url(url, **settings)
+    pool = redis.asyncio.BlockingConnectionPool.from_url(url, timeout=socket_timeout_s,
+                                                         **settings)
     return redis.asyncio.Redis.from_pool(pool)
 
 
