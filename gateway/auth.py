@@ -11,7 +11,8 @@ Rules (RFC 8725 and section A of the security checklist):
   accepted) and equal the key's own algorithm; pyjwt verifies the signature and ``crit``.
 * ``exp``, ``iat``, ``iss``, ``aud``, ``sub`` (and any configured extra claims) are required.
   Times must be numbers (not bools); ``exp`` in the past by more than the leeway, or ``nbf``/
-  ``iat`` in the future by more than the leeway, is refused. Audience is strict: every entry
+  ``iat`` in the future by more than the leeway, is refused; a time claim outside
+  ``[0, MAX_TIME_CLAIM]`` (a 400-digit ``exp``) is a ``bad_claim``. Audience is strict: every entry
   of ``aud`` must be an accepted audience.
 * Every failure is an ``AuthenticationError`` with a fixed reason (``AUTH_REASONS``) for logs
   and metrics; the client always gets the same generic 401.
@@ -166,13 +167,26 @@ def verify(
     return claims
 
 
-def _numeric(claims: Mapping[str, Any], name: str) -> float | None:
+#: The largest time claim accepted (unix seconds, in the year 5138). Anything larger, however
+#: validly signed, is a ``bad_claim``: converting a 400-digit integer to a float overflows.
+MAX_TIME_CLAIM = 10**11
+
+
+def numeric_claim(claims: Mapping[str, Any], name: str) -> float | None:
+    """A time claim as a float, or None when absent; ``bad_claim`` unless it is a finite
+    number (not a bool) in ``[0, MAX_TIME_CLAIM]``. Every numeric claim is read through here."""
     value = claims.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise AuthenticationError("bad_claim")
-    return float(value)
+    if isinstance(value, int):
+        if not 0 <= value <= MAX_TIME_CLAIM:  # compared as integers: no float conversion
+            raise AuthenticationError("bad_claim")
+        return float(value)
+    if not math.isfinite(value) or not 0 <= value <= MAX_TIME_CLAIM:
+        raise AuthenticationError("bad_claim")
+    return value
 
 
 def check_claims(claims: Mapping[str, Any], policy: IssuerPolicy, *, now: float) -> None:
@@ -184,7 +198,7 @@ def check_claims(claims: Mapping[str, Any], policy: IssuerPolicy, *, now: float)
     sub = claims.get("sub")
     if sub is not None and (not isinstance(sub, str) or not sub):
         raise AuthenticationError("bad_claim")
-    exp, nbf, iat = (_numeric(claims, n) for n in ("exp", "nbf", "iat"))
+    exp, nbf, iat = (numeric_claim(claims, n) for n in ("exp", "nbf", "iat"))
     if exp is not None and exp + policy.leeway_s < now:
         raise AuthenticationError("expired")
     if (nbf is not None and nbf - policy.leeway_s > now) or (

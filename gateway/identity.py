@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from gateway.auth import IssuerPolicy
+from gateway.auth import IssuerPolicy, numeric_claim
 from gateway.caller import Caller
 from gateway.errors import AuthenticationError, PermissionDeniedError
 
@@ -90,13 +90,13 @@ def to_caller(
         raise PermissionDeniedError(
             "This caller is not allowed to use the gateway.", code="caller_not_allowed"
         )
-    exp = claims.get("exp")
+    exp = numeric_claim(claims, "exp")
     return Caller(
         id=caller_id,
         tenant=tenant,
         issuer=policy.issuer,
         subject=sub,
         profile=profile,
-        expires_at=float(exp) if isinstance(exp, int | float) else 0.0,
+        expires_at=exp if exp is not None else 0.0,
         claims=MappingProxyType(dict(claims)),
     )

@@ -148,6 +148,14 @@ CASES: list[tuple[str, Any, str]] = [
     ("exp as string", lambda: sign(claims(exp=str(int(NOW) + 600))), "bad_claim"),
     ("exp as bool", lambda: sign(claims(exp=True)), "bad_claim"),
     ("nbf as float string", lambda: sign(claims(nbf="1.5")), "bad_claim"),
+    # Numeric claims are bounded: a validly signed 400-digit exp/nbf/iat is a 401, not a 500
+    ("exp of 400 digits", lambda: sign(claims(exp=10**400)), "bad_claim"),
+    ("nbf of 400 digits", lambda: sign(claims(nbf=10**400)), "bad_claim"),
+    ("iat of 400 digits", lambda: sign(claims(iat=10**400)), "bad_claim"),
+    ("negative nbf of 400 digits", lambda: sign(claims(nbf=-(10**400))), "bad_claim"),
+    ("exp past the year 5138", lambda: sign(claims(exp=10**11 + 1)), "bad_claim"),
+    ("exp as a huge float", lambda: sign(claims(exp=1e300)), "bad_claim"),
+    ("negative iat", lambda: sign(claims(iat=-1)), "bad_claim"),
     # A7 issuer
     ("issuer prefix", lambda: sign(claims(iss="https")), "unknown_issuer"),
     ("issuer substring", lambda: sign(claims(iss=ISS[:-1])), "unknown_issuer"),

@@ -183,6 +183,9 @@ def test_auth_failures_are_401_and_nothing_is_forwarded(gw: Stack) -> None:
         {"Authorization": "Bearer " + make_token(iss="https://issuer.test")},
         {"api-key": gw.api_key},  # even Azure's real key is no credential here
         {"Authorization": "Bearer " + "a" * 9_000},
+        # validly signed, but a 400-digit exp / nbf: 401, never a 500
+        {"Authorization": "Bearer " + make_token(exp=10**400)},
+        {"Authorization": "Bearer " + make_token(nbf=10**400)},
     ]
     for headers in cases:
         response = httpx.get(f"{gw.url}/openai/threads/{T}", params={"api-version": V2},
