@@ -96,8 +96,7 @@ class Gateway:
     async def readiness(self) -> tuple[bool, dict[str, str]]:
         checks: dict[str, str] = {}
         checks["draining"] = "yes" if self.draining else "no"
-        keys_ok = all(p.ready() for p in self.key_providers.values())
-        checks["keys"] = "ok" if keys_ok else "unavailable"
+        keys_ok = issuers_ready(self.key_providers, checks)
         ready = self.started and not self.draining and keys_ok
         if self.limiter is not None:
             redis_ok = await self.limiter.ping()
@@ -137,6 +136,20 @@ class Gateway:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def issuers_ready(providers: Mapping[str, KeyProvider], checks: dict[str, str]) -> bool:
+    """Readiness means "this replica can serve": it is ready while at least one issuer's keys
+    are usable. One issuer's outage (its JWKS past the stale period) is reported per issuer in
+    ``checks``, by ``gateway_jwks_keys_ready{issuer}`` and its alert
+    (``GatewayVerificationKeysUnavailable``), not by taking every replica out of the Service:
+    its callers get 503 ``jwks_unavailable`` while every other issuer's callers are served."""
+    usable = {name: provider.ready() for name, provider in providers.items()}
+    for name, ok in usable.items():
+        checks[f"keys:{name}"] = "ok" if ok else "unavailable"
+    any_ok = any(usable.values())
+    checks["keys"] = ("ok" if all(usable.values()) else "degraded") if any_ok else "unavailable"
+    return any_ok
 
 
 async def _json(send: Send, status: int, body: dict[str, Any]) -> None:

@@ -168,3 +168,81 @@ def test_outage_keeps_known_keys_then_503(tmp_path: Path) -> None:
             server.fail = False
             assert wait_status(200, timeout=5).status_code == 200
     assert json.loads(fake.requests[0].body) == {}
+
+
+IDP = "https://idp.test.invalid"
+
+
+def idp_token(key: rsa.RSAPrivateKey, kid: str, tenant: str = "team-a") -> str:
+    now = int(time.time())
+    return jwt.encode({"iss": IDP, "aud": AUDIENCE, "sub": "svc-1", "tenant": tenant,
+                       "iat": now, "exp": now + 600}, key, algorithm="RS256",
+                      headers={"kid": kid})
+
+
+def test_one_issuer_past_stale_does_not_take_the_replica_out(tmp_path: Path) -> None:
+    """Readiness means "this replica can serve": Kubernetes callers are still served while the
+    IdP's JWKS is down past its stale period, so /readyz stays 200; the IdP's callers get 503
+    jwks_unavailable and the per-issuer gauge says which issuer is down."""
+    cluster, idp = KeyServer(), KeyServer()
+    cluster.keys["c1"], idp.keys["i1"] = new_key(), new_key()
+    fake = FakeAzure("azure-key")
+    with ThreadedUvicorn(Starlette(routes=[Route("/jwks", cluster.endpoint)]),
+                         lifespan="off") as cluster_keys, \
+            ThreadedUvicorn(Starlette(routes=[Route("/jwks", idp.endpoint)]),
+                            lifespan="off") as idp_keys, \
+            ThreadedUvicorn(fake.app, lifespan="off") as upstream:
+        fast = {"jwks_ttl_s": 0.5, "jwks_cooldown_s": 0.25, "jwks_stale_s": 2.0}
+        config = parse({
+            "upstream": {"endpoint": upstream.url, "allow_plain_http": True},
+            "rate_limit": {"enabled": False}, "threads": {"ownership": False},
+            "auth": {"token_cache_size": 0, "issuers": [
+                {"issuer": ISSUER, "audiences": [AUDIENCE], "kubernetes": True,
+                 "jwks_url": f"{cluster_keys.url}/jwks", **fast},
+                {"issuer": IDP, "audiences": [AUDIENCE], "tenant_claim": "tenant",
+                 "jwks_url": f"{idp_keys.url}/jwks", **fast}],
+                "default_profile": "all"},
+            "profiles": {"all": {}},
+        })
+        gateway = build(config, api_key=ApiKeySource("azure-key"))
+        with ThreadedUvicorn(gateway) as gw:
+            def call(bearer: str) -> httpx.Response:
+                return httpx.post(f"{gw.url}/openai/threads", params={"api-version": V2},
+                                  headers={"Authorization": f"Bearer {bearer}"}, json={})
+
+            kube = jwt.encode(claims_for(), cluster.keys["c1"], algorithm="RS256",
+                              headers={"kid": "c1"})
+            assert call(kube).status_code == 200
+            assert call(idp_token(idp.keys["i1"], "i1")).status_code == 200
+            idp.fail = True
+            deadline = time.monotonic() + 10
+            while call(idp_token(idp.keys["i1"], "i1")).status_code != 503:
+                assert time.monotonic() < deadline, "the IdP's keys never went stale"
+                time.sleep(0.1)
+            down = call(idp_token(idp.keys["i1"], "i1"))
+            assert down.status_code == 503
+            assert down.json()["error"]["code"] == "jwks_unavailable"
+            ready = httpx.get(f"{gw.url}/readyz")
+            assert ready.status_code == 200, ready.text
+            checks = ready.json()["checks"]
+            assert checks[f"keys:{IDP}"] == "unavailable"
+            assert checks[f"keys:{ISSUER}"] == "ok"
+            assert checks["keys"] == "degraded"
+            assert call(kube).status_code == 200  # Kubernetes callers are still served
+            metrics = gateway.metrics
+            assert metrics is not None
+            assert metrics.registry.get_sample_value(
+                "gateway_jwks_keys_ready", {"issuer": IDP}) == 0.0
+            assert metrics.registry.get_sample_value(
+                "gateway_jwks_keys_ready", {"issuer": ISSUER}) == 1.0
+            # Every issuer down: now the replica cannot serve anyone.
+            cluster.fail = True
+            deadline = time.monotonic() + 10
+            while httpx.get(f"{gw.url}/readyz").status_code != 503:
+                assert time.monotonic() < deadline, "readiness never failed"
+                time.sleep(0.1)
+            idp.fail = cluster.fail = False
+            deadline = time.monotonic() + 10
+            while httpx.get(f"{gw.url}/readyz").status_code != 200:
+                assert time.monotonic() < deadline, "readiness never recovered"
+                time.sleep(0.1)
