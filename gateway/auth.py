@@ -21,6 +21,7 @@ Rules (RFC 8725 and section A of the security checklist):
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import re
@@ -58,6 +59,26 @@ class IssuerPolicy:
     kubernetes: bool = False
     #: Claim naming the tenant for non-Kubernetes issuers (defaults to ``sub``).
     tenant_claim: str | None = None
+    #: The tenant namespace of this issuer: a caller's tenant is ``<tenant_domain>:<name>``,
+    #: so equal names from two issuers are two tenants. Issuers share tenants only when the
+    #: config gives them the same domain. Empty: derived from the issuer (``default_domain``).
+    tenant_domain: str = ""
+    #: Ownership records written before tenants were qualified (a bare tenant name) belong to
+    #: this issuer's tenants (``auth.legacy_tenant_issuer``).
+    legacy_tenants: bool = False
+
+    @property
+    def domain(self) -> str:
+        return self.tenant_domain or default_domain(self.issuer)
+
+
+#: A tenant domain as written in the config (no ``:``, so ``<domain>:<name>`` is unambiguous).
+TENANT_DOMAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def default_domain(issuer: str) -> str:
+    """The tenant domain of an issuer whose config names none: stable, unique per issuer."""
+    return "iss-" + hashlib.sha256(issuer.encode("utf-8")).hexdigest()[:12]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,9 @@ from typing import Any
 class Caller:
     #: Stable caller id: ``namespace/serviceaccount`` for Kubernetes tokens, else ``sub``.
     id: str
-    #: Tenant the caller belongs to (Kubernetes namespace or a configured claim).
+    #: Tenant the caller belongs to, qualified by its issuer's tenant domain:
+    #: ``<domain>:<namespace>`` (Kubernetes) or ``<domain>:<claim value>``. Every isolation
+    #: and limit decision, log line and record uses this, never the bare name.
     tenant: str
     issuer: str
     subject: str
@@ -20,3 +22,11 @@ class Caller:
     #: Token expiry (unix seconds), for caches.
     expires_at: float = 0.0
     claims: MappingProxyType[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: The bare tenant name when ownership records written before tenants were qualified are
+    #: this caller's issuer's (``auth.legacy_tenant_issuer``); else None.
+    legacy_tenant: str | None = None
+
+    @property
+    def tenant_name(self) -> str:
+        """The tenant without its domain (the namespace or the claim's value)."""
+        return self.tenant.split(":", 1)[1]

@@ -27,7 +27,12 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from gateway.apiversions import DEFAULT_VERSIONS, KNOWN_VERSIONS
-from gateway.auth import ASYMMETRIC_ALGORITHMS, DEFAULT_REQUIRED_CLAIMS, IssuerPolicy
+from gateway.auth import (
+    ASYMMETRIC_ALGORITHMS,
+    DEFAULT_REQUIRED_CLAIMS,
+    TENANT_DOMAIN,
+    IssuerPolicy,
+)
 from gateway.configread import Problems, Section, between, one_of, positive
 from gateway.identity import CallerRule
 from gateway.policy import PolicyLimits, limit_problems
@@ -278,10 +283,32 @@ def _issuer(s: Section) -> IssuerConfig | None:
         leeway_s=s.get("leeway_s", float, 30.0, check=between(0, 300)),
         kubernetes=s.get("kubernetes", bool, False),
         tenant_claim=s.get("tenant_claim", str),
+        tenant_domain=s.get("tenant_domain", str, "", check=_tenant_domain),
     )
     keys = _jwks(s)
     s.finish()
     return IssuerConfig(policy, keys) if issuer else None
+
+
+def _tenant_domain(value: str) -> str | None:
+    if TENANT_DOMAIN.fullmatch(value):
+        return None
+    return "must be 1-64 letters, digits, '.', '_' or '-' (starting with a letter or digit)"
+
+
+def _legacy_issuer(s: Section, issuers: list[IssuerConfig]) -> list[IssuerConfig]:
+    """Mark the issuer whose tenants own records written before tenants were qualified: the
+    one named by ``legacy_tenant_issuer``, else the only issuer when there is one."""
+    named = s.get("legacy_tenant_issuer", str)
+    if named is None and len(issuers) == 1:
+        named = issuers[0].policy.issuer
+    if named is None:
+        return issuers
+    if named not in {i.policy.issuer for i in issuers}:
+        s.problems.add(s.at("legacy_tenant_issuer"), f"not a configured issuer: {named!r}")
+        return issuers
+    return [IssuerConfig(dataclasses.replace(i.policy, legacy_tenants=True), i.keys)
+            if i.policy.issuer == named else i for i in issuers]
 
 
 def _caller_rule(s: Section, profiles: set[str]) -> CallerRule:
@@ -386,6 +413,7 @@ def _auth(s: Section, profiles: set[str]) -> AuthConfig:
         if issuer.policy.issuer in seen:
             s.problems.add(f"{s.at('issuers')}[{index}].issuer", "duplicate issuer")
         seen.add(issuer.policy.issuer)
+    issuers = _legacy_issuer(s, issuers)
     default_profile = s.get("default_profile", str)
     if default_profile is not None and default_profile not in profiles:
         s.problems.add(s.at("default_profile"), f"unknown profile {default_profile!r}")

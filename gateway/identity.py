@@ -5,6 +5,9 @@
   ``sub`` (``system:serviceaccount:<ns>:<name>``); the tenant is the namespace.
 * Other issuers: the caller id is ``sub``; the tenant is the issuer's ``tenant_claim`` (a
   string claim) or, without one, ``sub``.
+* Every tenant is qualified by its issuer's tenant domain (``<domain>:<name>``): namespace
+  ``team-a`` of the cluster and tenant ``team-a`` of an IdP are two tenants, unless the config
+  gives both issuers the same ``tenant_domain``.
 * Profile rules are tried in order; the first whose every condition matches wins. No match:
   the configured default profile, or 403 when there is none.
 """
@@ -82,6 +85,8 @@ def to_caller(
         if not isinstance(tenant_value, str) or not tenant_value:
             raise AuthenticationError("bad_claim")
         tenant = tenant_value
+    legacy = tenant if policy.legacy_tenants else None
+    tenant = f"{policy.domain}:{tenant}"
     profile = next(
         (r.profile for r in rules if r.matches(policy.issuer, namespace, sa, claims)),
         default_profile,
@@ -99,4 +104,5 @@ def to_caller(
         profile=profile,
         expires_at=exp if exp is not None else 0.0,
         claims=MappingProxyType(dict(claims)),
+        legacy_tenant=legacy,
     )

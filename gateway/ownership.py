@@ -39,14 +39,25 @@ def tenant_digest(tenant: str) -> str:
     return hashlib.sha256(tenant.encode("utf-8")).hexdigest()[:32]
 
 
-def check_owner(owner: str | None, tenant: str, unknown: UnknownPolicy) -> None:
+def owned_by(owner: str, tenant: str, legacy_tenant: str | None = None) -> bool:
+    """Whether the recorded owner digest is the caller's tenant. ``tenant`` is qualified by its
+    issuer's domain; records written before tenants were qualified hold the digest of the bare
+    name, which counts only for the issuer ``auth.legacy_tenant_issuer`` names
+    (``legacy_tenant``)."""
+    if owner == tenant_digest(tenant):
+        return True
+    return legacy_tenant is not None and owner == tenant_digest(legacy_tenant)
+
+
+def check_owner(owner: str | None, tenant: str, unknown: UnknownPolicy,
+                legacy_tenant: str | None = None) -> None:
     """Raise the 404 a foreign (or, under ``deny``, unrecorded) thread gets."""
     if owner is None:
         if unknown == "allow":
             return
         raise NotFoundError("No thread found with this id.", code="thread_not_found",
                             param="thread_id")
-    if owner != tenant_digest(tenant):
+    if not owned_by(owner, tenant, legacy_tenant):
         raise NotFoundError("No thread found with this id.", code="thread_not_found",
                             param="thread_id")
 

@@ -188,7 +188,8 @@ class ProxyApp:
         if thread_id is not None and self.deps.threads is not None:
             t0 = time.perf_counter()
             owner = await self.deps.threads.owner(thread_id)
-            check_owner(owner, ctx.caller.tenant, self.config.threads.unknown)
+            check_owner(owner, ctx.caller.tenant, self.config.threads.unknown,
+                        ctx.caller.legacy_tenant)
             ctx.stages["ownership"] = time.perf_counter() - t0
 
         decision = await self._rate_limit(ctx, match, profile.rate_limit)

@@ -25,9 +25,9 @@ no schedule, it is the time until the oldest lease expires, capped at
 
 Keys (all ASCII; raw caller ids and tenants never appear, only 64-bit SHA-256 prefixes)::
 
-    gw:rl:{t:<h(tenant)>}:c:<h(caller.id)>:<op>   caller GCRA TAT (string, PX = until TAT)
+    gw:rl:{t:<h(tenant)>}:c:<h(caller)>:<op>      caller GCRA TAT (string, PX = until TAT)
     gw:rl:{t:<h(tenant)>}:t:<op>                  tenant GCRA TAT
-    gw:rl:{t:<h(tenant)>}:cc:<h(caller.id)>       concurrency ZSET: lease id -> expiry (µs)
+    gw:rl:{t:<h(tenant)>}:cc:<h(caller)>          concurrency ZSET: lease id -> expiry (µs)
     gw:rl:{g}:g                                   global GCRA TAT (see below)
 
 The ``{t:...}`` hash tag puts every per-caller and per-tenant key of one plan in one Redis
@@ -263,7 +263,9 @@ def plan(
     if op_class not in OP_CLASSES:
         raise ValueError(f"unknown operation class {op_class!r}")
     tag = f"{KEY_PREFIX}{{t:{_hash(caller.tenant)}}}"
-    who = _hash(caller.id)
+    # ``tenant`` is qualified by its issuer's domain; the caller by its issuer, so two issuers
+    # mapped onto one domain still have distinct callers.
+    who = _hash(f"{caller.issuer}\n{caller.id}")
     rules: list[RuleSpec] = []
     if (rate := profile.per_caller.get(op_class)) is not None:
         name = f"caller-{op_class}"

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from gateway.auth import AUTH_REASONS, IssuerPolicy, extract_bearer
+from gateway.auth import AUTH_REASONS, IssuerPolicy, default_domain, extract_bearer
 from gateway.authenticator import Authenticator
 from gateway.caller import Caller
 from gateway.errors import AuthenticationError, PermissionDeniedError
@@ -240,7 +240,8 @@ def test_scheme_is_case_insensitive_and_leeway_applies() -> None:
     for scheme in ("Bearer", "bearer", "BEARER"):
         caller = authenticate(f"{scheme} {token}".encode())
         assert caller.id == "team-a/app"
-        assert caller.tenant == "team-a"
+        assert caller.tenant_name == "team-a"
+        assert caller.tenant == f"{default_domain(ISS)}:team-a"  # qualified by its issuer
         assert caller.profile == "writer"
 
 
