@@ -18,6 +18,7 @@ from types import FrameType
 import uvicorn
 
 from gateway import demo as demo_mod
+from gateway import jsonlog
 from gateway.apikey import ApiKeySource
 from gateway.app import Gateway, build
 from gateway.config import Config, ConfigError, load, read_api_key
@@ -28,10 +29,8 @@ log = logging.getLogger("gateway.cli")
 
 
 def _setup_logging() -> None:
-    level = os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """Every line on stderr is one JSON object (``gateway.jsonlog``)."""
+    jsonlog.configure(os.environ.get("GATEWAY_LOG_LEVEL"))
 
 
 def uvicorn_config(app: Gateway, host: str, port: int, config: Config) -> uvicorn.Config:
@@ -147,7 +146,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                "(use `gateway demo`)"])
         gateway = _gateway(config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        log.error("invalid configuration: %s", "; ".join(exc.problems),
+                  extra={"fields": {"problems": exc.problems}})
         return 1
     server = GatewayServer(uvicorn_config(gateway, config.server.host, config.server.port,
                                           config), gateway)

@@ -25,7 +25,7 @@ from gateway import ratelimit
 from gateway.authenticator import Authenticator
 from gateway.bodyread import ClientGoneError, read_body
 from gateway.config import Config
-from gateway.context import RequestContext
+from gateway.context import RequestContext, current_request_id
 from gateway.errors import (
     BadGatewayError,
     BadRequestError,
@@ -123,6 +123,7 @@ class ProxyApp:
             return
         headers: Sequence[tuple[bytes, bytes]] = scope["headers"]
         ctx = RequestContext(request_id=request_id_from(headers), method=scope["method"])
+        current_request_id.set(ctx.request_id)  # this request's task: every log line has it
         started = False
 
         async def tracked_send(message: Message) -> None:

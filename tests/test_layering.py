@@ -36,6 +36,7 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "metrics": ({"prometheus_client"}, set()),
     "bodyread": (set(), set()),
     "accesslog": (set(), set()),
+    "jsonlog": (set(), set()),
     "apikey": (set(), set()),
     "authenticator": (set(), set()),
     # The pipeline consumes the upstream adapter's response type and its own ports.
