@@ -32,6 +32,7 @@ from gateway.errors import (
     GatewayError,
     HeadersTooLargeError,
     PermissionDeniedError,
+    ServiceUnavailableError,
 )
 from gateway.headers import (
     downstream_response_headers,
@@ -140,6 +141,18 @@ class ProxyApp:
         except ClientGoneError:
             ctx.client_disconnected = True
             ctx.status = ctx.status or 499
+        except asyncio.CancelledError:
+            # Only the server cancels a request's task: at the end of the SIGTERM drain
+            # (``server.drain_timeout_s``). A started response is cut (its connection is closed
+            # without the terminating chunk, ``httpprotocol``); one not started gets a 503.
+            ctx.reason = "drain"
+            log.warning("request cut at the end of the drain (status %s)", ctx.status or 503)
+            if started:
+                ctx.stream_cut = True
+            else:
+                await self._send_error(ctx, ServiceUnavailableError(
+                    "The gateway is shutting down."), tracked_send)
+            raise
         except GatewayError as exc:
             ctx.reason = getattr(exc, "reason", None) or exc.code
             if started:

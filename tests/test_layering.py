@@ -37,6 +37,7 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "bodyread": (set(), set()),
     "accesslog": (set(), set()),
     "jsonlog": (set(), set()),
+    "httpprotocol": ({"uvicorn"}, set()),
     "apikey": (set(), set()),
     "authenticator": (set(), set()),
     # The pipeline consumes the upstream adapter's response type and its own ports.
