@@ -23,7 +23,7 @@ from typing import Any, NoReturn, Protocol
 
 from gateway import ratelimit
 from gateway.authenticator import Authenticator
-from gateway.bodyread import ClientGoneError, read_body
+from gateway.bodyread import ClientGoneError, check_transfer_encoding, read_body
 from gateway.config import Config
 from gateway.context import RequestContext, current_request_id
 from gateway.errors import (
@@ -183,6 +183,7 @@ class ProxyApp:
                       send: Send) -> None:
         headers: Sequence[tuple[bytes, bytes]] = scope["headers"]
         self._check_headers(headers)
+        check_transfer_encoding(headers, scope.get("http_version", "1.1"))
 
         t0 = time.perf_counter()
         ctx.caller = await self.deps.authenticator.authenticate(
