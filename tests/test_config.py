@@ -84,6 +84,8 @@ def test_minimal_config_defaults() -> None:
          "profiles.default.policy.roles"),
         ({"profiles": {"default": {"policy": {"unknown_limit": 1}}}},
          "profiles.default.policy.unknown_limit: unknown key"),
+        ({"profiles": {"default": {"policy": {"deny_private_image_urls": "no"}}}},
+         "profiles.default.policy.deny_private_image_urls: must be true or false"),
         ({"profiles": {"default": {"rate_limit": {"per_caller": {"write": {
             "requests": 10, "per_seconds": 60, "burst": 0}}}}}},
          "profiles.default.rate_limit.per_caller.write.burst"),

@@ -20,7 +20,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
 CORE = {
     "apiversions", "auth", "auth_port", "caller", "configread", "context", "errors", "headers",
     "identity", "jsonbody", "ownership", "policy", "policy_fields", "policy_limits",
-    "policy_messages", "policy_runs", "policy_threads", "ratelimit", "ratelimit_local", "routes",
+    "policy_messages", "policy_runs", "policy_threads", "policy_urls", "ratelimit",
+    "ratelimit_local", "routes",
     "tokencache",
     "metrics_labels", "config",
 }
