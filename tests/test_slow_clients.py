@@ -10,6 +10,7 @@ from the requests in flight (the oldest waiting one is closed to admit a new one
 from __future__ import annotations
 
 import contextlib
+import resource
 import socket
 import threading
 import time
@@ -51,8 +52,19 @@ def _legitimate(url: str, total: int, workers: int) -> list[int | str]:
     return results
 
 
+def _enough_fds(needed: int) -> None:
+    """Raise the soft fd limit (the gateway child inherits it) or say why the test can't run."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.fail(f"the slow-client flood needs {needed} file descriptors; the hard "
+                        f"limit is {hard} (raise it: ulimit -Hn)")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
 def test_slow_header_flood_does_not_lock_out_legitimate_requests(tmp_path: Path,
                                                                  redis_url: str) -> None:
+    _enough_fds(8192)
     with served(tmp_path, redis_url, header_timeout_s=3, first_request_timeout_s=3) as (
             fake, proc):
         with slow_header_flood(proc.port, 3000) as flood:
