@@ -1,5 +1,8 @@
 """One structured JSON access-log line per request (stdlib logging only).
 
+The record's fields travel as ``extra={"fields": ...}``; ``jsonlog.JsonFormatter`` writes
+them at the top level of the line beside ``level``, ``logger`` and ``message`` (``access``).
+
 The line carries ids, decisions and durations; never a token, key, message content or
 metadata value (the context holds none of them, and the record is built from named context
 fields only, never from headers, the body or a caller's claims). Fields: ``time`` (unix
@@ -11,7 +14,6 @@ error code), ``ratelimit_rule``, ``caller``, ``tenant``, ``profile``, ``stream``
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -56,4 +58,4 @@ class AccessLog:
 
     def request_finished(self, ctx: RequestContext) -> None:
         if self.enabled and log.isEnabledFor(logging.INFO):
-            log.info(json.dumps(access_record(ctx), separators=(",", ":")))
+            log.info("access", extra={"fields": access_record(ctx)})

@@ -1,4 +1,12 @@
-"""Reading a request body from ASGI: bounded in size and in time (adapter, stdlib only)."""
+"""Reading a request body from ASGI: framed unambiguously, bounded in size and in time
+(adapter, stdlib only).
+
+Framing (RFC 9112 section 6, checklist F1): a body is framed by one ``Content-Length`` or by
+``Transfer-Encoding: chunked`` alone. The HTTP parser decodes the chunks; any other coding
+in the list (``gzip, chunked``, ``identity, chunked``, two ``Transfer-Encoding`` lines) would
+be silently dropped, so the request is refused with 400 and its connection closed, as is
+``Transfer-Encoding`` on an HTTP/1.0 request or beside a ``Content-Length``.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +21,23 @@ Receive = object  # typing stand-in; the ASGI receive callable
 
 class ClientGoneError(Exception):
     """The client disconnected before its request body arrived."""
+
+
+_OWS = b" \t"
+
+
+def check_transfer_encoding(headers: Sequence[tuple[bytes, bytes]], http_version: str) -> None:
+    """Refuse every ``Transfer-Encoding`` but a single ``chunked`` on HTTP/1.1 without a
+    ``Content-Length`` (400, ``Connection: close``)."""
+    values = header_values(headers, b"transfer-encoding")
+    if not values:
+        return
+    codings = [c.strip(_OWS).lower() for v in values for c in v.split(b",")]
+    if (len(values) == 1 and codings == [b"chunked"] and http_version == "1.1"
+            and not header_values(headers, b"content-length")):
+        return
+    raise BadRequestError("Only Transfer-Encoding: chunked is accepted.",
+                          code="invalid_transfer_encoding", headers={"Connection": "close"})
 
 
 def declared_length(headers: Sequence[tuple[bytes, bytes]], max_bytes: int) -> int | None:

@@ -18,9 +18,11 @@ from types import FrameType
 import uvicorn
 
 from gateway import demo as demo_mod
+from gateway import jsonlog
 from gateway.apikey import ApiKeySource
 from gateway.app import Gateway, build
 from gateway.config import Config, ConfigError, load, read_api_key
+from gateway.httpprotocol import ConnectionLimits, protocol_class
 from gateway.ratelimit_redis import RedisClient
 
 DEFAULT_CONFIG = "config/gateway.toml"
@@ -28,10 +30,18 @@ log = logging.getLogger("gateway.cli")
 
 
 def _setup_logging() -> None:
-    level = os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """Every line on stderr is one JSON object (``gateway.jsonlog``)."""
+    jsonlog.configure(os.environ.get("GATEWAY_LOG_LEVEL"))
+
+
+def connection_limits(config: Config, *, in_flight: bool = True) -> ConnectionLimits:
+    server = config.server
+    return ConnectionLimits(
+        header_timeout_s=server.header_timeout_s,
+        first_request_timeout_s=server.first_request_timeout_s,
+        max_waiting=server.max_waiting_connections,
+        max_in_flight=server.max_concurrent_connections if in_flight else None,
+    )
 
 
 def uvicorn_config(app: Gateway, host: str, port: int, config: Config) -> uvicorn.Config:
@@ -40,7 +50,9 @@ def uvicorn_config(app: Gateway, host: str, port: int, config: Config) -> uvicor
         host=host,
         port=port,
         lifespan="on",
-        http="httptools",
+        # httptools with header deadlines, a cap on connections waiting for a request and
+        # one on requests in flight (503 beyond it): slow-client floods (checklist F3).
+        http=protocol_class(connection_limits(config)),
         loop="uvloop",
         proxy_headers=False,
         server_header=False,
@@ -48,9 +60,6 @@ def uvicorn_config(app: Gateway, host: str, port: int, config: Config) -> uvicor
         log_config=None,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=int(config.server.drain_timeout_s),
-        # Beyond this many open connections and tasks uvicorn answers 503 at once instead of
-        # letting a flood of slow clients exhaust the process (checklist F3).
-        limit_concurrency=config.server.max_concurrent_connections,
     )
 
 
@@ -108,7 +117,8 @@ def metrics_server(gateway: Gateway, config: Config) -> MetricsServer | None:
         return None
     return MetricsServer(uvicorn.Config(
         gateway.metrics_app, host=config.server.metrics_host, port=config.server.metrics_port,
-        lifespan="off", http="httptools", proxy_headers=False, server_header=False,
+        lifespan="off", http=protocol_class(connection_limits(config, in_flight=False)),
+        proxy_headers=False, server_header=False,
         access_log=False, log_config=None, timeout_keep_alive=5,
     ))
 
@@ -147,7 +157,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                "(use `gateway demo`)"])
         gateway = _gateway(config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        log.error("invalid configuration: %s", "; ".join(exc.problems),
+                  extra={"fields": {"problems": exc.problems}})
         return 1
     server = GatewayServer(uvicorn_config(gateway, config.server.host, config.server.port,
                                           config), gateway)

@@ -58,7 +58,15 @@ class ServerConfig:
     drain_timeout_s: float = 25.0
     overhead_header: bool = False
     access_log: bool = True
+    #: Requests in flight beyond which the server answers 503 at once.
     max_concurrent_connections: int = 2048
+    #: Connections with no request in progress (new, sending a head, idle keep-alive): at
+    #: this many the oldest is closed to admit a new one.
+    max_waiting_connections: int = 2048
+    #: A request head must be complete this long after its first byte (else 408, closed).
+    header_timeout_s: float = 10.0
+    #: A new connection must deliver its first complete request head this long after accept.
+    first_request_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +210,12 @@ def _server(s: Section) -> ServerConfig:
         max_concurrent_connections=s.get("max_concurrent_connections", int,
                                          d.max_concurrent_connections,
                                          check=between(16, 1_000_000)),
+        max_waiting_connections=s.get("max_waiting_connections", int,
+                                      d.max_waiting_connections, check=between(16, 1_000_000)),
+        header_timeout_s=s.get("header_timeout_s", float, d.header_timeout_s,
+                               check=between(0.5, 300)),
+        first_request_timeout_s=s.get("first_request_timeout_s", float,
+                                      d.first_request_timeout_s, check=between(0.5, 300)),
     )
     s.finish()
     return out

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from gateway.caller import Caller
+
+#: The id of the request being served in this task (and the tasks it starts): set once per
+#: request by the proxy, read by the JSON log formatter, so every log line written while a
+#: request is served carries its id. uvicorn runs each request in its own task, whose context
+#: is a copy: the value never leaks into another request.
+current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
 
 
 @dataclass(slots=True)

@@ -40,6 +40,7 @@ ROUTE_REASONS: frozenset[str] = frozenset({
 INTAKE_REASONS: frozenset[str] = JSON_REASONS | frozenset({
     "request_too_large", "request_body_timeout", "request_header_too_large",
     "invalid_content_length", "invalid_header", "upgrade_refused", "invalid_body",
+    "invalid_transfer_encoding", "request_header_timeout",
 })
 #: 403 codes raised outside ``AUTH_REASONS`` (the caller matches no profile rule).
 PERMISSION_REASONS: frozenset[str] = frozenset({"caller_not_allowed"})

@@ -40,6 +40,10 @@ class PolicyLimits:
     #: True: ``https://`` and ``data:image/...;base64`` URLs. False: ``data:`` URLs only.
     #: Never ``http``, ``file`` or any other scheme.
     allow_external_image_urls: bool = True
+    #: Refuse ``https`` image URLs to private, loopback, link-local, CGNAT, multicast or
+    #: unspecified IP literals and to ``localhost``-style names (``policy_urls``): Azure
+    #: fetches them, so this is defence in depth against SSRF through Azure.
+    deny_private_image_urls: bool = True
     #: ``file_ids`` (v1) / ``attachments`` (v2) per message.
     max_files: int = 10
     attachment_tools: frozenset[str] = AZURE_ATTACHMENT_TOOLS
@@ -66,7 +70,8 @@ _COUNTS: tuple[tuple[str, int], ...] = (
     ("max_code_interpreter_files", 0),
     ("max_vector_stores", 0),
 )
-_FLAGS = ("allow_content_parts", "allow_image_file", "allow_image_url", "allow_external_image_urls")
+_FLAGS = ("allow_content_parts", "allow_image_file", "allow_image_url", "allow_external_image_urls",
+          "deny_private_image_urls")
 
 
 def _is_int(value: object) -> bool:

@@ -8,16 +8,16 @@ Per api-version (shared/reference/azure-assistants-api.md section 1.1): v1 accep
 ``user`` only, string content only and ``file_ids``; v2 accepts ``user``/``assistant``,
 string or content-part arrays and ``attachments``.
 
-Image URLs: with ``allow_external_image_urls`` an ``image_url`` may be ``https://`` (with a
-host, no user-info, no whitespace) or ``data:image/{png,jpeg,gif,webp};base64,...``; without
-it only such ``data:`` URLs. ``http``, ``file`` and every other scheme are always refused.
+Image URLs: with ``allow_external_image_urls`` an ``image_url`` may be ``https://`` (its
+full syntax checked: ``policy_urls``; with ``deny_private_image_urls``, not to a private,
+loopback or link-local host) or ``data:image/{png,jpeg,gif,webp};base64,...``; without it
+only such ``data:`` URLs. ``http``, ``file`` and every other scheme are always refused.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 from gateway.apiversions import ApiVersion
 from gateway.jsonbody import child_path, item_path
@@ -48,6 +48,7 @@ from gateway.policy_fields import (
     require_fields,
 )
 from gateway.policy_limits import PolicyLimits
+from gateway.policy_urls import UrlError, is_private, parse_https_url
 
 _V1_FIELDS = frozenset({"role", "content", "file_ids", "metadata"})
 _V2_FIELDS = frozenset({"role", "content", "attachments", "metadata"})
@@ -55,8 +56,6 @@ _V1_ROLES = frozenset({"user"})
 _V2_ROLES = frozenset({"user", "assistant"})
 _DETAILS = frozenset({"auto", "low", "high"})
 _DATA_IMAGE_URL = re.compile(r"data:image/(?:png|jpeg|gif|webp);base64,[A-Za-z0-9+/]+={0,2}")
-_URL_FORBIDDEN_CHARS = re.compile(r"[\x00-\x20\x7f-\x9f\\]")
-MAX_IMAGE_URL_CHARS = 8192
 
 
 def content_max_chars(version: ApiVersion, limits: PolicyLimits) -> int:
@@ -188,15 +187,13 @@ def _image_url(value: Any, path: str, limits: PolicyLimits) -> str:
         refuse(CONTENT_PART_NOT_ALLOWED, path, "Only data: image URLs are allowed.")
     if url[:8].lower() != "https://":
         refuse(CONTENT_PART_NOT_ALLOWED, path, "Image URLs must use https.")
-    if len(url) > MAX_IMAGE_URL_CHARS or _URL_FORBIDDEN_CHARS.search(url):
-        refuse(INVALID_CONTENT_PART, path, "Malformed image URL.")
     try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        refuse(INVALID_CONTENT_PART, path, "Malformed image URL.")
-    if not host or "@" in parts.netloc:
-        refuse(INVALID_CONTENT_PART, path, "Image URLs need a host and no user information.")
+        parsed = parse_https_url(url)
+    except UrlError as exc:
+        refuse(INVALID_CONTENT_PART, path, str(exc))
+    if limits.deny_private_image_urls and is_private(parsed):
+        refuse(CONTENT_PART_NOT_ALLOWED, path,
+               "Image URLs must not point at private, loopback or link-local hosts.")
     return url
 
 

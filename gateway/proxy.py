@@ -23,15 +23,16 @@ from typing import Any, NoReturn, Protocol
 
 from gateway import ratelimit
 from gateway.authenticator import Authenticator
-from gateway.bodyread import ClientGoneError, read_body
+from gateway.bodyread import ClientGoneError, check_transfer_encoding, read_body
 from gateway.config import Config
-from gateway.context import RequestContext
+from gateway.context import RequestContext, current_request_id
 from gateway.errors import (
     BadGatewayError,
     BadRequestError,
     GatewayError,
     HeadersTooLargeError,
     PermissionDeniedError,
+    ServiceUnavailableError,
 )
 from gateway.headers import (
     downstream_response_headers,
@@ -123,6 +124,7 @@ class ProxyApp:
             return
         headers: Sequence[tuple[bytes, bytes]] = scope["headers"]
         ctx = RequestContext(request_id=request_id_from(headers), method=scope["method"])
+        current_request_id.set(ctx.request_id)  # this request's task: every log line has it
         started = False
 
         async def tracked_send(message: Message) -> None:
@@ -139,6 +141,18 @@ class ProxyApp:
         except ClientGoneError:
             ctx.client_disconnected = True
             ctx.status = ctx.status or 499
+        except asyncio.CancelledError:
+            # Only the server cancels a request's task: at the end of the SIGTERM drain
+            # (``server.drain_timeout_s``). A started response is cut (its connection is closed
+            # without the terminating chunk, ``httpprotocol``); one not started gets a 503.
+            ctx.reason = "drain"
+            log.warning("request cut at the end of the drain (status %s)", ctx.status or 503)
+            if started:
+                ctx.stream_cut = True
+            else:
+                await self._send_error(ctx, ServiceUnavailableError(
+                    "The gateway is shutting down."), tracked_send)
+            raise
         except GatewayError as exc:
             ctx.reason = getattr(exc, "reason", None) or exc.code
             if started:
@@ -169,6 +183,7 @@ class ProxyApp:
                       send: Send) -> None:
         headers: Sequence[tuple[bytes, bytes]] = scope["headers"]
         self._check_headers(headers)
+        check_transfer_encoding(headers, scope.get("http_version", "1.1"))
 
         t0 = time.perf_counter()
         ctx.caller = await self.deps.authenticator.authenticate(

@@ -138,21 +138,25 @@ def gateway_processes(config: Mapping[str, Any], workdir: Path, count: int, *, a
 
 
 @contextlib.contextmanager
-def served(workdir: Path, redis_url: str, **server: Any) -> Iterator[tuple[Any, GatewayProcess]]:
+def served(workdir: Path, redis_url: str, *, env: Mapping[str, str] | None = None,
+           overrides: dict[str, Any] | None = None,
+           **server: Any) -> Iterator[tuple[Any, GatewayProcess]]:
     """A recording fake Azure and one ready ``gateway serve`` child in front of it;
-    ``server`` overrides keys of the config's ``[server]`` table."""
+    ``server`` overrides keys of the config's ``[server]`` table, ``overrides`` is merged
+    into the whole config, ``env`` into the child's environment (``GATEWAY_LOG_LEVEL``...)."""
     from gateway.fakeazure import FakeAzure
     from tests.servers import ThreadedUvicorn
-    from tests.stack import PUBLIC_JWK, base_config
+    from tests.stack import PUBLIC_JWK, base_config, deep_merge
 
     fake = FakeAzure("azure-key")
     jwks = workdir / "jwks.json"
     jwks.write_text(json.dumps({"keys": [PUBLIC_JWK]}))
     with ThreadedUvicorn(fake.app, lifespan="off") as upstream:
-        config = base_config(upstream.url, str(jwks), redis_url)
+        config = deep_merge(base_config(upstream.url, str(jwks), redis_url), overrides or {})
         config["server"] = {**config["server"], **server}
         proc = GatewayProcess(write_config(config, workdir / "gateway.toml"),
                               api_key="azure-key", redis_url=redis_url)
+        proc.env.update(env or {})
         proc.start()
         try:
             proc.wait_ready()

@@ -14,11 +14,14 @@ from gateway.accesslog import AccessLog, access_record
 from gateway.auth import AUTH_REASONS
 from gateway.caller import Caller
 from gateway.context import RequestContext
+from gateway.jsonlog import JsonFormatter
 from tests.stack import V2, Stack, running_stack
 
 FIELDS = {"time", "request_id", "method", "operation", "status", "reason", "ratelimit_rule",
           "caller", "tenant", "profile", "stream", "stream_cut", "client_disconnected",
           "duration_ms", "overhead_ms", "upstream_ms", "stages_ms", "upstream_request_id"}
+#: Every log line's own keys (``gateway.jsonlog``), beside the access record's.
+LINE = {"level", "logger", "message"}
 
 
 @pytest.fixture
@@ -28,7 +31,9 @@ def logged_stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
-    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway.access"]
+    """The access lines as ``gateway serve`` writes them (its JSON formatter)."""
+    fmt = JsonFormatter()
+    return [json.loads(fmt.format(r)) for r in caplog.records if r.name == "gateway.access"]
 
 
 def test_one_line_per_request_without_any_secret(logged_stack: Stack,
@@ -59,7 +64,8 @@ def test_one_line_per_request_without_any_secret(logged_stack: Stack,
 
     lines = access_lines(caplog)
     assert len(lines) == 4
-    assert all(set(line) == FIELDS for line in lines)
+    assert all(set(line) == FIELDS | LINE for line in lines)
+    assert {line["message"] for line in lines} == {"access"}
     created = lines[0]
     assert created["request_id"] == "req-accesslog-1"
     assert created["operation"] == "threads.create" and created["status"] == 200

@@ -44,6 +44,8 @@ def test_example_config_is_valid() -> None:
 def test_minimal_config_defaults() -> None:
     config = parse(MINIMAL)
     assert config.rate_limit.fail_mode == "open"
+    assert (config.server.header_timeout_s, config.server.first_request_timeout_s,
+            config.server.max_waiting_connections) == (10.0, 10.0, 2048)
     assert config.threads.unknown == "deny"
     assert config.profiles["default"].allows("runs.create")
 
@@ -55,6 +57,12 @@ def test_minimal_config_defaults() -> None:
         ({"server": {"port": "80"}}, "server.port: must be an integer"),
         ({"server": {"max_body_bytes": True}}, "server.max_body_bytes: must be an integer"),
         ({"server": {"colour": "blue"}}, "server.colour: unknown key"),
+        ({"server": {"header_timeout_s": 0}},
+         "server.header_timeout_s: must be between 0.5 and 300"),
+        ({"server": {"first_request_timeout_s": 301}},
+         "server.first_request_timeout_s: must be between 0.5 and 300"),
+        ({"server": {"max_waiting_connections": 15}},
+         "server.max_waiting_connections: must be between 16 and 1e+06"),
         ({"upstream": {"endpoint": "http://res.openai.azure.com"}},
          "upstream.endpoint: must be an https URL"),
         ({"upstream": {"endpoint": "https://user:pw@res.openai.azure.com"}},
@@ -76,6 +84,8 @@ def test_minimal_config_defaults() -> None:
          "profiles.default.policy.roles"),
         ({"profiles": {"default": {"policy": {"unknown_limit": 1}}}},
          "profiles.default.policy.unknown_limit: unknown key"),
+        ({"profiles": {"default": {"policy": {"deny_private_image_urls": "no"}}}},
+         "profiles.default.policy.deny_private_image_urls: must be true or false"),
         ({"profiles": {"default": {"rate_limit": {"per_caller": {"write": {
             "requests": 10, "per_seconds": 60, "burst": 0}}}}}},
          "profiles.default.rate_limit.per_caller.write.burst"),

@@ -80,6 +80,17 @@ CASES: list[tuple[str, Call, str, str | None]] = [
     ("thread code interpreter files", lambda c: c.beta.threads.create(tool_resources={
         "code_interpreter": {"file_ids": [f"assistant-f{i}" for i in range(21)]}}),
      "too_many_code_interpreter_files", None),
+    ("image URL port 99999", lambda c: c.beta.threads.messages.create(T, role="user", content=[
+        {"type": "image_url", "image_url": {"url": "https://cdn.example.com:99999/a.png"}}]),
+     "invalid_content_part", "content[0].image_url.url"),
+    ("image URL to the metadata service", lambda c: c.beta.threads.messages.create(
+        T, role="user", content=[{"type": "image_url", "image_url": {
+            "url": "https://169.254.169.254/metadata/identity/oauth2/token"}}]),
+     "content_part_not_allowed", "content[0].image_url.url"),
+    ("image URL to a hex IPv4 host", lambda c: c.beta.threads.create(messages=[
+        {"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://0x7f000001/a.png"}}]}]),
+     "invalid_content_part", None),
 ]
 
 

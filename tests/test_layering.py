@@ -20,7 +20,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
 CORE = {
     "apiversions", "auth", "auth_port", "caller", "configread", "context", "errors", "headers",
     "identity", "jsonbody", "ownership", "policy", "policy_fields", "policy_limits",
-    "policy_messages", "policy_runs", "policy_threads", "ratelimit", "ratelimit_local", "routes",
+    "policy_messages", "policy_runs", "policy_threads", "policy_urls", "ratelimit",
+    "ratelimit_local", "routes",
     "tokencache",
     "metrics_labels", "config",
 }
@@ -36,6 +37,8 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "metrics": ({"prometheus_client"}, set()),
     "bodyread": (set(), set()),
     "accesslog": (set(), set()),
+    "jsonlog": (set(), set()),
+    "httpprotocol": ({"uvicorn"}, set()),
     "apikey": (set(), set()),
     "authenticator": (set(), set()),
     # The pipeline consumes the upstream adapter's response type and its own ports.

@@ -1027,6 +1027,8 @@ P = "profiles.x.policy"
             f"{P}.attachment_tools: must be a subset of ['code_interpreter', 'file_search']",
         ),
         ({"allow_image_url": "yes"}, f"{P}.allow_image_url: must be true or false"),
+        ({"deny_private_image_urls": 1},
+         f"{P}.deny_private_image_urls: must be true or false"),
         (
             {"required_metadata_keys": frozenset({"k" * 65})},
             f"{P}.required_metadata_keys: keys must have 1 to 64 characters",

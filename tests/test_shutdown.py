@@ -23,8 +23,9 @@ import httpx
 import pytest
 import uvicorn
 
-from gateway.cli import GatewayServer
+from gateway.cli import GatewayServer, connection_limits
 from gateway.fakeazure import FakeAzure, ScriptedResponse
+from gateway.httpprotocol import protocol_class
 from tests.gatewayproc import GatewayProcess, write_config
 from tests.servers import ThreadedUvicorn
 from tests.stack import PUBLIC_JWK, V2, base_config, make_token, running_stack
@@ -107,8 +108,10 @@ def _load_loop(url: str, tally: Tally, stop: threading.Event, deadline: float) -
                     tally.failures.append(f"{rid}: {r.status_code} {r.text[:200]}")
 
 
-def _slow_stream(url: str, chunks: int, out: list[bytes | BaseException]) -> None:
-    headers = {"Authorization": f"Bearer {make_token()}", "x-request-id": uuid.uuid4().hex}
+def _slow_stream(url: str, chunks: int, out: list[bytes | BaseException],
+                 request_id: str | None = None) -> None:
+    headers = {"Authorization": f"Bearer {make_token()}",
+               "x-request-id": request_id or uuid.uuid4().hex}
     try:
         with httpx.stream("GET", f"{url}{SLOW}", params={"api-version": V2}, headers=headers,
                           timeout=30) as response:
@@ -179,6 +182,9 @@ def test_sigterm_under_load_drains_every_accepted_request(running: Running) -> N
     log = proc.log_path.read_text(errors="replace")
     assert "shutting down: readiness fails" in log
     assert "Traceback" not in log and "Unclosed" not in log, log
+    lines = [json.loads(line) for line in log.splitlines()]  # every line is JSON
+    served_ids = {line.get("request_id") for line in lines if line["logger"] == "gateway.access"}
+    assert tally.ok_ids <= served_ids
 
 
 @pytest.mark.parametrize("running", [2], indirect=True)
@@ -188,7 +194,8 @@ def test_stream_longer_than_drain_timeout_is_cut_and_the_process_exits(running: 
     chunks = 40  # 40 x 0.25 s = 10 s, far beyond the 2 s drain timeout
     fake.script(_slow_script(chunks, 0.25), path_prefix=SLOW)
     out: list[bytes | BaseException] = []
-    streamer = threading.Thread(target=_slow_stream, args=(proc.url, chunks, out))
+    streamer = threading.Thread(target=_slow_stream,
+                                args=(proc.url, chunks, out, "drain-cut-stream"))
     streamer.start()
     assert _wait_for(lambda: any(r.path == SLOW for r in fake.requests), 5)
     time.sleep(0.5)
@@ -202,7 +209,42 @@ def test_stream_longer_than_drain_timeout_is_cut_and_the_process_exits(running: 
     # The client sees an abnormal end, not a complete body.
     assert len(out) == 1
     assert isinstance(out[0], httpx.RemoteProtocolError | httpx.ReadError), out
-    assert "timeout graceful shutdown exceeded" in proc.log_path.read_text(errors="replace")
+    log = proc.log_path.read_text(errors="replace")
+    assert "timeout graceful shutdown exceeded" in log
+    # The cut is logged as a cut (access log; the metrics observer reads the same context),
+    # and nothing logs a traceback for the cancelled request.
+    lines = [json.loads(line) for line in log.splitlines()]
+    [access] = [line for line in lines if line["logger"] == "gateway.access"
+                and line["request_id"] == "drain-cut-stream"]
+    assert access["status"] == 200 and access["stream_cut"] is True, access
+    assert access["reason"] == "drain", access
+    [cut] = [line for line in lines if line["logger"] == "gateway.proxy"]
+    assert cut["message"].startswith("request cut at the end of the drain")
+    assert cut["request_id"] == "drain-cut-stream"  # from the request's context, no ``extra``
+    assert "Exception in ASGI application" not in log and "Traceback" not in log, log
+
+
+def test_a_drain_cut_is_counted_as_a_cut(tmp_path: Path) -> None:
+    """The metrics side of the cut above, read from the registry of an in-process server
+    running the gateway's protocol with a 1 s drain."""
+    with running_stack(tmp_path) as stack:
+        stack.fake.script(_slow_script(40, 0.25), path_prefix=SLOW)
+        server = ThreadedUvicorn(stack.gateway, lifespan="off", timeout_graceful_shutdown=1,
+                                 http=protocol_class(connection_limits(stack.config))).start()
+        out: list[bytes | BaseException] = []
+        streamer = threading.Thread(target=_slow_stream, args=(server.url, 40, out))
+        streamer.start()
+        assert _wait_for(lambda: any(r.path == SLOW for r in stack.fake.requests), 5)
+        time.sleep(0.3)
+        server.stop()
+        streamer.join(10)
+        assert len(out) == 1 and isinstance(out[0], httpx.RemoteProtocolError | httpx.ReadError)
+        metrics = stack.gateway.metrics
+        assert metrics is not None
+        value = metrics.registry.get_sample_value
+        assert value("gateway_upstream_errors_total", {"kind": "stream_cut"}) == 1
+        assert value("gateway_streams_in_flight") in (None, 0)
+        assert value("gateway_requests_in_flight") == 0
 
 
 def test_signal_handler_fails_readiness_at_once(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ In one run, each target in its own process on loopback, one at a time:
 * the static fake upstream (fixed thread, created message, run event stream) and a private
   ``redis-server``, up for the whole run;
 * ``ceiling``: Starlette answering a fixed response under the gateway's server settings;
+  ``ceiling-protocol``: the same under the gateway's HTTP protocol (header deadlines and
+  connection caps, ``gateway/httpprotocol.py``): the difference is that protocol's cost;
 * ``baseline``: a minimal Starlette pass-through over the gateway's upstream adapter, once per
   transport;
 * ``gateway``: ``gateway serve`` with a realistic RS256 Kubernetes token, caller rules and
@@ -305,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         with private_redis() as redis:
             if want("ceiling"):
                 bench.run_simple("ceiling", "ceiling", "—")
+            if want("ceiling-protocol"):
+                bench.run_simple("ceiling-protocol", "ceiling-protocol", "—")
             for transport in ("aiohttp", "httpx"):
                 if want(f"baseline-{transport}"):
                     bench.run_simple(f"baseline-{transport}", "baseline", transport,

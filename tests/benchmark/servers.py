@@ -4,7 +4,9 @@
 * ``upstream``: a static, fast fake Azure (raw ASGI): a fixed thread, a fixed created message
   (JSON) and a fixed run event stream (SSE, one body chunk per event).
 * ``ceiling``: Starlette answering a fixed JSON response after reading the body — what
-  uvicorn + Starlette can do at all.
+  uvicorn + Starlette can do at all; ``ceiling-protocol`` is the same under the gateway's
+  HTTP protocol (``gateway/httpprotocol.py``: header deadlines, connection caps), so the
+  pair measures that protocol's cost per request.
 * ``baseline``: a minimal Starlette pass-through over the gateway's own upstream adapter
   (``UpstreamClient``, same transport and settings as the gateway), streaming the body back.
 
@@ -146,10 +148,10 @@ def baseline_app(upstream_url: str, transport: str) -> Starlette:
                      lifespan=lifespan)
 
 
-def serve(app: Any, port: int) -> None:
+def serve(app: Any, port: int, http: Any = "httptools") -> None:
     """The gateway's server settings (``gateway.cli.uvicorn_config``)."""
     uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="auto", http="httptools", loop="uvloop",
+        app, host="127.0.0.1", port=port, lifespan="auto", http=http, loop="uvloop",
         proxy_headers=False, server_header=False, access_log=False, log_config=None,
         timeout_keep_alive=30,
     )).run()
@@ -161,6 +163,12 @@ def main(argv: list[str]) -> None:
         serve(upstream_app, port)
     elif kind == "ceiling":
         serve(ceiling_app(), port)
+    elif kind == "ceiling-protocol":
+        from gateway.httpprotocol import ConnectionLimits, protocol_class
+
+        # The config defaults (server.header_timeout_s, first_request_timeout_s,
+        # max_waiting_connections, max_concurrent_connections), without importing the rest.
+        serve(ceiling_app(), port, http=protocol_class(ConnectionLimits(10, 10, 2048, 2048)))
     elif kind == "baseline":
         serve(baseline_app(argv[2], argv[3]), port)
     else:
