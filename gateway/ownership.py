@@ -26,6 +26,8 @@ from gateway.errors import NotFoundError
 UnknownPolicy = Literal["deny", "allow"]
 KEY_PREFIX = "gw:own:"
 CREATES_THREAD = frozenset({"threads.create", "threads.create_and_run"})
+#: The reserved thread-metadata key that carries the owner's digest on the Azure object.
+STAMP_KEY = "gateway_owner"
 _THREAD_ID = re.compile(r"thread_[A-Za-z0-9]{1,64}")
 #: How much of a streamed create-and-run is read, at most, looking for ``thread.created``.
 SSE_PEEK_LIMIT = 64 * 1024
