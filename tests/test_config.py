@@ -45,6 +45,7 @@ def test_minimal_config_defaults() -> None:
     config = parse(MINIMAL)
     assert config.rate_limit.fail_mode == "open"
     assert config.threads.unknown == "deny"
+    assert (config.threads.cache_ttl_s, config.threads.lookup_timeout_s) == (60.0, 5.0)
     assert config.profiles["default"].allows("runs.create")
 
 
@@ -66,6 +67,9 @@ def test_minimal_config_defaults() -> None:
         ({"redis": {"url": "http://x"}}, "redis.url: must be a redis://"),
         ({"rate_limit": {"fail_mode": "maybe"}}, "rate_limit.fail_mode: must be one of open"),
         ({"threads": {"unknown": "sometimes"}}, "threads.unknown: must be one of deny, allow"),
+        ({"threads": {"cache_ttl_s": -1}}, "threads.cache_ttl_s: must be between 0 and 3600"),
+        ({"threads": {"lookup_timeout_s": 0}},
+         "threads.lookup_timeout_s: must be between 0.1 and 60"),
         ({"profiles": {"default": {"operations": ["nothing.*"]}}},
          "profiles.default.operations[0]: matches no operation"),
         ({"profiles": {"default": {"policy": {"max_metadata_pairs": 17}}}},

@@ -112,6 +112,22 @@ def test_thread_lifecycle_with_sdk(fake: FakeAzure, url: str) -> None:
         client.beta.threads.retrieve(thread.id)
 
 
+def test_modify_replaces_the_whole_metadata_map(fake: FakeAzure, url: str) -> None:
+    """As Microsoft documents it (``modify_thread.json``: the answer carries exactly the map
+    sent); a modify without ``metadata`` leaves the map alone, ``null`` empties it."""
+    client = sdk(url)
+    thread = client.beta.threads.create(metadata={"a": "1", "b": "2"})
+    assert client.beta.threads.update(thread.id, metadata={"c": "3"}).metadata == {"c": "3"}
+    assert client.beta.threads.update(thread.id).metadata == {"c": "3"}
+    empty = httpx.post(f"{url}/openai/threads/{thread.id}", params={"api-version": V2},
+                       headers={"api-key": KEY}, json={"metadata": None})
+    assert empty.json()["metadata"] == {}
+    too_many = httpx.post(f"{url}/openai/threads", params={"api-version": V2},
+                          headers={"api-key": KEY},
+                          json={"metadata": {f"k{i}": "v" for i in range(17)}})
+    assert too_many.status_code == 400
+
+
 @pytest.mark.parametrize(("accept", "gzipped"), [
     ("gzip", True), ("gzip, deflate, br", True), ("br;q=1, gzip;q=0.5", True), ("*", True),
     ("identity", False), ("gzip;q=0", False), ("gzip;q=0, *", False), (None, False),
