@@ -18,13 +18,16 @@ from prometheus_client import CollectorRegistry
 
 from gateway.accesslog import AccessLog
 from gateway.apikey import ApiKeySource
+from gateway.apiversions import KNOWN_VERSIONS
 from gateway.auth_port import KeyProvider
 from gateway.authenticator import Authenticator
 from gateway.config import Config, IssuerConfig
 from gateway.context import RequestContext
 from gateway.jwks import JwksKeyProvider, JwksSource, StaticKeyProvider, make_jwks_http_client
 from gateway.metrics import ASGIApp, GatewayMetrics, make_registry, metrics_app
-from gateway.ownership_redis import ThreadOwnership
+from gateway.ownership_azure import AzureOwnerOrigin
+from gateway.ownership_lookup import ThreadOwners
+from gateway.ownership_redis import RedisOwnerRecords
 from gateway.proxy import Message, Observer, ProxyApp, ProxyDeps, Receive, Scope, Send
 from gateway.ratelimit_local import LocalLimiter
 from gateway.ratelimit_redis import (
@@ -180,6 +183,20 @@ class Observers:
             observer.request_finished(ctx)
 
 
+def _thread_owners(config: Config, redis_client: RedisClient, upstream: UpstreamClient,
+                   routes: RouteTable, api_key: ApiKeySource) -> ThreadOwners:
+    """Owners from the cache, then Redis, then the stamp on the Azure thread (read with the
+    newest allowed api-version)."""
+    records = RedisOwnerRecords(redis_client, ttl_s=config.threads.record_ttl_days * 86400,
+                                budget_s=config.rate_limit.budget_s)
+    origin = AzureOwnerOrigin(upstream, routes, api_key=api_key.current,
+                              api_version=[v for v in KNOWN_VERSIONS
+                                           if v in config.api_versions][-1],
+                              timeout_s=config.threads.lookup_timeout_s,
+                              reload_api_key=api_key.reload)
+    return ThreadOwners(records, origin, cache_ttl_s=config.threads.cache_ttl_s)
+
+
 def build(config: Config, *, api_key: ApiKeySource,
           upstream_transport: httpx.AsyncBaseTransport | None = None,
           registry: CollectorRegistry | None = None,
@@ -228,8 +245,7 @@ def build(config: Config, *, api_key: ApiKeySource,
             cluster=config.redis.cluster,
         )
     if config.threads.ownership and redis_client is not None:
-        threads = ThreadOwnership(redis_client, ttl_s=config.threads.record_ttl_days * 86400,
-                                  budget_s=config.rate_limit.budget_s)
+        threads = _thread_owners(config, redis_client, upstream, routes, api_key)
     if config.rate_limit.enabled and redis_client is not None:
         local = config.rate_limit.fail_mode == "local"
         limiter = RedisRateLimiter(redis_client, fail_open=config.rate_limit.fail_mode != "closed",

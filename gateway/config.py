@@ -160,6 +160,10 @@ class ThreadsConfig:
     #: Threads with no record (created before the gateway): ``deny`` or ``allow``.
     unknown: Literal["deny", "allow"] = "deny"
     record_ttl_days: int = 400
+    #: Known owners kept in process (a thread's owner never changes); 0 turns the cache off.
+    cache_ttl_s: float = 60.0
+    #: The longest an owner lookup at Azure (the stamp on the thread) may take.
+    lookup_timeout_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,6 +486,9 @@ def _threads(s: Section) -> ThreadsConfig:
         unknown="allow" if unknown == "allow" else "deny",
         record_ttl_days=s.get("record_ttl_days", int, d.record_ttl_days,
                               check=between(1, 3650)),
+        cache_ttl_s=s.get("cache_ttl_s", float, d.cache_ttl_s, check=between(0, 3600)),
+        lookup_timeout_s=s.get("lookup_timeout_s", float, d.lookup_timeout_s,
+                               check=between(0.1, 60)),
     )
     s.finish()
     return out

@@ -3,9 +3,12 @@
 Rules:
 
 * Requests to Azure carry only allow-listed caller headers, plus the gateway's own
-  ``api-key`` and ``x-ms-client-request-id``. Everything else is dropped: the caller's
-  ``Authorization``/``api-key``/cookies, hop-by-hop headers, anything the caller names in
-  ``Connection``, forwarding headers, method overrides.
+  ``api-key``, ``x-ms-client-request-id`` and ``accept-encoding``. Everything else is dropped:
+  the caller's ``Authorization``/``api-key``/cookies, hop-by-hop headers, anything the caller
+  names in ``Connection``, forwarding headers, method overrides.
+* The gateway decides the upstream encoding itself: always ``accept-encoding: identity``,
+  never the caller's. It must read what Azure answers (a new thread's id, the owner stamp it
+  removes from thread objects); a gzip answer would hide both.
 * A header value must be visible ASCII (plus space and tab) to be copied; anything else is
   dropped, so CR/LF/NUL or non-ASCII bytes can never reach Azure.
 * Responses keep Azure's useful headers (request ids, retry hints, rate-limit state, poll
@@ -28,7 +31,7 @@ HOP_BY_HOP = frozenset({
 })
 
 REQUEST_ALLOW = frozenset({
-    b"accept", b"accept-encoding", b"content-type", b"user-agent", b"openai-beta",
+    b"accept", b"content-type", b"user-agent", b"openai-beta",
     b"x-stainless-lang", b"x-stainless-package-version", b"x-stainless-os",
     b"x-stainless-arch", b"x-stainless-runtime", b"x-stainless-runtime-version",
     b"x-stainless-async", b"x-stainless-retry-count", b"x-stainless-read-timeout",
@@ -74,10 +77,9 @@ def upstream_request_headers(
         out.append((name, value))
     if has_body and b"content-type" not in seen:
         out.append((b"content-type", b"application/json"))
-    if b"accept-encoding" not in seen:
-        # Without this the HTTP client would ask for gzip on the caller's behalf, and the raw
-        # (compressed) bytes would be relayed to a caller that never asked for them.
-        out.append((b"accept-encoding", b"identity"))
+    # Never the caller's choice: the gateway reads thread ids and owner stamps in Azure's
+    # answers (and, without it, the HTTP client could ask for gzip on its own).
+    out.append((b"accept-encoding", b"identity"))
     out.append((b"api-key", api_key.encode("ascii")))
     out.append((b"x-ms-client-request-id", request_id.encode("ascii")))
     return out

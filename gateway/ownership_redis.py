@@ -1,87 +1,64 @@
-"""Thread-ownership records in Redis (adapter; redis-py asyncio only).
+"""Thread-owner records in Redis (adapter; redis-py asyncio only).
 
-Ownership is a security control, so it fails closed: when Redis cannot answer within the
-budget the request gets a 503 rather than a guess.
+The records are a cache of the owner stamp on each Azure thread (``ownership_stamp``), kept
+so the usual lookup costs one Redis ``GET`` rather than an Azure call. Losing them (an empty
+restart, eviction, expiry) loses no ownership: ``ownership_lookup`` then reads the stamp and
+writes the record back. Records written before stamping existed are the only copy of their
+thread's owner for as long as Redis keeps them.
 
-Known owners are also kept in a small in-process cache (``KNOWN_OWNERS`` entries for
-``KNOWN_OWNER_TTL_S``), which saves the Redis round trip on the hot path (callers keep working
-on the same threads). That is safe because a thread's owner never changes: Azure never reuses
-a thread id, so a record is only ever created once and deleted. A stale entry after a delete
-on another replica only lets the owner itself reach Azure, which answers 404. Missing records
-are never cached (one may be written a moment later).
+Every call is bounded by ``budget_s``. A read that fails raises ``RecordsUnavailableError`` (the
+lookup then asks Azure); a write or delete that fails is logged and reported, never raised.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections import OrderedDict
 
 import redis.asyncio
 import redis.exceptions
 
-from gateway.errors import ServiceUnavailableError
-from gateway.ownership import owner_key, tenant_digest
+from gateway.ownership import RecordsUnavailableError, owner_key, valid_owner
 
 log = logging.getLogger("gateway.ownership")
 
-
-def _unavailable() -> ServiceUnavailableError:
-    return ServiceUnavailableError("Thread ownership cannot be checked right now; retry shortly.",
-                                   code="ownership_unavailable", headers={"Retry-After": "1"})
+_FAILURES = (TimeoutError, redis.exceptions.RedisError, OSError)
 
 
-KNOWN_OWNERS = 10_000
-KNOWN_OWNER_TTL_S = 60.0
-
-
-class ThreadOwnership:
+class RedisOwnerRecords:
     def __init__(self, client: redis.asyncio.Redis | redis.asyncio.RedisCluster, *,
                  ttl_s: int, budget_s: float) -> None:
         self.client = client
         self.ttl_s = ttl_s
         self.budget_s = budget_s
-        self._known: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
-    def _remember(self, thread_id: str, owner: str) -> None:
-        self._known[thread_id] = (owner, time.monotonic() + KNOWN_OWNER_TTL_S)
-        self._known.move_to_end(thread_id)
-        if len(self._known) > KNOWN_OWNERS:
-            self._known.popitem(last=False)
-
-    async def owner(self, thread_id: str) -> str | None:
-        known = self._known.get(thread_id)
-        if known is not None:
-            if known[1] > time.monotonic():
-                return known[0]
-            del self._known[thread_id]
+    async def get(self, thread_id: str) -> str | None:
         try:
             async with asyncio.timeout(self.budget_s):
                 value = await self.client.get(owner_key(thread_id))
-        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
-            log.warning("ownership lookup failed: %s", type(exc).__name__)
-            raise _unavailable() from None
+        except _FAILURES as exc:
+            log.warning("ownership record lookup failed: %s", type(exc).__name__)
+            raise RecordsUnavailableError from None
         if value is None:
             return None
-        owner = value.decode() if isinstance(value, bytes) else str(value)
-        self._remember(thread_id, owner)
+        owner = valid_owner(value.decode("ascii", "replace") if isinstance(value, bytes)
+                            else str(value))
+        if owner is None:
+            log.error("malformed ownership record ignored")
         return owner
 
-    async def record(self, thread_id: str, tenant: str) -> bool:
+    async def put(self, thread_id: str, owner: str) -> bool:
         try:
             async with asyncio.timeout(self.budget_s):
-                await self.client.set(owner_key(thread_id), tenant_digest(tenant),
-                                      ex=self.ttl_s)
-        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
-            log.error("ownership record failed: %s", type(exc).__name__)
+                await self.client.set(owner_key(thread_id), owner, ex=self.ttl_s)
+        except _FAILURES as exc:
+            log.warning("ownership record write failed: %s", type(exc).__name__)
             return False
         return True
 
-    async def forget(self, thread_id: str) -> None:
-        self._known.pop(thread_id, None)
+    async def delete(self, thread_id: str) -> None:
         try:
             async with asyncio.timeout(self.budget_s):
                 await self.client.delete(owner_key(thread_id))
-        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
-            log.warning("ownership delete failed: %s", type(exc).__name__)
+        except _FAILURES as exc:
+            log.warning("ownership record delete failed: %s", type(exc).__name__)

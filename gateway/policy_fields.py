@@ -20,7 +20,8 @@ from typing import Any, NoReturn
 from gateway.apiversions import ApiVersion
 from gateway.errors import BadRequestError
 from gateway.jsonbody import child_path, item_path
-from gateway.policy_limits import PolicyLimits
+from gateway.ownership import STAMP_KEY
+from gateway.policy_limits import THREAD_METADATA_PAIRS, PolicyLimits
 
 #: A field checker: (value, JSON path, api-version, limits) -> the value to forward.
 Field = Callable[[Any, str, ApiVersion, PolicyLimits], Any]
@@ -45,6 +46,7 @@ METADATA_KEY_TOO_LONG = "metadata_key_too_long"
 METADATA_VALUE_TOO_LONG = "metadata_value_too_long"
 METADATA_VALUE_NOT_STRING = "metadata_value_not_string"
 METADATA_REQUIRED_KEY_MISSING = "metadata_required_key_missing"
+METADATA_KEY_RESERVED = "metadata_key_reserved"
 TOO_MANY_MESSAGES = "too_many_messages"
 TOO_MANY_CODE_INTERPRETER_FILES = "too_many_code_interpreter_files"
 TOO_MANY_VECTOR_STORES = "too_many_vector_stores"
@@ -72,6 +74,7 @@ POLICY_REASONS: frozenset[str] = frozenset(
         METADATA_VALUE_TOO_LONG,
         METADATA_VALUE_NOT_STRING,
         METADATA_REQUIRED_KEY_MISSING,
+        METADATA_KEY_RESERVED,
         TOO_MANY_MESSAGES,
         TOO_MANY_CODE_INTERPRETER_FILES,
         TOO_MANY_VECTOR_STORES,
@@ -194,21 +197,34 @@ def as_id_list(
     return list(items)
 
 
-def check_metadata(value: Any, path: str, limits: PolicyLimits) -> dict[str, str] | None:
-    """``metadata``: an object (or null) of string pairs within the profile's limits."""
+def check_metadata(
+    value: Any, path: str, limits: PolicyLimits, *, thread: bool = False
+) -> dict[str, str] | None:
+    """``metadata``: an object (or null) of string pairs within the profile's limits.
+
+    The key ``ownership.STAMP_KEY`` is reserved for the gateway in every metadata map; a
+    thread's map (``thread``) may hold at most ``THREAD_METADATA_PAIRS`` of the caller's pairs.
+    """
     if value is None:
         return None
     pairs = as_object(value, path)
-    if len(pairs) > limits.max_metadata_pairs:
+    most = limits.max_metadata_pairs
+    if thread and most > THREAD_METADATA_PAIRS:
+        most = THREAD_METADATA_PAIRS
+    if len(pairs) > most:
+        reserved = " (the gateway keeps one of Azure's 16 for itself)" if most < (
+            limits.max_metadata_pairs) else ""
         refuse(
             METADATA_TOO_MANY_PAIRS,
             path,
-            f"Metadata may have at most {limits.max_metadata_pairs} key-value pairs.",
+            f"Metadata may have at most {most} key-value pairs{reserved}.",
         )
     out: dict[str, str] = {}
     for key, item in pairs.items():
         if not isinstance(key, str) or not key:
             refuse(METADATA_KEY_EMPTY, path, "Metadata keys must be non-empty strings.")
+        if key == STAMP_KEY:
+            refuse(METADATA_KEY_RESERVED, path, f"The metadata key {STAMP_KEY} is reserved.")
         if len(key) > limits.max_metadata_key_chars:
             refuse(
                 METADATA_KEY_TOO_LONG,
@@ -290,3 +306,9 @@ def build(
 
 def metadata_field(value: Any, path: str, _version: ApiVersion, limits: PolicyLimits) -> Any:
     return check_metadata(value, path, limits)
+
+
+def thread_metadata_field(
+    value: Any, path: str, _version: ApiVersion, limits: PolicyLimits
+) -> Any:
+    return check_metadata(value, path, limits, thread=True)

@@ -17,6 +17,7 @@ import functools
 from dataclasses import dataclass
 
 from gateway.apiversions import KNOWN_VERSIONS
+from gateway.ownership import STAMP_KEY
 
 AZURE_ROLES: frozenset[str] = frozenset({"user", "assistant"})
 AZURE_ATTACHMENT_TOOLS: frozenset[str] = frozenset({"code_interpreter", "file_search"})
@@ -59,6 +60,8 @@ class PolicyLimits:
 
 
 AZURE_LIMITS = PolicyLimits(max_thread_messages=THREAD_MESSAGES_CEILING)
+#: Thread metadata leaves one of Azure's 16 pairs to the gateway's owner stamp.
+THREAD_METADATA_PAIRS = AZURE_LIMITS.max_metadata_pairs - 1
 
 # (field, smallest allowed value); the largest is the value in AZURE_LIMITS.
 _COUNTS: tuple[tuple[str, int], ...] = (
@@ -121,8 +124,13 @@ def _required_key_problems(limits: PolicyLimits, prefix: str) -> list[str]:
     if _is_int(key_chars) and any(not key or len(key) > key_chars for key in keys):
         problems.append(f"{where}: keys must have 1 to {key_chars} characters")
     pairs = limits.max_metadata_pairs
+    if STAMP_KEY in keys:
+        problems.append(f"{where}: {STAMP_KEY} is reserved for the gateway")
     if _is_int(pairs) and len(keys) > pairs:
         problems.append(f"{where}: more keys than max_metadata_pairs ({pairs})")
+    elif len(keys) > THREAD_METADATA_PAIRS:
+        problems.append(f"{where}: more keys than a thread's metadata can hold "
+                        f"({THREAD_METADATA_PAIRS}: the gateway keeps one pair)")
     return problems
 
 

@@ -6,7 +6,8 @@ v1 threads carry ``messages`` and ``metadata``; v2 adds ``tool_resources``:
 exactly one of ``vector_store_ids`` or (on creation only) ``vector_stores`` (each
 <= ``max_vector_stores``; a new store takes ``file_ids`` <= 10,000 and ``metadata``).
 Every created thread must carry the profile's required metadata keys; a modify may leave
-metadata out but may not set it to null or drop a required key.
+metadata out but may not set it to null or drop a required key. A thread's metadata holds at
+most 15 of the caller's pairs: the gateway adds its owner stamp as the 16th.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from gateway.policy_fields import (
     metadata_field,
     nullable,
     refuse,
+    thread_metadata_field,
 )
 from gateway.policy_limits import PolicyLimits
 from gateway.policy_messages import check_message
@@ -149,12 +151,12 @@ def _tool_resources_checker(*, new_stores: bool) -> Field:
 _THREAD_FIELDS: dict[str, Field] = {
     "messages": messages_field,
     "tool_resources": _tool_resources_checker(new_stores=True),
-    "metadata": metadata_field,
+    "metadata": thread_metadata_field,
 }
 TOOL_RESOURCES = _tool_resources_checker(new_stores=False)
 _MODIFY_THREAD_FIELDS: dict[str, Field] = {
     "tool_resources": TOOL_RESOURCES,
-    "metadata": metadata_field,
+    "metadata": thread_metadata_field,
 }
 _V2_THREAD = frozenset({"tool_resources"})
 

@@ -1,9 +1,13 @@
 """The proxy pipeline as one pure-ASGI application (thin: every decision is a core call).
 
     headers → authenticate → match route → profile permits operation
-            → thread owned by the caller's tenant → rate limit (one Redis call)
-            → read body (bounded) → strict JSON + policy → swap credentials → Azure
-            → record a new thread's owner → relay status, filtered headers and raw bytes
+            → rate limit (one Redis call) → read body (bounded) → strict JSON + policy
+            → thread owned by the caller's tenant → owner stamp → swap credentials → Azure
+            → record a new thread's owner, take the stamp off thread objects
+            → relay status, filtered headers and raw bytes
+
+The ownership check comes last before forwarding: on a miss of the cache and of Redis it costs
+an Azure call, which only a request that passed every other check may cause.
 
 Gateway errors before the response starts are rendered once, here, in Azure's shape. After
 the response has started the only honest signal left is to cut the connection: a broken
@@ -45,8 +49,15 @@ from gateway.ownership import (
     CREATES_THREAD,
     SSE_PEEK_LIMIT,
     check_owner,
+    first_event_complete,
+    tenant_digest,
     thread_id_from_json,
-    thread_id_from_sse,
+)
+from gateway.ownership_stamp import (
+    SseStampFilter,
+    StampFilterError,
+    stamp_request,
+    strip_thread_json,
 )
 from gateway.policy import check_request
 from gateway.ratelimit import Decision, Lease
@@ -68,11 +79,15 @@ class Limiter(Protocol):
 
 
 class OwnershipStore(Protocol):
-    """Where thread owners are recorded (``ownership_redis.ThreadOwnership``)."""
+    """Who owns each thread (``ownership_lookup.ThreadOwners``): owner digests in, out."""
 
     async def owner(self, thread_id: str) -> str | None: ...
-    async def record(self, thread_id: str, tenant: str) -> bool: ...
+    async def record(self, thread_id: str, owner: str) -> bool: ...
     async def forget(self, thread_id: str) -> None: ...
+
+
+#: Operations whose JSON answer is the thread object (it carries the owner stamp).
+_THREAD_OBJECT = frozenset({"threads.create", "threads.retrieve", "threads.modify"})
 
 
 class Observer(Protocol):
@@ -199,13 +214,6 @@ class ProxyApp:
             raise PermissionDeniedError(
                 f"Your profile does not allow the operation {match.operation}.",
                 code="operation_not_allowed")
-        thread_id = match.ids.get("thread_id")
-        if thread_id is not None and self.deps.threads is not None:
-            t0 = time.perf_counter()
-            owner = await self.deps.threads.owner(thread_id)
-            check_owner(owner, ctx.caller.tenant, self.config.threads.unknown,
-                        ctx.caller.legacy_tenant)
-            ctx.stages["ownership"] = time.perf_counter() - t0
 
         decision = await self._rate_limit(ctx, match, profile.rate_limit)
         lease = decision.lease if decision is not None else None
@@ -220,12 +228,35 @@ class ProxyApp:
             ctx.stages["policy"] = time.perf_counter() - t0
             ctx.stream = bool(match.route.streams and isinstance(body, dict) and
                               body.get("stream") is True)
-            await self._forward(ctx, scope, match, headers, body, decision, receive, send)
+            owner = await self._owner(ctx, match)
+            body = stamp_request(match.operation, body, owner)
+            await self._forward(ctx, scope, match, headers, body, decision, receive, send, owner)
         finally:
             if keeper is not None:
                 keeper.cancel()
             if lease is not None and self.deps.limiter is not None:
                 await self.deps.limiter.release(lease)
+
+    async def _owner(self, ctx: RequestContext, match: RouteMatch) -> str | None:
+        """The owner digest of the request's thread (checked: the caller's tenant, or an
+        unknown thread ``threads.unknown`` lets through), of the thread it creates, or None."""
+        threads = self.deps.threads
+        assert ctx.caller is not None
+        if threads is None:
+            return None
+        if match.operation in CREATES_THREAD:
+            return tenant_digest(ctx.caller.tenant)
+        thread_id = match.ids.get("thread_id")
+        if thread_id is None:
+            return None
+        t0 = time.perf_counter()
+        owner = await threads.owner(thread_id)
+        check_owner(owner, ctx.caller.tenant, self.config.threads.unknown,
+                    ctx.caller.legacy_tenant)
+        ctx.stages["ownership"] = time.perf_counter() - t0
+        # The caller's tenant owns it: a stamp written now names the qualified tenant, also
+        # for a thread whose record predates qualified tenants.
+        return None if owner is None else tenant_digest(ctx.caller.tenant)
 
     def _check_headers(self, headers: Sequence[tuple[bytes, bytes]]) -> None:
         size = sum(len(n) + len(v) + 4 for n, v in headers)
@@ -280,7 +311,8 @@ class ProxyApp:
 
     async def _forward(self, ctx: RequestContext, scope: Scope, match: RouteMatch,
                        headers: Sequence[tuple[bytes, bytes]], body: Any,
-                       decision: Decision | None, receive: Receive, send: Send) -> None:
+                       decision: Decision | None, receive: Receive, send: Send,
+                       owner: str | None) -> None:
         payload = dump_json(body) if body is not None else None
         upstream_headers = upstream_request_headers(
             headers, api_key=self.deps.api_key(), request_id=ctx.request_id,
@@ -314,9 +346,17 @@ class ProxyApp:
                                if n not in (b"content-length", b"cache-control")]
                 out_headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
             try:
-                prefix = await self._ownership_after(ctx, match, response)
+                prefix, stamps = await self._ownership_after(ctx, match, response, owner)
             except UpstreamBrokenError:
                 raise BadGatewayError("The upstream response ended abnormally.") from None
+            except StampFilterError as exc:
+                log.error("unreadable thread object from upstream: %s", exc,
+                          extra={"request_id": ctx.request_id})
+                raise BadGatewayError("The upstream service answered with an unreadable "
+                                      "thread.") from None
+            if prefix is not None and stamps is None:  # the whole JSON body, maybe rewritten
+                out_headers = [(n, v) for n, v in out_headers if n != b"content-length"]
+                out_headers.append((b"content-length", str(len(prefix)).encode()))
             if self.config.server.overhead_header:
                 ms = ctx.overhead_seconds() * 1000
                 out_headers.append((b"x-gateway-overhead-ms", f"{ms:.2f}".encode()))
@@ -325,37 +365,61 @@ class ProxyApp:
             self.deps.observer.response_started(ctx)
             if prefix:
                 await send({"type": "http.response.body", "body": prefix, "more_body": True})
-            await self._relay(ctx, response, receive, send)
+            await self._relay(ctx, response, receive, send, stamps)
         finally:
             ctx.upstream_finished = time.perf_counter()
             await response.aclose()
 
-    async def _ownership_after(self, ctx: RequestContext, match: RouteMatch,
-                               response: UpstreamResponse) -> bytes:
-        """Record (or forget) thread ownership before the caller sees the response.
+    async def _ownership_after(
+        self, ctx: RequestContext, match: RouteMatch, response: UpstreamResponse,
+        owner: str | None,
+    ) -> tuple[bytes | None, SseStampFilter | None]:
+        """Record (or forget) thread ownership and take the owner stamp off thread objects,
+        before the caller sees the response.
 
-        Returns the body bytes read ahead to find the new thread's id (relayed first)."""
+        Returns the body bytes to relay first: the whole (rewritten) JSON body, or the start
+        of a stream, then the filter the rest of that stream goes through. ``(None, None)``
+        leaves the response as it is."""
         threads = self.deps.threads
-        if threads is None or ctx.caller is None or not 200 <= response.status < 300:
-            return b""
-        if match.operation == "threads.delete":
+        operation = match.operation
+        if threads is None or not 200 <= response.status < 300:
+            return None, None
+        if operation == "threads.delete":
             await threads.forget(match.ids["thread_id"])
-            return b""
-        if match.operation not in CREATES_THREAD:
-            return b""
+            return None, None
+        stamps = None
         if response.is_event_stream:
-            prefix = await response.read_until(lambda b: thread_id_from_sse(b)[0],
-                                               SSE_PEEK_LIMIT)
-            thread_id = thread_id_from_sse(prefix)[1]
+            if operation != "threads.create_and_run":
+                return None, None
+            stamps = SseStampFilter()
+            prefix = stamps.feed(await response.read_until(first_event_complete,
+                                                           SSE_PEEK_LIMIT))
+            thread_id = stamps.thread_id
+        elif operation in _THREAD_OBJECT or operation == "threads.create_and_run":
+            limit = self.config.server.max_body_bytes
+            prefix = await response.read_until(lambda b: False, limit + 1)
+            if len(prefix) > limit:
+                raise StampFilterError("the thread object is too large")
+            thread_id = thread_id_from_json(operation, prefix)
+            if operation in _THREAD_OBJECT:
+                prefix = strip_thread_json(prefix)
         else:
-            prefix = await response.read_until(lambda b: False,
-                                               self.config.server.max_body_bytes)
-            thread_id = thread_id_from_json(match.operation, prefix)
-        if thread_id is None or not await threads.record(thread_id, ctx.caller.tenant):
-            log.error("could not record the owner of a new thread",
+            return None, None
+        if operation in CREATES_THREAD and owner is not None:
+            await self._record(ctx, threads, thread_id, owner)
+        return prefix, stamps
+
+    @staticmethod
+    async def _record(ctx: RequestContext, threads: OwnershipStore, thread_id: str | None,
+                      owner: str) -> None:
+        """A new thread's owner: stamped on it already, recorded in Redis for speed."""
+        if thread_id is None:
+            log.error("the id of a new thread could not be read",
                       extra={"request_id": ctx.request_id})
             ctx.reason = "ownership_not_recorded"
-        return prefix
+        elif not await threads.record(thread_id, owner):
+            log.warning("owner of a new thread not recorded in Redis (it is stamped on the "
+                        "thread)", extra={"request_id": ctx.request_id})
 
     async def _send_upstream(self, ctx: RequestContext, scope: Scope, match: RouteMatch,
                              headers: list[tuple[bytes, bytes]], payload: bytes | None,
@@ -382,12 +446,15 @@ class ProxyApp:
         raise ClientGoneError
 
     async def _relay(self, ctx: RequestContext, response: UpstreamResponse,
-                     receive: Receive, send: Send) -> None:
+                     receive: Receive, send: Send, stamps: SseStampFilter | None = None) -> None:
         async def pump() -> None:
             async for chunk in response.iter_raw():
+                if stamps is not None:
+                    chunk = _filtered(stamps, chunk)
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            tail = stamps.finish() if stamps is not None else b""
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
 
         if not ctx.stream and response.has_length:
             # A body of known length (Azure's JSON answers): relay it without watching for a
@@ -431,6 +498,14 @@ class ProxyApp:
         while True:
             await asyncio.sleep(interval)
             await self.deps.limiter.renew(lease)
+
+
+def _filtered(stamps: SseStampFilter, chunk: bytes) -> bytes:
+    """A stream chunk without the owner stamp; one that cannot be checked cuts the stream."""
+    try:
+        return stamps.feed(chunk)
+    except StampFilterError as exc:
+        raise UpstreamBrokenError(str(exc)) from None
 
 
 def _mark_cut(ctx: RequestContext, broken: UpstreamBrokenError) -> None:

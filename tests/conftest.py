@@ -55,8 +55,7 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Iterator[Stack]:
     """Fake Azure + gateway on real uvicorn servers, shared by a module: the session Redis
-    holds thread ownership (unknown threads allowed) and the limiter (no limits in the
-    default profiles)."""
+    holds the limiter (no limits in the default profiles); thread ownership is off."""
     url = os.environ.get("GATEWAY_TEST_REDIS_URL") or redis_server.url
     with running_stack(tmp_path_factory.mktemp("stack"), redis_url=url) as running:
         yield running

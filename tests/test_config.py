@@ -47,6 +47,7 @@ def test_minimal_config_defaults() -> None:
     assert (config.server.header_timeout_s, config.server.first_request_timeout_s,
             config.server.max_waiting_connections) == (10.0, 10.0, 2048)
     assert config.threads.unknown == "deny"
+    assert (config.threads.cache_ttl_s, config.threads.lookup_timeout_s) == (60.0, 5.0)
     assert config.profiles["default"].allows("runs.create")
 
 
@@ -74,6 +75,9 @@ def test_minimal_config_defaults() -> None:
         ({"redis": {"url": "http://x"}}, "redis.url: must be a redis://"),
         ({"rate_limit": {"fail_mode": "maybe"}}, "rate_limit.fail_mode: must be one of open"),
         ({"threads": {"unknown": "sometimes"}}, "threads.unknown: must be one of deny, allow"),
+        ({"threads": {"cache_ttl_s": -1}}, "threads.cache_ttl_s: must be between 0 and 3600"),
+        ({"threads": {"lookup_timeout_s": 0}},
+         "threads.lookup_timeout_s: must be between 0.1 and 60"),
         ({"profiles": {"default": {"operations": ["nothing.*"]}}},
          "profiles.default.operations[0]: matches no operation"),
         ({"profiles": {"default": {"policy": {"max_metadata_pairs": 17}}}},

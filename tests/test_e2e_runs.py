@@ -69,8 +69,8 @@ def test_sdk_run_stream_helper_gets_the_final_message(gw: Stack) -> None:
     assert messages[-1].content[0].type == "text"
 
 
-def test_create_thread_and_run_streamed_records_the_new_thread(gw: Stack) -> None:
-    client = sdk(gw)
+def test_create_thread_and_run_streamed_records_the_new_thread(isolated: Stack) -> None:
+    client = sdk(isolated)
     stream = client.beta.threads.create_and_run(
         assistant_id="asst_abc123", stream=True,
         thread={"messages": [{"role": "user", "content": "hi"}]})
@@ -81,7 +81,7 @@ def test_create_thread_and_run_streamed_records_the_new_thread(gw: Stack) -> Non
     # team-b may not even see it.
     assert client.beta.threads.messages.list(thread_id).data
     with pytest.raises(openai.NotFoundError):
-        sdk(gw, namespace="team-b").beta.threads.messages.list(thread_id)
+        sdk(isolated, namespace="team-b").beta.threads.messages.list(thread_id)
 
 
 def test_polled_run_and_run_steps(gw: Stack) -> None:
@@ -219,12 +219,30 @@ def _wait(predicate: object, timeout: float) -> bool:
 # ---------------------------------------------------------------- ownership
 
 
+def _owned_stack(tmp_path_factory: pytest.TempPathFactory, redis_server: object,
+                 unknown: str) -> Iterator[Stack]:
+    url = os.environ.get("GATEWAY_TEST_REDIS_URL") or redis_server.url  # type: ignore[attr-defined]
+    with running_stack(Path(tmp_path_factory.mktemp("owned")), redis_url=url, overrides={
+            "threads": {"ownership": True, "unknown": unknown}}) as stack:
+        yield stack
+
+
 @pytest.fixture(scope="module")
 def isolated(tmp_path_factory: pytest.TempPathFactory, redis_server: object) -> Iterator[Stack]:
-    url = os.environ.get("GATEWAY_TEST_REDIS_URL") or redis_server.url  # type: ignore[attr-defined]
-    with running_stack(Path(tmp_path_factory.mktemp("owned")), redis_url=url,
-                       overrides={"threads": {"unknown": "deny"}}) as stack:
-        yield stack
+    yield from _owned_stack(tmp_path_factory, redis_server, "deny")
+
+
+@pytest.fixture(scope="module")
+def allowing(tmp_path_factory: pytest.TempPathFactory, redis_server: object) -> Iterator[Stack]:
+    yield from _owned_stack(tmp_path_factory, redis_server, "allow")
+
+
+def _only_owner_lookups(stack: Stack, since: int, thread_id: str) -> bool:
+    """What reached Azure since ``since`` is at most the gateway's own owner lookups of
+    ``thread_id`` (``GET`` of the thread, none of the caller's headers): nothing forwarded."""
+    return all(r.method == "GET" and r.path == f"/openai/threads/{thread_id}"
+               and r.header("x-stainless-lang") is None and r.header("openai-beta") is None
+               for r in stack.fake.requests[since:])
 
 
 def test_tenants_cannot_touch_each_others_threads(isolated: Stack) -> None:
@@ -262,19 +280,27 @@ def test_unknown_threads_are_denied_and_deleted_threads_are_forgotten(isolated: 
     with pytest.raises(openai.NotFoundError) as err:
         a.beta.threads.messages.list("thread_createdelsewhere01")
     assert err.value.code == "thread_not_found"
-    assert len(isolated.fake.requests) == before
+    assert _only_owner_lookups(isolated, before, "thread_createdelsewhere01")
     thread = a.beta.threads.create()
     assert a.beta.threads.delete(thread.id).deleted is True
     before = len(isolated.fake.requests)
     with pytest.raises(openai.NotFoundError) as err:
         a.beta.threads.retrieve(thread.id)
     assert err.value.code == "thread_not_found"
-    assert len(isolated.fake.requests) == before
+    assert _only_owner_lookups(isolated, before, thread.id)
 
 
-def test_unknown_threads_may_be_allowed(gw: Stack) -> None:
-    # The module stack runs with unknown = "allow": the request reaches Azure (whose 404 it is).
+def test_unknown_threads_may_be_allowed(allowing: Stack) -> None:
+    # unknown = "allow": a thread Azure has without an owner stamp (created outside the
+    # gateway) is usable by any tenant; one Azure does not have is the gateway's 404.
+    allowing.fake.reset()
+    with allowing.fake.store.lock:
+        legacy = allowing.fake.store.create_thread({}, "v2").id
+    for namespace in ("team-a", "team-b"):
+        assert sdk(allowing, namespace).beta.threads.messages.list(legacy).data == []
     with pytest.raises(openai.NotFoundError) as err:
-        sdk(gw).beta.threads.messages.list("thread_createdelsewhere02")
-    assert err.value.code == "NotFound"
-    assert len(gw.fake.requests) == 1
+        sdk(allowing).beta.threads.messages.list("thread_createdelsewhere02")
+    assert err.value.code == "thread_not_found"
+    assert [r.path for r in allowing.fake.requests] == [
+        f"/openai/threads/{legacy}", f"/openai/threads/{legacy}/messages",
+        f"/openai/threads/{legacy}/messages", "/openai/threads/thread_createdelsewhere02"]

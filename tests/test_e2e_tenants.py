@@ -48,7 +48,7 @@ def two_issuers(tmp: Path, **extra: Any) -> dict[str, Any]:
     auth: dict[str, Any] = {"issuers": [cluster, idp], "default_profile": "writer"}
     if "legacy" in extra:
         auth["legacy_tenant_issuer"] = extra["legacy"]
-    return {"auth": auth, "threads": {"unknown": "deny"}}
+    return {"auth": auth, "threads": {"ownership": True, "unknown": "deny"}}
 
 
 def redis_url(server: RedisServer) -> str:
@@ -60,8 +60,6 @@ def separate(tmp_path_factory: pytest.TempPathFactory,
              redis_server: RedisServer) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("tenants")
     overrides = two_issuers(tmp)
-    overrides["profiles"] = {"writer": {"rate_limit": {"per_tenant": {
-        "write": {"requests": 1, "per_seconds": 3600, "burst": 3}}}}}
     with running_stack(tmp, redis_url=redis_url(redis_server), overrides=overrides) as stack:
         yield stack
 
@@ -103,9 +101,13 @@ def test_an_idp_tenant_cannot_reach_the_namespace_of_the_same_name(separate: Sta
                      headers=kube).status_code == 200
 
 
-def test_limits_of_equal_tenant_names_from_two_issuers_are_separate(separate: Stack) -> None:
-    s = separate
-    with httpx.Client(base_url=s.url) as h:
+def test_limits_of_equal_tenant_names_from_two_issuers_are_separate(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    overrides = two_issuers(tmp_path)
+    overrides["profiles"] = {"writer": {"rate_limit": {"per_tenant": {
+        "write": {"requests": 1, "per_seconds": 3600, "burst": 3}}}}}
+    with running_stack(tmp_path, redis_url=redis_url(redis_server),
+                       overrides=overrides) as s, httpx.Client(base_url=s.url) as h:
         def create(headers: dict[str, str]) -> int:
             return h.post("/openai/threads", params={"api-version": V2}, json={},
                           headers=headers).status_code
@@ -159,7 +161,7 @@ def test_legacy_records_belong_to_the_legacy_issuer_only(
 def test_with_one_issuer_old_records_keep_working_without_config(
         tmp_path: Path, redis_server: RedisServer) -> None:
     with running_stack(tmp_path, redis_url=redis_url(redis_server),
-                       overrides={"threads": {"unknown": "deny"}}) as s, \
+                       overrides={"threads": {"ownership": True, "unknown": "deny"}}) as s, \
             httpx.Client(base_url=s.url) as h:
         thread = legacy_record(redis_server, s)
         kube = h.get(f"/openai/threads/{thread}", params={"api-version": V2},

@@ -3,6 +3,7 @@ real ``openai`` SDK, plus table tests for its pure parts."""
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import re
@@ -109,6 +110,50 @@ def test_thread_lifecycle_with_sdk(fake: FakeAzure, url: str) -> None:
     assert deleted.object == "thread.deleted"
     with pytest.raises(openai.NotFoundError):
         client.beta.threads.retrieve(thread.id)
+
+
+def test_modify_replaces_the_whole_metadata_map(fake: FakeAzure, url: str) -> None:
+    """As Microsoft documents it (``modify_thread.json``: the answer carries exactly the map
+    sent); a modify without ``metadata`` leaves the map alone, ``null`` empties it."""
+    client = sdk(url)
+    thread = client.beta.threads.create(metadata={"a": "1", "b": "2"})
+    assert client.beta.threads.update(thread.id, metadata={"c": "3"}).metadata == {"c": "3"}
+    assert client.beta.threads.update(thread.id).metadata == {"c": "3"}
+    empty = httpx.post(f"{url}/openai/threads/{thread.id}", params={"api-version": V2},
+                       headers={"api-key": KEY}, json={"metadata": None})
+    assert empty.json()["metadata"] == {}
+    too_many = httpx.post(f"{url}/openai/threads", params={"api-version": V2},
+                          headers={"api-key": KEY},
+                          json={"metadata": {f"k{i}": "v" for i in range(17)}})
+    assert too_many.status_code == 400
+
+
+@pytest.mark.parametrize(("accept", "gzipped"), [
+    ("gzip", True), ("gzip, deflate, br", True), ("br;q=1, gzip;q=0.5", True), ("*", True),
+    ("identity", False), ("gzip;q=0", False), ("gzip;q=0, *", False), (None, False),
+])
+def test_json_answers_are_gzipped_when_asked(url: str, accept: str | None,
+                                             gzipped: bool) -> None:
+    headers = {"api-key": KEY, **({"accept-encoding": accept} if accept else {})}
+    request = httpx.Request("POST", f"{url}/openai/threads", params={"api-version": V2},
+                            headers=headers, json={})
+    assert request.headers.get("accept-encoding") == accept  # a bare request: no defaults
+    with httpx.Client() as client:
+        response = client.send(request, stream=True)
+        raw = b"".join(response.iter_raw())
+    assert (response.headers.get("content-encoding") == "gzip") is gzipped
+    assert int(response.headers["content-length"]) == len(raw)
+    body = gzip.decompress(raw) if gzipped else raw
+    assert json.loads(body)["object"] == "thread"
+
+
+def test_event_streams_are_never_gzipped(url: str) -> None:
+    with httpx.stream("POST", f"{url}/openai/threads/runs", params={"api-version": V2},
+                      headers={"api-key": KEY, "accept-encoding": "gzip"},
+                      json={"assistant_id": "asst_abc123", "stream": True}) as response:
+        raw = b"".join(response.iter_raw())
+    assert "content-encoding" not in response.headers
+    assert raw.startswith(b"event: thread.created")
 
 
 def test_messages_crud_and_auto_pagination_v2(fake: FakeAzure, url: str) -> None:

@@ -30,6 +30,13 @@ def test_upstream_headers_are_allow_listed_and_carry_the_key() -> None:
     assert dict(out)[b"x-ms-client-request-id"] == b"rid-1"
 
 
+@pytest.mark.parametrize("value", [b"gzip", b"gzip, deflate, br", b"identity", b"*"])
+def test_the_gateway_decides_the_upstream_encoding(value: bytes) -> None:
+    out = upstream_request_headers([(b"Accept-Encoding", value), (b"accept-encoding", value)],
+                                   api_key="k", request_id="r", has_body=False)
+    assert [v for n, v in out if n == b"accept-encoding"] == [b"identity"]
+
+
 def test_connection_nominated_headers_are_dropped_but_ours_survive() -> None:
     caller = [(b"Connection", b"close, X-Stainless-Lang, api-key, Accept"),
               (b"X-Stainless-Lang", b"python"), (b"Accept", b"*/*")]

@@ -19,10 +19,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
 
 CORE = {
     "apiversions", "auth", "auth_port", "caller", "configread", "context", "errors", "headers",
-    "identity", "jsonbody", "ownership", "policy", "policy_fields", "policy_limits",
-    "policy_messages", "policy_runs", "policy_threads", "policy_urls", "ratelimit",
-    "ratelimit_local", "routes",
-    "tokencache",
+    "identity", "jsonbody", "ownership", "ownership_stamp", "policy", "policy_fields",
+    "policy_limits", "policy_messages", "policy_runs", "policy_threads", "policy_urls",
+    "ratelimit", "ratelimit_local", "routes", "tokencache",
     "metrics_labels", "config",
 }
 CORE_THIRD_PARTY = {"jwt"}
@@ -34,6 +33,10 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "jwks": ({"httpx", "jwt"}, {"keyset"}),
     "ratelimit_redis": ({"redis"}, set()),
     "ownership_redis": ({"redis"}, set()),
+    # Reads the owner stamp with the gateway's own request over the upstream adapter.
+    "ownership_azure": (set(), {"upstream"}),
+    # Cache → records → origin, over its two ports (no I/O library of its own).
+    "ownership_lookup": (set(), set()),
     "metrics": ({"prometheus_client"}, set()),
     "bodyread": (set(), set()),
     "accesslog": (set(), set()),

@@ -264,6 +264,7 @@ def limited_stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
     """Every namespace is a caller (default profile); writes limited to 1 per minute."""
     overrides = {
         "auth": {"default_profile": "writer"},
+        "threads": {"ownership": True},
         "profiles": {"writer": {"operations": ["*"], "rate_limit": {
             "per_caller": {"write": {"requests": 1, "per_seconds": 60, "burst": 1}}}}},
     }
@@ -323,7 +324,8 @@ def test_cardinality_is_bounded_by_configuration(limited_stack: Stack) -> None:
     for _, labels in after:
         for key, label_value in labels:
             assert label_value in allowed.get(key, {label_value}), (key, label_value)
-            assert "ns-" not in label_value and "thread_" not in label_value
+            assert "ns-" not in label_value
+            assert "thread_" not in label_value or label_value in lbl.OWNERSHIP_REASONS
     assert value(registry, "gateway_refusals_total", stage="ratelimit", reason="other",
                  profile="writer") + value(registry, "gateway_refusals_total",
                                            stage="ratelimit", reason="caller-write",

@@ -1,45 +1,157 @@
-"""The in-process cache of known thread owners: hits skip Redis, misses and deletes do not."""
+"""The owner lookup (``ownership_lookup.ThreadOwners``) over typed fakes of its two ports:
+cache hits skip Redis, misses ask Azure once, failures fail closed."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from gateway.ownership import owner_key
-from gateway.ownership_redis import ThreadOwnership
+import pytest
+
+from gateway.errors import NotFoundError, ServiceUnavailableError
+from gateway.ownership import RecordsUnavailableError, tenant_digest
+from gateway.ownership_lookup import ThreadOwners
+
+A = tenant_digest("team-a")
 
 
-class FakeRedis:
+class Records:
+    """An ``OwnerRecords`` in a dict; ``down`` makes every call fail like a stopped Redis."""
+
     def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
+        self.data: dict[str, str] = {}
         self.gets = 0
+        self.down = False
 
-    async def get(self, key: str) -> bytes | None:
+    async def get(self, thread_id: str) -> str | None:
         self.gets += 1
-        return self.data.get(key)
+        if self.down:
+            raise RecordsUnavailableError
+        return self.data.get(thread_id)
 
-    async def set(self, key: str, value: str, ex: int) -> None:
-        self.data[key] = value.encode()
+    async def put(self, thread_id: str, owner: str) -> bool:
+        if self.down:
+            return False
+        self.data[thread_id] = owner
+        return True
 
-    async def delete(self, key: str) -> None:
-        self.data.pop(key, None)
+    async def delete(self, thread_id: str) -> None:
+        self.data.pop(thread_id, None)
+
+
+class Origin:
+    """An ``OwnerOrigin``: stamps by thread id; a missing id is Azure's 404."""
+
+    def __init__(self) -> None:
+        self.stamps: dict[str, str | None] = {}
+        self.calls = 0
+        self.delay = 0.0
+        self.error: Exception | None = None
+
+    async def stamp(self, thread_id: str) -> str | None:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        if thread_id not in self.stamps:
+            raise NotFoundError("No thread found with this id.", code="thread_not_found")
+        return self.stamps[thread_id]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def owners(ttl: float = 60.0) -> tuple[ThreadOwners, Records, Origin, Clock]:
+    records, origin, clock = Records(), Origin(), Clock()
+    return ThreadOwners(records, origin, cache_ttl_s=ttl, clock=clock), records, origin, clock
 
 
 def test_known_owner_is_cached_and_forgotten_on_delete() -> None:
-    redis: Any = FakeRedis()
-    threads = ThreadOwnership(redis, ttl_s=60, budget_s=1)
+    threads, records, origin, clock = owners()
 
     async def scenario() -> None:
-        assert await threads.owner("thread_a") is None
-        assert await threads.owner("thread_a") is None
-        assert redis.gets == 2  # a missing record is never cached
-        assert await threads.record("thread_a", "team-a")
-        first = await threads.owner("thread_a")
-        assert first is not None and await threads.owner("thread_a") == first
-        assert redis.gets == 3  # the second lookup was a cache hit
+        assert await threads.record("thread_a", A)
+        assert await threads.owner("thread_a") == A
+        assert records.gets == 0  # recorded at creation: a cache hit
+        clock.now += 61
+        assert await threads.owner("thread_a") == A
+        assert records.gets == 1  # expired: Redis again, Azure never
         await threads.forget("thread_a")
-        assert owner_key("thread_a") not in redis.data
-        assert await threads.owner("thread_a") is None
-        assert redis.gets == 4
+        assert "thread_a" not in records.data
+        with pytest.raises(NotFoundError):
+            await threads.owner("thread_a")  # Azure: no such thread
+        assert origin.calls == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_record_is_read_from_the_stamp_and_written_back() -> None:
+    threads, records, origin, _ = owners(ttl=0)  # no cache: every lookup goes to Redis
+    origin.stamps["thread_a"] = A
+
+    async def scenario() -> None:
+        assert await threads.owner("thread_a") == A
+        assert records.data["thread_a"] == A
+        assert await threads.owner("thread_a") == A
+        assert origin.calls == 1  # the second one found the written-back record
+
+    asyncio.run(scenario())
+
+
+def test_redis_down_asks_azure_and_fails_closed_without_a_stamp() -> None:
+    threads, records, origin, _ = owners(ttl=0)
+    records.down = True
+    origin.stamps.update(thread_stamped=A, thread_legacy=None)
+
+    async def scenario() -> None:
+        assert await threads.owner("thread_stamped") == A
+        # No stamp, and Redis could not say whether an older record exists: no guess.
+        with pytest.raises(ServiceUnavailableError) as err:
+            await threads.owner("thread_legacy")
+        assert err.value.code == "ownership_unavailable"
+        records.down = False
+        assert await threads.owner("thread_legacy") is None  # now truly unknown
+
+    asyncio.run(scenario())
+
+
+def test_unowned_threads_are_cached_but_azure_errors_are_not() -> None:
+    threads, _records, origin, _ = owners()
+    origin.stamps["thread_legacy"] = None
+
+    async def scenario() -> None:
+        assert await threads.owner("thread_legacy") is None
+        assert await threads.owner("thread_legacy") is None
+        assert origin.calls == 1
+        origin.error = ServiceUnavailableError("down", code="ownership_unavailable")
+        for _ in range(2):
+            with pytest.raises(ServiceUnavailableError):
+                await threads.owner("thread_other")
+        assert origin.calls == 3
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_misses_share_one_azure_lookup() -> None:
+    threads, records, origin, _ = owners(ttl=0)
+    origin.stamps["thread_a"] = A
+    origin.delay = 0.05
+
+    async def scenario() -> None:
+        results = await asyncio.gather(*(threads.owner("thread_a") for _ in range(20)))
+        assert results == [A] * 20
+        assert origin.calls == 1
+        records.data.clear()
+        # A waiter that goes away does not cancel the lookup the others wait for.
+        first = asyncio.ensure_future(threads.owner("thread_a"))
+        second = asyncio.ensure_future(threads.owner("thread_a"))
+        await asyncio.sleep(0.01)
+        first.cancel()
+        assert await second == A
+        assert origin.calls == 2
 
     asyncio.run(scenario())

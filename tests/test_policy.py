@@ -563,6 +563,27 @@ THREAD_REFUSALS = [
     case(TM, V2, resources(file_search={"vector_stores": []}), "unknown_field",
         "tool_resources.file_search.vector_stores"),
     case(TM, V2, {"metadata": meta(17)}, "metadata_too_many_pairs", "metadata"),
+    # A thread's metadata keeps one of Azure's 16 pairs for the gateway's owner stamp.
+    case(T, V2, {"metadata": meta(16)}, "metadata_too_many_pairs", "metadata"),
+    case(TM, V2, {"metadata": meta(16)}, "metadata_too_many_pairs", "metadata"),
+    case(CR, V2, {"assistant_id": "asst_1", "thread": {"metadata": meta(16)}},
+         "metadata_too_many_pairs", "thread.metadata"),
+    # The stamp's key is the gateway's in every metadata map a caller sends.
+    case(T, V2, {"metadata": {"a": "b", "gateway_owner": "x"}}, "metadata_key_reserved",
+         "metadata"),
+    case(TM, V1, {"metadata": {"gateway_owner": "x"}}, "metadata_key_reserved", "metadata"),
+    case(CR, V2, {"assistant_id": "asst_1", "thread": {"metadata": {"gateway_owner": "x"}}},
+         "metadata_key_reserved", "thread.metadata"),
+    case(CR, V2, {"assistant_id": "asst_1", "metadata": {"gateway_owner": "x"}},
+         "metadata_key_reserved", "metadata"),
+    case(T, V2, {"messages": [msg(metadata={"gateway_owner": ""})]}, "metadata_key_reserved",
+         "messages[0].metadata"),
+    case(T, V2, resources(file_search={"vector_stores": [{"metadata": {"gateway_owner": "x"}}]}),
+         "metadata_key_reserved", "tool_resources.file_search.vector_stores[0].metadata"),
+    case("messages.modify", V2, {"metadata": {"gateway_owner": "x"}}, "metadata_key_reserved",
+         "metadata"),
+    case("runs.modify", V2, {"metadata": {"gateway_owner": "x"}}, "metadata_key_reserved",
+         "metadata"),
     case("messages.modify", V2, {"role": "user"}, "unknown_field", "role"),
     case("messages.modify", V2, {"metadata": {"k": 1}}, "metadata_value_not_string", "metadata.k"),
     case("runs.modify", V1, {"assistant_id": "asst_1"}, "unknown_field", "assistant_id"),
@@ -603,10 +624,25 @@ THREAD_ACCEPTS = [
     (TM, V2, resources(file_search={"vector_store_ids": []})),
     ("messages.modify", V1, {"metadata": None}),
     ("messages.modify", V2, {"metadata": meta(16)}),
+    (M, V2, msg(metadata=meta(16))),
+    (T, V2, {"metadata": meta(15)}),
+    (TM, V2, {"metadata": meta(15)}),
+    (CR, V2, {"assistant_id": "asst_1", "thread": {"metadata": meta(15)}}),
+    (T, V2, {"metadata": {"Gateway_Owner": "x", "gateway_owner2": "y"}}),  # other keys
     ("messages.modify", V2, {}),
     ("runs.modify", V2, {"metadata": {"k": "v"}}),
 ]
 # fmt: on
+
+
+def test_thread_metadata_messages_say_why() -> None:
+    err = refused(T, V2, {"metadata": meta(16)})
+    assert err.message == ("Metadata may have at most 15 key-value pairs (the gateway keeps one "
+                           "of Azure's 16 for itself).")
+    tight = dataclasses.replace(D, max_metadata_pairs=4)
+    assert refused(T, V2, {"metadata": meta(5)}, tight).message == (
+        "Metadata may have at most 4 key-value pairs.")
+    assert "reserved" in refused(M, V2, msg(metadata={"gateway_owner": "x"})).message
 
 
 @pytest.mark.parametrize(("op", "version", "body"), THREAD_ACCEPTS)
@@ -1040,6 +1076,15 @@ P = "profiles.x.policy"
         (
             {"required_metadata_keys": frozenset({"a", "b"}), "max_metadata_pairs": 1},
             f"{P}.required_metadata_keys: more keys than max_metadata_pairs (1)",
+        ),
+        (
+            {"required_metadata_keys": frozenset(meta(16))},
+            f"{P}.required_metadata_keys: more keys than a thread's metadata can hold (15: the "
+            "gateway keeps one pair)",
+        ),
+        (
+            {"required_metadata_keys": frozenset({"gateway_owner"})},
+            f"{P}.required_metadata_keys: gateway_owner is reserved for the gateway",
         ),
         (
             {"required_metadata_keys": frozenset({1})},

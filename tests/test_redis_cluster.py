@@ -60,8 +60,8 @@ def test_limiter_is_exact_on_a_cluster(cluster: list[RedisServer]) -> None:
 def test_gateway_on_a_cluster(tmp_path: Path, cluster: list[RedisServer]) -> None:
     overrides = {
         "redis": {"cluster": True},
-        "threads": {"unknown": "deny"},
-        "rate_limit": {"global": {"requests": 5, "per_seconds": 3600, "burst": 5}},
+        "threads": {"ownership": True, "unknown": "deny"},
+        "rate_limit": {"global": {"requests": 6, "per_seconds": 3600, "burst": 6}},
         "profiles": {"writer": {"rate_limit": {"per_caller": {"write": {
             "requests": 60, "per_seconds": 60, "burst": 3}}}}},
     }
@@ -76,9 +76,10 @@ def test_gateway_on_a_cluster(tmp_path: Path, cluster: list[RedisServer]) -> Non
         # Ownership records live on the cluster too.
         assert client.get(f"/openai/threads/{thread}", params={"api-version": V2},
                           headers=stack.auth(sa="two")).status_code == 200
+        # (Ownership is checked after the limits: this refusal counts towards them too.)
         assert client.get(f"/openai/threads/{thread}", params={"api-version": V2},
                           headers=stack.auth(namespace="team-b")).status_code == 404
-        # The global ceiling (burst 5) is its own call in its own slot.
+        # The global ceiling (burst 6) is its own call in its own slot.
         ceiling = client.post("/openai/threads", params={"api-version": V2}, json={},
                               headers=stack.auth(sa="three"))
         assert ceiling.status_code == 429

@@ -9,6 +9,9 @@ How a request is handled (one pure ASGI handler mounted at ``/``):
   6. store and run simulation under the store lock → a JSON body, or an SSE stream of run
      events with ``run_event_delay_s`` between events.
 
+JSON answers are gzip-compressed (``content-encoding: gzip``) when the request's
+``Accept-Encoding`` accepts gzip, as Azure's front end does; event streams never are.
+
 While a response is produced, a watcher waits for ``http.disconnect``. If the client leaves
 before the response is complete, the record's ``closed_early`` is set and the handler is
 cancelled (a streamed run then finishes server-side, as on Azure). ``finished`` is set when the
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import hmac
 import json
 import threading
@@ -127,8 +131,10 @@ class _RunStream:
 class _Responder:
     """Writes one response with the headers Azure adds to all of them."""
 
-    def __init__(self, send: Send, outcome: RequestOutcome, started: float, remaining: int) -> None:
+    def __init__(self, send: Send, outcome: RequestOutcome, started: float, remaining: int,
+                 *, gzip_json: bool = False) -> None:
         self._send, self._outcome, self._started = send, outcome, started
+        self._gzip_json = gzip_json
         request_id = str(uuid.uuid4())
         self._common: Headers = (
             ("x-request-id", request_id), ("apim-request-id", request_id),
@@ -152,8 +158,11 @@ class _Responder:
 
     async def json(self, status: int, obj: Json) -> None:
         data = json.dumps(obj, separators=(",", ":")).encode()
-        await self.start(status, [("content-type", "application/json"),
-                                  ("content-length", str(len(data)))])
+        headers = [("content-type", "application/json")]
+        if self._gzip_json:
+            data = gzip.compress(data)
+            headers.append(("content-encoding", "gzip"))
+        await self.start(status, [*headers, ("content-length", str(len(data)))])
         await self.body(data, more=False)
 
     async def stream(self, status: int, headers: Sequence[tuple[str, str]],
@@ -166,6 +175,24 @@ class _Responder:
         except runs.CutStreamError:
             return
         await self.body(b"", more=False)
+
+
+def accepts_gzip(values: Sequence[str]) -> bool:
+    """Whether ``Accept-Encoding`` values accept gzip (RFC 9110 12.5.3: ``q=0`` refuses a
+    coding; ``*`` stands for codings not named)."""
+    weights: dict[str, float] = {}
+    for value in values:
+        for item in value.split(","):
+            coding, _, params = item.strip().partition(";")
+            q = params.strip().lower().removeprefix("q=").strip() if params else "1"
+            try:
+                weights[coding.strip().lower()] = float(q)
+            except ValueError:
+                continue
+    for name in ("gzip", "x-gzip", "*"):
+        if name in weights:
+            return weights[name] > 0
+    return False
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:
@@ -272,7 +299,8 @@ class FakeAzure:
             scope["method"], raw_path.decode("latin-1"), scope["query_string"].decode("latin-1"),
             tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]),
             body, started)
-        responder = _Responder(send, record.outcome, started, self._record(record))
+        responder = _Responder(send, record.outcome, started, self._record(record),
+                               gzip_json=accepts_gzip(record.header_values("accept-encoding")))
         try:
             if gone:
                 record.outcome.closed_early.set()

@@ -201,6 +201,10 @@ class Store:
         return self.threads[thread_id]
 
     def modify_thread(self, thread_id: str, body: Json, gen: Generation) -> Thread:
+        """``metadata`` given (an object or null) replaces the thread's whole map; absent, the
+        map stays. Microsoft's documents describe the field as the object's "set of 16
+        key-value pairs" and the 2024-05-01-preview example ``modify_thread.json`` answers
+        with exactly the map sent; nothing documents a merge or a per-key delete."""
         thread = self.thread(thread_id)
         reject_unknown(body, {"metadata", "tool_resources"} if gen == "v2" else {"metadata"})
         if "metadata" in body:

@@ -14,7 +14,13 @@ In one run, each target in its own process on loopback, one at a time:
   tenant and concurrency, high enough never to refuse; ``fail_mode = "closed"`` so a Redis
   failure shows as an error), thread ownership on with ``unknown = "deny"`` (the thread is
   created through the gateway first, so its owner is recorded), metrics listener, access log
-  to a file; once per transport, and once with ``auth.token_cache_size = 0``.
+  to a file; once per transport, once with ``auth.token_cache_size = 0``, and once with the
+  in-process owner cache off (``threads.cache_ttl_s = 0``: one Redis ``GET`` per request).
+
+The cost of an ownership lookup that misses: requests one at a time against the default gateway
+(owner cached in process), the cache-off gateway (owner read from Redis), and the cache-off
+gateway with the Redis record deleted before each request (owner read from the stamp on the
+thread: one Azure ``GET`` and a Redis ``SET`` more, as after Redis lost its data).
 
 Every target gets the same request: ``POST /openai/threads/{id}/messages`` with the same
 headers, token and body. Load comes from ``wrk`` (another process) when installed, else from a
@@ -34,6 +40,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.ownership import owner_key
 from tests.benchmark import harness
 from tests.benchmark.harness import Request, Server
 from tests.benchmark.servers import ASSISTANT_ID, THREAD_ID
@@ -74,7 +81,7 @@ def _message_body() -> str:
 
 
 def gateway_config(upstream: str, jwks: Path, *, transport: str, token_cache: int,
-                   metrics_port: int) -> str:
+                   metrics_port: int, owner_cache_s: float = 60) -> str:
     limit = "requests = 1000000\nper_seconds = 1\nburst = 1000000"
     return f"""
 [server]
@@ -117,6 +124,7 @@ fail_mode = "closed"
 [threads]
 ownership = true
 unknown = "deny"
+cache_ttl_s = {owner_cache_s}
 """
 
 
@@ -143,6 +151,8 @@ class Bench:
     token: str
     rows: list[Row] = field(default_factory=list)
     direct_ttfb_ms: float = math.nan
+    #: Ownership lookup path → (p50 ms, server CPU µs per request, errors), one at a time.
+    ownership: dict[str, tuple[float, float, int]] = field(default_factory=dict)
 
     @property
     def message(self) -> Request:
@@ -186,13 +196,15 @@ class Bench:
         finally:
             server.stop()
 
-    def run_gateway(self, name: str, transport: str, token_cache: int, redis_url: str) -> None:
+    def run_gateway(self, name: str, transport: str, token_cache: int, redis_url: str,
+                    owner_cache_s: float = 60) -> None:
         port, metrics_port = free_port(), free_port()
         jwks = self.work / "jwks.json"
         jwks.write_text(json.dumps({"keys": [PUBLIC_JWK]}))
         config = self.work / f"{name}.toml"
         config.write_text(gateway_config(self.upstream.url, jwks, transport=transport,
-                                         token_cache=token_cache, metrics_port=metrics_port))
+                                         token_cache=token_cache, metrics_port=metrics_port,
+                                         owner_cache_s=owner_cache_s))
         server = Server(name, harness.python_module("gateway.cli", "serve", "--config",
                                                     str(config)), port,
                         env={"AZURE_OPENAI_API_KEY": API_KEY, "REDIS_URL": redis_url,
@@ -202,8 +214,23 @@ class Bench:
         try:
             self._create_thread(server)  # ownership: the thread's owner is recorded first
             self.measure(server, Row(name, transport, "gateway"), ttfb=True)
+            if name == "gateway":
+                self.ownership["in-process cache hit"] = harness.sequential(
+                    server, self.message, self.args.ownership_n)
+            elif owner_cache_s == 0:
+                self._ownership_misses(server, redis_url)
         finally:
             server.stop()
+
+    def _ownership_misses(self, server: Server, redis_url: str) -> None:
+        import redis
+
+        n = self.args.ownership_n
+        self.ownership["Redis GET (in-process cache off)"] = harness.sequential(
+            server, self.message, n)
+        with redis.Redis.from_url(redis_url) as client:
+            self.ownership["Azure GET + Redis SET (record lost)"] = harness.sequential(
+                server, self.message, n, lambda: client.delete(owner_key(THREAD_ID)))
 
     def _create_thread(self, server: Server) -> None:
         import httpx
@@ -258,6 +285,11 @@ def report(bench: Bench) -> bool:
               f" | {_fmt(r.ttfb_ms, '.2f')} | {_fmt(r.rss_mib, '.1f')} | {r.errors} |")
     print(f"\nFirst SSE event directly from the upstream: p50 {bench.direct_ttfb_ms:.2f} ms "
           f"(through the gateway: the column above).")
+    if bench.ownership:
+        print(f"\nOwnership lookup, {a.ownership_n} requests one at a time (same request):\n")
+        print("| owner found in | p50 ms | server CPU µs/req | errors |\n|---|---|---|---|")
+        for path, (p50, cpu, errors) in bench.ownership.items():
+            print(f"| {path} | {p50:.2f} | {cpu:.0f} | {errors} |")
     main_gw = next((r for r in rows if r.kind == "gateway" and r.name == "gateway"), None)
     if main_gw is None:
         return True
@@ -286,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100, help="open-loop requests/s")
     parser.add_argument("--open-duration", type=float, default=8)
     parser.add_argument("--ttfb-n", type=int, default=100)
+    parser.add_argument("--ownership-n", type=int, default=300,
+                        help="requests per ownership lookup path, one at a time")
     parser.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
                         help="profile each server at the top concurrency with py-spy into DIR "
                              "(collapsed stacks; sampling disturbs the CPU figures)")
@@ -319,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
                 bench.run_gateway("gateway-httpx", "httpx", 10000, redis.url)
             if want("gateway-no-token-cache"):
                 bench.run_gateway("gateway-no-token-cache", "aiohttp", 0, redis.url)
+            if want("gateway-no-owner-cache"):
+                bench.run_gateway("gateway-no-owner-cache", "aiohttp", 10000, redis.url,
+                                  owner_cache_s=0)
             p50, _, errors = harness.first_event_ms(upstream, bench.stream, args.ttfb_n)
             bench.direct_ttfb_ms = p50
             if errors:

@@ -2,7 +2,9 @@
 {upstream|ceiling|baseline} PORT [UPSTREAM_URL TRANSPORT]``.
 
 * ``upstream``: a static, fast fake Azure (raw ASGI): a fixed thread, a fixed created message
-  (JSON) and a fixed run event stream (SSE, one body chunk per event).
+  (JSON) and a fixed run event stream (SSE, one body chunk per event). It keeps the thread
+  metadata of the last create (the gateway's owner stamp among it) and answers
+  ``GET /openai/threads/{id}`` with it, as Azure does: the gateway's owner lookup reads it.
 * ``ceiling``: Starlette answering a fixed JSON response after reading the body — what
   uvicorn + Starlette can do at all; ``ceiling-protocol`` is the same under the gateway's
   HTTP protocol (``gateway/httpprotocol.py``: header deadlines, connection caps), so the
@@ -67,7 +69,8 @@ def _json_response(obj: dict[str, Any]) -> tuple[list[tuple[bytes, bytes]], byte
             (b"content-length", str(len(body)).encode()), *_COMMON], body
 
 
-_THREAD_RESPONSE = _json_response(THREAD)
+#: The created thread's metadata (with the gateway's owner stamp), kept as Azure keeps it.
+_THREAD_METADATA: dict[str, str] = {}
 _MESSAGE_RESPONSE = _json_response(MESSAGE)
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), *_COMMON]
 
@@ -75,10 +78,19 @@ _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), *_COMMON
 async def upstream_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    more = True
+    more, received = True, bytearray()
     while more:  # read the whole request body, as a real server does
-        more = (await receive()).get("more_body", False)
+        message = await receive()
+        received += message.get("body", b"")
+        more = message.get("more_body", False)
     path: str = scope["path"]
+    if path in ("/openai/threads", f"/openai/threads/{THREAD_ID}"):  # create, retrieve
+        if scope["method"] == "POST":
+            _THREAD_METADATA.update(json.loads(received or b"{}").get("metadata") or {})
+        headers, data = _json_response({**THREAD, "metadata": _THREAD_METADATA})
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+        return
     if path.endswith("/runs"):
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
         for event in SSE_EVENTS:
@@ -87,8 +99,6 @@ async def upstream_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     if path.endswith("/messages"):
         headers, body = _MESSAGE_RESPONSE
-    elif path.endswith("/threads"):
-        headers, body = _THREAD_RESPONSE
     else:
         headers, body = [(b"content-length", b"0")], b""
         await send({"type": "http.response.start", "status": 404, "headers": headers})
