@@ -17,12 +17,14 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from gateway.accesslog import AccessLog
+from gateway.admission import Admission
 from gateway.apikey import ApiKeySource
 from gateway.auth_port import KeyProvider
 from gateway.authenticator import Authenticator
 from gateway.config import Config, IssuerConfig
 from gateway.context import RequestContext
 from gateway.jwks import JwksKeyProvider, JwksSource, StaticKeyProvider, make_jwks_http_client
+from gateway.looplag import LoopLagMonitor
 from gateway.metrics import ASGIApp, GatewayMetrics, make_registry, metrics_app
 from gateway.ownership_redis import ThreadOwnership
 from gateway.proxy import Message, Observer, ProxyApp, ProxyDeps, Receive, Scope, Send
@@ -68,6 +70,8 @@ class Gateway:
     #: The metrics and their ASGI app (served on the metrics listener, never the proxy port).
     metrics: GatewayMetrics | None = None
     metrics_app: ASGIApp | None = None
+    #: Measures the event loop's lag (a gauge; see ``gateway.admission`` for why not to shed).
+    lag_monitor: LoopLagMonitor | None = None
 
     async def startup(self) -> None:
         self.api_key.start()
@@ -78,10 +82,14 @@ class Gateway:
             await connect_redis(self.redis)
         if self.limiter is not None:
             await self.limiter.ping()
+        if self.lag_monitor is not None:
+            self.lag_monitor.start()
         self.started = True
 
     async def shutdown(self) -> None:
         self.draining = True
+        if self.lag_monitor is not None:
+            await self.lag_monitor.aclose()
         await self.api_key.aclose()
         for provider in self.key_providers.values():
             if isinstance(provider, JwksKeyProvider):
@@ -228,6 +236,9 @@ def build(config: Config, *, api_key: ApiKeySource,
                                    on_decision=metrics.on_ratelimit_decision,
                                    on_error=metrics.on_redis_error)
         metrics.track_limiter(limiter)
+    admission = Admission(max_pending=config.server.max_pending_requests)
+    lag = LoopLagMonitor()
+    metrics.track_admission(admission, lag)
     deps = ProxyDeps(
         config=config,
         routes=routes,
@@ -238,7 +249,9 @@ def build(config: Config, *, api_key: ApiKeySource,
         limiter=limiter,
         threads=threads,
         observer=Observers(AccessLog(enabled=config.server.access_log), metrics),
+        admission=admission,
     )
     return Gateway(config, api_key, upstream, jwks_http, providers, redis_client, limiter,
                    ProxyApp(deps), extra_closers=[c.aclose for c in jwks_clients.values()],
-                   metrics=metrics, metrics_app=metrics_app(metrics.registry))
+                   metrics=metrics, metrics_app=metrics_app(metrics.registry),
+                   lag_monitor=lag)

@@ -54,6 +54,9 @@ class ServerConfig:
     overhead_header: bool = False
     access_log: bool = True
     max_concurrent_connections: int = 2048
+    #: Requests being admitted at once (arrived, not yet past the rate limiter) beyond which
+    #: new ones get 503 at once, before any body reading or token work (``gateway.admission``).
+    max_pending_requests: int = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +200,8 @@ def _server(s: Section) -> ServerConfig:
         max_concurrent_connections=s.get("max_concurrent_connections", int,
                                          d.max_concurrent_connections,
                                          check=between(16, 1_000_000)),
+        max_pending_requests=s.get("max_pending_requests", int, d.max_pending_requests,
+                                   check=between(1, 1_000_000)),
     )
     s.finish()
     return out

@@ -1,6 +1,7 @@
 """The proxy pipeline as one pure-ASGI application (thin: every decision is a core call).
 
-    headers → authenticate → match route → profile permits operation
+    admission (shed at once when overloaded) → headers → authenticate → match route
+            → profile permits operation
             → thread owned by the caller's tenant → rate limit (one Redis call)
             → read body (bounded) → strict JSON + policy → swap credentials → Azure
             → record a new thread's owner → relay status, filtered headers and raw bytes
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 from gateway import ratelimit
+from gateway.admission import NO_ADMISSION, Admission, Ticket, overloaded
 from gateway.authenticator import Authenticator
 from gateway.bodyread import ClientGoneError, read_body
 from gateway.config import Config
@@ -110,6 +112,8 @@ class ProxyDeps:
     observer: Observer = NullObserver()
     #: Re-read the Azure key now (called when Azure refuses it: it may have been rotated).
     reload_api_key: Callable[[], object] | None = None
+    #: Sheds requests before any work when this process is overloaded.
+    admission: Admission | None = None
 
 
 class ProxyApp:
@@ -132,10 +136,14 @@ class ProxyApp:
                 ctx.status = message["status"]
             await send(message)
 
+        admission = self.deps.admission
+        ticket = admission.enter() if admission is not None else NO_ADMISSION
         self.inflight += 1
         self.deps.observer.request_started(ctx)
         try:
-            await self._handle(ctx, scope, receive, tracked_send)
+            if ticket.shed is not None:
+                raise overloaded()
+            await self._handle(ctx, scope, receive, tracked_send, ticket)
         except ClientGoneError:
             ctx.client_disconnected = True
             ctx.status = ctx.status or 499
@@ -151,6 +159,7 @@ class ProxyApp:
             if not started:
                 await self._send_error(ctx, GatewayError("Internal gateway error."), tracked_send)
         finally:
+            ticket.release()
             self.inflight -= 1
             self.deps.observer.request_finished(ctx)
 
@@ -166,7 +175,7 @@ class ProxyApp:
         await send({"type": "http.response.body", "body": body})
 
     async def _handle(self, ctx: RequestContext, scope: Scope, receive: Receive,
-                      send: Send) -> None:
+                      send: Send, ticket: Ticket = NO_ADMISSION) -> None:
         headers: Sequence[tuple[bytes, bytes]] = scope["headers"]
         self._check_headers(headers)
 
@@ -192,6 +201,7 @@ class ProxyApp:
             ctx.stages["ownership"] = time.perf_counter() - t0
 
         decision = await self._rate_limit(ctx, match, profile.rate_limit)
+        ticket.release()  # past admission: the body, Azure and the relay are bounded elsewhere
         lease = decision.lease if decision is not None else None
         # A held concurrency slot is renewed for as long as the request lives, so a live call
         # never loses it to the lease TTL (which only exists for crashed replicas).

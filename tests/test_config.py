@@ -44,6 +44,7 @@ def test_example_config_is_valid() -> None:
 def test_minimal_config_defaults() -> None:
     config = parse(MINIMAL)
     assert config.rate_limit.fail_mode == "open"
+    assert config.server.max_pending_requests == 256
     assert config.threads.unknown == "deny"
     assert config.profiles["default"].allows("runs.create")
 
@@ -55,6 +56,10 @@ def test_minimal_config_defaults() -> None:
         ({"server": {"port": "80"}}, "server.port: must be an integer"),
         ({"server": {"max_body_bytes": True}}, "server.max_body_bytes: must be an integer"),
         ({"server": {"colour": "blue"}}, "server.colour: unknown key"),
+        ({"server": {"max_pending_requests": 0}},
+         "server.max_pending_requests: must be between 1 and 1e+06"),
+        ({"server": {"max_pending_requests": "many"}},
+         "server.max_pending_requests: must be an integer"),
         ({"upstream": {"endpoint": "http://res.openai.azure.com"}},
          "upstream.endpoint: must be an https URL"),
         ({"upstream": {"endpoint": "https://user:pw@res.openai.azure.com"}},

@@ -22,7 +22,7 @@ CORE = {
     "identity", "jsonbody", "ownership", "policy", "policy_fields", "policy_limits",
     "policy_messages", "policy_runs", "policy_threads", "ratelimit", "ratelimit_local", "routes",
     "tokencache",
-    "metrics_labels", "config",
+    "metrics_labels", "config", "admission",
 }
 CORE_THIRD_PARTY = {"jwt"}
 
@@ -32,6 +32,7 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "keyset": ({"jwt", "cryptography"}, set()),
     "jwks": ({"httpx", "jwt"}, {"keyset"}),
     "ratelimit_redis": ({"redis"}, set()),
+    "looplag": (set(), set()),
     "ownership_redis": ({"redis"}, set()),
     "metrics": ({"prometheus_client"}, set()),
     "bodyread": (set(), set()),
