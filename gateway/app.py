@@ -28,7 +28,6 @@ from gateway.looplag import LoopLagMonitor
 from gateway.metrics import ASGIApp, GatewayMetrics, make_registry, metrics_app
 from gateway.ownership_redis import ThreadOwnership
 from gateway.proxy import Message, Observer, ProxyApp, ProxyDeps, Receive, Scope, Send
-from gateway.ratelimit_local import LocalLimiter
 from gateway.ratelimit_redis import (
     RedisClient,
     RedisRateLimiter,
@@ -226,15 +225,14 @@ def build(config: Config, *, api_key: ApiKeySource,
         threads = ThreadOwnership(redis_client, ttl_s=config.threads.record_ttl_days * 86400,
                                   budget_s=config.rate_limit.budget_s)
     if config.rate_limit.enabled and redis_client is not None:
-        local = config.rate_limit.fail_mode == "local"
-        limiter = RedisRateLimiter(redis_client, fail_open=config.rate_limit.fail_mode != "closed",
-                                   fallback=LocalLimiter(config.rate_limit.replicas)
-                                   if local else None,
+        limiter = RedisRateLimiter(redis_client, fail_mode=config.rate_limit.fail_mode,
+                                   replicas=config.rate_limit.replicas,
                                    budget_s=config.rate_limit.budget_s,
                                    lease_ttl_s=config.rate_limit.lease_ttl_s,
                                    shadow=config.rate_limit.shadow,
                                    on_decision=metrics.on_ratelimit_decision,
-                                   on_error=metrics.on_redis_error)
+                                   on_error=metrics.on_redis_error,
+                                   on_deadline=metrics.on_ratelimit_deadline)
         metrics.track_limiter(limiter)
     admission = Admission(max_pending=config.server.max_pending_requests)
     lag = LoopLagMonitor()

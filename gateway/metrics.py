@@ -22,6 +22,7 @@ operations, status classes, fixed reason codes and configured profile names only
     gateway_ratelimit_decisions_total{result}                    counter
     gateway_ratelimit_decision_seconds                           histogram
     gateway_ratelimit_degraded                                   gauge
+    gateway_ratelimit_deadlines_total                            counter
     gateway_redis_errors_total{kind}                             counter
     gateway_requests_pending                                     gauge
     gateway_requests_shed_total{reason}                          counter
@@ -171,7 +172,10 @@ class GatewayMetrics:
                                           "decision latency (one Redis call).",
                                           buckets=LIMITER_BUCKETS, registry=r)
         self.degraded = Gauge("gateway_ratelimit_degraded", "1 while the limiter's Redis is "
-                              "failing (fail-open admits unchecked).", registry=r)
+                              "failing (limits are decided by each replica alone).", registry=r)
+        self.deadlines = Counter("gateway_ratelimit_deadlines", "Limiter calls that ran past "
+                                 "the budget while Redis was answering (this process too "
+                                 "busy); decided by this replica alone.", registry=r)
         self.loop_lag = Gauge("gateway_event_loop_lag_seconds", "How late the event loop ran "
                               "a timer, last measured.", registry=r)
         self.pending = Gauge("gateway_requests_pending", "Requests being admitted (arrived, "
@@ -281,6 +285,9 @@ class GatewayMetrics:
         self._decisions[result].inc()
         if not decision.degraded:
             self.decision_seconds.observe(seconds)
+
+    def on_ratelimit_deadline(self) -> None:
+        self.deadlines.inc()
 
     def on_redis_error(self, kind: str) -> None:
         self._redis_errors[kind if kind in self._redis_errors else lbl.OTHER].inc()

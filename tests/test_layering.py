@@ -22,7 +22,7 @@ CORE = {
     "identity", "jsonbody", "ownership", "policy", "policy_fields", "policy_limits",
     "policy_messages", "policy_runs", "policy_threads", "ratelimit", "ratelimit_local", "routes",
     "tokencache",
-    "metrics_labels", "config", "admission",
+    "metrics_labels", "config", "admission", "ratelimit_lua", "ratelimit_clock",
 }
 CORE_THIRD_PARTY = {"jwt"}
 
@@ -31,7 +31,9 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "upstream": ({"httpx", "aiohttp", "httpx_aiohttp"}, set()),
     "keyset": ({"jwt", "cryptography"}, set()),
     "jwks": ({"httpx", "jwt"}, {"keyset"}),
-    "ratelimit_redis": ({"redis"}, set()),
+    "redis_client": ({"redis"}, set()),
+    # The limiter and the health probes share the one client and its error translation.
+    "ratelimit_redis": ({"redis"}, {"redis_client"}),
     "looplag": (set(), set()),
     "ownership_redis": ({"redis"}, set()),
     "metrics": ({"prometheus_client"}, set()),
