@@ -34,6 +34,7 @@ from gateway.ratelimit_redis import (
     connect_redis,
     make_redis_client,
 )
+from gateway.redis_health import RedisHealth
 from gateway.routes import ROUTES, RouteTable
 from gateway.upstream import UpstreamClient
 
@@ -69,6 +70,8 @@ class Gateway:
     #: The metrics and their ASGI app (served on the metrics listener, never the proxy port).
     metrics: GatewayMetrics | None = None
     metrics_app: ASGIApp | None = None
+    #: Readiness of the limiter and the ownership store (``redis_health``).
+    redis_health: RedisHealth | None = None
     #: Measures the event loop's lag (a gauge; see ``gateway.admission`` for why not to shed).
     lag_monitor: LoopLagMonitor | None = None
 
@@ -79,8 +82,8 @@ class Gateway:
                 await provider.start()
         if self.redis is not None:
             await connect_redis(self.redis)
-        if self.limiter is not None:
-            await self.limiter.ping()
+        if self.redis_health is not None:
+            await self.redis_health.checks()  # logs an ACL or credential refusal at once
         if self.lag_monitor is not None:
             self.lag_monitor.start()
         self.started = True
@@ -106,11 +109,10 @@ class Gateway:
         keys_ok = all(p.ready() for p in self.key_providers.values())
         checks["keys"] = "ok" if keys_ok else "unavailable"
         ready = self.started and not self.draining and keys_ok
-        if self.limiter is not None:
-            redis_ok = await self.limiter.ping()
-            checks["redis"] = "ok" if redis_ok else "unavailable"
-            if self.config.rate_limit.fail_mode == "closed":
-                ready = ready and redis_ok
+        if self.redis_health is not None:
+            redis_ready, redis_checks = await self.redis_health.checks()
+            checks.update(redis_checks)
+            ready = ready and redis_ready
         return ready, checks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -234,6 +236,12 @@ def build(config: Config, *, api_key: ApiKeySource,
                                    on_error=metrics.on_redis_error,
                                    on_deadline=metrics.on_ratelimit_deadline)
         metrics.track_limiter(limiter)
+    health = None
+    if limiter is not None or threads is not None:
+        health = RedisHealth(limiter=limiter, ownership=redis_client if threads else None,
+                             budget_s=config.rate_limit.budget_s,
+                             fail_closed=config.rate_limit.fail_mode == "closed")
+        metrics.track_dependencies(health)
     admission = Admission(max_pending=config.server.max_pending_requests)
     lag = LoopLagMonitor()
     metrics.track_admission(admission, lag)
@@ -252,4 +260,4 @@ def build(config: Config, *, api_key: ApiKeySource,
     return Gateway(config, api_key, upstream, jwks_http, providers, redis_client, limiter,
                    ProxyApp(deps), extra_closers=[c.aclose for c in jwks_clients.values()],
                    metrics=metrics, metrics_app=metrics_app(metrics.registry),
-                   lag_monitor=lag)
+                   redis_health=health, lag_monitor=lag)

@@ -24,6 +24,7 @@ operations, status classes, fixed reason codes and configured profile names only
     gateway_ratelimit_degraded                                   gauge
     gateway_ratelimit_deadlines_total                            counter
     gateway_redis_errors_total{kind}                             counter
+    gateway_dependency_up{dependency}                            gauge
     gateway_requests_pending                                     gauge
     gateway_requests_shed_total{reason}                          counter
     gateway_event_loop_lag_seconds                               gauge
@@ -36,6 +37,7 @@ operations, status classes, fixed reason codes and configured profile names only
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import platform
@@ -82,6 +84,13 @@ _C = TypeVar("_C")
 class _Degradable(Protocol):
     @property
     def degraded(self) -> bool: ...
+
+
+class _Dependencies(Protocol):
+    @property
+    def last(self) -> Mapping[str, str]: ...
+
+    def up(self, dependency: str) -> bool: ...
 
 
 class _Admission(Protocol):
@@ -176,6 +185,9 @@ class GatewayMetrics:
         self.deadlines = Counter("gateway_ratelimit_deadlines", "Limiter calls that ran past "
                                  "the budget while Redis was answering (this process too "
                                  "busy); decided by this replica alone.", registry=r)
+        self.dependency_up = Gauge("gateway_dependency_up", "0 while a dependency's last "
+                                   "calls failed (rate_limiter, ownership_store).",
+                                   ["dependency"], registry=r)
         self.loop_lag = Gauge("gateway_event_loop_lag_seconds", "How late the event loop ran "
                               "a timer, last measured.", registry=r)
         self.pending = Gauge("gateway_requests_pending", "Requests being admitted (arrived, "
@@ -312,6 +324,11 @@ class GatewayMetrics:
 
     def track_limiter(self, limiter: _Degradable) -> None:
         self.degraded.set_function(lambda: 1.0 if limiter.degraded else 0.0)
+
+    def track_dependencies(self, health: _Dependencies) -> None:
+        for dependency in health.last:
+            self.dependency_up.labels(dependency).set_function(
+                _as_float(functools.partial(health.up, dependency)))
 
     def track_admission(self, admission: _Admission, lag: _Lag) -> None:
         self.registry.register(_ShedCollector(admission))

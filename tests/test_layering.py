@@ -34,6 +34,7 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "redis_client": ({"redis"}, set()),
     # The limiter and the health probes share the one client and its error translation.
     "ratelimit_redis": ({"redis"}, {"redis_client"}),
+    "redis_health": ({"redis"}, {"ratelimit_redis", "redis_client"}),
     "looplag": (set(), set()),
     "ownership_redis": ({"redis"}, set()),
     "metrics": ({"prometheus_client"}, set()),
