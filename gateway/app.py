@@ -17,6 +17,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from gateway.accesslog import AccessLog
+from gateway.admission import Admission
 from gateway.apikey import ApiKeySource
 from gateway.apiversions import KNOWN_VERSIONS
 from gateway.auth_port import KeyProvider
@@ -24,18 +25,19 @@ from gateway.authenticator import Authenticator
 from gateway.config import Config, IssuerConfig
 from gateway.context import RequestContext
 from gateway.jwks import JwksKeyProvider, JwksSource, StaticKeyProvider, make_jwks_http_client
+from gateway.looplag import LoopLagMonitor
 from gateway.metrics import ASGIApp, GatewayMetrics, make_registry, metrics_app
 from gateway.ownership_azure import AzureOwnerOrigin
 from gateway.ownership_lookup import ThreadOwners
 from gateway.ownership_redis import RedisOwnerRecords
 from gateway.proxy import Message, Observer, ProxyApp, ProxyDeps, Receive, Scope, Send
-from gateway.ratelimit_local import LocalLimiter
 from gateway.ratelimit_redis import (
     RedisClient,
     RedisRateLimiter,
     connect_redis,
     make_redis_client,
 )
+from gateway.redis_health import RedisHealth
 from gateway.routes import ROUTES, RouteTable
 from gateway.upstream import UpstreamClient
 
@@ -71,6 +73,10 @@ class Gateway:
     #: The metrics and their ASGI app (served on the metrics listener, never the proxy port).
     metrics: GatewayMetrics | None = None
     metrics_app: ASGIApp | None = None
+    #: Readiness of the limiter and the ownership store (``redis_health``).
+    redis_health: RedisHealth | None = None
+    #: Measures the event loop's lag (a gauge; see ``gateway.admission`` for why not to shed).
+    lag_monitor: LoopLagMonitor | None = None
 
     async def startup(self) -> None:
         self.api_key.start()
@@ -79,12 +85,16 @@ class Gateway:
                 await provider.start()
         if self.redis is not None:
             await connect_redis(self.redis)
-        if self.limiter is not None:
-            await self.limiter.ping()
+        if self.redis_health is not None:
+            await self.redis_health.checks()  # logs an ACL or credential refusal at once
+        if self.lag_monitor is not None:
+            self.lag_monitor.start()
         self.started = True
 
     async def shutdown(self) -> None:
         self.draining = True
+        if self.lag_monitor is not None:
+            await self.lag_monitor.aclose()
         await self.api_key.aclose()
         for provider in self.key_providers.values():
             if isinstance(provider, JwksKeyProvider):
@@ -101,11 +111,10 @@ class Gateway:
         checks["draining"] = "yes" if self.draining else "no"
         keys_ok = issuers_ready(self.key_providers, checks)
         ready = self.started and not self.draining and keys_ok
-        if self.limiter is not None:
-            redis_ok = await self.limiter.ping()
-            checks["redis"] = "ok" if redis_ok else "unavailable"
-            if self.config.rate_limit.fail_mode == "closed":
-                ready = ready and redis_ok
+        if self.redis_health is not None:
+            redis_ready, redis_checks = await self.redis_health.checks()
+            checks.update(redis_checks)
+            ready = ready and redis_ready
         return ready, checks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -247,16 +256,24 @@ def build(config: Config, *, api_key: ApiKeySource,
     if config.threads.ownership and redis_client is not None:
         threads = _thread_owners(config, redis_client, upstream, routes, api_key)
     if config.rate_limit.enabled and redis_client is not None:
-        local = config.rate_limit.fail_mode == "local"
-        limiter = RedisRateLimiter(redis_client, fail_open=config.rate_limit.fail_mode != "closed",
-                                   fallback=LocalLimiter(config.rate_limit.replicas)
-                                   if local else None,
+        limiter = RedisRateLimiter(redis_client, fail_mode=config.rate_limit.fail_mode,
+                                   replicas=config.rate_limit.replicas,
                                    budget_s=config.rate_limit.budget_s,
                                    lease_ttl_s=config.rate_limit.lease_ttl_s,
                                    shadow=config.rate_limit.shadow,
                                    on_decision=metrics.on_ratelimit_decision,
-                                   on_error=metrics.on_redis_error)
+                                   on_error=metrics.on_redis_error,
+                                   on_deadline=metrics.on_ratelimit_deadline)
         metrics.track_limiter(limiter)
+    health = None
+    if limiter is not None or threads is not None:
+        health = RedisHealth(limiter=limiter, ownership=redis_client if threads else None,
+                             budget_s=config.rate_limit.budget_s,
+                             fail_closed=config.rate_limit.fail_mode == "closed")
+        metrics.track_dependencies(health)
+    admission = Admission(max_pending=config.server.max_pending_requests)
+    lag = LoopLagMonitor()
+    metrics.track_admission(admission, lag)
     deps = ProxyDeps(
         config=config,
         routes=routes,
@@ -267,7 +284,9 @@ def build(config: Config, *, api_key: ApiKeySource,
         limiter=limiter,
         threads=threads,
         observer=Observers(AccessLog(enabled=config.server.access_log), metrics),
+        admission=admission,
     )
     return Gateway(config, api_key, upstream, jwks_http, providers, redis_client, limiter,
                    ProxyApp(deps), extra_closers=[c.aclose for c in jwks_clients.values()],
-                   metrics=metrics, metrics_app=metrics_app(metrics.registry))
+                   metrics=metrics, metrics_app=metrics_app(metrics.registry),
+                   redis_health=health, lag_monitor=lag)

@@ -67,6 +67,9 @@ class ServerConfig:
     header_timeout_s: float = 10.0
     #: A new connection must deliver its first complete request head this long after accept.
     first_request_timeout_s: float = 10.0
+    #: Requests being admitted at once (arrived, not yet past the rate limiter) beyond which
+    #: new ones get 503 at once, before any body reading or token work (``gateway.admission``).
+    max_pending_requests: int = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +223,8 @@ def _server(s: Section) -> ServerConfig:
                                check=between(0.5, 300)),
         first_request_timeout_s=s.get("first_request_timeout_s", float,
                                       d.first_request_timeout_s, check=between(0.5, 300)),
+        max_pending_requests=s.get("max_pending_requests", int, d.max_pending_requests,
+                                   check=between(1, 1_000_000)),
     )
     s.finish()
     return out

@@ -22,7 +22,12 @@ operations, status classes, fixed reason codes and configured profile names only
     gateway_ratelimit_decisions_total{result}                    counter
     gateway_ratelimit_decision_seconds                           histogram
     gateway_ratelimit_degraded                                   gauge
+    gateway_ratelimit_deadlines_total                            counter
     gateway_redis_errors_total{kind}                             counter
+    gateway_dependency_up{dependency}                            gauge
+    gateway_requests_pending                                     gauge
+    gateway_requests_shed_total{reason}                          counter
+    gateway_event_loop_lag_seconds                               gauge
     gateway_jwks_refresh_total{issuer,result}                    counter
     gateway_jwks_last_success_timestamp_seconds{issuer}          gauge
     gateway_jwks_keys_ready{issuer}                              gauge
@@ -32,6 +37,7 @@ operations, status classes, fixed reason codes and configured profile names only
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import platform
@@ -48,9 +54,11 @@ from prometheus_client import (
     Info,
     make_asgi_app,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from gateway import metrics_labels as lbl
 from gateway.context import RequestContext
@@ -76,6 +84,41 @@ _C = TypeVar("_C")
 class _Degradable(Protocol):
     @property
     def degraded(self) -> bool: ...
+
+
+class _Dependencies(Protocol):
+    @property
+    def last(self) -> Mapping[str, str]: ...
+
+    def up(self, dependency: str) -> bool: ...
+
+
+class _Admission(Protocol):
+    @property
+    def shed(self) -> Mapping[str, int]: ...
+
+    @property
+    def pending(self) -> int: ...
+
+
+class _Lag(Protocol):
+    @property
+    def lag_s(self) -> float: ...
+
+
+class _ShedCollector(Collector):
+    """``gateway_requests_shed_total{reason}``, read from the admission gate's own counts."""
+
+    def __init__(self, admission: _Admission) -> None:
+        self._admission = admission
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily("gateway_requests_shed", "Requests refused at once "
+                                     "because this process was overloaded, by reason.",
+                                     labels=["reason"])
+        for reason, count in self._admission.shed.items():
+            family.add_metric([reason], count)
+        yield family
 
 
 def make_registry(*, process_metrics: bool = True) -> CollectorRegistry:
@@ -138,7 +181,17 @@ class GatewayMetrics:
                                           "decision latency (one Redis call).",
                                           buckets=LIMITER_BUCKETS, registry=r)
         self.degraded = Gauge("gateway_ratelimit_degraded", "1 while the limiter's Redis is "
-                              "failing (fail-open admits unchecked).", registry=r)
+                              "failing (limits are decided by each replica alone).", registry=r)
+        self.deadlines = Counter("gateway_ratelimit_deadlines", "Limiter calls that ran past "
+                                 "the budget while Redis was answering (this process too "
+                                 "busy); decided by this replica alone.", registry=r)
+        self.dependency_up = Gauge("gateway_dependency_up", "0 while a dependency's last "
+                                   "calls failed (rate_limiter, ownership_store).",
+                                   ["dependency"], registry=r)
+        self.loop_lag = Gauge("gateway_event_loop_lag_seconds", "How late the event loop ran "
+                              "a timer, last measured.", registry=r)
+        self.pending = Gauge("gateway_requests_pending", "Requests being admitted (arrived, "
+                             "not yet past the rate limiter).", registry=r)
         self.redis_errors = Counter("gateway_redis_errors", "Limiter Redis errors, by kind.",
                                     ["kind"], registry=r)
         self.jwks_refresh = Counter("gateway_jwks_refresh", "JWKS refreshes, by issuer and "
@@ -245,6 +298,9 @@ class GatewayMetrics:
         if not decision.degraded:
             self.decision_seconds.observe(seconds)
 
+    def on_ratelimit_deadline(self) -> None:
+        self.deadlines.inc()
+
     def on_redis_error(self, kind: str) -> None:
         self._redis_errors[kind if kind in self._redis_errors else lbl.OTHER].inc()
 
@@ -268,6 +324,16 @@ class GatewayMetrics:
 
     def track_limiter(self, limiter: _Degradable) -> None:
         self.degraded.set_function(lambda: 1.0 if limiter.degraded else 0.0)
+
+    def track_dependencies(self, health: _Dependencies) -> None:
+        for dependency in health.last:
+            self.dependency_up.labels(dependency).set_function(
+                _as_float(functools.partial(health.up, dependency)))
+
+    def track_admission(self, admission: _Admission, lag: _Lag) -> None:
+        self.registry.register(_ShedCollector(admission))
+        self.pending.set_function(lambda: float(admission.pending))
+        self.loop_lag.set_function(lambda: lag.lag_s)
 
     def track_keys(self, ready: Mapping[str, Callable[[], bool]]) -> None:
         for issuer, is_ready in ready.items():

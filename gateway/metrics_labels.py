@@ -67,8 +67,8 @@ UPSTREAM_ERROR_KINDS: tuple[str, ...] = (
 #: Stages the proxy times (``RequestContext.stages`` keys) plus ``upstream`` (total).
 STAGES = ("auth", "ownership", "policy", "ratelimit", "upstream_ttfb", "upstream")
 
-#: Redis error kinds (``ratelimit_redis._error_kind``) and limiter decision results.
-REDIS_ERROR_KINDS = ("timeout", "connection", "response", OTHER)
+#: Redis error kinds (``ratelimit_redis.error_kind``) and limiter decision results.
+REDIS_ERROR_KINDS = ("refused", "timeout", "connection", "response", OTHER)
 DECISION_RESULTS = ("allowed", "limited", "degraded", "shadow")
 #: ``jwks.REFRESH_RESULTS``.
 JWKS_RESULTS = ("ok", "error", "rejected_key")

@@ -1,10 +1,10 @@
 """The proxy pipeline as one pure-ASGI application (thin: every decision is a core call).
 
-    headers → authenticate → match route → profile permits operation
-            → rate limit (one Redis call) → read body (bounded) → strict JSON + policy
-            → thread owned by the caller's tenant → owner stamp → swap credentials → Azure
-            → record a new thread's owner, take the stamp off thread objects
-            → relay status, filtered headers and raw bytes
+    admission (shed at once when overloaded) → headers → authenticate → match route
+            → profile permits operation → rate limit (one Redis call) → read body (bounded)
+            → strict JSON + policy → thread owned by the caller's tenant → owner stamp
+            → swap credentials → Azure → record a new thread's owner, take the stamp off
+            thread objects → relay status, filtered headers and raw bytes
 
 The ownership check comes last before forwarding: on a miss of the cache and of Redis it costs
 an Azure call, which only a request that passed every other check may cause.
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 from gateway import ratelimit
+from gateway.admission import NO_ADMISSION, Admission, Ticket, overloaded
 from gateway.authenticator import Authenticator
 from gateway.bodyread import ClientGoneError, check_transfer_encoding, read_body
 from gateway.config import Config
@@ -126,6 +127,8 @@ class ProxyDeps:
     observer: Observer = NullObserver()
     #: Re-read the Azure key now (called when Azure refuses it: it may have been rotated).
     reload_api_key: Callable[[], object] | None = None
+    #: Sheds requests before any work when this process is overloaded.
+    admission: Admission | None = None
 
 
 class ProxyApp:
@@ -149,10 +152,14 @@ class ProxyApp:
                 ctx.status = message["status"]
             await send(message)
 
+        admission = self.deps.admission
+        ticket = admission.enter() if admission is not None else NO_ADMISSION
         self.inflight += 1
         self.deps.observer.request_started(ctx)
         try:
-            await self._handle(ctx, scope, receive, tracked_send)
+            if ticket.shed is not None:
+                raise overloaded()
+            await self._handle(ctx, scope, receive, tracked_send, ticket)
         except ClientGoneError:
             ctx.client_disconnected = True
             ctx.status = ctx.status or 499
@@ -180,6 +187,7 @@ class ProxyApp:
             if not started:
                 await self._send_error(ctx, GatewayError("Internal gateway error."), tracked_send)
         finally:
+            ticket.release()
             self.inflight -= 1
             self.deps.observer.request_finished(ctx)
 
@@ -195,7 +203,7 @@ class ProxyApp:
         await send({"type": "http.response.body", "body": body})
 
     async def _handle(self, ctx: RequestContext, scope: Scope, receive: Receive,
-                      send: Send) -> None:
+                      send: Send, ticket: Ticket = NO_ADMISSION) -> None:
         headers: Sequence[tuple[bytes, bytes]] = scope["headers"]
         self._check_headers(headers)
         check_transfer_encoding(headers, scope.get("http_version", "1.1"))
@@ -216,6 +224,7 @@ class ProxyApp:
                 code="operation_not_allowed")
 
         decision = await self._rate_limit(ctx, match, profile.rate_limit)
+        ticket.release()  # past admission: the body, Azure and the relay are bounded elsewhere
         lease = decision.lease if decision is not None else None
         # A held concurrency slot is renewed for as long as the request lives, so a live call
         # never loses it to the lease TTL (which only exists for crashed replicas).

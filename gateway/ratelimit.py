@@ -167,6 +167,8 @@ class Lease:
 
     key: str
     member: str
+    #: Granted by this replica alone (``ratelimit_local``) while Redis could not decide.
+    local: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +193,8 @@ class Decision:
     retry_after_ms: int = 0
     rules: tuple[RuleState, ...] = ()
     lease: Lease | None = None
-    #: Redis was unavailable and the fail-open policy admitted the request unchecked.
+    #: Decided by this replica alone (``ratelimit_local``): Redis failed or did not answer
+    #: within the budget. Never an unchecked admission.
     degraded: bool = False
     #: Shadow mode admitted a request the limiter would have refused.
     shadow: bool = False

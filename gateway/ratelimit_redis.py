@@ -4,15 +4,32 @@ One ``EVALSHA`` per request checks every rule of a :class:`~gateway.ratelimit.Li
 (the caller's, the tenant's, the optional global ceiling) and acquires the concurrency lease,
 all-or-nothing, on Redis's own clock (``TIME``), so replicas with skewed clocks agree. redis-py's
 ``Script`` reloads the script after ``NOSCRIPT`` (a flush or a restart). The maths is the pure
-model in ``ratelimit.py``; the script returns integer microseconds as strings (Lua numbers
-would be truncated).
+model in ``ratelimit.py``; the scripts are in ``ratelimit_lua.py``.
 
 Failure: the client has explicit short timeouts and no retries (a retried ``EVAL`` that already
 ran would count a request twice), and every call is bounded by ``budget_s`` with
-``asyncio.timeout``. A call that fails is never re-run. Then ``fail_open`` admits the request
-with ``Decision.degraded`` set (no rate-limit headers), else ``ServiceUnavailableError`` (503,
-``rate_limiter_unavailable``, ``Retry-After: 1``). redis-py errors are translated here and only
-here; their text goes to the log, never to clients.
+``asyncio.timeout``. A call that fails is never re-run, and a limit never switches itself off:
+
+* ``fail_mode = "open"`` / ``"local"``: this replica decides alone (``ratelimit_local``: the
+  full limits, or its share of them), from local state Redis's answers kept warm; the
+  decision is marked ``degraded`` (no rate-limit headers). When calls still pending on Redis
+  might have taken what is left, the answer is a 503 with ``Retry-After: 1``.
+* ``fail_mode = "closed"``: ``ServiceUnavailableError`` (503, ``rate_limiter_unavailable``,
+  ``Retry-After: 1``).
+
+A request that Redis's last answers already refuse (a caller past its limit) is refused
+without a call (``LocalLimiter.known_refusal``): a flood costs no Redis round trips.
+
+After a Redis failure, calls skip Redis for ``RETRY_S`` (decided alone at once, not after a
+budget's wait each), then the next call tries again; a successful readiness probe ends the
+pause early. Each script carries a deadline on Redis's clock (``ratelimit_clock``), so a call
+given up on never counts when a stopped Redis runs it later.
+
+A call that runs past the budget while Redis is answering other calls (or that the event loop
+woke far too late) is a *deadline*: this process was too busy, which says nothing about Redis.
+It is decided the same way but neither marks Redis degraded nor pauses the calls; it is
+counted apart. redis-py errors are translated here and only here; their text goes to the
+log, never to clients.
 """
 
 from __future__ import annotations
@@ -24,146 +41,44 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
-import redis.asyncio
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from gateway.admission import overloaded
 from gateway.errors import ServiceUnavailableError
 from gateway.ratelimit import Decision, Lease, LimitPlan, decide
+from gateway.ratelimit_clock import ClockOffset
 from gateway.ratelimit_local import LocalLimiter
+from gateway.ratelimit_lua import CHECK_LUA, RENEW_LUA
+from gateway.redis_client import RedisClient, connect_redis, error_kind, make_redis_client
+
+__all__ = ["RedisClient", "RedisRateLimiter", "connect_redis", "error_kind", "make_redis_client"]
 
 log = logging.getLogger("gateway.ratelimit")
 
-#: KEYS: GCRA keys (n), then the concurrency ZSET if any.
-#: ARGV: now override (µs, '' = Redis TIME), n, then (T, tau, cost) per rule,
-#: then (limit, lease ttl µs, lease member) if concurrency.
-#: Reply: {status (1 allowed, 0 rate, 2 concurrency), now, concurrency wait, tat_1..tat_n}.
-CHECK_LUA = """
-local function fmt(x) return string.format('%.0f', x) end
-local now
-if ARGV[1] ~= '' then now = tonumber(ARGV[1]) else
-  local t = redis.call('TIME'); now = tonumber(t[1]) * 1000000 + tonumber(t[2]) end
-local n = tonumber(ARGV[2])
-local tats, news, ok = {}, {}, true
-for i = 1, n do
-  local a = 3 + (i - 1) * 3
-  local emission, tau, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '')
-  if tat == nil or tat < now then tat = now end
-  tats[i] = tat
-  news[i] = tat + cost * emission
-  if news[i] - tau > now then ok = false end
-end
-local status, wait = 0, 0
-if ok then
-  status = 1
-  if #KEYS > n then
-    local a = 3 + n * 3
-    local limit, ttl, member = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2]
-    local ck = KEYS[n + 1]
-    redis.call('ZREMRANGEBYSCORE', ck, '-inf', fmt(now))
-    if redis.call('ZCARD', ck) >= limit then
-      status = 2
-      local first = redis.call('ZRANGE', ck, 0, 0, 'WITHSCORES')
-      wait = tonumber(first[2]) - now
-    else
-      redis.call('ZADD', ck, fmt(now + ttl), member)
-      redis.call('PEXPIRE', ck, math.ceil(ttl / 1000) + 1000)
-    end
-  end
-end
-local reply = {tostring(status), fmt(now), fmt(wait)}
-for i = 1, n do
-  if status == 1 then
-    tats[i] = news[i]
-    redis.call('SET', KEYS[i], fmt(news[i]), 'PX', math.ceil((news[i] - now) / 1000))
-  end
-  reply[3 + i] = fmt(tats[i])
-end
-return reply
-"""
-
-#: KEYS: the lease's ZSET. ARGV: member, ttl µs, now override. Reply: 1 renewed, 0 lease gone.
-RENEW_LUA = """
-local now
-if ARGV[3] ~= '' then now = tonumber(ARGV[3]) else
-  local t = redis.call('TIME'); now = tonumber(t[1]) * 1000000 + tonumber(t[2]) end
-local ttl = tonumber(ARGV[2])
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) <= now then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  return 0
-end
-redis.call('ZADD', KEYS[1], 'XX', string.format('%.0f', now + ttl), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], math.ceil(ttl / 1000) + 1000)
-return 1
-"""
-
 Status = Literal["allowed", "rate", "concurrency"]
+FailMode = Literal["open", "closed", "local"]
 _STATUS: dict[str, Status] = {"1": "allowed", "0": "rate", "2": "concurrency"}
+_EXPIRED = "3"
+#: After a Redis failure, calls skip Redis for this long (seconds).
+RETRY_S = 0.5
+#: A request Redis's last answers refuse by more than this is refused without asking (µs).
+KNOWN_REFUSAL_MARGIN_US = 50_000
 DecisionHook = Callable[[Decision, float], None]
 ErrorHook = Callable[[str], None]
+_ERRORS = (RedisError, OSError, TimeoutError)
 
 
-RedisClient = redis.asyncio.Redis | redis.asyncio.RedisCluster
+def _unavailable() -> ServiceUnavailableError:
+    return ServiceUnavailableError("Rate limiting is temporarily unavailable; retry shortly.",
+                                   code="rate_limiter_unavailable", headers={"Retry-After": "1"})
 
 
-def make_redis_client(
-    url: str,
-    *,
-    socket_timeout_s: float,
-    connect_timeout_s: float,
-    max_connections: int = 64,
-    health_check_interval_s: int = 30,
-    cluster: bool = False,
-) -> RedisClient:
-    """A client for the limiter: explicit timeouts, no retries, a bounded pool.
-
-    The pool blocks (up to the socket timeout, and always within the limiter's budget) when
-    every connection is busy, rather than failing at once: a burst of requests larger than
-    the pool must not turn into fail-open admissions. With ``cluster`` the client speaks the
-    Redis Cluster protocol (``url`` names any node); every key of one limiter call shares a
-    hash tag, so each decision is still one script on one node. Call ``connect_redis`` at
-    start-up: a cluster client discovers its nodes on first use, and (without retries)
-    concurrent first uses race that discovery.
-    """
-    settings: dict[str, Any] = {
-        "socket_timeout": socket_timeout_s,
-        "socket_connect_timeout": connect_timeout_s,
-        "retry": Retry(NoBackoff(), 0),
-        "max_connections": max_connections,
-        "health_check_interval": health_check_interval_s,
-        "client_name": "gateway-ratelimit",
-    }
-    if cluster:
-        return redis.asyncio.RedisCluster.from_url(url, **settings)
-    pool = redis.asyncio.BlockingConnectionPool.from_url(url, timeout=socket_timeout_s,
-                                                         **settings)
-    return redis.asyncio.Redis.from_pool(pool)
-
-
-async def connect_redis(client: RedisClient) -> None:
-    """Discover a cluster's nodes before traffic arrives (a no-op for a single Redis)."""
-    if isinstance(client, redis.asyncio.RedisCluster):
-        try:
-            await client.initialize()
-        except (RedisError, OSError) as exc:
-            log.warning("redis cluster not reachable at start-up: %s", type(exc).__name__)
+class ScriptExpiredError(TimeoutError):
+    """The script ran after its deadline (Redis stopped or busy): it changed nothing."""
 
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _error_kind(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError | redis.exceptions.TimeoutError):
-        return "timeout"
-    if isinstance(exc, redis.exceptions.ConnectionError | OSError):
-        return "connection"
-    if isinstance(exc, redis.exceptions.ResponseError):
-        return "response"
-    return "other"
 
 
 class RedisRateLimiter:
@@ -173,38 +88,53 @@ class RedisRateLimiter:
         self,
         client: RedisClient,
         *,
-        fail_open: bool,
+        fail_mode: FailMode = "closed",
+        replicas: int = 1,
         budget_s: float = 0.1,
         lease_ttl_s: float = 30.0,
         shadow: bool = False,
         on_decision: DecisionHook | None = None,
         on_error: ErrorHook | None = None,
+        on_deadline: Callable[[], None] | None = None,
         allow_clock_override: bool = False,
-        fallback: LocalLimiter | None = None,
     ) -> None:
         if not 0 < budget_s <= 5:
             raise ValueError("budget_s must be in (0, 5]")
         if not 0 < lease_ttl_s <= 86400:
             raise ValueError("lease_ttl_s must be in (0, 86400]")
-        self._client = client
-        self._fail_open = fail_open
         self._budget_s = budget_s
+        self._budget_us = round(budget_s * 1_000_000)
+        #: A timeout that fires this much after the budget means our own loop was late.
+        self._late_s = max(0.05, budget_s / 2)
         self._lease_ttl_us = round(lease_ttl_s * 1_000_000)
         self._shadow = shadow
         self._on_decision = on_decision
         self._on_error = on_error
+        self._on_deadline = on_deadline
         self._allow_clock_override = allow_clock_override
-        #: Decides alone, on this replica's share, while Redis cannot (``fail_mode = "local"``).
-        self._fallback = fallback
-        self._check = client.register_script(CHECK_LUA)
-        self._renew = client.register_script(RENEW_LUA)
+        #: Decides while Redis cannot: the full limits (open) or this replica's share (local).
+        self.local = None if fail_mode == "closed" else LocalLimiter(
+            replicas if fail_mode == "local" else 1, lease_ttl_us=self._lease_ttl_us)
+        self.client = client
+        self.check_script = client.register_script(CHECK_LUA)
+        self.renew_script = client.register_script(RENEW_LUA)
         self._degraded = False
-        #: Requests admitted unchecked because Redis failed (fail-open).
-        self.fail_open_total = 0
+        self._clock = ClockOffset()
+        self._skip_until = float("-inf")
+        self._last_ok = float("-inf")
+        self._last_log = float("-inf")
+        #: Requests this replica decided alone because Redis failed or the deadline fired.
+        self.local_decisions_total = 0
         self.errors_total = 0
+        self.deadlines_total = 0
+        #: Refusals answered from Redis's last answers, without a call.
+        self.known_refusals_total = 0
+        #: The kind of the last Redis failure (``error_kind``), None once a call succeeds.
+        self.last_error: str | None = None
 
     @property
     def degraded(self) -> bool:
+        """True while Redis calls fail (not while this process is merely too busy)."""
         return self._degraded
 
     @property
@@ -218,22 +148,58 @@ class RedisRateLimiter:
             raise ValueError("clock override is for tests: pass allow_clock_override=True")
         return str(int(now_us))
 
-    async def _call(self, coro: Any) -> Any:
-        async with asyncio.timeout(self._budget_s):
-            return await coro
+    @staticmethod
+    def _local_now() -> int:
+        return time.monotonic_ns() // 1000
 
-    def _failed(self, exc: BaseException, what: str, request_id: str) -> None:
-        kind = _error_kind(exc)
-        self._degraded = True
-        self.errors_total += 1
-        log.warning(
-            "rate limiter %s failed (%s): %r", what, kind, exc, extra={"request_id": request_id}
-        )
-        if self._on_error is not None:
-            try:
+    def _deadline_arg(self, sent_us: int, now_override: int | None) -> str:
+        """'' until Redis's clock is known (or with a test clock)."""
+        deadline = self._clock.deadline(sent_us, self._budget_us)
+        return "" if now_override is not None or deadline is None else str(deadline)
+
+    async def call(self, coro: Any) -> Any:
+        """One Redis call within the budget; its success clears ``degraded``."""
+        async with asyncio.timeout(self._budget_s):
+            result = await coro
+        self._succeeded()
+        return result
+
+    def _succeeded(self) -> None:
+        self._degraded = False
+        self.last_error = None
+        self._last_ok = time.monotonic()
+        self._skip_until = float("-inf")
+
+    def _was_ours(self, started: float) -> bool:
+        """A timeout while Redis answered other calls, or one the loop noticed far too late,
+        measures this process's load, not Redis's health."""
+        return (self._last_ok > started
+                or time.monotonic() - started > self._budget_s + self._late_s)
+
+    def failed(self, exc: BaseException, what: str, request_id: str, started: float) -> str:
+        """Record a failed call; return its kind (``deadline`` when it was our own delay)."""
+        kind = error_kind(exc)
+        if isinstance(exc, ScriptExpiredError) or (kind == "timeout" and self._was_ours(started)):
+            kind = "deadline"
+            self.deadlines_total += 1
+        else:
+            self._degraded = True
+            self.errors_total += 1
+            self.last_error = kind
+            self._skip_until = time.monotonic() + RETRY_S
+        now = time.monotonic()
+        if now - self._last_log >= 1.0:  # at most one line a second: failures come in floods
+            self._last_log = now
+            log.warning("rate limiter %s failed (%s): %r", what, kind, exc,
+                        extra={"request_id": request_id})
+        try:
+            if kind == "deadline" and self._on_deadline is not None:
+                self._on_deadline()
+            elif kind != "deadline" and self._on_error is not None:
                 self._on_error(kind)
-            except Exception:
-                log.exception("rate limit on_error hook failed")
+        except Exception:
+            log.exception("rate limit hook failed")
+        return kind
 
     async def check(
         self, plan: LimitPlan, request_id: str, *, now_us: int | None = None
@@ -245,44 +211,25 @@ class RedisRateLimiter:
         args: list[str | int] = [self._now_arg(now_us), len(plan.rules)]
         for spec in plan.rules:
             args += [spec.rate.emission_us, spec.rate.tolerance_us, spec.cost]
-        lease = None
+        member = ""
         if plan.concurrency is not None:
-            lease = Lease(plan.concurrency.key, uuid.uuid4().hex)
-            args += [plan.concurrency.limit, self._lease_ttl_us, lease.member]
-        try:
-            reply = await self._call(self._check(keys=list(plan.keys), args=args))
-            status = _STATUS[_text(reply[0])]
-            now, wait = int(reply[1]), int(reply[2])
-            tats = [int(t) for t in reply[3:]]
-        except (RedisError, OSError, TimeoutError, KeyError, ValueError, IndexError) as exc:
-            self._failed(exc, "check", request_id)
-            if self._fallback is not None:
-                decision = self._fallback.check(plan, time.monotonic_ns() // 1000)
-            elif not self._fail_open:
-                raise ServiceUnavailableError(
-                    "Rate limiting is temporarily unavailable; retry shortly.",
-                    code="rate_limiter_unavailable",
-                    headers={"Retry-After": "1"},
-                ) from None
-            else:
-                self.fail_open_total += 1
-                decision = Decision(True, degraded=True)
+            member = uuid.uuid4().hex
+            args += [plan.concurrency.limit, self._lease_ttl_us, member]
+        known = None
+        if self.local is not None and now_us is None:
+            known = self.local.known_refusal(plan, self._local_now(), KNOWN_REFUSAL_MARGIN_US)
+        if known is not None:  # Redis refused this caller and would again: no round trip
+            self.known_refusals_total += 1
+            decision = known
+        elif time.monotonic() < self._skip_until:  # Redis just failed: do not wait on it
+            if self.local is None:
+                raise _unavailable()
+            decision = self._alone(plan, member)
         else:
-            self._degraded = False
-            decision = decide(
-                plan,
-                now,
-                tats,
-                status=status,
-                concurrency_wait_us=wait,
-                lease=lease if status == "allowed" else None,
-            )
+            decision = await self._ask(plan, args, member, request_id, started, now_us)
         if self._shadow and not decision.allowed:
-            log.info(
-                "rate limit shadow refusal by %s",
-                decision.limited_by,
-                extra={"request_id": request_id},
-            )
+            log.info("rate limit shadow refusal by %s", decision.limited_by,
+                     extra={"request_id": request_id})
             decision = Decision(
                 True, decision.limited_by, decision.retry_after_ms, decision.rules,
                 degraded=decision.degraded, shadow=True,
@@ -294,14 +241,74 @@ class RedisRateLimiter:
                 log.exception("rate limit on_decision hook failed")
         return decision
 
+    async def _ask(self, plan: LimitPlan, args: list[str | int], member: str,
+                   request_id: str, started: float, now_us: int | None) -> Decision:
+        sent_us = self._local_now()
+        args.append(self._deadline_arg(sent_us, now_us))
+        if self.local is not None:
+            self.local.begin(plan)
+        try:
+            reply = await self.call(self.check_script(keys=list(plan.keys), args=args))
+            code, now, wait = _text(reply[0]), int(reply[1]), int(reply[2])
+            self._clock.learn(now, sent_us, self._local_now(), force=code == _EXPIRED)
+            if code == _EXPIRED:
+                raise ScriptExpiredError("the limiter script ran after its deadline")
+            status = _STATUS[code]
+            tats = [int(t) for t in reply[3:]]
+        except (*_ERRORS, KeyError, ValueError, IndexError) as exc:
+            kind = self.failed(exc, "check", request_id, started)
+            if self.local is None:
+                raise _unavailable() from None
+            self.local.end(plan)
+            return self._alone(plan, member, busy=kind == "deadline")
+        except BaseException:  # cancelled: the call is given up
+            if self.local is not None:
+                self.local.end(plan)
+            raise
+        # No await from here on: the answer is synced before any other call can decide alone.
+        lease = Lease(plan.concurrency.key, member) if plan.concurrency else None
+        decision = decide(plan, now, tats, status=status, concurrency_wait_us=wait,
+                          lease=lease if status == "allowed" else None)
+        if self.local is not None:  # keep the local view warm
+            self.local.end(plan)
+            local_now = self._local_now()
+            self.local.sync(plan, tats, now, local_now)
+            if decision.lease is not None:
+                self.local.hold(decision.lease, local_now)
+        return decision
+
+    def _alone(self, plan: LimitPlan, member: str, *, busy: bool = False) -> Decision:
+        """This replica's own decision. The same lease member as the Redis call had: if that
+        call did run after all, releasing the lease frees both. When calls still pending on
+        Redis may have taken what is left: 503, ``server_overloaded`` if the deadline was our
+        own delay (``busy``), else ``rate_limiter_unavailable``."""
+        assert self.local is not None
+        self.local_decisions_total += 1
+        decision = self.local.check(plan, self._local_now(), member=member)
+        if decision is None:
+            raise overloaded() if busy else _unavailable()
+        return decision
+
+    def release_local(self, lease: Lease) -> None:
+        if self.local is not None:
+            self.local.release(lease)
+
+    def _skip_redis(self, lease: Lease) -> bool:
+        """A slot granted locally while Redis is failing has nothing to free there."""
+        return lease.local and self._degraded
+
     async def release(self, lease: Lease | None) -> None:
         """Free a concurrency slot. Best effort within the budget; never raises."""
         if lease is None:
             return
+        self.release_local(lease)
+        if self._skip_redis(lease):
+            return
+        started = time.monotonic()
         try:
-            await self._call(self._client.zrem(lease.key, lease.member))
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed(exc, "release", "")
+            await self.call(self.client.zrem(lease.key, lease.member))
+        except _ERRORS as exc:
+            self.failed(exc, "release", "", started)
 
     async def renew(self, lease: Lease | None) -> None:
         """Extend a lease to a full TTL from now (long streams). Never raises."""
@@ -315,19 +322,23 @@ class RedisRateLimiter:
         """
         if lease is None:
             return False
+        held_here = self.local.renew(lease, self._local_now()) if self.local else False
+        if self._skip_redis(lease):
+            return held_here
         args: list[str | int] = [lease.member, self._lease_ttl_us, self._now_arg(now_us)]
+        started = time.monotonic()
         try:
-            return bool(await self._call(self._renew(keys=[lease.key], args=args)) == 1)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed(exc, "renew", "")
+            return bool(await self.call(self.renew_script(keys=[lease.key], args=args)) == 1)
+        except _ERRORS as exc:
+            self.failed(exc, "renew", "", started)
             return False
 
     async def ping(self) -> bool:
-        """Readiness: True when Redis answers within the budget (clears ``degraded``)."""
+        """True when Redis answers ``PING`` within the budget (clears ``degraded``)."""
+        started = time.monotonic()
         try:
-            await self._call(self._client.ping())
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed(exc, "ping", "")
+            await self.call(self.client.ping())
+        except _ERRORS as exc:
+            self.failed(exc, "ping", "", started)
             return False
-        self._degraded = False
         return True

@@ -46,6 +46,7 @@ def test_minimal_config_defaults() -> None:
     assert config.rate_limit.fail_mode == "open"
     assert (config.server.header_timeout_s, config.server.first_request_timeout_s,
             config.server.max_waiting_connections) == (10.0, 10.0, 2048)
+    assert config.server.max_pending_requests == 256
     assert config.threads.unknown == "deny"
     assert (config.threads.cache_ttl_s, config.threads.lookup_timeout_s) == (60.0, 5.0)
     assert config.profiles["default"].allows("runs.create")
@@ -64,6 +65,10 @@ def test_minimal_config_defaults() -> None:
          "server.first_request_timeout_s: must be between 0.5 and 300"),
         ({"server": {"max_waiting_connections": 15}},
          "server.max_waiting_connections: must be between 16 and 1e+06"),
+        ({"server": {"max_pending_requests": 0}},
+         "server.max_pending_requests: must be between 1 and 1e+06"),
+        ({"server": {"max_pending_requests": "many"}},
+         "server.max_pending_requests: must be an integer"),
         ({"upstream": {"endpoint": "http://res.openai.azure.com"}},
          "upstream.endpoint: must be an https URL"),
         ({"upstream": {"endpoint": "https://user:pw@res.openai.azure.com"}},

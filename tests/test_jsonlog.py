@@ -40,7 +40,8 @@ def parse_lines(text: str) -> list[dict[str, Any]]:
 
 def test_every_stderr_line_of_gateway_serve_is_json_with_the_request_id(tmp_path: Path) -> None:
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # every Redis call fails: lines to log
-    with served(tmp_path, dead_redis, env={"GATEWAY_LOG_LEVEL": "DEBUG"}) as (_, proc):
+    with served(tmp_path, dead_redis, env={"GATEWAY_LOG_LEVEL": "DEBUG"},
+                overrides={"threads": {"ownership": True, "unknown": "deny"}}) as (_, proc):
         auth = {"Authorization": f"Bearer {make_token()}"}
         created = httpx.post(f"{proc.url}/openai/threads", params={"api-version": V2}, json={},
                              headers={**auth, "x-request-id": "log-create"}, timeout=5)
@@ -48,7 +49,8 @@ def test_every_stderr_line_of_gateway_serve_is_json_with_the_request_id(tmp_path
         owned = httpx.get(f"{proc.url}/openai/threads/thread_abc123/messages",
                           params={"api-version": V2},
                           headers={**auth, "x-request-id": "log-owner"}, timeout=5)
-        assert owned.status_code == 503  # an ownership lookup needs Redis
+        # Redis cannot answer: the owner is looked up at Azure, which has no such thread.
+        assert owned.status_code == 404
         with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as sock:
             sock.sendall(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
             assert sock.recv(100).startswith(b"HTTP/1.1 400")
@@ -62,14 +64,15 @@ def test_every_stderr_line_of_gateway_serve_is_json_with_the_request_id(tmp_path
     # The access lines, and lines written inside a request with or without an ``extra``:
     # the proxy passes one, the ownership adapter none (the request's context has the id).
     create_lines = {ln["logger"]: ln["message"] for ln in by_id["log-create"]}
-    assert create_lines["gateway.proxy"] == "could not record the owner of a new thread"
-    assert create_lines["gateway.ownership"].startswith("ownership record failed")
+    assert create_lines["gateway.proxy"].startswith("owner of a new thread not recorded in Redis")
+    assert create_lines["gateway.ownership"].startswith("ownership record write failed")
     assert "gateway.access" in create_lines
     owner_lines = by_id["log-owner"]
     assert any(ln["logger"] == "gateway.ownership"
-               and ln["message"].startswith("ownership lookup failed") for ln in owner_lines)
+               and ln["message"].startswith("ownership record lookup failed")
+               for ln in owner_lines)
     [access] = [ln for ln in owner_lines if ln["logger"] == "gateway.access"]
-    assert access["status"] == 503 and access["operation"] == "messages.list"
+    assert access["status"] == 404 and access["operation"] == "messages.list"
     # Lines outside any request have no id; the invalid request is uvicorn's own warning.
     started = next(ln for ln in lines if ln["message"].startswith("Started server process"))
     assert "request_id" not in started

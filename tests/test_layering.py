@@ -22,7 +22,7 @@ CORE = {
     "identity", "jsonbody", "ownership", "ownership_stamp", "policy", "policy_fields",
     "policy_limits", "policy_messages", "policy_runs", "policy_threads", "policy_urls",
     "ratelimit", "ratelimit_local", "routes", "tokencache",
-    "metrics_labels", "config",
+    "metrics_labels", "config", "admission", "ratelimit_lua", "ratelimit_clock",
 }
 CORE_THIRD_PARTY = {"jwt"}
 
@@ -31,7 +31,11 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "upstream": ({"httpx", "aiohttp", "httpx_aiohttp"}, set()),
     "keyset": ({"jwt", "cryptography"}, set()),
     "jwks": ({"httpx", "jwt"}, {"keyset"}),
-    "ratelimit_redis": ({"redis"}, set()),
+    "redis_client": ({"redis"}, set()),
+    # The limiter and the health probes share the one client and its error translation.
+    "ratelimit_redis": ({"redis"}, {"redis_client"}),
+    "redis_health": ({"redis"}, {"ratelimit_redis", "redis_client"}),
+    "looplag": (set(), set()),
     "ownership_redis": ({"redis"}, set()),
     # Reads the owner stamp with the gateway's own request over the upstream adapter.
     "ownership_azure": (set(), {"upstream"}),

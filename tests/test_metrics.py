@@ -142,7 +142,8 @@ def _emitted_codes() -> set[str]:
 
 #: Codes that are not the caller's doing: our own outages and failures have their own metrics.
 NOT_REFUSALS = {"rate_limiter_unavailable", "ownership_unavailable", "ownership_not_recorded",
-                "internal_error", "invalid_token"} | set(lbl.UPSTREAM_ERROR_CODES)
+                "internal_error", "invalid_token",
+                "server_overloaded"} | set(lbl.UPSTREAM_ERROR_CODES)
 
 
 def test_every_code_the_gateway_raises_has_a_label() -> None:

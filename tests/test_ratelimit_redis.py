@@ -29,7 +29,7 @@ from gateway.ratelimit import (
     plan,
     response_headers,
 )
-from gateway.ratelimit_redis import RedisRateLimiter, make_redis_client
+from gateway.ratelimit_redis import RETRY_S, RedisRateLimiter, make_redis_client
 from tests.servers import RedisServer, private_redis
 
 T = TypeVar("T")
@@ -83,7 +83,7 @@ def test_concurrent_checks_on_several_connections_admit_exactly_burst(redis_url:
     async def scenario() -> list[Decision]:
         clients = [client(redis_url, timeout=2) for _ in range(n_clients)]
         try:
-            limiters = [RedisRateLimiter(c, fail_open=False, budget_s=2) for c in clients]
+            limiters = [RedisRateLimiter(c, budget_s=2) for c in clients]
             return await asyncio.gather(
                 *(limiters[i % n_clients].check(p, f"r{i}") for i in range(n))
             )
@@ -111,7 +111,7 @@ p = plan(who, "write", RateLimitProfile(per_caller={"write": Rate(limit, 3600.0,
 
 async def main():
     c = make_redis_client(url, socket_timeout_s=2, connect_timeout_s=2, max_connections=8)
-    limiter = RedisRateLimiter(c, fail_open=False, budget_s=3)
+    limiter = RedisRateLimiter(c, budget_s=3)
     await c.ping()
     time.sleep(max(0.0, start_at - time.time()))
     ds = await asyncio.gather(*(limiter.check(p, str(i)) for i in range(n)))
@@ -162,7 +162,7 @@ def test_script_matches_the_model_on_random_arrivals(redis_url: str, seed: int) 
 
     async def scenario() -> None:
         c = client(redis_url)
-        limiter = RedisRateLimiter(c, fail_open=False, budget_s=2, allow_clock_override=True)
+        limiter = RedisRateLimiter(c, budget_s=2, allow_clock_override=True)
         model: dict[str, int] = {}
         now = base
         try:
@@ -193,7 +193,7 @@ def test_replica_clocks_do_not_matter(redis_url: str) -> None:
     async def scenario() -> None:
         c = client(redis_url)
         try:
-            limiter = RedisRateLimiter(c, fail_open=False)
+            limiter = RedisRateLimiter(c)
             with pytest.raises(ValueError, match="clock override"):
                 await limiter.check(caller_plan(1), "r", now_us=0)
         finally:
@@ -210,7 +210,7 @@ def test_refill_and_retry_after_in_real_time(redis_url: str) -> None:
 
     async def scenario() -> None:
         c = client(redis_url)
-        limiter = RedisRateLimiter(c, fail_open=False, budget_s=1)
+        limiter = RedisRateLimiter(c, budget_s=1)
         try:
             assert [(await limiter.check(p, "r")).allowed for _ in range(2)] == [True, True]
             refused = await limiter.check(p, "r")
@@ -239,7 +239,7 @@ def test_every_key_has_a_ttl_d2(redis_url: str) -> None:
 
     async def scenario() -> None:
         c = client(redis_url)
-        limiter = RedisRateLimiter(c, fail_open=False, budget_s=1, lease_ttl_s=5)
+        limiter = RedisRateLimiter(c, budget_s=1, lease_ttl_s=5)
         try:
             for i in range(40):
                 op = "write" if i % 3 else "read"
@@ -259,7 +259,7 @@ def test_noscript_after_script_flush_is_reloaded_d11(redis_url: str) -> None:
 
     async def scenario() -> None:
         c = client(redis_url)
-        limiter = RedisRateLimiter(c, fail_open=False, budget_s=1)
+        limiter = RedisRateLimiter(c, budget_s=1)
         try:
             assert (await limiter.check(p, "1")).rules[0].remaining == 4
             await c.script_flush()
@@ -280,7 +280,7 @@ def test_shadow_mode_never_refuses_but_still_decides_d19(redis_url: str) -> None
     async def scenario() -> list[Decision]:
         c = client(redis_url)
         limiter = RedisRateLimiter(
-            c, fail_open=False, shadow=True, on_decision=lambda d, _s: seen.append(d)
+            c, shadow=True, on_decision=lambda d, _s: seen.append(d)
         )
         try:
             return [await limiter.check(p, str(i)) for i in range(5)]
@@ -307,7 +307,7 @@ def test_concurrency_slots_release_and_no_token_spent_on_refusal(redis_url: str)
 
     async def scenario() -> None:
         c = client(redis_url)
-        limiter = RedisRateLimiter(c, fail_open=False, budget_s=1)
+        limiter = RedisRateLimiter(c, budget_s=1)
         try:
             held = [await limiter.check(p, str(i)) for i in range(3)]
             assert all(d.allowed and d.lease for d in held)
@@ -336,7 +336,7 @@ def test_unreleased_lease_expires_and_renew_extends(redis_url: str) -> None:
 
     async def scenario() -> None:
         c = client(redis_url)
-        limiter = RedisRateLimiter(c, fail_open=False, budget_s=1, lease_ttl_s=0.4)
+        limiter = RedisRateLimiter(c, budget_s=1, lease_ttl_s=0.4)
         try:
             a = await limiter.check(p, "a")
             b = await limiter.check(p, "b")
@@ -367,7 +367,7 @@ def test_rate_refusal_consumes_nothing_from_other_rules(redis_url: str) -> None:
 
     async def scenario() -> None:
         c = client(redis_url)
-        limiter = RedisRateLimiter(c, fail_open=False, budget_s=1)
+        limiter = RedisRateLimiter(c, budget_s=1)
         try:
             decisions = [await limiter.check(p, str(i)) for i in range(6)]
             assert [d.allowed for d in decisions] == [True, True, False, False, False, False]
@@ -404,19 +404,21 @@ async def timed(coro: Awaitable[T]) -> tuple[T, float]:
 
 
 @pytest.mark.parametrize("fault", ["terminate", "sigstop"])
-def test_fail_open_admits_within_budget_and_flags_degraded(
+def test_fail_open_still_bounds_each_caller_within_budget_and_flags_degraded(
     own_redis: RedisServer, fault: str
 ) -> None:
+    """fail_mode = "open" decides alone on the full limits while Redis is down, from the
+    state Redis's answers left: the burst already spent in Redis is not handed out again."""
     proc = own_redis.proc
     assert proc is not None
     errors: list[str] = []
 
     async def scenario() -> None:
         c = client(own_redis.url, max_connections=4)
-        limiter = RedisRateLimiter(c, fail_open=True, budget_s=BUDGET, on_error=errors.append)
+        limiter = RedisRateLimiter(c, fail_mode="open", budget_s=BUDGET, on_error=errors.append)
         try:
             p = caller_plan(burst=5)
-            assert not (await limiter.check(p, "warm")).degraded
+            assert not (await limiter.check(p, "warm")).degraded  # Redis: 4 left
             if fault == "terminate":
                 proc.terminate()
                 proc.wait(5)
@@ -433,9 +435,13 @@ def test_fail_open_admits_within_budget_and_flags_degraded(
             crowd, elapsed = await timed(
                 asyncio.gather(*(limiter.check(p, str(i)) for i in range(20)))
             )
-            assert all(d.allowed and d.degraded for d in crowd)
+            assert all(d.degraded for d in crowd)
+            assert sum(d.allowed for d in crowd) == 3  # 5 - the warm one - "r"
+            refused = [d for d in crowd if not d.allowed]
+            assert {d.limited_by for d in refused} == {"caller-write"}
+            assert all(d.retry_after_ms > 1000 * (SLOW / 5 - 60) for d in refused)
             assert elapsed < BUDGET + MARGIN
-            assert limiter.fail_open_total == 21
+            assert limiter.local_decisions_total == 21
             # release/renew/ping never raise, and stay within the budget
             (_, elapsed) = await timed(limiter.release(caller_lease(p)))
             assert elapsed < BUDGET + MARGIN
@@ -464,7 +470,7 @@ def test_fail_closed_raises_503_within_budget(own_redis: RedisServer, fault: str
 
     async def scenario() -> None:
         c = client(own_redis.url)
-        limiter = RedisRateLimiter(c, fail_open=False, budget_s=BUDGET)
+        limiter = RedisRateLimiter(c, budget_s=BUDGET)
         try:
             p = caller_plan(burst=5)
             assert (await limiter.check(p, "warm")).allowed
@@ -491,9 +497,12 @@ def test_fail_closed_raises_503_within_budget(own_redis: RedisServer, fault: str
     run(scenario)
 
 
-def test_slow_redis_counts_a_timed_out_request_at_most_once_and_recovers_d8(
+def test_a_call_redis_runs_after_its_deadline_never_counts_d8(
     own_redis: RedisServer,
 ) -> None:
+    """The script carries a deadline on Redis's clock: the timed-out call, run by Redis when
+    it resumes, changes nothing (it used to count once more, for a request never forwarded
+    by Redis's decision)."""
     proc = own_redis.proc
     assert proc is not None
     burst = 10
@@ -501,7 +510,7 @@ def test_slow_redis_counts_a_timed_out_request_at_most_once_and_recovers_d8(
 
     async def scenario() -> None:
         c = client(own_redis.url)
-        limiter = RedisRateLimiter(c, fail_open=True, budget_s=BUDGET)
+        limiter = RedisRateLimiter(c, fail_mode="open", budget_s=BUDGET)
         try:
             assert (await limiter.check(p, "1")).rules[0].remaining == burst - 1
             proc.send_signal(signal.SIGSTOP)
@@ -515,8 +524,8 @@ def test_slow_redis_counts_a_timed_out_request_at_most_once_and_recovers_d8(
             assert not limiter.degraded
             after = await limiter.check(p, "3")
             assert not after.degraded
-            # 1 + (the timed-out one, at most once) + 1
-            assert after.rules[0].remaining in (burst - 2, burst - 3)
+            # 1 + 1: the timed-out one ran after its deadline and changed nothing
+            assert after.rules[0].remaining == burst - 2
         finally:
             proc.send_signal(signal.SIGCONT)
             await c.aclose()
@@ -525,26 +534,104 @@ def test_slow_redis_counts_a_timed_out_request_at_most_once_and_recovers_d8(
 
 
 def test_recovery_after_sigcont_clears_degraded(own_redis: RedisServer) -> None:
+    """After a failure calls skip Redis for RETRY_S (decided alone at once, no budget's wait
+    each); then the next one asks Redis again, and its answer ends the degraded state."""
     proc = own_redis.proc
     assert proc is not None
     p = caller_plan(burst=5)
 
     async def scenario() -> None:
         c = client(own_redis.url)
-        limiter = RedisRateLimiter(c, fail_open=True, budget_s=BUDGET)
+        limiter = RedisRateLimiter(c, fail_mode="open", budget_s=BUDGET)
         try:
+            assert (await limiter.check(p, "0")).rules[0].remaining == 4
             proc.send_signal(signal.SIGSTOP)
             assert (await limiter.check(p, "1")).degraded
-            assert (await limiter.check(p, "2")).degraded
+            second, elapsed = await timed(limiter.check(p, "2"))
+            assert second.degraded
+            assert elapsed < BUDGET / 2  # Redis was not asked
+            await asyncio.sleep(0.2)  # Redis stays stopped past "1"'s deadline
             proc.send_signal(signal.SIGCONT)
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(RETRY_S + 0.05)
             decision = await limiter.check(p, "3")
             assert decision.allowed
             assert not decision.degraded
             assert limiter.healthy
             assert response_headers(decision)
+            # Redis counted only its own admissions: the stopped one never ran in time.
+            assert decision.rules[0].remaining == 3
         finally:
             proc.send_signal(signal.SIGCONT)
             await c.aclose()
 
     run(scenario)
+
+
+# --- our own slowness, and callers past their limit -----------------------------------------
+
+
+def test_a_deadline_our_own_loop_missed_is_not_a_redis_failure(redis_url: str) -> None:
+    """The event loop is blocked past the budget while Redis answers: the call times out,
+    is decided by the local limiter (never unchecked), and Redis is not marked degraded."""
+    errors: list[str] = []
+    deadlines: list[int] = []
+    p = caller_plan(burst=3)
+
+    async def scenario() -> None:
+        c = client(redis_url)
+        limiter = RedisRateLimiter(c, fail_mode="open", budget_s=BUDGET, on_error=errors.append,
+                                   on_deadline=lambda: deadlines.append(1))
+        try:
+            assert (await limiter.check(p, "warm")).rules[0].remaining == 2
+            pending = asyncio.ensure_future(limiter.check(p, "starved"))
+            await asyncio.sleep(0)  # the call is sent; Redis answers at once
+            time.sleep(BUDGET * 3)  # blocks the loop: this process too busy to read it
+            decision = await pending
+            assert decision.allowed and decision.degraded  # decided alone, from warm state
+            assert not limiter.degraded and limiter.healthy
+            assert limiter.deadlines_total == 1 and deadlines == [1]
+            # The warm state knew 1 of 3 was spent; the starved call took a second one here.
+            assert [(await limiter.check(p, str(i))).allowed for i in range(3)] in (
+                [True, False, False],  # Redis also ran the starved call in time (charged)
+                [True, True, False])
+        finally:
+            await c.aclose()
+
+    run(scenario)
+    assert errors == []
+
+
+def commandstat(url: str, command: str) -> int:
+    sync = sync_client(url)
+    try:
+        stats = sync.info("commandstats").get(f"cmdstat_{command}", {})
+        return int(stats.get("calls", 0))
+    finally:
+        sync.close()
+
+
+def test_a_caller_past_its_limit_costs_no_redis_call(redis_url: str) -> None:
+    """Redis's refusal says when the next request fits: until then the 429 (same rules,
+    same Retry-After) is answered without asking Redis again."""
+    p = caller_plan(burst=2)  # one request every 1800 s after the burst
+
+    async def scenario() -> list[Decision]:
+        c = client(redis_url)
+        limiter = RedisRateLimiter(c, fail_mode="open", budget_s=1)
+        try:
+            assert [(await limiter.check(p, str(i))).allowed for i in range(2)] == [True, True]
+            before = commandstat(redis_url, "evalsha")
+            # Redis's answer to the second admission already says the third cannot fit.
+            refused = [await limiter.check(p, f"again-{i}") for i in range(50)]
+            assert commandstat(redis_url, "evalsha") == before
+            assert limiter.known_refusals_total == 50
+            return refused
+        finally:
+            await c.aclose()
+
+    refused = run(scenario)
+    assert all(not d.allowed and not d.degraded and d.limited_by == "caller-write"
+               for d in refused)
+    # Redis's own wait: the next request fits one emission interval after the burst.
+    assert all(1_790_000 < d.retry_after_ms <= 1_800_000 for d in refused)
+    assert all(d.rules[0].remaining == 0 for d in refused)

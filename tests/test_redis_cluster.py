@@ -37,7 +37,7 @@ def test_limiter_is_exact_on_a_cluster(cluster: list[RedisServer]) -> None:
         client = make_redis_client(cluster[0].url, socket_timeout_s=1, connect_timeout_s=1,
                                    cluster=True)
         await connect_redis(client)
-        limiter = RedisRateLimiter(client, fail_open=False, budget_s=2)
+        limiter = RedisRateLimiter(client, budget_s=2)
         plans = [ratelimit.plan(caller(1), "write", profile, cluster=True) for _ in range(30)]
         slots = {key_slot(k.encode()) for k in plans[0].keys}
         assert len(slots) == 1
