@@ -16,45 +16,56 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry
 
-from gateway.accesslog import AccessLog
-from gateway.admission import Admission
-from gateway.apikey import ApiKeySource
-from gateway.apiversions import KNOWN_VERSIONS
-from gateway.auth_port import KeyProvider
-from gateway.authenticator import Authenticator
+from gateway.asgi import ASGIApp, Message, Receive, Scope, Send
+from gateway.auth.authenticator import Authenticator
+from gateway.auth.jwks import JwksKeyProvider, JwksSource, StaticKeyProvider, make_jwks_http_client
+from gateway.auth.keys import KeyProvider
 from gateway.config import Config, IssuerConfig
 from gateway.context import RequestContext
-from gateway.jwks import JwksKeyProvider, JwksSource, StaticKeyProvider, make_jwks_http_client
-from gateway.looplag import LoopLagMonitor
-from gateway.metrics import ASGIApp, GatewayMetrics, make_registry, metrics_app
-from gateway.ownership_azure import AzureOwnerOrigin
-from gateway.ownership_lookup import ThreadOwners
-from gateway.ownership_redis import RedisOwnerRecords
-from gateway.proxy import Message, Observer, ProxyApp, ProxyDeps, Receive, Scope, Send
-from gateway.ratelimit_redis import (
+from gateway.observability.accesslog import AccessLog
+from gateway.observability.metrics import GatewayMetrics, make_registry, metrics_app
+from gateway.operations.apiversions import KNOWN_VERSIONS
+from gateway.operations.routes import ROUTES, RouteTable
+from gateway.ownership.azure import AzureOwnerOrigin
+from gateway.ownership.lookup import ThreadOwners
+from gateway.ownership.store import RedisOwnerRecords
+from gateway.proxy import Observer, ProxyApp, ProxyDeps
+from gateway.ratelimit.redis_limiter import (
     RedisClient,
     RedisRateLimiter,
     connect_redis,
     make_redis_client,
 )
-from gateway.redis_health import RedisHealth
-from gateway.routes import ROUTES, RouteTable
-from gateway.upstream import UpstreamClient
+from gateway.redisconn.health import RedisHealth
+from gateway.server.admission import Admission
+from gateway.server.looplag import LoopLagMonitor
+from gateway.upstream.client import UpstreamClient
+from gateway.upstream.credentials import ApiKeySource
 
 log = logging.getLogger("gateway.app")
 
 
-def _key_provider(issuer: IssuerConfig, http: httpx.AsyncClient,
-                  metrics: GatewayMetrics) -> KeyProvider:
+def _key_provider(
+    issuer: IssuerConfig, http: httpx.AsyncClient, metrics: GatewayMetrics
+) -> KeyProvider:
     keys = issuer.keys
     if keys.public_key_file is not None:
         algorithm = sorted(issuer.policy.algorithms)[0]
         return StaticKeyProvider.from_pem(keys.public_key_file, algorithm)
-    source = JwksSource(url=keys.url, discovery_url=keys.discovery_url, file=keys.file,
-                        bearer_token_file=keys.bearer_token_file)
-    return JwksKeyProvider(source, http, ttl_s=keys.ttl_s, cooldown_s=min(keys.cooldown_s,
-                           keys.ttl_s), stale_s=max(keys.stale_s, keys.ttl_s),
-                           on_refresh=metrics.jwks_refresh_hook(issuer.policy.issuer))
+    source = JwksSource(
+        url=keys.url,
+        discovery_url=keys.discovery_url,
+        file=keys.file,
+        bearer_token_file=keys.bearer_token_file,
+    )
+    return JwksKeyProvider(
+        source,
+        http,
+        ttl_s=keys.ttl_s,
+        cooldown_s=min(keys.cooldown_s, keys.ttl_s),
+        stale_s=max(keys.stale_s, keys.ttl_s),
+        on_refresh=metrics.jwks_refresh_hook(issuer.policy.issuer),
+    )
 
 
 @dataclass
@@ -128,8 +139,11 @@ class Gateway:
             await _json(send, 200, {"status": "ok"})
         elif path == "/readyz":
             ready, checks = await self.readiness()
-            await _json(send, 200 if ready else 503,
-                        {"status": "ready" if ready else "not ready", "checks": checks})
+            await _json(
+                send,
+                200 if ready else 503,
+                {"status": "ready" if ready else "not ready", "checks": checks},
+            )
         else:
             await self.proxy(scope, receive, send)
 
@@ -166,9 +180,15 @@ def issuers_ready(providers: Mapping[str, KeyProvider], checks: dict[str, str]) 
 
 async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
     data = json.dumps(body).encode()
-    start: Message = {"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-        (b"cache-control", b"no-store")]}
+    start: Message = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(data)).encode()),
+            (b"cache-control", b"no-store"),
+        ],
+    }
     await send(start)
     await send({"type": "http.response.body", "body": data})
 
@@ -192,24 +212,39 @@ class Observers:
             observer.request_finished(ctx)
 
 
-def _thread_owners(config: Config, redis_client: RedisClient, upstream: UpstreamClient,
-                   routes: RouteTable, api_key: ApiKeySource) -> ThreadOwners:
+def _thread_owners(
+    config: Config,
+    redis_client: RedisClient,
+    upstream: UpstreamClient,
+    routes: RouteTable,
+    api_key: ApiKeySource,
+) -> ThreadOwners:
     """Owners from the cache, then Redis, then the stamp on the Azure thread (read with the
     newest allowed api-version)."""
-    records = RedisOwnerRecords(redis_client, ttl_s=config.threads.record_ttl_days * 86400,
-                                budget_s=config.rate_limit.budget_s)
-    origin = AzureOwnerOrigin(upstream, routes, api_key=api_key.current,
-                              api_version=[v for v in KNOWN_VERSIONS
-                                           if v in config.api_versions][-1],
-                              timeout_s=config.threads.lookup_timeout_s,
-                              reload_api_key=api_key.reload)
+    records = RedisOwnerRecords(
+        redis_client,
+        ttl_s=config.threads.record_ttl_days * 86400,
+        budget_s=config.rate_limit.budget_s,
+    )
+    origin = AzureOwnerOrigin(
+        upstream,
+        routes,
+        api_key=api_key.current,
+        api_version=[v for v in KNOWN_VERSIONS if v in config.api_versions][-1],
+        timeout_s=config.threads.lookup_timeout_s,
+        reload_api_key=api_key.reload,
+    )
     return ThreadOwners(records, origin, cache_ttl_s=config.threads.cache_ttl_s)
 
 
-def build(config: Config, *, api_key: ApiKeySource,
-          upstream_transport: httpx.AsyncBaseTransport | None = None,
-          registry: CollectorRegistry | None = None,
-          redis_client: RedisClient | None = None) -> Gateway:
+def build(
+    config: Config,
+    *,
+    api_key: ApiKeySource,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+    registry: CollectorRegistry | None = None,
+    redis_client: RedisClient | None = None,
+) -> Gateway:
     """Build the whole gateway from a validated config (no I/O happens until start-up).
 
     ``registry`` receives every metric; by default a fresh one (never the global registry).
@@ -217,8 +252,11 @@ def build(config: Config, *, api_key: ApiKeySource,
     in-process Redis when no ``redis-server`` is installed: the same Lua script runs on it).
     """
     routes = RouteTable(ROUTES, config.api_versions)
-    metrics = GatewayMetrics(registry if registry is not None else make_registry(),
-                             operations=routes.operations, profiles=config.profiles)
+    metrics = GatewayMetrics(
+        registry if registry is not None else make_registry(),
+        operations=routes.operations,
+        profiles=config.profiles,
+    )
     if api_key.on_error is None:
         api_key.on_error = metrics.on_key_reload_error
     if api_key.on_reload is None:
@@ -228,17 +266,23 @@ def build(config: Config, *, api_key: ApiKeySource,
     jwks_http = make_jwks_http_client()
     # An issuer that names its own CA bundle (the cluster CA for the API server's JWKS) gets
     # its own client trusting only that bundle.
-    jwks_clients = {ca: make_jwks_http_client(ca_file=ca) for ca in
-                    sorted({i.keys.ca_file for i in config.auth.issuers if i.keys.ca_file})}
+    jwks_clients = {
+        ca: make_jwks_http_client(ca_file=ca)
+        for ca in sorted({i.keys.ca_file for i in config.auth.issuers if i.keys.ca_file})
+    }
     providers = {
         i.policy.issuer: _key_provider(
-            i, jwks_clients[i.keys.ca_file] if i.keys.ca_file else jwks_http, metrics)
+            i, jwks_clients[i.keys.ca_file] if i.keys.ca_file else jwks_http, metrics
+        )
         for i in config.auth.issuers
     }
     metrics.track_keys({name: p.ready for name, p in providers.items()})
     authenticator = Authenticator(
-        {name: (i.policy, providers[name]) for i in config.auth.issuers
-         for name in [i.policy.issuer]},
+        {
+            name: (i.policy, providers[name])
+            for i in config.auth.issuers
+            for name in [i.policy.issuer]
+        },
         rules=config.auth.callers,
         default_profile=config.auth.default_profile,
         max_token_bytes=config.auth.max_token_bytes,
@@ -248,7 +292,8 @@ def build(config: Config, *, api_key: ApiKeySource,
     threads = None
     if redis_client is None and (config.rate_limit.enabled or config.threads.ownership):
         redis_client = make_redis_client(
-            config.redis.url, socket_timeout_s=config.redis.socket_timeout_s,
+            config.redis.url,
+            socket_timeout_s=config.redis.socket_timeout_s,
             connect_timeout_s=config.redis.connect_timeout_s,
             max_connections=config.redis.max_connections,
             cluster=config.redis.cluster,
@@ -256,20 +301,26 @@ def build(config: Config, *, api_key: ApiKeySource,
     if config.threads.ownership and redis_client is not None:
         threads = _thread_owners(config, redis_client, upstream, routes, api_key)
     if config.rate_limit.enabled and redis_client is not None:
-        limiter = RedisRateLimiter(redis_client, fail_mode=config.rate_limit.fail_mode,
-                                   replicas=config.rate_limit.replicas,
-                                   budget_s=config.rate_limit.budget_s,
-                                   lease_ttl_s=config.rate_limit.lease_ttl_s,
-                                   shadow=config.rate_limit.shadow,
-                                   on_decision=metrics.on_ratelimit_decision,
-                                   on_error=metrics.on_redis_error,
-                                   on_deadline=metrics.on_ratelimit_deadline)
+        limiter = RedisRateLimiter(
+            redis_client,
+            fail_mode=config.rate_limit.fail_mode,
+            replicas=config.rate_limit.replicas,
+            budget_s=config.rate_limit.budget_s,
+            lease_ttl_s=config.rate_limit.lease_ttl_s,
+            shadow=config.rate_limit.shadow,
+            on_decision=metrics.on_ratelimit_decision,
+            on_error=metrics.on_redis_error,
+            on_deadline=metrics.on_ratelimit_deadline,
+        )
         metrics.track_limiter(limiter)
     health = None
     if limiter is not None or threads is not None:
-        health = RedisHealth(limiter=limiter, ownership=redis_client if threads else None,
-                             budget_s=config.rate_limit.budget_s,
-                             fail_closed=config.rate_limit.fail_mode == "closed")
+        health = RedisHealth(
+            limiter=limiter,
+            ownership=redis_client if threads else None,
+            budget_s=config.rate_limit.budget_s,
+            fail_closed=config.rate_limit.fail_mode == "closed",
+        )
         metrics.track_dependencies(health)
     admission = Admission(max_pending=config.server.max_pending_requests)
     lag = LoopLagMonitor()
@@ -286,7 +337,18 @@ def build(config: Config, *, api_key: ApiKeySource,
         observer=Observers(AccessLog(enabled=config.server.access_log), metrics),
         admission=admission,
     )
-    return Gateway(config, api_key, upstream, jwks_http, providers, redis_client, limiter,
-                   ProxyApp(deps), extra_closers=[c.aclose for c in jwks_clients.values()],
-                   metrics=metrics, metrics_app=metrics_app(metrics.registry),
-                   redis_health=health, lag_monitor=lag)
+    return Gateway(
+        config,
+        api_key,
+        upstream,
+        jwks_http,
+        providers,
+        redis_client,
+        limiter,
+        ProxyApp(deps),
+        extra_closers=[c.aclose for c in jwks_clients.values()],
+        metrics=metrics,
+        metrics_app=metrics_app(metrics.registry),
+        redis_health=health,
+        lag_monitor=lag,
+    )

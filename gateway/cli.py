@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import importlib
 import logging
 import os
 import signal
@@ -13,17 +14,16 @@ import socket
 import sys
 from collections.abc import Generator, Sequence
 from pathlib import Path
-from types import FrameType
+from types import FrameType, ModuleType
 
 import uvicorn
 
-from gateway import demo as demo_mod
-from gateway import jsonlog
-from gateway.apikey import ApiKeySource
 from gateway.app import Gateway, build
 from gateway.config import Config, ConfigError, load, read_api_key
-from gateway.httpprotocol import ConnectionLimits, protocol_class
-from gateway.ratelimit_redis import RedisClient
+from gateway.observability import jsonlog
+from gateway.ratelimit.redis_limiter import RedisClient
+from gateway.server.protocol import ConnectionLimits, protocol_class
+from gateway.upstream.credentials import ApiKeySource
 
 DEFAULT_CONFIG = "config/gateway.toml"
 log = logging.getLogger("gateway.cli")
@@ -90,8 +90,10 @@ class GatewayServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        log.info("shutting down: readiness fails; in-flight requests get up to %ss",
-                 self.config.timeout_graceful_shutdown)
+        log.info(
+            "shutting down: readiness fails; in-flight requests get up to %ss",
+            self.config.timeout_graceful_shutdown,
+        )
         await super().shutdown(sockets)
 
 
@@ -115,12 +117,20 @@ def metrics_server(gateway: Gateway, config: Config) -> MetricsServer | None:
     """``server.metrics_host:metrics_port`` serving only ``/metrics``; None when port is 0."""
     if not config.server.metrics_port or gateway.metrics_app is None:
         return None
-    return MetricsServer(uvicorn.Config(
-        gateway.metrics_app, host=config.server.metrics_host, port=config.server.metrics_port,
-        lifespan="off", http=protocol_class(connection_limits(config, in_flight=False)),
-        proxy_headers=False, server_header=False,
-        access_log=False, log_config=None, timeout_keep_alive=5,
-    ))
+    return MetricsServer(
+        uvicorn.Config(
+            gateway.metrics_app,
+            host=config.server.metrics_host,
+            port=config.server.metrics_port,
+            lifespan="off",
+            http=protocol_class(connection_limits(config, in_flight=False)),
+            proxy_headers=False,
+            server_header=False,
+            access_log=False,
+            log_config=None,
+            timeout_keep_alive=5,
+        )
+    )
 
 
 async def serve_with_metrics(server: uvicorn.Server, metrics: uvicorn.Server | None) -> None:
@@ -143,8 +153,9 @@ async def serve_with_metrics(server: uvicorn.Server, metrics: uvicorn.Server | N
 
 def _gateway(config: Config, redis_client: RedisClient | None = None) -> Gateway:
     key = read_api_key(config.upstream, os.environ)
-    source = ApiKeySource(key, path=config.upstream.api_key_file,
-                          reload_s=config.upstream.api_key_reload_s)
+    source = ApiKeySource(
+        key, path=config.upstream.api_key_file, reload_s=config.upstream.api_key_reload_s
+    )
     return build(config, api_key=source, redis_client=redis_client)
 
 
@@ -153,15 +164,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         config = load(args.config)
         if config.demo:
-            raise ConfigError(["demo: a demo config cannot be served in production "
-                               "(use `gateway demo`)"])
+            raise ConfigError(
+                ["demo: a demo config cannot be served in production (use `gateway demo`)"]
+            )
         gateway = _gateway(config)
     except ConfigError as exc:
-        log.error("invalid configuration: %s", "; ".join(exc.problems),
-                  extra={"fields": {"problems": exc.problems}})
+        log.error(
+            "invalid configuration: %s",
+            "; ".join(exc.problems),
+            extra={"fields": {"problems": exc.problems}},
+        )
         return 1
-    server = GatewayServer(uvicorn_config(gateway, config.server.host, config.server.port,
-                                          config), gateway)
+    server = GatewayServer(
+        uvicorn_config(gateway, config.server.host, config.server.port, config), gateway
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _after_drain)
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
@@ -181,62 +197,44 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run_demo(host: str, port: int) -> None:
-    from gateway.fakeazure import FakeAzure
+def _checkout_tools() -> ModuleType | None:
+    """The demo and its fake Azure live in the source checkout's ``tests/`` (the production
+    image does not carry them). Found next to this package in an editable install."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "tests" / "demo.py").is_file():
+        return None
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module("tests.demo")
 
-    state = demo_mod.default_state_dir()
-    files = demo_mod.generate_keys(state)
-    fake = FakeAzure(files.api_key.read_text().strip())
-    upstream_port = demo_mod.free_port()
-    fake_server = uvicorn.Server(uvicorn.Config(fake.app, host="127.0.0.1", port=upstream_port,
-                                                log_level="warning", lifespan="off"))
-    with demo_mod.private_redis() as redis_url:
-        files.config.write_text(demo_mod.demo_config_text(
-            files, upstream_url=f"http://127.0.0.1:{upstream_port}", redis_url=redis_url,
-            host=host, port=port))
-        config = load(str(files.config), environ={})
-        gateway = _gateway(config, None if redis_url else demo_mod.in_process_redis())
-        fake_task = asyncio.create_task(fake_server.serve())
-        server = uvicorn.Server(uvicorn_config(gateway, host, port, config))
-        token = demo_mod.mint_token(files.private_key.read_bytes())
 
-        async def announce() -> None:
-            while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
-                await asyncio.sleep(0.05)
-            print(demo_mod.banner(f"http://{host}:{port}", token), flush=True)
-
-        announcer = asyncio.create_task(announce())
-        try:
-            await serve_with_metrics(server, metrics_server(gateway, config))
-        finally:
-            announcer.cancel()
-            fake_server.should_exit = True
-            await fake_task
+def _demo_tools() -> ModuleType:
+    tools = _checkout_tools()
+    if tools is None:
+        print(
+            "`gateway demo` and `gateway token` need a source checkout of the gateway "
+            "(git clone, then pip install -e '.[test]'): the demo and its fake Azure are "
+            "not part of the production package",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return tools
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     _setup_logging()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run_demo(args.host, args.port))
-    return 0
+    return int(_demo_tools().run(args.host, args.port))
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    state = demo_mod.default_state_dir()
-    config_path = args.config or str(state / "gateway.toml")
-    try:
-        config = load(config_path, environ={})
-    except ConfigError as exc:
-        print(f"{exc}\n(run `gateway demo` first, or pass --config)", file=sys.stderr)
-        return 1
-    if not config.demo:
-        print("refusing: `gateway token` only mints tokens for a demo config (demo = true)",
-              file=sys.stderr)
-        return 2
-    key = Path(state / "demo-signing-key.pem").read_bytes()
-    print(demo_mod.mint_token(key, namespace=args.namespace,
-                              service_account=args.service_account, ttl_s=args.ttl))
-    return 0
+    return int(
+        _demo_tools().token_command(
+            args.config,
+            namespace=args.namespace,
+            service_account=args.service_account,
+            ttl_s=args.ttl,
+        )
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,18 +26,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from gateway.apiversions import DEFAULT_VERSIONS, KNOWN_VERSIONS
-from gateway.auth import (
+from gateway.auth.identity import CallerRule
+from gateway.auth.tokens import (
     ASYMMETRIC_ALGORITHMS,
     DEFAULT_REQUIRED_CLAIMS,
     TENANT_DOMAIN,
     IssuerPolicy,
 )
 from gateway.configread import Problems, Section, between, one_of, positive
-from gateway.identity import CallerRule
-from gateway.policy import PolicyLimits, limit_problems
-from gateway.ratelimit import Rate, RateLimitProfile, rate_problems
-from gateway.routes import ROUTES
+from gateway.operations.apiversions import DEFAULT_VERSIONS, KNOWN_VERSIONS
+from gateway.operations.routes import ROUTES
+from gateway.policy.checks import PolicyLimits, limit_problems
+from gateway.ratelimit.gcra import Rate, RateLimitProfile, rate_problems
 
 
 class ConfigError(Exception):
@@ -195,6 +195,7 @@ def _url(allow_http: bool) -> Any:
         if parts.username or parts.password or parts.query or parts.fragment:
             return "must not contain credentials, a query or a fragment"
         return None
+
     return check
 
 
@@ -206,25 +207,34 @@ def _server(s: Section) -> ServerConfig:
         port=s.get("port", int, d.port, check=port),
         metrics_host=s.get("metrics_host", str, d.metrics_host),
         metrics_port=s.get("metrics_port", int, d.metrics_port, check=between(0, 65535)),
-        max_body_bytes=s.get("max_body_bytes", int, d.max_body_bytes,
-                             check=between(1024, 64 * 1_048_576)),
-        max_header_bytes=s.get("max_header_bytes", int, d.max_header_bytes,
-                               check=between(4096, 1_048_576)),
+        max_body_bytes=s.get(
+            "max_body_bytes", int, d.max_body_bytes, check=between(1024, 64 * 1_048_576)
+        ),
+        max_header_bytes=s.get(
+            "max_header_bytes", int, d.max_header_bytes, check=between(4096, 1_048_576)
+        ),
         body_timeout_s=s.get("body_timeout_s", float, d.body_timeout_s, check=positive),
         drain_timeout_s=s.get("drain_timeout_s", float, d.drain_timeout_s, check=positive),
         overhead_header=s.get("overhead_header", bool, d.overhead_header),
         access_log=s.get("access_log", bool, d.access_log),
-        max_concurrent_connections=s.get("max_concurrent_connections", int,
-                                         d.max_concurrent_connections,
-                                         check=between(16, 1_000_000)),
-        max_waiting_connections=s.get("max_waiting_connections", int,
-                                      d.max_waiting_connections, check=between(16, 1_000_000)),
-        header_timeout_s=s.get("header_timeout_s", float, d.header_timeout_s,
-                               check=between(0.5, 300)),
-        first_request_timeout_s=s.get("first_request_timeout_s", float,
-                                      d.first_request_timeout_s, check=between(0.5, 300)),
-        max_pending_requests=s.get("max_pending_requests", int, d.max_pending_requests,
-                                   check=between(1, 1_000_000)),
+        max_concurrent_connections=s.get(
+            "max_concurrent_connections",
+            int,
+            d.max_concurrent_connections,
+            check=between(16, 1_000_000),
+        ),
+        max_waiting_connections=s.get(
+            "max_waiting_connections", int, d.max_waiting_connections, check=between(16, 1_000_000)
+        ),
+        header_timeout_s=s.get(
+            "header_timeout_s", float, d.header_timeout_s, check=between(0.5, 300)
+        ),
+        first_request_timeout_s=s.get(
+            "first_request_timeout_s", float, d.first_request_timeout_s, check=between(0.5, 300)
+        ),
+        max_pending_requests=s.get(
+            "max_pending_requests", int, d.max_pending_requests, check=between(1, 1_000_000)
+        ),
     )
     s.finish()
     return out
@@ -240,40 +250,50 @@ def _upstream(s: Section) -> UpstreamConfig:
         api_key_reload_s=s.get("api_key_reload_s", float, d.api_key_reload_s, check=positive),
         connect_timeout_s=s.get("connect_timeout_s", float, d.connect_timeout_s, check=positive),
         read_timeout_s=s.get("read_timeout_s", float, d.read_timeout_s, check=positive),
-        stream_read_timeout_s=s.get("stream_read_timeout_s", float, d.stream_read_timeout_s,
-                                    check=positive),
-        stream_max_duration_s=s.get("stream_max_duration_s", float, d.stream_max_duration_s,
-                                    check=positive),
+        stream_read_timeout_s=s.get(
+            "stream_read_timeout_s", float, d.stream_read_timeout_s, check=positive
+        ),
+        stream_max_duration_s=s.get(
+            "stream_max_duration_s", float, d.stream_max_duration_s, check=positive
+        ),
         write_timeout_s=s.get("write_timeout_s", float, d.write_timeout_s, check=positive),
         pool_timeout_s=s.get("pool_timeout_s", float, d.pool_timeout_s, check=positive),
         max_connections=s.get("max_connections", int, d.max_connections, check=positive),
         max_keepalive=s.get("max_keepalive", int, d.max_keepalive, check=positive),
         allow_plain_http=allow_http,
-        transport="httpx" if s.get("transport", str, d.transport,
-                                   check=one_of("httpx", "aiohttp")) == "httpx" else "aiohttp",
+        transport="httpx"
+        if s.get("transport", str, d.transport, check=one_of("httpx", "aiohttp")) == "httpx"
+        else "aiohttp",
     )
     if "api_key" in s.data:
         s.read.add("api_key")
-        s.problems.add(s.at("api_key"), "secrets must not be written in the config file: use "
-                       "AZURE_OPENAI_API_KEY_FILE (or AZURE_OPENAI_API_KEY)")
+        s.problems.add(
+            s.at("api_key"),
+            "secrets must not be written in the config file: use "
+            "AZURE_OPENAI_API_KEY_FILE (or AZURE_OPENAI_API_KEY)",
+        )
     s.finish()
     return out
 
 
 def _jwks(s: Section) -> JwksConfig:
     d = JwksConfig()
-    sources = {k: s.get(k, str) for k in ("jwks_url", "discovery_url", "jwks_file",
-                                          "public_key_file")}
+    sources = {
+        k: s.get(k, str) for k in ("jwks_url", "discovery_url", "jwks_file", "public_key_file")
+    }
     if sum(v is not None for v in sources.values()) != 1:
-        s.problems.add(s.path, "needs exactly one of jwks_url, discovery_url, jwks_file, "
-                               "public_key_file")
+        s.problems.add(
+            s.path, "needs exactly one of jwks_url, discovery_url, jwks_file, public_key_file"
+        )
     for key in ("jwks_url", "discovery_url"):
         value = sources[key]
         if value is not None and (message := _url(True)(value)):
             s.problems.add(s.at(key), message)
     return JwksConfig(
-        url=sources["jwks_url"], discovery_url=sources["discovery_url"],
-        file=sources["jwks_file"], public_key_file=sources["public_key_file"],
+        url=sources["jwks_url"],
+        discovery_url=sources["discovery_url"],
+        file=sources["jwks_file"],
+        public_key_file=sources["public_key_file"],
         bearer_token_file=s.get("bearer_token_file", str),
         ca_file=s.get("ca_file", str),
         ttl_s=s.get("jwks_ttl_s", float, d.ttl_s, check=positive),
@@ -287,12 +307,19 @@ def _issuer(s: Section) -> IssuerConfig | None:
     audiences = s.strings("audiences")
     if not audiences:
         s.problems.add(s.at("audiences"), "must list at least one audience")
-    kube_defaults = {"https://kubernetes.default.svc", "https://kubernetes.default.svc.cluster.local",
-                     "kubernetes", "api"}
+    kube_defaults = {
+        "https://kubernetes.default.svc",
+        "https://kubernetes.default.svc.cluster.local",
+        "kubernetes",
+        "api",
+    }
     for i, aud in enumerate(audiences or ()):
         if aud in kube_defaults:
-            s.problems.add(f"{s.at('audiences')}[{i}]", "the API server's default audience must "
-                           "not be accepted: give the gateway a dedicated audience")
+            s.problems.add(
+                f"{s.at('audiences')}[{i}]",
+                "the API server's default audience must "
+                "not be accepted: give the gateway a dedicated audience",
+            )
     algorithms = s.strings("algorithms", ("RS256",), allowed=ASYMMETRIC_ALGORITHMS)
     required = s.strings("required_claims", DEFAULT_REQUIRED_CLAIMS) or DEFAULT_REQUIRED_CLAIMS
     for claim in ("exp", "iss", "aud", "sub"):
@@ -330,8 +357,12 @@ def _legacy_issuer(s: Section, issuers: list[IssuerConfig]) -> list[IssuerConfig
     if named not in {i.policy.issuer for i in issuers}:
         s.problems.add(s.at("legacy_tenant_issuer"), f"not a configured issuer: {named!r}")
         return issuers
-    return [IssuerConfig(dataclasses.replace(i.policy, legacy_tenants=True), i.keys)
-            if i.policy.issuer == named else i for i in issuers]
+    return [
+        IssuerConfig(dataclasses.replace(i.policy, legacy_tenants=True), i.keys)
+        if i.policy.issuer == named
+        else i
+        for i in issuers
+    ]
 
 
 def _caller_rule(s: Section, profiles: set[str]) -> CallerRule:
@@ -454,12 +485,22 @@ def _auth(s: Section, profiles: set[str]) -> AuthConfig:
 def _redis(s: Section) -> RedisConfig:
     d = RedisConfig()
     out = RedisConfig(
-        url=s.get("url", str, d.url, check=lambda u: None if urlsplit(u).scheme in
-                  ("redis", "rediss", "unix") else "must be a redis://, rediss:// or unix:// URL"),
-        socket_timeout_s=s.get("socket_timeout_s", float, d.socket_timeout_s,
-                               check=between(0.005, 5)),
-        connect_timeout_s=s.get("connect_timeout_s", float, d.connect_timeout_s,
-                                check=between(0.005, 5)),
+        url=s.get(
+            "url",
+            str,
+            d.url,
+            check=lambda u: (
+                None
+                if urlsplit(u).scheme in ("redis", "rediss", "unix")
+                else "must be a redis://, rediss:// or unix:// URL"
+            ),
+        ),
+        socket_timeout_s=s.get(
+            "socket_timeout_s", float, d.socket_timeout_s, check=between(0.005, 5)
+        ),
+        connect_timeout_s=s.get(
+            "connect_timeout_s", float, d.connect_timeout_s, check=between(0.005, 5)
+        ),
         max_connections=s.get("max_connections", int, d.max_connections, check=positive),
         cluster=s.get("cluster", bool, d.cluster),
     )
@@ -489,11 +530,11 @@ def _threads(s: Section) -> ThreadsConfig:
     out = ThreadsConfig(
         ownership=s.get("ownership", bool, d.ownership),
         unknown="allow" if unknown == "allow" else "deny",
-        record_ttl_days=s.get("record_ttl_days", int, d.record_ttl_days,
-                              check=between(1, 3650)),
+        record_ttl_days=s.get("record_ttl_days", int, d.record_ttl_days, check=between(1, 3650)),
         cache_ttl_s=s.get("cache_ttl_s", float, d.cache_ttl_s, check=between(0, 3600)),
-        lookup_timeout_s=s.get("lookup_timeout_s", float, d.lookup_timeout_s,
-                               check=between(0.1, 60)),
+        lookup_timeout_s=s.get(
+            "lookup_timeout_s", float, d.lookup_timeout_s, check=between(0.1, 60)
+        ),
     )
     s.finish()
     return out
@@ -533,8 +574,10 @@ def parse(data: Mapping[str, Any]) -> Config:
 def apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     """Overlay the per-deployment environment variables on a parsed document (a copy)."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+
     def put(section: str, key: str, value: Any) -> None:
         out.setdefault(section, {})[key] = value
+
     if v := environ.get("AZURE_OPENAI_ENDPOINT"):
         put("upstream", "endpoint", v)
     if v := environ.get("AZURE_OPENAI_API_KEY_FILE"):
@@ -572,6 +615,10 @@ def read_api_key(config: UpstreamConfig, environ: Mapping[str, str]) -> str:
     else:
         key = environ.get("AZURE_OPENAI_API_KEY", "").strip()
     if not key or not key.isprintable() or " " in key:
-        raise ConfigError(["upstream: no usable Azure API key: set AZURE_OPENAI_API_KEY_FILE "
-                           "(a mounted Secret) or AZURE_OPENAI_API_KEY"])
+        raise ConfigError(
+            [
+                "upstream: no usable Azure API key: set AZURE_OPENAI_API_KEY_FILE "
+                "(a mounted Secret) or AZURE_OPENAI_API_KEY"
+            ]
+        )
     return key

@@ -21,8 +21,14 @@ class Problems:
         return bool(self.items)
 
 
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-               list: "a list", dict: "a table"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "a table",
+}
 
 
 class Section:
@@ -38,22 +44,37 @@ class Section:
         return f"{self.path}.{key}" if self.path else key
 
     @overload
-    def get(self, key: str, kind: type[T], default: T, *,
-            check: Callable[[T], str | None] | None = None) -> T: ...
+    def get(
+        self, key: str, kind: type[T], default: T, *, check: Callable[[T], str | None] | None = None
+    ) -> T: ...
     @overload
-    def get(self, key: str, kind: type[T], default: None = None, *,
-            check: Callable[[T], str | None] | None = None) -> T | None: ...
+    def get(
+        self,
+        key: str,
+        kind: type[T],
+        default: None = None,
+        *,
+        check: Callable[[T], str | None] | None = None,
+    ) -> T | None: ...
 
-    def get(self, key: str, kind: type[T], default: T | None = None, *,
-            check: Callable[[T], str | None] | None = None) -> T | None:
+    def get(
+        self,
+        key: str,
+        kind: type[T],
+        default: T | None = None,
+        *,
+        check: Callable[[T], str | None] | None = None,
+    ) -> T | None:
         self.read.add(key)
         value = self.data.get(key, _MISSING)
         if value is _MISSING:
             return default
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)) or (
-            isinstance(value, float) and not math.isfinite(value)
+        if (
+            not isinstance(value, kind)
+            or (kind is int and isinstance(value, bool))
+            or (isinstance(value, float) and not math.isfinite(value))
         ):
             self.problems.add(self.at(key), f"must be {_TYPE_NAMES.get(kind, kind.__name__)}")
             return default
@@ -62,16 +83,22 @@ class Section:
             return default
         return value
 
-    def require(self, key: str, kind: type[T], *,
-                check: Callable[[T], str | None] | None = None) -> T | None:
+    def require(
+        self, key: str, kind: type[T], *, check: Callable[[T], str | None] | None = None
+    ) -> T | None:
         if key not in self.data:
             self.read.add(key)
             self.problems.add(self.at(key), "is required")
             return None
         return self.get(key, kind, check=check)
 
-    def strings(self, key: str, default: tuple[str, ...] | None = None, *,
-                allowed: frozenset[str] | None = None) -> tuple[str, ...] | None:
+    def strings(
+        self,
+        key: str,
+        default: tuple[str, ...] | None = None,
+        *,
+        allowed: frozenset[str] | None = None,
+    ) -> tuple[str, ...] | None:
         values = self.get(key, list)
         if values is None:
             return default

@@ -6,7 +6,7 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from gateway.caller import Caller
+from gateway.auth.caller import Caller
 
 #: The id of the request being served in this task (and the tasks it starts): set once per
 #: request by the proxy, read by the JSON log formatter, so every log line written while a

@@ -21,14 +21,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
-from gateway import ratelimit
-from gateway.admission import NO_ADMISSION, Admission, Ticket, overloaded
-from gateway.authenticator import Authenticator
-from gateway.bodyread import ClientGoneError, check_transfer_encoding, read_body
+from gateway.asgi import Message, Receive, Scope, Send
+from gateway.auth.authenticator import Authenticator
 from gateway.config import Config
 from gateway.context import RequestContext, current_request_id
 from gateway.errors import (
@@ -39,14 +37,8 @@ from gateway.errors import (
     PermissionDeniedError,
     ServiceUnavailableError,
 )
-from gateway.headers import (
-    downstream_response_headers,
-    header_values,
-    request_id_from,
-    upstream_request_headers,
-)
-from gateway.jsonbody import dump_json, parse_json_object
-from gateway.ownership import (
+from gateway.operations.routes import RouteMatch, RouteTable
+from gateway.ownership.rules import (
     CREATES_THREAD,
     SSE_PEEK_LIMIT,
     check_owner,
@@ -54,21 +46,25 @@ from gateway.ownership import (
     tenant_digest,
     thread_id_from_json,
 )
-from gateway.ownership_stamp import (
+from gateway.ownership.stamp import (
     SseStampFilter,
     StampFilterError,
     stamp_request,
     strip_thread_json,
 )
-from gateway.policy import check_request
-from gateway.ratelimit import Decision, Lease
-from gateway.routes import RouteMatch, RouteTable
-from gateway.upstream import UpstreamBrokenError, UpstreamClient, UpstreamResponse
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from gateway.policy.bodyread import ClientGoneError, check_transfer_encoding, read_body
+from gateway.policy.checks import check_request
+from gateway.policy.jsonbody import dump_json, parse_json_object
+from gateway.ratelimit import gcra as ratelimit
+from gateway.ratelimit.gcra import Decision, Lease
+from gateway.server.admission import NO_ADMISSION, Admission, Ticket, overloaded
+from gateway.upstream.client import UpstreamBrokenError, UpstreamClient, UpstreamResponse
+from gateway.upstream.headers import (
+    downstream_response_headers,
+    header_values,
+    request_id_from,
+    upstream_request_headers,
+)
 
 log = logging.getLogger("gateway.proxy")
 
@@ -172,8 +168,9 @@ class ProxyApp:
             if started:
                 ctx.stream_cut = True
             else:
-                await self._send_error(ctx, ServiceUnavailableError(
-                    "The gateway is shutting down."), tracked_send)
+                await self._send_error(
+                    ctx, ServiceUnavailableError("The gateway is shutting down."), tracked_send
+                )
             raise
         except GatewayError as exc:
             ctx.reason = getattr(exc, "reason", None) or exc.code
@@ -202,26 +199,37 @@ class ProxyApp:
         await send({"type": "http.response.start", "status": exc.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _handle(self, ctx: RequestContext, scope: Scope, receive: Receive,
-                      send: Send, ticket: Ticket = NO_ADMISSION) -> None:
+    async def _handle(
+        self,
+        ctx: RequestContext,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        ticket: Ticket = NO_ADMISSION,
+    ) -> None:
         headers: Sequence[tuple[bytes, bytes]] = scope["headers"]
         self._check_headers(headers)
         check_transfer_encoding(headers, scope.get("http_version", "1.1"))
 
         t0 = time.perf_counter()
         ctx.caller = await self.deps.authenticator.authenticate(
-            header_values(headers, b"authorization"))
+            header_values(headers, b"authorization")
+        )
         ctx.stages["auth"] = time.perf_counter() - t0
 
-        match = self.deps.routes.match(scope["method"], scope.get("raw_path") or
-                                       scope["path"].encode(), scope.get("query_string", b""))
+        match = self.deps.routes.match(
+            scope["method"],
+            scope.get("raw_path") or scope["path"].encode(),
+            scope.get("query_string", b""),
+        )
         ctx.operation = match.operation
         ctx.op_class = match.route.op_class
         profile = self.config.profiles[ctx.caller.profile]
         if not profile.allows(match.operation):
             raise PermissionDeniedError(
                 f"Your profile does not allow the operation {match.operation}.",
-                code="operation_not_allowed")
+                code="operation_not_allowed",
+            )
 
         decision = await self._rate_limit(ctx, match, profile.rate_limit)
         ticket.release()  # past admission: the body, Azure and the relay are bounded elsewhere
@@ -231,12 +239,17 @@ class ProxyApp:
         keeper = asyncio.ensure_future(self._keep_lease(lease)) if lease is not None else None
         try:
             t0 = time.perf_counter()
-            raw = await read_body(receive, headers, max_bytes=self.config.server.max_body_bytes,
-                                  timeout_s=self.config.server.body_timeout_s)
+            raw = await read_body(
+                receive,
+                headers,
+                max_bytes=self.config.server.max_body_bytes,
+                timeout_s=self.config.server.body_timeout_s,
+            )
             body = self._checked_body(match, raw, headers, profile.policy)
             ctx.stages["policy"] = time.perf_counter() - t0
-            ctx.stream = bool(match.route.streams and isinstance(body, dict) and
-                              body.get("stream") is True)
+            ctx.stream = bool(
+                match.route.streams and isinstance(body, dict) and body.get("stream") is True
+            )
             owner = await self._owner(ctx, match)
             body = stamp_request(match.operation, body, owner)
             await self._forward(ctx, scope, match, headers, body, decision, receive, send, owner)
@@ -260,8 +273,7 @@ class ProxyApp:
             return None
         t0 = time.perf_counter()
         owner = await threads.owner(thread_id)
-        check_owner(owner, ctx.caller.tenant, self.config.threads.unknown,
-                    ctx.caller.legacy_tenant)
+        check_owner(owner, ctx.caller.tenant, self.config.threads.unknown, ctx.caller.legacy_tenant)
         ctx.stages["ownership"] = time.perf_counter() - t0
         # The caller's tenant owns it: a stamp written now names the qualified tenant, also
         # for a thread whose record predates qualified tenants.
@@ -274,8 +286,9 @@ class ProxyApp:
         if header_values(headers, b"upgrade"):
             raise BadRequestError("Protocol upgrades are not supported.", code="upgrade_refused")
 
-    def _checked_body(self, match: RouteMatch, raw: bytes,
-                      headers: Sequence[tuple[bytes, bytes]], limits: Any) -> Any:
+    def _checked_body(
+        self, match: RouteMatch, raw: bytes, headers: Sequence[tuple[bytes, bytes]], limits: Any
+    ) -> Any:
         if not raw:
             if match.route.has_body:
                 raise BadRequestError("A JSON request body is required.", code="invalid_body")
@@ -283,12 +296,12 @@ class ProxyApp:
         content_type = header_values(headers, b"content-type")
         if len(content_type) > 1:
             raise BadRequestError("Content-Type given more than once.", code="invalid_header")
-        parsed = parse_json_object(raw, content_type[0].decode("latin-1") if content_type
-                                   else None)
+        parsed = parse_json_object(raw, content_type[0].decode("latin-1") if content_type else None)
         return check_request(match.operation, match.version, parsed, limits)
 
-    async def _rate_limit(self, ctx: RequestContext, match: RouteMatch,
-                          profile: ratelimit.RateLimitProfile) -> Decision | None:
+    async def _rate_limit(
+        self, ctx: RequestContext, match: RouteMatch, profile: ratelimit.RateLimitProfile
+    ) -> Decision | None:
         limiter = self.deps.limiter
         if limiter is None or not self.config.rate_limit.enabled:
             return None
@@ -296,8 +309,9 @@ class ProxyApp:
         cluster = self.config.redis.cluster
         global_rate = self.config.rate_limit.global_rate
         t0 = time.perf_counter()
-        plan = ratelimit.plan(ctx.caller, match.route.op_class, profile, global_rate,
-                              cluster=cluster)
+        plan = ratelimit.plan(
+            ctx.caller, match.route.op_class, profile, global_rate, cluster=cluster
+        )
         decision = None if plan.empty else await limiter.check(plan, ctx.request_id)
         if decision is not None and not decision.allowed:
             self._refuse(ctx, decision)
@@ -318,59 +332,80 @@ class ProxyApp:
         ctx.ratelimit_rule = decision.limited_by
         raise ratelimit.refusal_error(decision)
 
-    async def _forward(self, ctx: RequestContext, scope: Scope, match: RouteMatch,
-                       headers: Sequence[tuple[bytes, bytes]], body: Any,
-                       decision: Decision | None, receive: Receive, send: Send,
-                       owner: str | None) -> None:
+    async def _forward(
+        self,
+        ctx: RequestContext,
+        scope: Scope,
+        match: RouteMatch,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: Any,
+        decision: Decision | None,
+        receive: Receive,
+        send: Send,
+        owner: str | None,
+    ) -> None:
         payload = dump_json(body) if body is not None else None
         upstream_headers = upstream_request_headers(
-            headers, api_key=self.deps.api_key(), request_id=ctx.request_id,
-            has_body=payload is not None)
+            headers,
+            api_key=self.deps.api_key(),
+            request_id=ctx.request_id,
+            has_body=payload is not None,
+        )
         ctx.upstream_started = time.perf_counter()
-        response = await self._send_upstream(ctx, scope, match, upstream_headers, payload,
-                                             receive)
+        response = await self._send_upstream(ctx, scope, match, upstream_headers, payload, receive)
         try:
             ctx.stages["upstream_ttfb"] = time.perf_counter() - ctx.upstream_started
             if response.status in (401, 403):
-                log.error("Azure refused the gateway's credential (status %d)", response.status,
-                          extra={"request_id": ctx.request_id})
+                log.error(
+                    "Azure refused the gateway's credential (status %d)",
+                    response.status,
+                    extra={"request_id": ctx.request_id},
+                )
                 if self.deps.reload_api_key is not None:
                     self.deps.reload_api_key()
-                raise BadGatewayError("The upstream service refused the gateway's credentials.",
-                                      code="upstream_auth_failed")
-            out_headers = downstream_response_headers(response.headers,
-                                                      request_id=ctx.request_id)
+                raise BadGatewayError(
+                    "The upstream service refused the gateway's credentials.",
+                    code="upstream_auth_failed",
+                )
+            out_headers = downstream_response_headers(response.headers, request_id=ctx.request_id)
             for name, value in out_headers:
                 if name == b"x-upstream-request-id":
                     ctx.upstream_request_id = value.decode("latin-1")
             if decision is not None and not decision.degraded:
                 # The gateway's limits replace Azure's, which describe the shared key.
-                out_headers = [(n, v) for n, v in out_headers
-                               if not n.startswith(b"x-ratelimit-")]
-                out_headers += [(k.lower().encode(), v.encode())
-                                for k, v in ratelimit.response_headers(decision)]
+                out_headers = [(n, v) for n, v in out_headers if not n.startswith(b"x-ratelimit-")]
+                out_headers += [
+                    (k.lower().encode(), v.encode())
+                    for k, v in ratelimit.response_headers(decision)
+                ]
             if response.is_event_stream:
                 ctx.stream = True
-                out_headers = [(n, v) for n, v in out_headers
-                               if n not in (b"content-length", b"cache-control")]
+                out_headers = [
+                    (n, v) for n, v in out_headers if n not in (b"content-length", b"cache-control")
+                ]
                 out_headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
             try:
                 prefix, stamps = await self._ownership_after(ctx, match, response, owner)
             except UpstreamBrokenError:
                 raise BadGatewayError("The upstream response ended abnormally.") from None
             except StampFilterError as exc:
-                log.error("unreadable thread object from upstream: %s", exc,
-                          extra={"request_id": ctx.request_id})
-                raise BadGatewayError("The upstream service answered with an unreadable "
-                                      "thread.") from None
+                log.error(
+                    "unreadable thread object from upstream: %s",
+                    exc,
+                    extra={"request_id": ctx.request_id},
+                )
+                raise BadGatewayError(
+                    "The upstream service answered with an unreadable thread."
+                ) from None
             if prefix is not None and stamps is None:  # the whole JSON body, maybe rewritten
                 out_headers = [(n, v) for n, v in out_headers if n != b"content-length"]
                 out_headers.append((b"content-length", str(len(prefix)).encode()))
             if self.config.server.overhead_header:
                 ms = ctx.overhead_seconds() * 1000
                 out_headers.append((b"x-gateway-overhead-ms", f"{ms:.2f}".encode()))
-            await send({"type": "http.response.start", "status": response.status,
-                        "headers": out_headers})
+            await send(
+                {"type": "http.response.start", "status": response.status, "headers": out_headers}
+            )
             self.deps.observer.response_started(ctx)
             if prefix:
                 await send({"type": "http.response.body", "body": prefix, "more_body": True})
@@ -380,7 +415,10 @@ class ProxyApp:
             await response.aclose()
 
     async def _ownership_after(
-        self, ctx: RequestContext, match: RouteMatch, response: UpstreamResponse,
+        self,
+        ctx: RequestContext,
+        match: RouteMatch,
+        response: UpstreamResponse,
         owner: str | None,
     ) -> tuple[bytes | None, SseStampFilter | None]:
         """Record (or forget) thread ownership and take the owner stamp off thread objects,
@@ -401,8 +439,7 @@ class ProxyApp:
             if operation != "threads.create_and_run":
                 return None, None
             stamps = SseStampFilter()
-            prefix = stamps.feed(await response.read_until(first_event_complete,
-                                                           SSE_PEEK_LIMIT))
+            prefix = stamps.feed(await response.read_until(first_event_complete, SSE_PEEK_LIMIT))
             thread_id = stamps.thread_id
         elif operation in _THREAD_OBJECT or operation == "threads.create_and_run":
             limit = self.config.server.max_body_bytes
@@ -419,32 +456,47 @@ class ProxyApp:
         return prefix, stamps
 
     @staticmethod
-    async def _record(ctx: RequestContext, threads: OwnershipStore, thread_id: str | None,
-                      owner: str) -> None:
+    async def _record(
+        ctx: RequestContext, threads: OwnershipStore, thread_id: str | None, owner: str
+    ) -> None:
         """A new thread's owner: stamped on it already, recorded in Redis for speed."""
         if thread_id is None:
-            log.error("the id of a new thread could not be read",
-                      extra={"request_id": ctx.request_id})
+            log.error(
+                "the id of a new thread could not be read", extra={"request_id": ctx.request_id}
+            )
             ctx.reason = "ownership_not_recorded"
         elif not await threads.record(thread_id, owner):
-            log.warning("owner of a new thread not recorded in Redis (it is stamped on the "
-                        "thread)", extra={"request_id": ctx.request_id})
+            log.warning(
+                "owner of a new thread not recorded in Redis (it is stamped on the thread)",
+                extra={"request_id": ctx.request_id},
+            )
 
-    async def _send_upstream(self, ctx: RequestContext, scope: Scope, match: RouteMatch,
-                             headers: list[tuple[bytes, bytes]], payload: bytes | None,
-                             receive: Receive) -> UpstreamResponse:
+    async def _send_upstream(
+        self,
+        ctx: RequestContext,
+        scope: Scope,
+        match: RouteMatch,
+        headers: list[tuple[bytes, bytes]],
+        payload: bytes | None,
+        receive: Receive,
+    ) -> UpstreamResponse:
         """Send; for streams and reads, give up waiting for Azure's headers when the client
         goes away first. A non-idempotent call that is not streamed is let finish (bounded by
         the upstream timeouts) so Azure's state and the caller's view agree."""
-        sent = self.deps.upstream.send(scope["method"], match.upstream_path,
-                                       match.upstream_query, headers, payload, stream=ctx.stream)
+        sent = self.deps.upstream.send(
+            scope["method"],
+            match.upstream_path,
+            match.upstream_query,
+            headers,
+            payload,
+            stream=ctx.stream,
+        )
         if not ctx.stream and match.route.op_class != "read":
             return await sent
         sending = asyncio.ensure_future(sent)
         watching = asyncio.ensure_future(_wait_disconnect(receive))
         try:
-            done, _ = await asyncio.wait({sending, watching},
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({sending, watching}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             watching.cancel()
         if sending in done:
@@ -454,8 +506,14 @@ class ProxyApp:
             await sending
         raise ClientGoneError
 
-    async def _relay(self, ctx: RequestContext, response: UpstreamResponse,
-                     receive: Receive, send: Send, stamps: SseStampFilter | None = None) -> None:
+    async def _relay(
+        self,
+        ctx: RequestContext,
+        response: UpstreamResponse,
+        receive: Receive,
+        send: Send,
+        stamps: SseStampFilter | None = None,
+    ) -> None:
         async def pump() -> None:
             async for chunk in response.iter_raw():
                 if stamps is not None:
@@ -478,9 +536,11 @@ class ProxyApp:
         try:
             # Per-read timeouts alone let an upstream that dribbles a byte now and then hold a
             # stream forever: the whole relay also has a deadline.
-            done, _ = await asyncio.wait({pumping, watching},
-                                         timeout=self.config.upstream.stream_max_duration_s,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {pumping, watching},
+                timeout=self.config.upstream.stream_max_duration_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             for task in (pumping, watching):
                 task.cancel()
@@ -521,8 +581,7 @@ def _mark_cut(ctx: RequestContext, broken: UpstreamBrokenError) -> None:
     """Azure's body ended abnormally after the response started: the caller's response ends
     without its terminating chunk (never a made-up completion), and it is counted."""
     ctx.stream_cut = True
-    log.warning("upstream body ended abnormally: %s", broken,
-                extra={"request_id": ctx.request_id})
+    log.warning("upstream body ended abnormally: %s", broken, extra={"request_id": ctx.request_id})
 
 
 async def _wait_disconnect(receive: Receive) -> None:

@@ -18,8 +18,9 @@ from tests.servers import free_port
 
 
 class DelayProxy:
-    def __init__(self, target_port: int, *, delay_s: float = 0.0, jitter_s: float = 0.0,
-                 chance: float = 1.0) -> None:
+    def __init__(
+        self, target_port: int, *, delay_s: float = 0.0, jitter_s: float = 0.0, chance: float = 1.0
+    ) -> None:
         self.target_port = target_port
         self.delay_s = delay_s
         self.jitter_s = jitter_s
@@ -38,12 +39,14 @@ class DelayProxy:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", self.port))
+            asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        )
         self._ready.set()
         self._loop.run_forever()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    delayed: bool) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delayed: bool
+    ) -> None:
         try:
             while data := await reader.read(65536):
                 if delayed and random.random() < self.chance:  # noqa: S311
@@ -55,15 +58,16 @@ class DelayProxy:
         finally:
             writer.close()
 
-    async def _handle(self, client_r: asyncio.StreamReader,
-                      client_w: asyncio.StreamWriter) -> None:
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
             server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
             client_w.close()
             return
-        await asyncio.gather(self._pipe(client_r, server_w, delayed=False),
-                             self._pipe(server_r, client_w, delayed=True))
+        await asyncio.gather(
+            self._pipe(client_r, server_w, delayed=False),
+            self._pipe(server_r, client_w, delayed=True),
+        )
 
     def start(self) -> DelayProxy:
         self._thread.start()

@@ -37,8 +37,9 @@ def parse_answer(data: bytes) -> Answer:
     return Answer(int(parts[1]), headers, body)
 
 
-async def _one(host: str, port: int, request: bytes, start: asyncio.Event,
-               timeout: float) -> Answer:
+async def _one(
+    host: str, port: int, request: bytes, start: asyncio.Event, timeout: float
+) -> Answer:
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host, port)
@@ -56,14 +57,14 @@ async def _one(host: str, port: int, request: bytes, start: asyncio.Event,
     return parse_answer(data)
 
 
-async def flood_async(host: str, port: int, request: bytes, count: int, *,
-                      timeout: float = 30.0) -> tuple[list[Answer], float]:
+async def flood_async(
+    host: str, port: int, request: bytes, count: int, *, timeout: float = 30.0
+) -> tuple[list[Answer], float]:
     """``count`` connections opened first, then every request sent at the same moment.
 
     Returns the answers and the seconds from the first send to the last answer."""
     start = asyncio.Event()
-    tasks = [asyncio.ensure_future(_one(host, port, request, start, timeout))
-             for _ in range(count)]
+    tasks = [asyncio.ensure_future(_one(host, port, request, start, timeout)) for _ in range(count)]
     await asyncio.sleep(0.5)  # let the connections open before anything is sent
     began = time.monotonic()
     start.set()
@@ -71,7 +72,8 @@ async def flood_async(host: str, port: int, request: bytes, count: int, *,
     return list(answers), time.monotonic() - began
 
 
-def flood(url: str, request: bytes, count: int, *, timeout: float = 30.0) -> tuple[
-        list[Answer], float]:
+def flood(
+    url: str, request: bytes, count: int, *, timeout: float = 30.0
+) -> tuple[list[Answer], float]:
     host, port = url.split("//", 1)[1].rstrip("/").split(":")
     return asyncio.run(flood_async(host, int(port), request, count, timeout=timeout))

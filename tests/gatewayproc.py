@@ -35,8 +35,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)  # a TOML basic string (ASCII escapes are the same)
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}"
-                               for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
@@ -62,8 +61,9 @@ def write_config(config: Mapping[str, Any], path: Path) -> Path:
 class GatewayProcess:
     """One ``python -m gateway.cli serve`` child on a free loopback port."""
 
-    def __init__(self, config_path: Path, *, api_key: str, redis_url: str,
-                 name: str = "gw") -> None:
+    def __init__(
+        self, config_path: Path, *, api_key: str, redis_url: str, name: str = "gw"
+    ) -> None:
         self.port = free_port()
         self.config_path = config_path
         self.log_path = config_path.with_name(f"{name}.log")
@@ -85,7 +85,12 @@ class GatewayProcess:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config_path)],
-                cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
         return self
 
     def wait_ready(self, timeout: float = 20.0) -> None:
@@ -120,12 +125,15 @@ class GatewayProcess:
 
 
 @contextlib.contextmanager
-def gateway_processes(config: Mapping[str, Any], workdir: Path, count: int, *, api_key: str,
-                      redis_url: str) -> Iterator[list[GatewayProcess]]:
+def gateway_processes(
+    config: Mapping[str, Any], workdir: Path, count: int, *, api_key: str, redis_url: str
+) -> Iterator[list[GatewayProcess]]:
     """``count`` replicas of one config, started together, all ready on entry."""
     path = write_config(config, workdir / "gateway.toml")
-    procs = [GatewayProcess(path, api_key=api_key, redis_url=redis_url, name=f"gw{i}")
-             for i in range(count)]
+    procs = [
+        GatewayProcess(path, api_key=api_key, redis_url=redis_url, name=f"gw{i}")
+        for i in range(count)
+    ]
     try:
         for proc in procs:
             proc.start()
@@ -138,13 +146,18 @@ def gateway_processes(config: Mapping[str, Any], workdir: Path, count: int, *, a
 
 
 @contextlib.contextmanager
-def served(workdir: Path, redis_url: str, *, env: Mapping[str, str] | None = None,
-           overrides: dict[str, Any] | None = None,
-           **server: Any) -> Iterator[tuple[Any, GatewayProcess]]:
+def served(
+    workdir: Path,
+    redis_url: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    **server: Any,
+) -> Iterator[tuple[Any, GatewayProcess]]:
     """A recording fake Azure and one ready ``gateway serve`` child in front of it;
     ``server`` overrides keys of the config's ``[server]`` table, ``overrides`` is merged
     into the whole config, ``env`` into the child's environment (``GATEWAY_LOG_LEVEL``...)."""
-    from gateway.fakeazure import FakeAzure
+    from tests.fakeazure import FakeAzure
     from tests.servers import ThreadedUvicorn
     from tests.stack import PUBLIC_JWK, base_config, deep_merge
 
@@ -154,8 +167,9 @@ def served(workdir: Path, redis_url: str, *, env: Mapping[str, str] | None = Non
     with ThreadedUvicorn(fake.app, lifespan="off") as upstream:
         config = deep_merge(base_config(upstream.url, str(jwks), redis_url), overrides or {})
         config["server"] = {**config["server"], **server}
-        proc = GatewayProcess(write_config(config, workdir / "gateway.toml"),
-                              api_key="azure-key", redis_url=redis_url)
+        proc = GatewayProcess(
+            write_config(config, workdir / "gateway.toml"), api_key="azure-key", redis_url=redis_url
+        )
         proc.env.update(env or {})
         proc.start()
         try:

@@ -66,8 +66,9 @@ def raw_request(url: str, request: bytes, timeout: float = 10.0) -> RawResponse:
         return RawResponse(status, headers, body)
 
 
-def build_request(method: str, target: str, headers: dict[str, str] | list[tuple[str, str]],
-                  body: bytes = b"") -> bytes:
+def build_request(
+    method: str, target: str, headers: dict[str, str] | list[tuple[str, str]], body: bytes = b""
+) -> bytes:
     items = list(headers.items()) if isinstance(headers, dict) else list(headers)
     lines = [f"{method} {target} HTTP/1.1", "Host: gateway.test", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in items]

@@ -100,9 +100,25 @@ def private_redis() -> Iterator[RedisServer]:
         )
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--daemonize", "no", "--loglevel", "warning", "--protected-mode", "yes"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+            "--protected-mode",
+            "yes",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port)
@@ -138,29 +154,63 @@ def private_redis_cluster(masters: int = 3) -> Iterator[list[RedisServer]]:
     """A real Redis Cluster of ``masters`` redis-server children on free loopback ports."""
     binary, cli = redis_server_binary(), shutil.which("redis-cli")
     if binary is None or cli is None:
-        raise RuntimeError("redis-server and redis-cli are needed for the Redis Cluster tests "
-                           "(Debian: apt-get install redis-server)")
+        raise RuntimeError(
+            "redis-server and redis-cli are needed for the Redis Cluster tests "
+            "(Debian: apt-get install redis-server)"
+        )
     with tempfile.TemporaryDirectory(prefix="gw-cluster-") as tmp:
         nodes: list[RedisServer] = []
         try:
             for _ in range(masters):
                 port = _free_cluster_port()
                 proc = subprocess.Popen(
-                    [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled",
-                     "yes", "--cluster-config-file", f"{tmp}/nodes-{port}.conf", "--dir", tmp,
-                     "--save", "", "--appendonly", "no", "--loglevel", "warning"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    [
+                        binary,
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        f"{tmp}/nodes-{port}.conf",
+                        "--dir",
+                        tmp,
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--loglevel",
+                        "warning",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 nodes.append(RedisServer("127.0.0.1", port, proc))
             for node in nodes:
                 wait_for_port(node.port)
-            subprocess.run([cli, "--cluster", "create",
-                            *[f"127.0.0.1:{n.port}" for n in nodes],
-                            "--cluster-replicas", "0", "--cluster-yes"],
-                           check=True, capture_output=True, timeout=30)
+            subprocess.run(
+                [
+                    cli,
+                    "--cluster",
+                    "create",
+                    *[f"127.0.0.1:{n.port}" for n in nodes],
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline:
-                info = subprocess.run([cli, "-p", str(nodes[0].port), "cluster", "info"],
-                                      capture_output=True, text=True, timeout=5).stdout
+                info = subprocess.run(
+                    [cli, "-p", str(nodes[0].port), "cluster", "info"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout
                 if "cluster_state:ok" in info:
                     break
                 time.sleep(0.1)

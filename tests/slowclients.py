@@ -15,8 +15,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-HEAD = (b"POST /openai/threads?api-version=2024-05-01-preview HTTP/1.1\r\nHost: gateway\r\n"
-        b"X-Slow: " + b"a" * 100_000)
+HEAD = (
+    b"POST /openai/threads?api-version=2024-05-01-preview HTTP/1.1\r\nHost: gateway\r\n"
+    b"X-Slow: " + b"a" * 100_000
+)
 
 
 @dataclass
@@ -59,7 +61,8 @@ class SlowHeaderFlood:
             async with connecting:
                 try:
                     reader, writer = await asyncio.wait_for(
-                        asyncio.open_connection("127.0.0.1", self.port), 10)
+                        asyncio.open_connection("127.0.0.1", self.port), 10
+                    )
                 except (OSError, TimeoutError):
                     self.stats.connect_errors += 1
                     await asyncio.sleep(0.2)
@@ -84,11 +87,12 @@ class SlowHeaderFlood:
         try:
             for i in range(len(HEAD)):
                 try:
-                    writer.write(HEAD[i:i + 1])
+                    writer.write(HEAD[i : i + 1])
                 except (OSError, RuntimeError):
                     return True
-                done, _ = await asyncio.wait({eof, stop}, timeout=self.interval_s,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {eof, stop}, timeout=self.interval_s, return_when=asyncio.FIRST_COMPLETED
+                )
                 if stop in done:
                     return False
                 if eof in done:

@@ -10,16 +10,33 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.accesslog import AccessLog, access_record
-from gateway.auth import AUTH_REASONS
-from gateway.caller import Caller
+from gateway.auth.caller import Caller
+from gateway.auth.tokens import AUTH_REASONS
 from gateway.context import RequestContext
-from gateway.jsonlog import JsonFormatter
+from gateway.observability.accesslog import AccessLog, access_record
+from gateway.observability.jsonlog import JsonFormatter
 from tests.stack import V2, Stack, running_stack
 
-FIELDS = {"time", "request_id", "method", "operation", "status", "reason", "ratelimit_rule",
-          "caller", "tenant", "profile", "stream", "stream_cut", "client_disconnected",
-          "duration_ms", "overhead_ms", "upstream_ms", "stages_ms", "upstream_request_id"}
+FIELDS = {
+    "time",
+    "request_id",
+    "method",
+    "operation",
+    "status",
+    "reason",
+    "ratelimit_rule",
+    "caller",
+    "tenant",
+    "profile",
+    "stream",
+    "stream_cut",
+    "client_disconnected",
+    "duration_ms",
+    "overhead_ms",
+    "upstream_ms",
+    "stages_ms",
+    "upstream_request_id",
+}
 #: Every log line's own keys (``gateway.jsonlog``), beside the access record's.
 LINE = {"level", "logger", "message"}
 
@@ -36,8 +53,9 @@ def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
     return [json.loads(fmt.format(r)) for r in caplog.records if r.name == "gateway.access"]
 
 
-def test_one_line_per_request_without_any_secret(logged_stack: Stack,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_one_line_per_request_without_any_secret(
+    logged_stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
     gw = logged_stack
     caplog.set_level(logging.DEBUG)  # every logger, every level, every thread
     token = gw.token()
@@ -45,20 +63,26 @@ def test_one_line_per_request_without_any_secret(logged_stack: Stack,
     secret_value = "metadata-value-ZX81-do-not-log"
     secret_key = "metadatakeyQL7"
     content = "message content that must never be logged 31337"
-    headers = {"Authorization": f"Bearer {token}", "api-key": caller_key,
-               "x-request-id": "req-accesslog-1"}
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "api-key": caller_key,
+        "x-request-id": "req-accesslog-1",
+    }
     q = {"api-version": V2}
     with httpx.Client(base_url=gw.url, headers=headers) as c:
-        thread = c.post("/openai/threads", params=q,
-                        json={"metadata": {secret_key: secret_value}})
+        thread = c.post("/openai/threads", params=q, json={"metadata": {secret_key: secret_value}})
         assert thread.status_code == 200
-        message = c.post(f"/openai/threads/{thread.json()['id']}/messages", params=q,
-                         json={"role": "user", "content": content,
-                               "metadata": {secret_key: secret_value}})
+        message = c.post(
+            f"/openai/threads/{thread.json()['id']}/messages",
+            params=q,
+            json={"role": "user", "content": content, "metadata": {secret_key: secret_value}},
+        )
         assert message.status_code == 200
-        refused = c.post(f"/openai/threads/{thread.json()['id']}/messages", params=q,
-                         json={"role": "user", "content": content,
-                               "metadata": {secret_key: "x" * 600}})
+        refused = c.post(
+            f"/openai/threads/{thread.json()['id']}/messages",
+            params=q,
+            json={"role": "user", "content": content, "metadata": {secret_key: "x" * 600}},
+        )
         assert refused.status_code == 400
         c.get("/openai/threads", params=q, headers={"Authorization": f"Bearer {token}x"})
 
@@ -80,15 +104,24 @@ def test_one_line_per_request_without_any_secret(logged_stack: Stack,
 
     everything = "\n".join(
         [r.getMessage() for r in caplog.records]
-        + [repr(r.__dict__) for r in caplog.records] + [caplog.text])
+        + [repr(r.__dict__) for r in caplog.records]
+        + [caplog.text]
+    )
     token_parts = token.split(".")
-    for secret in (token, token_parts[1], token_parts[2], caller_key, secret_value, secret_key,
-                   content, gw.api_key):
+    for secret in (
+        token,
+        token_parts[1],
+        token_parts[2],
+        caller_key,
+        secret_value,
+        secret_key,
+        content,
+        gw.api_key,
+    ):
         assert secret not in everything, f"{secret[:12]}… reached the logs"
 
 
-def test_access_log_can_be_switched_off(tmp_path: Path,
-                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_access_log_can_be_switched_off(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="gateway.access")
     with running_stack(tmp_path, overrides={"server": {"access_log": False}}) as gw:
         httpx.get(f"{gw.url}/openai/threads", params={"api-version": V2})
@@ -97,10 +130,22 @@ def test_access_log_can_be_switched_off(tmp_path: Path,
 
 def test_record_is_built_from_named_fields_only(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="gateway.access")
-    ctx = RequestContext(request_id="r-9", method="POST", operation="runs.create", status=429,
-                         reason="rate_limit_exceeded", ratelimit_rule="tenant-write")
-    ctx.caller = Caller(id="ns/sa", tenant="ns", issuer="https://i", subject="sub-secret",
-                        profile="writer", claims={"email": "someone@example.com"})  # type: ignore[arg-type]
+    ctx = RequestContext(
+        request_id="r-9",
+        method="POST",
+        operation="runs.create",
+        status=429,
+        reason="rate_limit_exceeded",
+        ratelimit_rule="tenant-write",
+    )
+    ctx.caller = Caller(
+        id="ns/sa",
+        tenant="ns",
+        issuer="https://i",
+        subject="sub-secret",
+        profile="writer",
+        claims={"email": "someone@example.com"},
+    )  # type: ignore[arg-type]
     record = access_record(ctx)
     assert set(record) == FIELDS
     assert record["ratelimit_rule"] == "tenant-write"

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.admission import NO_ADMISSION, Admission, overloaded
+from gateway.server.admission import NO_ADMISSION, Admission, overloaded
 from tests.rawhttp import raw_request
 from tests.servers import private_redis
 from tests.stack import V2, running_stack
@@ -43,39 +43,51 @@ def test_the_shed_answer() -> None:
     assert error.headers == {"Retry-After": "1", "x-should-retry": "true"}
 
 
-def test_a_full_gate_answers_503_before_the_token_or_the_body_is_looked_at(
-        tmp_path: Path) -> None:
+def test_a_full_gate_answers_503_before_the_token_or_the_body_is_looked_at(tmp_path: Path) -> None:
     """Two requests wait on a stopped Redis (their rate-limit decision), which fills
     ``max_pending_requests = 2``: a third gets 503 at once, even with a token that would get
     401 and a body that is never sent. Once they are past admission, the gate is free."""
     overrides = {
         "server": {"max_pending_requests": 2},
         "rate_limit": {"budget_s": 1.5, "fail_mode": "closed"},
-        "profiles": {"writer": {"rate_limit": {"per_caller": {
-            "read": {"requests": 100, "per_seconds": 1}}}}},
+        "profiles": {
+            "writer": {"rate_limit": {"per_caller": {"read": {"requests": 100, "per_seconds": 1}}}}
+        },
         "redis": {"socket_timeout_s": 1.5, "connect_timeout_s": 1.5},
     }
-    with private_redis() as server, running_stack(tmp_path, redis_url=server.url,
-                                                  overrides=overrides) as stack:
+    with (
+        private_redis() as server,
+        running_stack(tmp_path, redis_url=server.url, overrides=overrides) as stack,
+    ):
         assert server.proc is not None
         client = httpx.Client(base_url=stack.url, timeout=10)
         waiting = [f"/openai/threads/thread_wait{i}" for i in range(2)]
         os.kill(server.proc.pid, signal.SIGSTOP)
         try:
             with ThreadPoolExecutor(max_workers=2) as pool:
-                held = [pool.submit(httpx.get, f"{stack.url}{path}", params=Q,
-                                    headers=stack.auth(), timeout=10) for path in waiting]
+                held = [
+                    pool.submit(
+                        httpx.get, f"{stack.url}{path}", params=Q, headers=stack.auth(), timeout=10
+                    )
+                    for path in waiting
+                ]
                 deadline = time.monotonic() + 5
-                while stack.gateway.proxy.deps.admission is not None and \
-                        stack.gateway.proxy.deps.admission.pending < 2:
+                while (
+                    stack.gateway.proxy.deps.admission is not None
+                    and stack.gateway.proxy.deps.admission.pending < 2
+                ):
                     assert time.monotonic() < deadline, "the requests never got in"
                     time.sleep(0.01)
                 started = time.monotonic()
                 # A body announced and never sent: nobody waits for it.
-                shed = raw_request(stack.url, (
-                    f"POST /openai/threads?api-version={V2} HTTP/1.1\r\nHost: gw\r\n"
-                    "Authorization: Bearer not-a-token\r\nContent-Type: application/json\r\n"
-                    "Content-Length: 100000\r\n\r\n").encode())
+                shed = raw_request(
+                    stack.url,
+                    (
+                        f"POST /openai/threads?api-version={V2} HTTP/1.1\r\nHost: gw\r\n"
+                        "Authorization: Bearer not-a-token\r\nContent-Type: application/json\r\n"
+                        "Content-Length: 100000\r\n\r\n"
+                    ).encode(),
+                )
                 assert time.monotonic() - started < 1.0
                 assert shed.status == 503, shed.body
                 assert shed.json()["error"]["code"] == "server_overloaded"
@@ -84,12 +96,17 @@ def test_a_full_gate_answers_503_before_the_token_or_the_body_is_looked_at(
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
         # The gate is free again: the bad token gets its 401.
-        assert client.get("/openai/threads/thread_x", params=Q,
-                          headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+        assert (
+            client.get(
+                "/openai/threads/thread_x",
+                params=Q,
+                headers={"Authorization": "Bearer not-a-token"},
+            ).status_code
+            == 401
+        )
         assert stack.gateway.metrics is not None
         registry = stack.gateway.metrics.registry
-        assert registry.get_sample_value("gateway_requests_shed_total",
-                                         {"reason": "pending"}) == 1
+        assert registry.get_sample_value("gateway_requests_shed_total", {"reason": "pending"}) == 1
         assert registry.get_sample_value("gateway_requests_pending") == 0
         assert stack.fake.requests == []
         client.close()

@@ -14,12 +14,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from gateway.auth import AUTH_REASONS, IssuerPolicy, default_domain, extract_bearer
-from gateway.authenticator import Authenticator
-from gateway.caller import Caller
+from gateway.auth.authenticator import Authenticator
+from gateway.auth.caller import Caller
+from gateway.auth.identity import CallerRule
+from gateway.auth.jwks import StaticKeyProvider
+from gateway.auth.tokens import AUTH_REASONS, IssuerPolicy, default_domain, extract_bearer
 from gateway.errors import AuthenticationError, PermissionDeniedError
-from gateway.identity import CallerRule
-from gateway.jwks import StaticKeyProvider
 
 ISS = "https://kubernetes.default.svc.cluster.local"
 AUD = "azure-openai-gateway"
@@ -28,11 +28,17 @@ RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 OTHER_RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 ED_KEY = ed25519.Ed25519PrivateKey.generate()
-PUBLIC_PEM = RSA_KEY.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+PUBLIC_PEM = RSA_KEY.public_key().public_bytes(
+    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+)
 
-POLICY = IssuerPolicy(issuer=ISS, audiences=frozenset({AUD}), algorithms=frozenset({"RS256"}),
-                      kubernetes=True, leeway_s=30)
+POLICY = IssuerPolicy(
+    issuer=ISS,
+    audiences=frozenset({AUD}),
+    algorithms=frozenset({"RS256"}),
+    kubernetes=True,
+    leeway_s=30,
+)
 RULES = (
     CallerRule("writer", namespaces=frozenset({"team-a"})),
     CallerRule("reader", claim=("groups", frozenset({"readers"}))),
@@ -41,8 +47,12 @@ RULES = (
 
 def claims(**over: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "iss": ISS, "aud": [AUD], "sub": "system:serviceaccount:team-a:app",
-        "iat": int(NOW), "nbf": int(NOW), "exp": int(NOW) + 600,
+        "iss": ISS,
+        "aud": [AUD],
+        "sub": "system:serviceaccount:team-a:app",
+        "iat": int(NOW),
+        "nbf": int(NOW),
+        "exp": int(NOW) + 600,
         "kubernetes.io": {"namespace": "team-a", "serviceaccount": {"name": "app", "uid": "x"}},
     }
     for key, value in over.items():
@@ -53,10 +63,16 @@ def claims(**over: Any) -> dict[str, Any]:
     return base
 
 
-def sign(payload: dict[str, Any] | None = None, *, key: Any = RSA_KEY, alg: str = "RS256",
-         headers: dict[str, Any] | None = None) -> str:
-    return jwt.encode(payload or claims(), key, algorithm=alg,
-                      headers={"kid": "k1", **(headers or {})})
+def sign(
+    payload: dict[str, Any] | None = None,
+    *,
+    key: Any = RSA_KEY,
+    alg: str = "RS256",
+    headers: dict[str, Any] | None = None,
+) -> str:
+    return jwt.encode(
+        payload or claims(), key, algorithm=alg, headers={"kid": "k1", **(headers or {})}
+    )
 
 
 def b64(data: bytes) -> str:
@@ -64,14 +80,21 @@ def b64(data: bytes) -> str:
 
 
 def forge(header: dict[str, Any], payload: dict[str, Any], signature: bytes = b"") -> str:
-    return ".".join([b64(json.dumps(header).encode()), b64(json.dumps(payload).encode()),
-                     b64(signature)])
+    return ".".join(
+        [b64(json.dumps(header).encode()), b64(json.dumps(payload).encode()), b64(signature)]
+    )
 
 
 def authenticator(clock: float = NOW, default_profile: str | None = None) -> Authenticator:
     keys = StaticKeyProvider.from_public_keys({"k1": RSA_KEY.public_key()}, algorithm="RS256")
-    return Authenticator({ISS: (POLICY, keys)}, rules=RULES, default_profile=default_profile,
-                         max_token_bytes=8192, cache_size=100, clock=lambda: clock)
+    return Authenticator(
+        {ISS: (POLICY, keys)},
+        rules=RULES,
+        default_profile=default_profile,
+        max_token_bytes=8192,
+        cache_size=100,
+        clock=lambda: clock,
+    )
 
 
 def authenticate(header_value: bytes | list[bytes], **kw: Any) -> Caller:
@@ -88,6 +111,7 @@ def hs256_with_public_key() -> str:
     signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims()).encode())}"
     import hashlib
     import hmac
+
     mac = hmac.new(PUBLIC_PEM, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64(mac)}"
 
@@ -123,15 +147,29 @@ CASES: list[tuple[str, Any, str]] = [
     ("bad base64", lambda: "@@@." + sign().split(".", 1)[1], "malformed_token"),
     ("header not json", lambda: b64(b"nope") + "." + sign().split(".", 1)[1], "malformed_token"),
     ("header is a list", lambda: forge([1], claims()), "malformed_token"),  # type: ignore[arg-type]
-    ("payload not object", lambda: forge({"alg": "RS256", "kid": "k1"}, [1]),  # type: ignore[arg-type]
-     "malformed_token"),
-    ("non-utf8 payload", lambda: b64(json.dumps({"alg": "RS256"}).encode()) + "." +
-     b64(b"\xff\xfe") + ".sig", "malformed_token"),
+    (
+        "payload not object",
+        lambda: forge({"alg": "RS256", "kid": "k1"}, [1]),  # type: ignore[arg-type]
+        "malformed_token",
+    ),
+    (
+        "non-utf8 payload",
+        lambda: b64(json.dumps({"alg": "RS256"}).encode()) + "." + b64(b"\xff\xfe") + ".sig",
+        "malformed_token",
+    ),
     ("flipped signature bit", tampered, "bad_signature"),
     ("empty signature", lambda: sign().rsplit(".", 1)[0] + ".", "bad_signature"),
     ("payload swapped", swapped_payload, "bad_signature"),
-    ("duplicate claims", lambda: b64(json.dumps({"alg": "RS256", "kid": "k1"}).encode()) + "." +
-     b64(b'{"iss":"x","iss":"' + ISS.encode() + b'"}') + ".c2ln", "malformed_token"),
+    (
+        "duplicate claims",
+        lambda: (
+            b64(json.dumps({"alg": "RS256", "kid": "k1"}).encode())
+            + "."
+            + b64(b'{"iss":"x","iss":"' + ISS.encode() + b'"}')
+            + ".c2ln"
+        ),
+        "malformed_token",
+    ),
     ("signed by another key", lambda: sign(key=OTHER_RSA), "bad_signature"),
     # A5 missing claims
     ("no exp", lambda: sign(claims(exp=...)), "missing_claim"),
@@ -139,8 +177,11 @@ CASES: list[tuple[str, Any, str]] = [
     ("no iss", lambda: sign(claims(iss=...)), "missing_claim"),
     ("no aud", lambda: sign(claims(aud=...)), "missing_claim"),
     ("no sub", lambda: sign(claims(sub=...)), "missing_claim"),
-    ("legacy secret token", lambda: sign({"iss": "kubernetes/serviceaccount",
-                                          "sub": "system:serviceaccount:a:b"}), "unknown_issuer"),
+    (
+        "legacy secret token",
+        lambda: sign({"iss": "kubernetes/serviceaccount", "sub": "system:serviceaccount:a:b"}),
+        "unknown_issuer",
+    ),
     # A6 time
     ("expired beyond leeway", lambda: sign(claims(exp=int(NOW) - 31)), "expired"),
     ("nbf in future", lambda: sign(claims(nbf=int(NOW) + 31)), "not_yet_valid"),
@@ -160,46 +201,71 @@ CASES: list[tuple[str, Any, str]] = [
     ("issuer prefix", lambda: sign(claims(iss="https")), "unknown_issuer"),
     ("issuer substring", lambda: sign(claims(iss=ISS[:-1])), "unknown_issuer"),
     ("issuer with slash", lambda: sign(claims(iss=ISS + "/")), "unknown_issuer"),
-    ("issuer not a string", lambda: forge({"alg": "RS256", "kid": "k1"}, claims(iss=["x"])),
-     "bad_claim"),
+    (
+        "issuer not a string",
+        lambda: forge({"alg": "RS256", "kid": "k1"}, claims(iss=["x"])),
+        "bad_claim",
+    ),
     # A8 audience
-    ("kube default audience", lambda: sign(claims(aud=["https://kubernetes.default.svc"])),
-     "bad_audience"),
+    (
+        "kube default audience",
+        lambda: sign(claims(aud=["https://kubernetes.default.svc"])),
+        "bad_audience",
+    ),
     ("other service audience", lambda: sign(claims(aud="other")), "bad_audience"),
     ("audience list with extra", lambda: sign(claims(aud=["other", AUD])), "bad_audience"),
     ("empty audience list", lambda: sign(claims(aud=[])), "bad_audience"),
     ("audience not string", lambda: sign(claims(aud=[1])), "bad_audience"),
     # A9 crit
-    ("crit unknown extension", lambda: sign(headers={"crit": ["exp"], "exp": 1}),
-     "malformed_token"),
+    (
+        "crit unknown extension",
+        lambda: sign(headers={"crit": ["exp"], "exp": 1}),
+        "malformed_token",
+    ),
     # A10 kid injection
     ("kid path traversal", lambda: sign(headers={"kid": "../../dev/null"}), "unknown_kid"),
     ("kid sql", lambda: sign(headers={"kid": "' OR 1=1--"}), "unknown_kid"),
     ("kid 10KB", lambda: sign(headers={"kid": "k" * 10_000}), "token_too_large"),
     ("kid int", lambda: forge({"alg": "RS256", "kid": 7}, claims()), "malformed_token"),
-    ("kid object", lambda: forge({"alg": "RS256", "kid": {"a": 1}}, claims()),
-     "malformed_token"),
+    ("kid object", lambda: forge({"alg": "RS256", "kid": {"a": 1}}, claims()), "malformed_token"),
     ("kid null", lambda: forge({"alg": "RS256", "kid": None}, claims()), "malformed_token"),
     ("kid control chars", lambda: sign(headers={"kid": "k1\r\n"}), "unknown_kid"),
     # A11 jku / x5u / jwk / x5c are ignored: attacker key in the header does not verify
-    ("embedded jwk", lambda: sign(key=OTHER_RSA, headers={
-        "jwk": jwt.algorithms.RSAAlgorithm.to_jwk(OTHER_RSA.public_key(), as_dict=True)}),
-     "bad_signature"),
-    ("jku header", lambda: sign(key=OTHER_RSA, headers={"jku": "http://127.0.0.1:1/jwks"}),
-     "bad_signature"),
-    ("x5u header", lambda: sign(key=OTHER_RSA, headers={"x5u": "http://127.0.0.1:1/x"}),
-     "bad_signature"),
+    (
+        "embedded jwk",
+        lambda: sign(
+            key=OTHER_RSA,
+            headers={
+                "jwk": jwt.algorithms.RSAAlgorithm.to_jwk(OTHER_RSA.public_key(), as_dict=True)
+            },
+        ),
+        "bad_signature",
+    ),
+    (
+        "jku header",
+        lambda: sign(key=OTHER_RSA, headers={"jku": "http://127.0.0.1:1/jwks"}),
+        "bad_signature",
+    ),
+    (
+        "x5u header",
+        lambda: sign(key=OTHER_RSA, headers={"x5u": "http://127.0.0.1:1/x"}),
+        "bad_signature",
+    ),
     # A16 oversized
     ("64KB token", lambda: sign(claims(pad="x" * 65_536)), "token_too_large"),
     # K8s identity consistency
-    ("sub disagrees with kubernetes.io", lambda: sign(claims(sub="system:serviceaccount:x:y")),
-     "bad_claim"),
+    (
+        "sub disagrees with kubernetes.io",
+        lambda: sign(claims(sub="system:serviceaccount:x:y")),
+        "bad_claim",
+    ),
     ("kubernetes.io missing", lambda: sign(claims(**{"kubernetes.io": ...})), "bad_claim"),
 ]
 
 
-@pytest.mark.parametrize(("token_factory", "reason"), [(f, r) for _, f, r in CASES],
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("token_factory", "reason"), [(f, r) for _, f, r in CASES], ids=[c[0] for c in CASES]
+)
 def test_refused_tokens(token_factory: Any, reason: str) -> None:
     assert reason in AUTH_REASONS
     with pytest.raises(AuthenticationError) as err:
@@ -250,9 +316,10 @@ def test_audience_may_be_a_plain_string() -> None:
 
 
 def test_profiles_from_rules_and_default() -> None:
-    other_ns = claims(sub="system:serviceaccount:team-z:app",
-                      **{"kubernetes.io": {"namespace": "team-z",
-                                           "serviceaccount": {"name": "app"}}})
+    other_ns = claims(
+        sub="system:serviceaccount:team-z:app",
+        **{"kubernetes.io": {"namespace": "team-z", "serviceaccount": {"name": "app"}}},
+    )
     with pytest.raises(PermissionDeniedError) as err:
         authenticate(bearer(sign(other_ns)))
     assert err.value.code == "caller_not_allowed"
@@ -264,8 +331,14 @@ def test_profiles_from_rules_and_default() -> None:
 def test_verified_tokens_are_cached_until_exp() -> None:
     clock = [NOW]
     keys = StaticKeyProvider.from_public_keys({"k1": RSA_KEY.public_key()}, algorithm="RS256")
-    auth = Authenticator({ISS: (POLICY, keys)}, rules=RULES, default_profile=None,
-                         max_token_bytes=8192, cache_size=2, clock=lambda: clock[0])
+    auth = Authenticator(
+        {ISS: (POLICY, keys)},
+        rules=RULES,
+        default_profile=None,
+        max_token_bytes=8192,
+        cache_size=2,
+        clock=lambda: clock[0],
+    )
     token = sign(claims(exp=int(NOW) + 100))
 
     async def run() -> None:

@@ -8,7 +8,7 @@ import socket
 import time
 from pathlib import Path
 
-from gateway.fakeazure import ScriptedResponse
+from tests.fakeazure import ScriptedResponse
 from tests.gatewayproc import served
 from tests.rawhttp import build_request
 from tests.stack import V2, make_token
@@ -29,16 +29,26 @@ def test_slow_reader_does_not_make_the_gateway_buffer(tmp_path: Path, redis_url:
     with served(tmp_path, redis_url) as (fake, proc):
         assert proc.proc is not None
         pid = proc.proc.pid
-        fake.script(ScriptedResponse(chunks=(CHUNK,) * CHUNKS, headers=(
-            ("content-type", "application/octet-stream"),
-            ("content-length", str(len(CHUNK) * CHUNKS)))))
+        fake.script(
+            ScriptedResponse(
+                chunks=(CHUNK,) * CHUNKS,
+                headers=(
+                    ("content-type", "application/octet-stream"),
+                    ("content-length", str(len(CHUNK) * CHUNKS)),
+                ),
+            )
+        )
         before = peak = rss_kib(pid)
         received = 0
         with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-            sock.sendall(build_request(
-                "GET", f"/openai/threads/thread_abc123/messages?api-version={V2}",
-                {"Authorization": f"Bearer {make_token()}"}))
+            sock.sendall(
+                build_request(
+                    "GET",
+                    f"/openai/threads/thread_abc123/messages?api-version={V2}",
+                    {"Authorization": f"Bearer {make_token()}"},
+                )
+            )
             deadline = time.monotonic() + 60
             while received < len(CHUNK) * CHUNKS and time.monotonic() < deadline:
                 data = sock.recv(262144)

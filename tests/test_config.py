@@ -18,8 +18,9 @@ EXAMPLE = ROOT / "config" / "gateway.toml"
 
 MINIMAL: dict[str, Any] = {
     "upstream": {"endpoint": "https://res.openai.azure.com"},
-    "auth": {"issuers": [{"issuer": "https://iss", "audiences": ["gw"],
-                          "jwks_url": "https://iss/jwks"}]},
+    "auth": {
+        "issuers": [{"issuer": "https://iss", "audiences": ["gw"], "jwks_url": "https://iss/jwks"}]
+    },
     "profiles": {"default": {}},
 }
 
@@ -36,16 +37,19 @@ def test_example_config_is_valid() -> None:
     assert set(config.profiles) == {"writer", "reader"}
     assert "messages.create" in config.profiles["writer"].operations
     assert config.profiles["reader"].operations == frozenset(
-        op for op in config.profiles["writer"].operations
-        if op.endswith((".list", ".retrieve")))
+        op for op in config.profiles["writer"].operations if op.endswith((".list", ".retrieve"))
+    )
     assert config.profiles["writer"].rate_limit.per_caller["write"].burst == 20
 
 
 def test_minimal_config_defaults() -> None:
     config = parse(MINIMAL)
     assert config.rate_limit.fail_mode == "open"
-    assert (config.server.header_timeout_s, config.server.first_request_timeout_s,
-            config.server.max_waiting_connections) == (10.0, 10.0, 2048)
+    assert (
+        config.server.header_timeout_s,
+        config.server.first_request_timeout_s,
+        config.server.max_waiting_connections,
+    ) == (10.0, 10.0, 2048)
     assert config.server.max_pending_requests == 256
     assert config.threads.unknown == "deny"
     assert (config.threads.cache_ttl_s, config.threads.lookup_timeout_s) == (60.0, 5.0)
@@ -59,20 +63,34 @@ def test_minimal_config_defaults() -> None:
         ({"server": {"port": "80"}}, "server.port: must be an integer"),
         ({"server": {"max_body_bytes": True}}, "server.max_body_bytes: must be an integer"),
         ({"server": {"colour": "blue"}}, "server.colour: unknown key"),
-        ({"server": {"header_timeout_s": 0}},
-         "server.header_timeout_s: must be between 0.5 and 300"),
-        ({"server": {"first_request_timeout_s": 301}},
-         "server.first_request_timeout_s: must be between 0.5 and 300"),
-        ({"server": {"max_waiting_connections": 15}},
-         "server.max_waiting_connections: must be between 16 and 1e+06"),
-        ({"server": {"max_pending_requests": 0}},
-         "server.max_pending_requests: must be between 1 and 1e+06"),
-        ({"server": {"max_pending_requests": "many"}},
-         "server.max_pending_requests: must be an integer"),
-        ({"upstream": {"endpoint": "http://res.openai.azure.com"}},
-         "upstream.endpoint: must be an https URL"),
-        ({"upstream": {"endpoint": "https://user:pw@res.openai.azure.com"}},
-         "upstream.endpoint: must not contain credentials, a query or a fragment"),
+        (
+            {"server": {"header_timeout_s": 0}},
+            "server.header_timeout_s: must be between 0.5 and 300",
+        ),
+        (
+            {"server": {"first_request_timeout_s": 301}},
+            "server.first_request_timeout_s: must be between 0.5 and 300",
+        ),
+        (
+            {"server": {"max_waiting_connections": 15}},
+            "server.max_waiting_connections: must be between 16 and 1e+06",
+        ),
+        (
+            {"server": {"max_pending_requests": 0}},
+            "server.max_pending_requests: must be between 1 and 1e+06",
+        ),
+        (
+            {"server": {"max_pending_requests": "many"}},
+            "server.max_pending_requests: must be an integer",
+        ),
+        (
+            {"upstream": {"endpoint": "http://res.openai.azure.com"}},
+            "upstream.endpoint: must be an https URL",
+        ),
+        (
+            {"upstream": {"endpoint": "https://user:pw@res.openai.azure.com"}},
+            "upstream.endpoint: must not contain credentials, a query or a fragment",
+        ),
         ({"upstream": {"api_key": "secret"}}, "upstream.api_key: secrets must not be written"),
         ({"upstream": {"read_timeout_s": -1}}, "upstream.read_timeout_s: must be > 0"),
         ({"api": {"versions": ["2023-01-01"]}}, "api.versions[0]: unknown value '2023-01-01'"),
@@ -81,29 +99,66 @@ def test_minimal_config_defaults() -> None:
         ({"rate_limit": {"fail_mode": "maybe"}}, "rate_limit.fail_mode: must be one of open"),
         ({"threads": {"unknown": "sometimes"}}, "threads.unknown: must be one of deny, allow"),
         ({"threads": {"cache_ttl_s": -1}}, "threads.cache_ttl_s: must be between 0 and 3600"),
-        ({"threads": {"lookup_timeout_s": 0}},
-         "threads.lookup_timeout_s: must be between 0.1 and 60"),
-        ({"profiles": {"default": {"operations": ["nothing.*"]}}},
-         "profiles.default.operations[0]: matches no operation"),
-        ({"profiles": {"default": {"policy": {"max_metadata_pairs": 17}}}},
-         "profiles.default.policy.max_metadata_pairs"),
-        ({"profiles": {"default": {"policy": {"max_files": 11}}}},
-         "profiles.default.policy.max_files"),
-        ({"profiles": {"default": {"policy": {"roles": ["user", "system"]}}}},
-         "profiles.default.policy.roles"),
-        ({"profiles": {"default": {"policy": {"unknown_limit": 1}}}},
-         "profiles.default.policy.unknown_limit: unknown key"),
-        ({"profiles": {"default": {"policy": {"deny_private_image_urls": "no"}}}},
-         "profiles.default.policy.deny_private_image_urls: must be true or false"),
-        ({"profiles": {"default": {"rate_limit": {"per_caller": {"write": {
-            "requests": 10, "per_seconds": 60, "burst": 0}}}}}},
-         "profiles.default.rate_limit.per_caller.write.burst"),
-        ({"profiles": {"default": {"rate_limit": {"per_caller": {"delete": {
-            "requests": 10, "per_seconds": 60}}}}}},
-         "profiles.default.rate_limit.per_caller.delete: operation class must be read or write"),
-        ({"profiles": {"default": {"rate_limit": {"per_caller": {"read": {
-            "per_seconds": 60}}}}}},
-         "profiles.default.rate_limit.per_caller.read.requests: is required"),
+        (
+            {"threads": {"lookup_timeout_s": 0}},
+            "threads.lookup_timeout_s: must be between 0.1 and 60",
+        ),
+        (
+            {"profiles": {"default": {"operations": ["nothing.*"]}}},
+            "profiles.default.operations[0]: matches no operation",
+        ),
+        (
+            {"profiles": {"default": {"policy": {"max_metadata_pairs": 17}}}},
+            "profiles.default.policy.max_metadata_pairs",
+        ),
+        (
+            {"profiles": {"default": {"policy": {"max_files": 11}}}},
+            "profiles.default.policy.max_files",
+        ),
+        (
+            {"profiles": {"default": {"policy": {"roles": ["user", "system"]}}}},
+            "profiles.default.policy.roles",
+        ),
+        (
+            {"profiles": {"default": {"policy": {"unknown_limit": 1}}}},
+            "profiles.default.policy.unknown_limit: unknown key",
+        ),
+        (
+            {"profiles": {"default": {"policy": {"deny_private_image_urls": "no"}}}},
+            "profiles.default.policy.deny_private_image_urls: must be true or false",
+        ),
+        (
+            {
+                "profiles": {
+                    "default": {
+                        "rate_limit": {
+                            "per_caller": {"write": {"requests": 10, "per_seconds": 60, "burst": 0}}
+                        }
+                    }
+                }
+            },
+            "profiles.default.rate_limit.per_caller.write.burst",
+        ),
+        (
+            {
+                "profiles": {
+                    "default": {
+                        "rate_limit": {
+                            "per_caller": {"delete": {"requests": 10, "per_seconds": 60}}
+                        }
+                    }
+                }
+            },
+            "profiles.default.rate_limit.per_caller.delete: operation class must be read or write",
+        ),
+        (
+            {
+                "profiles": {
+                    "default": {"rate_limit": {"per_caller": {"read": {"per_seconds": 60}}}}
+                }
+            },
+            "profiles.default.rate_limit.per_caller.read.requests: is required",
+        ),
         ({"auth": {"default_profile": "ghost"}}, "auth.default_profile: unknown profile 'ghost'"),
         ({"auth": {"callers": [{"profile": "ghost"}]}}, "auth.callers[0].profile: unknown profile"),
         ({"auth": {"callers": [{"namespaces": ["a"]}]}}, "auth.callers[0].profile: is required"),
@@ -118,24 +173,48 @@ def test_bad_values_are_reported_with_their_path(extra: dict[str, Any], expected
     ("issuer", "expected"),
     [
         ({"audiences": ["gw"], "jwks_url": "https://x"}, "auth.issuers[0].issuer: is required"),
-        ({"issuer": "i", "jwks_url": "https://x"},
-         "auth.issuers[0].audiences: must list at least one audience"),
-        ({"issuer": "i", "audiences": ["https://kubernetes.default.svc"], "jwks_url": "https://x"},
-         "auth.issuers[0].audiences[0]: the API server's default audience"),
-        ({"issuer": "i", "audiences": ["gw"], "algorithms": ["HS256"], "jwks_url": "https://x"},
-         "auth.issuers[0].algorithms[0]: unknown value 'HS256'"),
-        ({"issuer": "i", "audiences": ["gw"], "algorithms": ["none"], "jwks_url": "https://x"},
-         "auth.issuers[0].algorithms[0]: unknown value 'none'"),
+        (
+            {"issuer": "i", "jwks_url": "https://x"},
+            "auth.issuers[0].audiences: must list at least one audience",
+        ),
+        (
+            {
+                "issuer": "i",
+                "audiences": ["https://kubernetes.default.svc"],
+                "jwks_url": "https://x",
+            },
+            "auth.issuers[0].audiences[0]: the API server's default audience",
+        ),
+        (
+            {"issuer": "i", "audiences": ["gw"], "algorithms": ["HS256"], "jwks_url": "https://x"},
+            "auth.issuers[0].algorithms[0]: unknown value 'HS256'",
+        ),
+        (
+            {"issuer": "i", "audiences": ["gw"], "algorithms": ["none"], "jwks_url": "https://x"},
+            "auth.issuers[0].algorithms[0]: unknown value 'none'",
+        ),
         ({"issuer": "i", "audiences": ["gw"]}, "auth.issuers[0]: needs exactly one of"),
-        ({"issuer": "i", "audiences": ["gw"], "jwks_url": "https://x", "jwks_file": "/x"},
-         "auth.issuers[0]: needs exactly one of"),
-        ({"issuer": "i", "audiences": ["gw"], "jwks_url": "ftp://x"},
-         "auth.issuers[0].jwks_url: must be an https or http URL"),
-        ({"issuer": "i", "audiences": ["gw"], "jwks_url": "https://x",
-          "required_claims": ["iss", "aud", "sub"]},
-         "auth.issuers[0].required_claims: must include 'exp'"),
-        ({"issuer": "i", "audiences": ["gw"], "jwks_url": "https://x", "leeway_s": 600},
-         "auth.issuers[0].leeway_s: must be between 0 and 300"),
+        (
+            {"issuer": "i", "audiences": ["gw"], "jwks_url": "https://x", "jwks_file": "/x"},
+            "auth.issuers[0]: needs exactly one of",
+        ),
+        (
+            {"issuer": "i", "audiences": ["gw"], "jwks_url": "ftp://x"},
+            "auth.issuers[0].jwks_url: must be an https or http URL",
+        ),
+        (
+            {
+                "issuer": "i",
+                "audiences": ["gw"],
+                "jwks_url": "https://x",
+                "required_claims": ["iss", "aud", "sub"],
+            },
+            "auth.issuers[0].required_claims: must include 'exp'",
+        ),
+        (
+            {"issuer": "i", "audiences": ["gw"], "jwks_url": "https://x", "leeway_s": 600},
+            "auth.issuers[0].leeway_s: must be between 0 and 300",
+        ),
     ],
 )
 def test_bad_issuers(issuer: dict[str, Any], expected: str) -> None:
@@ -145,9 +224,13 @@ def test_bad_issuers(issuer: dict[str, Any], expected: str) -> None:
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    found = problems({"server": {"port": 0, "body_timeout_s": 0},
-                      "upstream": {"endpoint": "ftp://x"},
-                      "rate_limit": {"budget_s": 100}})
+    found = problems(
+        {
+            "server": {"port": 0, "body_timeout_s": 0},
+            "upstream": {"endpoint": "ftp://x"},
+            "rate_limit": {"budget_s": 100},
+        }
+    )
     assert len(found) >= 4
 
 
@@ -158,17 +241,26 @@ def test_no_issuer_and_no_profile() -> None:
 
 
 def test_environment_overrides() -> None:
-    data = apply_environment(MINIMAL, {
-        "AZURE_OPENAI_ENDPOINT": "https://other.openai.azure.com",
-        "AZURE_OPENAI_API_KEY_FILE": "/run/key", "REDIS_URL": "rediss://r:6380/1",
-        "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": "9000", "GATEWAY_METRICS_PORT": "9100",
-    })
+    data = apply_environment(
+        MINIMAL,
+        {
+            "AZURE_OPENAI_ENDPOINT": "https://other.openai.azure.com",
+            "AZURE_OPENAI_API_KEY_FILE": "/run/key",
+            "REDIS_URL": "rediss://r:6380/1",
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": "9000",
+            "GATEWAY_METRICS_PORT": "9100",
+        },
+    )
     config = parse(data)
     assert config.upstream.endpoint == "https://other.openai.azure.com"
     assert config.upstream.api_key_file == "/run/key"
     assert config.redis.url == "rediss://r:6380/1"
     assert (config.server.host, config.server.port, config.server.metrics_port) == (
-        "127.0.0.1", 9000, 9100)
+        "127.0.0.1",
+        9000,
+        9100,
+    )
     assert MINIMAL["upstream"]["endpoint"] == "https://res.openai.azure.com"  # not mutated
 
 
@@ -187,8 +279,14 @@ def test_api_key_sources(tmp_path: Path) -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_check_config_command(tmp_path: Path) -> None:
@@ -227,8 +325,14 @@ def test_serve_refuses_demo_config_and_missing_key(tmp_path: Path) -> None:
     result = run_cli("serve", "--config", str(demo))
     assert result.returncode == 1
     assert "demo config" in result.stderr
-    result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--config",
-                             str(EXAMPLE)], capture_output=True, text=True, cwd=ROOT,
-                            timeout=60, check=False, env={"PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 1
     assert "no usable Azure API key" in result.stderr or "api_key_file" in result.stderr

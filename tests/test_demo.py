@@ -29,29 +29,57 @@ def interrupt(proc: subprocess.Popen[str]) -> tuple[str, str]:
 def test_demo_serves_the_sdk_and_mints_tokens(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "GATEWAY_DEMO_DIR": str(tmp_path / "demo")}
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "demo", "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for_port(port, timeout=20)
-        minted = subprocess.run([sys.executable, "-m", "gateway.cli", "token",
-                                 "--namespace", "demo", "--service-account", "tester"],
-                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
-                                check=True)
+        minted = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "token",
+                "--namespace",
+                "demo",
+                "--service-account",
+                "tester",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
         token = minted.stdout.strip()
-        client = openai.AzureOpenAI(azure_endpoint=f"http://127.0.0.1:{port}",
-                                    api_version="2024-05-01-preview", azure_ad_token=token,
-                                    max_retries=0)
+        client = openai.AzureOpenAI(
+            azure_endpoint=f"http://127.0.0.1:{port}",
+            api_version="2024-05-01-preview",
+            azure_ad_token=token,
+            max_retries=0,
+        )
         thread = client.beta.threads.create()
         client.beta.threads.messages.create(thread.id, role="user", content="Hello")
         [message] = client.beta.threads.messages.list(thread.id).data
         assert message.content[0].text.value == "Hello"
-        raw = httpx.post(f"http://127.0.0.1:{port}/openai/threads",
-                         params={"api-version": "2024-05-01-preview"},
-                         headers={"Authorization": f"Bearer {token}"}, json={})
+        raw = httpx.post(
+            f"http://127.0.0.1:{port}/openai/threads",
+            params={"api-version": "2024-05-01-preview"},
+            headers={"Authorization": f"Bearer {token}"},
+            json={},
+        )
         assert raw.headers["x-gateway-overhead-ms"]
-        refused = httpx.post(f"http://127.0.0.1:{port}/openai/threads",
-                             params={"api-version": "2024-05-01-preview"}, json={})
+        refused = httpx.post(
+            f"http://127.0.0.1:{port}/openai/threads",
+            params={"api-version": "2024-05-01-preview"},
+            json={},
+        )
         assert refused.status_code == 401
         config = (tmp_path / "demo" / "gateway.toml").read_text()
         assert "demo = true" in config
@@ -67,26 +95,44 @@ def test_demo_serves_the_sdk_and_mints_tokens(tmp_path: Path) -> None:
 
 def test_demo_without_redis_server_runs_the_same_limits_in_process(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "GATEWAY_DEMO_DIR": str(tmp_path / "demo"),
-           "PATH": str(Path(sys.executable).parent)}  # no redis-server to be found
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "demo", "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    env = {
+        **os.environ,
+        "GATEWAY_DEMO_DIR": str(tmp_path / "demo"),
+        "PATH": str(Path(sys.executable).parent),
+    }  # no redis-server to be found
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for_port(port, timeout=20)
-        token = subprocess.run([sys.executable, "-m", "gateway.cli", "token"], cwd=ROOT,
-                               env=env, capture_output=True, text=True, timeout=30,
-                               check=True).stdout.strip()
+        token = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "token"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as client:
-            statuses = [client.post("/openai/threads",
-                                    params={"api-version": "2024-05-01-preview"},
-                                    json={}).status_code for _ in range(25)]
+            statuses = [
+                client.post(
+                    "/openai/threads", params={"api-version": "2024-05-01-preview"}, json={}
+                ).status_code
+                for _ in range(25)
+            ]
             # The demo profile's write burst is 20: the limiter's script ran (in-process).
             assert statuses[:20] == [200] * 20
             assert set(statuses[20:]) == {429}
-            limited = client.post("/openai/threads", params={"api-version": "2024-05-01-preview"},
-                                  json={})
+            limited = client.post(
+                "/openai/threads", params={"api-version": "2024-05-01-preview"}, json={}
+            )
             assert limited.headers["retry-after-ms"]
     finally:
         _, err = interrupt(proc)

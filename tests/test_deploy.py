@@ -51,14 +51,17 @@ def _renderer() -> list[str]:
         return ["kustomize", "build"]
     if shutil.which("kubectl"):
         return ["kubectl", "kustomize"]
-    pytest.fail("no kustomize: install kustomize (v5) or kubectl (it embeds kustomize), or set "
-                "GATEWAY_KUSTOMIZE to a command that renders a kustomization directory")
+    pytest.fail(
+        "no kustomize: install kustomize (v5) or kubectl (it embeds kustomize), or set "
+        "GATEWAY_KUSTOMIZE to a command that renders a kustomization directory"
+    )
 
 
 @cache
 def render(name: str) -> tuple[Doc, ...]:
-    result = subprocess.run([*_renderer(), str(OVERLAYS[name])], capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [*_renderer(), str(OVERLAYS[name])], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0, f"kustomize failed for {name}:\n{result.stderr}"
     return tuple(d for d in yaml.safe_load_all(result.stdout) if d)
 
@@ -95,8 +98,11 @@ def env_value(c: Doc, name: str) -> Any:
 
 def mount_for(docs: tuple[Doc, ...], path: str) -> tuple[Doc, Doc]:
     """The (volumeMount, volume) a container file path lies in."""
-    mounts = [m for m in container(docs)["volumeMounts"]
-              if PurePosixPath(path).is_relative_to(m["mountPath"])]
+    mounts = [
+        m
+        for m in container(docs)["volumeMounts"]
+        if PurePosixPath(path).is_relative_to(m["mountPath"])
+    ]
     assert len(mounts) == 1, f"{path}: no single volume mount holds it"
     (volume,) = [v for v in pod_spec(docs)["volumes"] if v["name"] == mounts[0]["name"]]
     return mounts[0], volume
@@ -113,11 +119,20 @@ def docs(request: pytest.FixtureRequest) -> tuple[Doc, ...]:
 
 # --- rendering and schemas -----------------------------------------------------------------
 
+
 def test_rendered_core_kinds_pass_the_kubernetes_schemas(docs: tuple[Doc, ...]) -> None:
     kinds = {d["kind"] for d in docs}
-    assert {"ServiceAccount", "Deployment", "Service", "HorizontalPodAutoscaler",
-            "PodDisruptionBudget", "NetworkPolicy", "ConfigMap", "ServiceMonitor",
-            "PrometheusRule"} <= kinds
+    assert {
+        "ServiceAccount",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ConfigMap",
+        "ServiceMonitor",
+        "PrometheusRule",
+    } <= kinds
     errors = []
     for doc in docs:
         if doc["apiVersion"].startswith(CRD_GROUPS):
@@ -125,8 +140,10 @@ def test_rendered_core_kinds_pass_the_kubernetes_schemas(docs: tuple[Doc, ...]) 
         try:
             kv.validate(doc, K8S_VERSION, strict=True)
         except kv.ValidationError as exc:
-            errors.append(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at "
-                          f"{'/'.join(map(str, exc.path))}")
+            errors.append(
+                f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at "
+                f"{'/'.join(map(str, exc.path))}"
+            )
     assert errors == []
 
 
@@ -139,8 +156,11 @@ def test_the_validator_refuses_unknown_fields() -> None:
 
 
 def test_crds_are_structurally_sound(docs: tuple[Doc, ...]) -> None:
-    monitor, rule, service = (one(docs, "ServiceMonitor"), one(docs, "PrometheusRule"),
-                              one(docs, "Service"))
+    monitor, rule, service = (
+        one(docs, "ServiceMonitor"),
+        one(docs, "PrometheusRule"),
+        one(docs, "Service"),
+    )
     for doc in (monitor, rule):
         assert doc["apiVersion"] == "monitoring.coreos.com/v1"
         assert set(doc) <= {"apiVersion", "kind", "metadata", "spec"}
@@ -158,8 +178,15 @@ def test_crds_are_structurally_sound(docs: tuple[Doc, ...]) -> None:
         for r in group["rules"]:
             assert ("alert" in r) != ("record" in r), r
             assert isinstance(r["expr"], str) and r["expr"].strip()
-            assert set(r) <= {"alert", "record", "expr", "for", "keep_firing_for", "labels",
-                              "annotations"}
+            assert set(r) <= {
+                "alert",
+                "record",
+                "expr",
+                "for",
+                "keep_firing_for",
+                "labels",
+                "annotations",
+            }
 
 
 def test_no_secret_is_rendered(docs: tuple[Doc, ...]) -> None:
@@ -169,23 +196,37 @@ def test_no_secret_is_rendered(docs: tuple[Doc, ...]) -> None:
 
 # --- the config ----------------------------------------------------------------------------
 
+
 def _config_files() -> list[Path]:
     return sorted(DEPLOY.rglob("*.toml"))
 
 
 @pytest.mark.parametrize("path", _config_files(), ids=lambda p: str(p.relative_to(DEPLOY)))
 def test_check_config_accepts_every_config_under_deploy(path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(path)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check-config", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_check_config_accepts_the_rendered_config_map(docs: tuple[Doc, ...],
-                                                      tmp_path: Path) -> None:
+def test_check_config_accepts_the_rendered_config_map(
+    docs: tuple[Doc, ...], tmp_path: Path
+) -> None:
     path = tmp_path / "gateway.toml"
     path.write_text(gateway_config_map(docs)["data"]["gateway.toml"])
-    result = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(path)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check-config", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -198,6 +239,7 @@ def test_config_map_name_carries_a_content_hash(docs: tuple[Doc, ...]) -> None:
 
 
 # --- drift: manifests vs. the gateway ------------------------------------------------------
+
 
 def test_container_and_service_ports_equal_the_config(docs: tuple[Doc, ...]) -> None:
     config = rendered_config(docs)
@@ -216,8 +258,11 @@ def test_container_and_service_ports_equal_the_config(docs: tuple[Doc, ...]) -> 
 
 def test_probe_paths_are_served_by_the_gateway(stack: Stack) -> None:
     c = container(render("base"))
-    expected = {"livenessProbe": "/healthz", "startupProbe": "/healthz",
-                "readinessProbe": "/readyz"}
+    expected = {
+        "livenessProbe": "/healthz",
+        "startupProbe": "/healthz",
+        "readinessProbe": "/readyz",
+    }
     for probe, path in expected.items():
         assert c[probe]["httpGet"]["path"] == path
         answer = httpx.get(f"{stack.url}{path}", timeout=5)
@@ -259,8 +304,11 @@ def test_mounted_files_are_the_configured_files(docs: tuple[Doc, ...]) -> None:
     token_file = k8s.keys.bearer_token_file
     assert token_file is not None
     mount, volume = mount_for(docs, token_file)
-    (sat,) = [s["serviceAccountToken"] for s in volume["projected"]["sources"]
-              if "serviceAccountToken" in s]
+    (sat,) = [
+        s["serviceAccountToken"]
+        for s in volume["projected"]["sources"]
+        if "serviceAccountToken" in s
+    ]
     assert sat["path"] == relative(token_file, mount)
     assert sat["audience"] not in k8s.policy.audiences
     assert sat["audience"] == k8s.policy.issuer  # the API server's issuer = its audience
@@ -277,8 +325,14 @@ def test_mounted_files_are_the_configured_files(docs: tuple[Doc, ...]) -> None:
 
 
 def test_args_are_accepted_by_gateway_serve(docs: tuple[Doc, ...]) -> None:
-    result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--help"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=30, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     flags = set(re.findall(r"--[a-z][a-z-]*", result.stdout))
     used = {a for a in container(docs)["args"] if a.startswith("-")}
     assert used <= flags, used - flags
@@ -323,8 +377,11 @@ def test_scaling_and_disruption_objects_target_the_deployment(docs: tuple[Doc, .
     selector = deployment["spec"]["selector"]["matchLabels"]
     hpa = one(docs, "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": deployment["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     assert hpa["spec"]["minReplicas"] >= 2
     assert one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == selector
     assert one(docs, "Service")["spec"]["selector"] == selector
@@ -338,10 +395,12 @@ def test_network_policy_allows_only_what_the_gateway_needs(docs: tuple[Doc, ...]
     spec = one(docs, "NetworkPolicy")["spec"]
     assert spec["policyTypes"] == ["Ingress", "Egress"]
     by_port = {rule["ports"][0]["port"]: rule["from"] for rule in spec["ingress"]}
-    assert by_port[config.server.port] == [{"namespaceSelector": {"matchLabels": {
-        "assistants-gateway.ai-platform/caller": "true"}}}]
-    assert by_port[config.server.metrics_port] == [{"namespaceSelector": {"matchLabels": {
-        "kubernetes.io/metadata.name": "monitoring"}}}]
+    assert by_port[config.server.port] == [
+        {"namespaceSelector": {"matchLabels": {"assistants-gateway.ai-platform/caller": "true"}}}
+    ]
+    assert by_port[config.server.metrics_port] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
     egress_ports = [{p["port"] for p in rule["ports"]} for rule in spec["egress"]]
     assert egress_ports == [{53}, {443, 6443}, {6379, 6380}, {443}]
     assert all(rule.get("to") for rule in spec["egress"])  # no rule open to everything
@@ -349,28 +408,35 @@ def test_network_policy_allows_only_what_the_gateway_needs(docs: tuple[Doc, ...]
 
 # --- monitoring copies ---------------------------------------------------------------------
 
+
 def test_prometheus_rule_groups_equal_the_rules_file() -> None:
     source = DEPLOY / "prometheus-rules.yaml"
     if not source.exists():
         pytest.skip("deploy/prometheus-rules.yaml (owned by the metrics work) does not exist yet")
     expected = yaml.safe_load(source.read_text())["groups"]
     assert one(render("base"), "PrometheusRule")["spec"]["groups"] == expected, (
-        "deploy/kustomize/base/prometheusrule.yaml is stale: run python3 deploy/sync-monitoring.py")
+        "deploy/kustomize/base/prometheusrule.yaml is stale: run python3 deploy/sync-monitoring.py"
+    )
 
 
 def test_dashboard_config_map_equals_the_dashboard_file() -> None:
     source = DEPLOY / "grafana-dashboard.json"
     if not source.exists():
         pytest.skip("deploy/grafana-dashboard.json (owned by the metrics work) does not exist yet")
-    (cm,) = [d for d in render("base") if d["kind"] == "ConfigMap"
-             and "grafana-dashboard.json" in d.get("data", {})]
+    (cm,) = [
+        d
+        for d in render("base")
+        if d["kind"] == "ConfigMap" and "grafana-dashboard.json" in d.get("data", {})
+    ]
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert cm["data"]["grafana-dashboard.json"] == source.read_text(), (
         "deploy/kustomize/base/grafana-dashboard.json is stale: run "
-        "python3 deploy/sync-monitoring.py")
+        "python3 deploy/sync-monitoring.py"
+    )
 
 
 # --- the image -----------------------------------------------------------------------------
+
 
 def _instructions(text: str) -> Iterator[tuple[str, str]]:
     logical = re.sub(r"\\\n", " ", text)
@@ -409,8 +475,17 @@ def test_dockerfile_final_stage_is_small_non_root_and_runs_gateway_serve() -> No
     assert json.loads(words["CMD"]) == c["args"]
     # No build tools, no installs from source, in the final stage.
     final_text = " ".join(rest for _, rest in final).lower()
-    for tool in ("gcc", "g++", "clang", "build-essential", "make ", "python3-dev", "-dev ",
-                 "pip install", "apt-get install"):
+    for tool in (
+        "gcc",
+        "g++",
+        "clang",
+        "build-essential",
+        "make ",
+        "python3-dev",
+        "-dev ",
+        "pip install",
+        "apt-get install",
+    ):
         assert tool not in final_text, f"final stage mentions {tool!r}"
     assert any(w == "COPY" and r.startswith("--from=") for w, r in final)
     # The final base keeps /bin/sleep for the preStop exec hook (distroless has none).

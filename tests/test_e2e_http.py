@@ -28,36 +28,44 @@ def _send(stack: Stack, raw: bytes, *, half_close: bool = True) -> bytes:
 
 def _head(stack: Stack, *lines: str) -> bytes:
     auth = stack.auth()["Authorization"]
-    base = [f"POST /openai/threads?api-version={V2} HTTP/1.1", "Host: gw",
-            f"Authorization: {auth}", "Content-Type: application/json"]
+    base = [
+        f"POST /openai/threads?api-version={V2} HTTP/1.1",
+        "Host: gw",
+        f"Authorization: {auth}",
+        "Content-Type: application/json",
+    ]
     return ("\r\n".join([*base, *lines]) + "\r\n\r\n").encode()
 
 
 _CHUNKED = b"2\r\n{}\r\n0\r\n\r\n"
 
 CASES = {
-    "CL and TE together": lambda s: _head(s, "Content-Length: 2", "Transfer-Encoding: chunked")
-    + b"2\r\n{}\r\n0\r\n\r\n",
-    "duplicate Content-Length": lambda s: _head(s, "Content-Length: 2", "Content-Length: 3")
-    + b"{} ",
+    "CL and TE together": lambda s: (
+        _head(s, "Content-Length: 2", "Transfer-Encoding: chunked") + b"2\r\n{}\r\n0\r\n\r\n"
+    ),
+    "duplicate Content-Length": lambda s: (
+        _head(s, "Content-Length: 2", "Content-Length: 3") + b"{} "
+    ),
     "obfuscated Content-Length": lambda s: _head(s, "Content-Length: +2") + b"{}",
-    "TE with obs-fold": lambda s: _head(s, "Transfer-Encoding:\r\n chunked")
-    + b"2\r\n{}\r\n0\r\n\r\n",
-    "bad chunk terminator": lambda s: _head(s, "Transfer-Encoding: chunked")
-    + b"2\r\n{}XX0\r\n\r\n",
+    "TE with obs-fold": lambda s: (
+        _head(s, "Transfer-Encoding:\r\n chunked") + b"2\r\n{}\r\n0\r\n\r\n"
+    ),
+    "bad chunk terminator": lambda s: (
+        _head(s, "Transfer-Encoding: chunked") + b"2\r\n{}XX0\r\n\r\n"
+    ),
     "TE not chunked": lambda s: _head(s, "Transfer-Encoding: gzip, identity") + b"{}",
     # Codings before chunked that the parser would drop (issue 12 item 11).
     "TE gzip, chunked": lambda s: _head(s, "Transfer-Encoding: gzip, chunked") + _CHUNKED,
-    "TE identity, chunked": lambda s: _head(s, "Transfer-Encoding: identity, chunked")
-    + _CHUNKED,
+    "TE identity, chunked": lambda s: _head(s, "Transfer-Encoding: identity, chunked") + _CHUNKED,
     "TE unknown, chunked": lambda s: _head(s, "Transfer-Encoding: x-custom, chunked") + _CHUNKED,
-    "two TE lines": lambda s: _head(s, "Transfer-Encoding: gzip", "Transfer-Encoding: chunked")
-    + _CHUNKED,
+    "two TE lines": lambda s: (
+        _head(s, "Transfer-Encoding: gzip", "Transfer-Encoding: chunked") + _CHUNKED
+    ),
     "TE chunked twice": lambda s: _head(s, "Transfer-Encoding: chunked, chunked") + _CHUNKED,
-    "TE on HTTP/1.0": lambda s: _head(s, "Transfer-Encoding: chunked").replace(
-        b"HTTP/1.1", b"HTTP/1.0", 1) + _CHUNKED,
-    "TE chunked with parameters": lambda s: _head(s, "Transfer-Encoding: chunked;q=1")
-    + _CHUNKED,
+    "TE on HTTP/1.0": lambda s: (
+        _head(s, "Transfer-Encoding: chunked").replace(b"HTTP/1.1", b"HTTP/1.0", 1) + _CHUNKED
+    ),
+    "TE chunked with parameters": lambda s: _head(s, "Transfer-Encoding: chunked;q=1") + _CHUNKED,
     "space before colon": lambda s: _head(s, "Content-Length : 2") + b"{}",
 }
 
@@ -82,13 +90,11 @@ def test_pipelined_smuggled_request_is_not_forwarded_with_the_key(gw: Stack) -> 
 
 
 @pytest.mark.parametrize("te", ["gzip, chunked", "identity, chunked", "x-custom, chunked"])
-def test_a_coding_besides_chunked_is_refused_by_the_gateway_and_closes(gw: Stack,
-                                                                      te: str) -> None:
+def test_a_coding_besides_chunked_is_refused_by_the_gateway_and_closes(gw: Stack, te: str) -> None:
     """The parser decodes the chunks and drops the other coding: the gateway refuses it
     itself (its error, its code) and closes the connection even if more was pipelined."""
     after = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
-    reply = _send(gw, _head(gw, f"Transfer-Encoding: {te}") + _CHUNKED + after,
-                  half_close=False)
+    reply = _send(gw, _head(gw, f"Transfer-Encoding: {te}") + _CHUNKED + after, half_close=False)
     assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
     assert b'"code":"invalid_transfer_encoding"' in reply
     assert b"connection: close" in reply.lower()
@@ -98,7 +104,8 @@ def test_a_coding_besides_chunked_is_refused_by_the_gateway_and_closes(gw: Stack
 
 @pytest.mark.parametrize("te", ["chunked", "Chunked", "  chunked "])
 def test_chunked_alone_is_accepted(gw: Stack, te: str) -> None:
-    reply = _send(gw, _head(gw, f"Transfer-Encoding:{te}", "Connection: close") + _CHUNKED,
-                  half_close=False)
+    reply = _send(
+        gw, _head(gw, f"Transfer-Encoding:{te}", "Connection: close") + _CHUNKED, half_close=False
+    )
     assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
     assert [r.path for r in gw.fake.requests] == ["/openai/threads"]

@@ -20,10 +20,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.apikey import ApiKeySource
 from gateway.app import build
 from gateway.config import Config, parse
-from gateway.fakeazure import FakeAzure
+from gateway.upstream.credentials import ApiKeySource
+from tests.fakeazure import FakeAzure
 from tests.servers import ThreadedUvicorn
 from tests.stack import AUDIENCE, ISSUER, V2, claims_for
 
@@ -60,15 +60,27 @@ def token(key: rsa.RSAPrivateKey, kid: str) -> str:
 
 def gateway_config(upstream_url: str, jwks_url: str, **issuer: Any) -> Config:
     """A gateway that trusts one issuer whose keys it fetches from ``jwks_url``."""
-    return parse({
-        "upstream": {"endpoint": upstream_url, "allow_plain_http": True},
-        "rate_limit": {"enabled": False}, "threads": {"ownership": False},
-        "auth": {"token_cache_size": 0,
-                 "issuers": [{"issuer": ISSUER, "audiences": [AUDIENCE], "kubernetes": True,
-                              "jwks_url": jwks_url, **issuer}],
-                 "callers": [{"profile": "all", "namespaces": ["team-a"]}]},
-        "profiles": {"all": {}},
-    })
+    return parse(
+        {
+            "upstream": {"endpoint": upstream_url, "allow_plain_http": True},
+            "rate_limit": {"enabled": False},
+            "threads": {"ownership": False},
+            "auth": {
+                "token_cache_size": 0,
+                "issuers": [
+                    {
+                        "issuer": ISSUER,
+                        "audiences": [AUDIENCE],
+                        "kubernetes": True,
+                        "jwks_url": jwks_url,
+                        **issuer,
+                    }
+                ],
+                "callers": [{"profile": "all", "namespaces": ["team-a"]}],
+            },
+            "profiles": {"all": {}},
+        }
+    )
 
 
 @dataclass
@@ -79,8 +91,12 @@ class JwksStack:
     token_file: Path
 
     def get(self, bearer: str) -> httpx.Response:
-        return httpx.post(f"{self.url}/openai/threads", params={"api-version": V2},
-                          headers={"Authorization": f"Bearer {bearer}"}, json={})
+        return httpx.post(
+            f"{self.url}/openai/threads",
+            params={"api-version": V2},
+            headers={"Authorization": f"Bearer {bearer}"},
+            json={},
+        )
 
 
 @pytest.fixture
@@ -92,11 +108,18 @@ def jwks_stack(tmp_path: Path) -> Iterator[JwksStack]:
     token_file = tmp_path / "gateway-token"
     token_file.write_text("gateway-own-token-1")
     keys_app = Starlette(routes=[Route("/jwks", server.endpoint)])
-    with ThreadedUvicorn(keys_app, lifespan="off") as keys, \
-            ThreadedUvicorn(fake.app, lifespan="off") as upstream:
-        config = gateway_config(upstream.url, f"{keys.url}/jwks",
-                                bearer_token_file=str(token_file), jwks_ttl_s=60,
-                                jwks_cooldown_s=0.5, jwks_stale_s=60)
+    with (
+        ThreadedUvicorn(keys_app, lifespan="off") as keys,
+        ThreadedUvicorn(fake.app, lifespan="off") as upstream,
+    ):
+        config = gateway_config(
+            upstream.url,
+            f"{keys.url}/jwks",
+            bearer_token_file=str(token_file),
+            jwks_ttl_s=60,
+            jwks_cooldown_s=0.5,
+            jwks_stale_s=60,
+        )
         gateway = build(config, api_key=ApiKeySource(api_key))
         with ThreadedUvicorn(gateway) as gw:
             yield JwksStack(gw.url, server, fake, token_file)
@@ -134,16 +157,23 @@ def test_outage_keeps_known_keys_then_503(tmp_path: Path) -> None:
     server.keys["k1"] = key
     fake = FakeAzure("azure-key")
     keys_app = Starlette(routes=[Route("/jwks", server.endpoint)])
-    with ThreadedUvicorn(keys_app, lifespan="off") as keys, \
-            ThreadedUvicorn(fake.app, lifespan="off") as upstream:
-        config = gateway_config(upstream.url, f"{keys.url}/jwks", jwks_ttl_s=0.5,
-                                jwks_cooldown_s=0.25, jwks_stale_s=3.0)
+    with (
+        ThreadedUvicorn(keys_app, lifespan="off") as keys,
+        ThreadedUvicorn(fake.app, lifespan="off") as upstream,
+    ):
+        config = gateway_config(
+            upstream.url, f"{keys.url}/jwks", jwks_ttl_s=0.5, jwks_cooldown_s=0.25, jwks_stale_s=3.0
+        )
         gateway = build(config, api_key=ApiKeySource("azure-key"))
         with ThreadedUvicorn(gateway) as gw:
+
             def call() -> httpx.Response:
-                return httpx.post(f"{gw.url}/openai/threads", params={"api-version": V2},
-                                  headers={"Authorization": f"Bearer {token(key, 'k1')}"},
-                                  json={})
+                return httpx.post(
+                    f"{gw.url}/openai/threads",
+                    params={"api-version": V2},
+                    headers={"Authorization": f"Bearer {token(key, 'k1')}"},
+                    json={},
+                )
 
             def wait_status(status: int, timeout: float) -> httpx.Response:
                 deadline = time.monotonic() + timeout
@@ -175,9 +205,19 @@ IDP = "https://idp.test.invalid"
 
 def idp_token(key: rsa.RSAPrivateKey, kid: str, tenant: str = "team-a") -> str:
     now = int(time.time())
-    return jwt.encode({"iss": IDP, "aud": AUDIENCE, "sub": "svc-1", "tenant": tenant,
-                       "iat": now, "exp": now + 600}, key, algorithm="RS256",
-                      headers={"kid": kid})
+    return jwt.encode(
+        {
+            "iss": IDP,
+            "aud": AUDIENCE,
+            "sub": "svc-1",
+            "tenant": tenant,
+            "iat": now,
+            "exp": now + 600,
+        },
+        key,
+        algorithm="RS256",
+        headers={"kid": kid},
+    )
 
 
 def test_one_issuer_past_stale_does_not_take_the_replica_out(tmp_path: Path) -> None:
@@ -187,31 +227,58 @@ def test_one_issuer_past_stale_does_not_take_the_replica_out(tmp_path: Path) -> 
     cluster, idp = KeyServer(), KeyServer()
     cluster.keys["c1"], idp.keys["i1"] = new_key(), new_key()
     fake = FakeAzure("azure-key")
-    with ThreadedUvicorn(Starlette(routes=[Route("/jwks", cluster.endpoint)]),
-                         lifespan="off") as cluster_keys, \
-            ThreadedUvicorn(Starlette(routes=[Route("/jwks", idp.endpoint)]),
-                            lifespan="off") as idp_keys, \
-            ThreadedUvicorn(fake.app, lifespan="off") as upstream:
+    with (
+        ThreadedUvicorn(
+            Starlette(routes=[Route("/jwks", cluster.endpoint)]), lifespan="off"
+        ) as cluster_keys,
+        ThreadedUvicorn(
+            Starlette(routes=[Route("/jwks", idp.endpoint)]), lifespan="off"
+        ) as idp_keys,
+        ThreadedUvicorn(fake.app, lifespan="off") as upstream,
+    ):
         fast = {"jwks_ttl_s": 0.5, "jwks_cooldown_s": 0.25, "jwks_stale_s": 2.0}
-        config = parse({
-            "upstream": {"endpoint": upstream.url, "allow_plain_http": True},
-            "rate_limit": {"enabled": False}, "threads": {"ownership": False},
-            "auth": {"token_cache_size": 0, "issuers": [
-                {"issuer": ISSUER, "audiences": [AUDIENCE], "kubernetes": True,
-                 "jwks_url": f"{cluster_keys.url}/jwks", **fast},
-                {"issuer": IDP, "audiences": [AUDIENCE], "tenant_claim": "tenant",
-                 "jwks_url": f"{idp_keys.url}/jwks", **fast}],
-                "default_profile": "all"},
-            "profiles": {"all": {}},
-        })
+        config = parse(
+            {
+                "upstream": {"endpoint": upstream.url, "allow_plain_http": True},
+                "rate_limit": {"enabled": False},
+                "threads": {"ownership": False},
+                "auth": {
+                    "token_cache_size": 0,
+                    "issuers": [
+                        {
+                            "issuer": ISSUER,
+                            "audiences": [AUDIENCE],
+                            "kubernetes": True,
+                            "jwks_url": f"{cluster_keys.url}/jwks",
+                            **fast,
+                        },
+                        {
+                            "issuer": IDP,
+                            "audiences": [AUDIENCE],
+                            "tenant_claim": "tenant",
+                            "jwks_url": f"{idp_keys.url}/jwks",
+                            **fast,
+                        },
+                    ],
+                    "default_profile": "all",
+                },
+                "profiles": {"all": {}},
+            }
+        )
         gateway = build(config, api_key=ApiKeySource("azure-key"))
         with ThreadedUvicorn(gateway) as gw:
-            def call(bearer: str) -> httpx.Response:
-                return httpx.post(f"{gw.url}/openai/threads", params={"api-version": V2},
-                                  headers={"Authorization": f"Bearer {bearer}"}, json={})
 
-            kube = jwt.encode(claims_for(), cluster.keys["c1"], algorithm="RS256",
-                              headers={"kid": "c1"})
+            def call(bearer: str) -> httpx.Response:
+                return httpx.post(
+                    f"{gw.url}/openai/threads",
+                    params={"api-version": V2},
+                    headers={"Authorization": f"Bearer {bearer}"},
+                    json={},
+                )
+
+            kube = jwt.encode(
+                claims_for(), cluster.keys["c1"], algorithm="RS256", headers={"kid": "c1"}
+            )
             assert call(kube).status_code == 200
             assert call(idp_token(idp.keys["i1"], "i1")).status_code == 200
             idp.fail = True
@@ -231,10 +298,13 @@ def test_one_issuer_past_stale_does_not_take_the_replica_out(tmp_path: Path) -> 
             assert call(kube).status_code == 200  # Kubernetes callers are still served
             metrics = gateway.metrics
             assert metrics is not None
-            assert metrics.registry.get_sample_value(
-                "gateway_jwks_keys_ready", {"issuer": IDP}) == 0.0
-            assert metrics.registry.get_sample_value(
-                "gateway_jwks_keys_ready", {"issuer": ISSUER}) == 1.0
+            assert (
+                metrics.registry.get_sample_value("gateway_jwks_keys_ready", {"issuer": IDP}) == 0.0
+            )
+            assert (
+                metrics.registry.get_sample_value("gateway_jwks_keys_ready", {"issuer": ISSUER})
+                == 1.0
+            )
             # Every issuer down: now the replica cannot serve anyone.
             cluster.fail = True
             deadline = time.monotonic() + 10

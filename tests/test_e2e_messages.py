@@ -10,8 +10,9 @@ from tests.stack import V1, V2, Stack
 
 
 def client(gw: Stack, version: str = V2, **kw: object) -> openai.AzureOpenAI:
-    return openai.AzureOpenAI(azure_endpoint=gw.url, api_version=version,
-                              azure_ad_token=gw.token(), max_retries=0, **kw)  # type: ignore[arg-type]
+    return openai.AzureOpenAI(
+        azure_endpoint=gw.url, api_version=version, azure_ad_token=gw.token(), max_retries=0, **kw
+    )  # type: ignore[arg-type]
 
 
 def assert_only_gateway_credentials(gw: Stack, token: str) -> None:
@@ -27,12 +28,14 @@ def assert_only_gateway_credentials(gw: Stack, token: str) -> None:
 
 def test_messages_lifecycle_v2(gw: Stack) -> None:
     token = gw.token()
-    c = openai.AzureOpenAI(azure_endpoint=gw.url, api_version=V2, azure_ad_token=token,
-                           max_retries=0)
+    c = openai.AzureOpenAI(
+        azure_endpoint=gw.url, api_version=V2, azure_ad_token=token, max_retries=0
+    )
     thread = c.beta.threads.create(metadata={"team": "a"})
     created = [
-        c.beta.threads.messages.create(thread.id, role="user", content=f"message {i}",
-                                       metadata={"i": str(i)})
+        c.beta.threads.messages.create(
+            thread.id, role="user", content=f"message {i}", metadata={"i": str(i)}
+        )
         for i in range(5)
     ]
     assert created[0].role == "user" and created[0].content[0].text.value == "message 0"
@@ -44,8 +47,9 @@ def test_messages_lifecycle_v2(gw: Stack) -> None:
     assert pages[1].query == f"api-version={V2}&limit=2&order=asc&after={created[1].id}"
     got = c.beta.threads.messages.retrieve(created[2].id, thread_id=thread.id)
     assert got.id == created[2].id
-    modified = c.beta.threads.messages.update(created[2].id, thread_id=thread.id,
-                                              metadata={"state": "seen"})
+    modified = c.beta.threads.messages.update(
+        created[2].id, thread_id=thread.id, metadata={"state": "seen"}
+    )
     assert modified.metadata == {"state": "seen"}
     deleted = c.beta.threads.messages.delete(created[2].id, thread_id=thread.id)
     assert deleted.deleted is True
@@ -54,8 +58,9 @@ def test_messages_lifecycle_v2(gw: Stack) -> None:
     assert c.beta.threads.retrieve(thread.id).metadata == {"team": "a"}
     assert c.beta.threads.delete(thread.id).deleted is True
     assert_only_gateway_credentials(gw, token)
-    create = next(r for r in gw.fake.requests if r.method == "POST" and
-                  r.path.endswith("/messages"))
+    create = next(
+        r for r in gw.fake.requests if r.method == "POST" and r.path.endswith("/messages")
+    )
     assert create.json() == {"content": "message 0", "role": "user", "metadata": {"i": "0"}}
 
 
@@ -64,24 +69,31 @@ def test_messages_and_files_v1(gw: Stack) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=gw.url, headers=headers) as h:
         thread = h.post("/openai/threads", params={"api-version": V1}, json={}).json()
-        message = h.post(f"/openai/threads/{thread['id']}/messages", params={"api-version": V1},
-                         json={"role": "user", "content": "see file",
-                               "file_ids": ["file-abc123"]})
+        message = h.post(
+            f"/openai/threads/{thread['id']}/messages",
+            params={"api-version": V1},
+            json={"role": "user", "content": "see file", "file_ids": ["file-abc123"]},
+        )
         assert message.status_code == 200, message.text
         msg = message.json()
         assert msg["file_ids"] == ["file-abc123"] and "attachments" not in msg
-        listed = h.get(f"/openai/threads/{thread['id']}/messages",
-                       params={"api-version": V1, "limit": 10}).json()
+        listed = h.get(
+            f"/openai/threads/{thread['id']}/messages", params={"api-version": V1, "limit": 10}
+        ).json()
         assert [m["id"] for m in listed["data"]] == [msg["id"]]
-        files = h.get(f"/openai/threads/{thread['id']}/messages/{msg['id']}/files",
-                      params={"api-version": V1}).json()
+        files = h.get(
+            f"/openai/threads/{thread['id']}/messages/{msg['id']}/files", params={"api-version": V1}
+        ).json()
         assert [f["id"] for f in files["data"]] == ["file-abc123"]
-        one = h.get(f"/openai/threads/{thread['id']}/messages/{msg['id']}/files/file-abc123",
-                    params={"api-version": V1}).json()
+        one = h.get(
+            f"/openai/threads/{thread['id']}/messages/{msg['id']}/files/file-abc123",
+            params={"api-version": V1},
+        ).json()
         assert one["object"] == "thread.message.file" and one["message_id"] == msg["id"]
         # The file routes do not exist on v2, and v2 bodies are refused on v1.
-        on_v2 = h.get(f"/openai/threads/{thread['id']}/messages/{msg['id']}/files",
-                      params={"api-version": V2})
+        on_v2 = h.get(
+            f"/openai/threads/{thread['id']}/messages/{msg['id']}/files", params={"api-version": V2}
+        )
         assert on_v2.status_code == 400
         assert on_v2.json()["error"]["code"] == "operation_not_in_api_version"
     assert_only_gateway_credentials(gw, token)
@@ -92,7 +104,8 @@ def test_sdk_on_v1_creates_and_lists(gw: Stack) -> None:
     thread = c.beta.threads.create()
     c.beta.threads.messages.create(thread.id, role="user", content="hello v1")
     assert [m.content[0].text.value for m in c.beta.threads.messages.list(thread.id)] == [
-        "hello v1"]
+        "hello v1"
+    ]
 
 
 def test_upstream_errors_reach_the_sdk_as_its_own_classes(gw: Stack) -> None:
@@ -103,14 +116,16 @@ def test_upstream_errors_reach_the_sdk_as_its_own_classes(gw: Stack) -> None:
 
 
 def test_gateway_errors_parse_in_the_sdk(gw: Stack) -> None:
-    bad = openai.AzureOpenAI(azure_endpoint=gw.url, api_version=V2,
-                             azure_ad_token="not.a-valid.token", max_retries=0)
+    bad = openai.AzureOpenAI(
+        azure_endpoint=gw.url, api_version=V2, azure_ad_token="not.a-valid.token", max_retries=0
+    )
     with pytest.raises(openai.AuthenticationError) as err:
         bad.beta.threads.create()
     assert err.value.code == "invalid_token"
     assert err.value.type == "authentication_error"
-    wrong = openai.AzureOpenAI(azure_endpoint=gw.url, api_version="2023-01-01",
-                               azure_ad_token=gw.token(), max_retries=0)
+    wrong = openai.AzureOpenAI(
+        azure_endpoint=gw.url, api_version="2023-01-01", azure_ad_token=gw.token(), max_retries=0
+    )
     with pytest.raises(openai.BadRequestError) as bad_version:
         wrong.beta.threads.create()
     assert bad_version.value.code == "unsupported_api_version"
@@ -120,15 +135,22 @@ def test_gateway_errors_parse_in_the_sdk(gw: Stack) -> None:
 
 def test_request_id_is_propagated_or_generated(gw: Stack) -> None:
     with httpx.Client(base_url=gw.url, headers=gw.auth()) as h:
-        own = h.post("/openai/threads", params={"api-version": V2}, json={},
-                     headers={"x-request-id": "req-123"})
+        own = h.post(
+            "/openai/threads",
+            params={"api-version": V2},
+            json={},
+            headers={"x-request-id": "req-123"},
+        )
         assert own.headers["x-request-id"] == "req-123"
         assert gw.fake.requests[-1].header("x-ms-client-request-id") == "req-123"
         generated = h.post("/openai/threads", params={"api-version": V2}, json={})
         assert len(generated.headers["x-request-id"]) == 36
         assert generated.headers["x-upstream-request-id"]
-        refused = h.get("/openai/assistants", params={"api-version": V2},
-                        headers={"x-request-id": "bad id with spaces"})
+        refused = h.get(
+            "/openai/assistants",
+            params={"api-version": V2},
+            headers={"x-request-id": "bad id with spaces"},
+        )
         assert refused.status_code == 404 and len(refused.headers["x-request-id"]) == 36
 
 

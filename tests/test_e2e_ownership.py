@@ -23,11 +23,11 @@ import openai
 import pytest
 import redis
 
-from gateway.apikey import ApiKeySource
 from gateway.app import build
-from gateway.auth import default_domain
-from gateway.fakeazure import FakeAzure, ScriptedResponse
-from gateway.ownership import owner_key, tenant_digest
+from gateway.auth.tokens import default_domain
+from gateway.ownership.rules import owner_key, tenant_digest
+from gateway.upstream.credentials import ApiKeySource
+from tests.fakeazure import FakeAzure, ScriptedResponse
 from tests.servers import RedisServer, ThreadedUvicorn, private_redis, wait_for_port
 from tests.stack import ISSUER, V2, Stack, running_stack
 
@@ -51,8 +51,12 @@ _CLIENTS: list[openai.AzureOpenAI] = []
 
 
 def sdk(url: str, stack: Stack, namespace: str = A) -> openai.AzureOpenAI:
-    client = openai.AzureOpenAI(azure_endpoint=url, api_version=V2, max_retries=0,
-                                azure_ad_token=stack.token(namespace=namespace))
+    client = openai.AzureOpenAI(
+        azure_endpoint=url,
+        api_version=V2,
+        max_retries=0,
+        azure_ad_token=stack.token(namespace=namespace),
+    )
     _CLIENTS.append(client)
     return client
 
@@ -65,12 +69,13 @@ def _close_clients() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def owned_stack(tmp: Path, server: RedisServer, unknown: str,
-                **threads: Any) -> Iterator[Stack]:
+def owned_stack(tmp: Path, server: RedisServer, unknown: str, **threads: Any) -> Iterator[Stack]:
     """Ownership on (limiter off: these tests are about ownership alone)."""
-    overrides = {"threads": {"ownership": True, "unknown": unknown, **threads},
-                 "rate_limit": {"enabled": False},
-                 "redis": {"socket_timeout_s": 0.2, "connect_timeout_s": 0.2}}
+    overrides = {
+        "threads": {"ownership": True, "unknown": unknown, **threads},
+        "rate_limit": {"enabled": False},
+        "redis": {"socket_timeout_s": 0.2, "connect_timeout_s": 0.2},
+    }
     with running_stack(tmp, redis_url=server.url, overrides=overrides) as stack:
         yield stack
 
@@ -79,9 +84,14 @@ def owned_stack(tmp: Path, server: RedisServer, unknown: str,
 def replica(stack: Stack) -> Iterator[str]:
     """Another gateway of the same deployment (same config, fake Azure and Redis)."""
     config = stack.config
-    gateway = build(config, api_key=ApiKeySource(stack.api_key,
-                                                 path=config.upstream.api_key_file,
-                                                 reload_s=config.upstream.api_key_reload_s))
+    gateway = build(
+        config,
+        api_key=ApiKeySource(
+            stack.api_key,
+            path=config.upstream.api_key_file,
+            reload_s=config.upstream.api_key_reload_s,
+        ),
+    )
     with ThreadedUvicorn(gateway, http="httptools", server_header=False) as server:
         yield server.url
 
@@ -89,8 +99,12 @@ def replica(stack: Stack) -> Iterator[str]:
 def create_thread(stack: Stack, url: str | None = None, **body: Any) -> str:
     """A thread created by team-a asking for no compression (unlike the SDK, whose httpx asks
     for gzip): these tests are about Redis, not about 3(a)."""
-    response = httpx.post(f"{url or stack.url}/openai/threads", params=Q, json=body,
-                          headers={**stack.auth(), "Accept-Encoding": "identity"})
+    response = httpx.post(
+        f"{url or stack.url}/openai/threads",
+        params=Q,
+        json=body,
+        headers={**stack.auth(), "Accept-Encoding": "identity"},
+    )
     assert response.status_code == 200, response.text
     thread_id: str = response.json()["id"]
     return thread_id
@@ -126,18 +140,24 @@ def azure_thread(fake: FakeAzure, thread_id: str) -> dict[str, str]:
 def nothing_forwarded(fake: FakeAzure, since: int, thread_id: str) -> bool:
     """Since ``since`` at most the gateway's own owner lookups reached Azure: a ``GET`` of the
     thread without any of the caller's headers."""
-    return all(r.method == "GET" and r.path == f"/openai/threads/{thread_id}"
-               and r.header("x-stainless-lang") is None and r.header("authorization") is None
-               for r in fake.requests[since:])
+    return all(
+        r.method == "GET"
+        and r.path == f"/openai/threads/{thread_id}"
+        and r.header("x-stainless-lang") is None
+        and r.header("authorization") is None
+        for r in fake.requests[since:]
+    )
 
 
 def assert_foreign_404(url: str, stack: Stack, thread_id: str) -> None:
     before = len(stack.fake.requests)
     other = sdk(url, stack, B)
-    for attempt in (lambda: other.beta.threads.retrieve(thread_id),
-                    lambda: other.beta.threads.messages.list(thread_id),
-                    lambda: other.beta.threads.update(thread_id, metadata={"x": "y"}),
-                    lambda: other.beta.threads.delete(thread_id)):
+    for attempt in (
+        lambda: other.beta.threads.retrieve(thread_id),
+        lambda: other.beta.threads.messages.list(thread_id),
+        lambda: other.beta.threads.update(thread_id, metadata={"x": "y"}),
+        lambda: other.beta.threads.delete(thread_id),
+    ):
         with pytest.raises(openai.NotFoundError) as err:
             attempt()
         assert err.value.code == "thread_not_found"
@@ -172,12 +192,16 @@ def private() -> Iterator[RedisServer]:
 
 # -- 3(a): the caller's Accept-Encoding -----------------------------------------------
 
+
 @pytest.mark.parametrize("unknown", ["deny", "allow"])
-def test_gzip_accept_encoding_on_create(tmp_path: Path, private: RedisServer,
-                                        unknown: str) -> None:
+def test_gzip_accept_encoding_on_create(tmp_path: Path, private: RedisServer, unknown: str) -> None:
     with owned_stack(tmp_path, private, unknown) as stack:
-        created = httpx.post(f"{stack.url}/openai/threads", params=Q, json={},
-                             headers={**stack.auth(), "Accept-Encoding": "gzip"})
+        created = httpx.post(
+            f"{stack.url}/openai/threads",
+            params=Q,
+            json={},
+            headers={**stack.auth(), "Accept-Encoding": "gzip"},
+        )
         assert created.status_code == 200
         thread_id = created.json()["id"]
         assert_owner_reads(stack.url, stack, thread_id)
@@ -187,10 +211,12 @@ def test_gzip_accept_encoding_on_create(tmp_path: Path, private: RedisServer,
 
 # -- 3(b): Redis slow or down at creation -----------------------------------------------
 
+
 @pytest.mark.parametrize("unknown", ["deny", "allow"])
 @pytest.mark.parametrize("fault", ["stopped", "killed"])
-def test_redis_down_at_creation(tmp_path: Path, private: RedisServer, unknown: str,
-                                fault: str) -> None:
+def test_redis_down_at_creation(
+    tmp_path: Path, private: RedisServer, unknown: str, fault: str
+) -> None:
     assert private.proc is not None
     with owned_stack(tmp_path, private, unknown) as stack:
         if fault == "stopped":
@@ -219,9 +245,11 @@ def test_redis_down_at_creation(tmp_path: Path, private: RedisServer, unknown: s
 
 # -- 4: Redis loses its data after creation ----------------------------------------------
 
+
 @pytest.mark.parametrize("unknown", ["deny", "allow"])
-def test_redis_empty_restart_after_creation(tmp_path: Path, private: RedisServer,
-                                            unknown: str) -> None:
+def test_redis_empty_restart_after_creation(
+    tmp_path: Path, private: RedisServer, unknown: str
+) -> None:
     with owned_stack(tmp_path, private, unknown) as stack:
         thread_id = create_thread(stack, messages=[{"role": "user", "content": "mine"}])
         assert recorded(private, thread_id) == owner_of(A).encode()
@@ -239,8 +267,9 @@ def test_redis_empty_restart_after_creation(tmp_path: Path, private: RedisServer
 
 
 @pytest.mark.parametrize("unknown", ["deny", "allow"])
-def test_redis_flushed_with_the_cache_off(tmp_path: Path, private: RedisServer,
-                                          unknown: str) -> None:
+def test_redis_flushed_with_the_cache_off(
+    tmp_path: Path, private: RedisServer, unknown: str
+) -> None:
     """``threads.cache_ttl_s = 0``: every lookup of this one gateway misses its own cache."""
     with owned_stack(tmp_path, private, unknown, cache_ttl_s=0) as stack:
         thread_id = create_thread(stack)
@@ -252,6 +281,7 @@ def test_redis_flushed_with_the_cache_off(tmp_path: Path, private: RedisServer,
 
 # -- the reserved key -----------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def module_redis() -> Iterator[RedisServer]:
     with restartable_redis() as server:
@@ -259,8 +289,7 @@ def module_redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
-def owned(tmp_path_factory: pytest.TempPathFactory,
-          module_redis: RedisServer) -> Iterator[Stack]:
+def owned(tmp_path_factory: pytest.TempPathFactory, module_redis: RedisServer) -> Iterator[Stack]:
     with owned_stack(tmp_path_factory.mktemp("owned"), module_redis, "deny") as stack:
         yield stack
 
@@ -275,22 +304,39 @@ def _post(stack: Stack, path: str, body: Any) -> httpx.Response:
     return httpx.post(f"{stack.url}/openai{path}", params=Q, json=body, headers=stack.auth())
 
 
-@pytest.mark.parametrize(("path", "body", "param"), [
-    ("/threads", {"metadata": {STAMP_KEY: owner_of(B)}}, "metadata"),
-    ("/threads", {"messages": [{"role": "user", "content": "x",
-                                "metadata": {STAMP_KEY: "x"}}]}, "messages[0].metadata"),
-    ("/threads/runs", {"assistant_id": "asst_abc123",
-                       "thread": {"metadata": {"a": "b", STAMP_KEY: "x"}}}, "thread.metadata"),
-    ("/threads/runs", {"assistant_id": "asst_abc123", "metadata": {STAMP_KEY: "x"}},
-     "metadata"),
-    ("/threads/{id}", {"metadata": {STAMP_KEY: owner_of(B)}}, "metadata"),
-    ("/threads/{id}/messages", {"role": "user", "content": "x", "metadata": {STAMP_KEY: ""}},
-     "metadata"),
-    ("/threads/{id}/runs", {"assistant_id": "asst_abc123", "metadata": {STAMP_KEY: "x"}},
-     "metadata"),
-])
-def test_callers_cannot_set_the_reserved_key(gw: Stack, path: str, body: Any,
-                                             param: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/threads", {"metadata": {STAMP_KEY: owner_of(B)}}, "metadata"),
+        (
+            "/threads",
+            {"messages": [{"role": "user", "content": "x", "metadata": {STAMP_KEY: "x"}}]},
+            "messages[0].metadata",
+        ),
+        (
+            "/threads/runs",
+            {"assistant_id": "asst_abc123", "thread": {"metadata": {"a": "b", STAMP_KEY: "x"}}},
+            "thread.metadata",
+        ),
+        (
+            "/threads/runs",
+            {"assistant_id": "asst_abc123", "metadata": {STAMP_KEY: "x"}},
+            "metadata",
+        ),
+        ("/threads/{id}", {"metadata": {STAMP_KEY: owner_of(B)}}, "metadata"),
+        (
+            "/threads/{id}/messages",
+            {"role": "user", "content": "x", "metadata": {STAMP_KEY: ""}},
+            "metadata",
+        ),
+        (
+            "/threads/{id}/runs",
+            {"assistant_id": "asst_abc123", "metadata": {STAMP_KEY: "x"}},
+            "metadata",
+        ),
+    ],
+)
+def test_callers_cannot_set_the_reserved_key(gw: Stack, path: str, body: Any, param: str) -> None:
     thread_id = create_thread(gw)
     before = len(gw.fake.requests)
     refused = _post(gw, path.replace("{id}", thread_id), body)
@@ -318,11 +364,17 @@ def test_the_stamp_is_on_azure_and_never_shown(gw: Stack) -> None:
 
 def test_streamed_create_and_run_hides_the_stamp(gw: Stack) -> None:
     gw.fake.run_event_delay_s = 0.01
-    with httpx.stream("POST", f"{gw.url}/openai/threads/runs", params=Q, headers=gw.auth(),
-                      json={"assistant_id": "asst_abc123", "stream": True,
-                            "thread": {"metadata": {"k": "v"},
-                                       "messages": [{"role": "user", "content": "hi"}]}}
-                      ) as response:
+    with httpx.stream(
+        "POST",
+        f"{gw.url}/openai/threads/runs",
+        params=Q,
+        headers=gw.auth(),
+        json={
+            "assistant_id": "asst_abc123",
+            "stream": True,
+            "thread": {"metadata": {"k": "v"}, "messages": [{"role": "user", "content": "hi"}]},
+        },
+    ) as response:
         assert response.status_code == 200
         chunks = list(response.iter_raw())
     raw = b"".join(chunks)
@@ -335,8 +387,9 @@ def test_streamed_create_and_run_hides_the_stamp(gw: Stack) -> None:
     assert raw.endswith(b"event: done\ndata: [DONE]\n\n")
     assert azure_thread(gw.fake, created["id"])[STAMP_KEY] == owner_of(A)
     # The SDK reads the rewritten event like any other; a thread made without one is stamped.
-    events = list(sdk(gw.url, gw).beta.threads.create_and_run(assistant_id="asst_abc123",
-                                                              stream=True))
+    events = list(
+        sdk(gw.url, gw).beta.threads.create_and_run(assistant_id="asst_abc123", stream=True)
+    )
     assert events[0].event == "thread.created"
     assert events[0].data.metadata == {}
     assert azure_thread(gw.fake, events[0].data.id) == {STAMP_KEY: owner_of(A)}
@@ -347,8 +400,9 @@ def test_modify_cannot_remove_the_stamp(gw: Stack, module_redis: RedisServer) ->
     owner = sdk(gw.url, gw)
     thread_id = create_thread(gw, metadata={"a": "1"})
     assert owner.beta.threads.update(thread_id, metadata={"b": "2"}).metadata == {"b": "2"}
-    cleared = httpx.post(f"{gw.url}/openai/threads/{thread_id}", params=Q, headers=gw.auth(),
-                         json={"metadata": None})
+    cleared = httpx.post(
+        f"{gw.url}/openai/threads/{thread_id}", params=Q, headers=gw.auth(), json={"metadata": None}
+    )
     assert cleared.status_code == 200 and cleared.json()["metadata"] == {}
     assert owner.beta.threads.update(thread_id).metadata == {}
     redis_do(module_redis, "FLUSHALL")
@@ -374,8 +428,11 @@ def test_metadata_pairs_boundary_with_the_stamp(gw: Stack) -> None:
     for path, body, param in (
         ("/threads", {"metadata": _pairs(16)}, "metadata"),
         (f"/threads/{thread.id}", {"metadata": _pairs(16)}, "metadata"),
-        ("/threads/runs", {"assistant_id": "asst_abc123", "thread": {"metadata": _pairs(16)}},
-         "thread.metadata"),
+        (
+            "/threads/runs",
+            {"assistant_id": "asst_abc123", "thread": {"metadata": _pairs(16)}},
+            "thread.metadata",
+        ),
     ):
         refused = _post(gw, path, body)
         assert refused.status_code == 400
@@ -384,28 +441,40 @@ def test_metadata_pairs_boundary_with_the_stamp(gw: Stack) -> None:
         assert "at most 15" in error["message"]
     assert len(gw.fake.requests) == before
     # Messages and runs carry no stamp: Azure's 16 pairs stay theirs.
-    message = owner.beta.threads.messages.create(thread.id, role="user", content="x",
-                                                 metadata=_pairs(16))
+    message = owner.beta.threads.messages.create(
+        thread.id, role="user", content="x", metadata=_pairs(16)
+    )
     assert message.metadata == _pairs(16)
 
 
 # -- the lookup at Azure --------------------------------------------------------------------
 
-def test_the_owner_lookup_is_the_gateways_own_request(gw: Stack,
-                                                      module_redis: RedisServer) -> None:
+
+def test_the_owner_lookup_is_the_gateways_own_request(gw: Stack, module_redis: RedisServer) -> None:
     thread = sdk(gw.url, gw).beta.threads.create()
     redis_do(module_redis, "FLUSHALL")
     with replica(gw) as other:
         before = len(gw.fake.requests)
         response = httpx.get(
-            f"{other}/openai/threads/{thread.id}/messages", params={"api-version": V2},
-            headers={**gw.auth(), "Accept-Encoding": "gzip", "Cookie": "session=caller",
-                     "X-Stainless-Lang": "python", "OpenAI-Beta": "assistants=v2",
-                     "User-Agent": "caller-agent", "x-request-id": "caller-request-1"})
+            f"{other}/openai/threads/{thread.id}/messages",
+            params={"api-version": V2},
+            headers={
+                **gw.auth(),
+                "Accept-Encoding": "gzip",
+                "Cookie": "session=caller",
+                "X-Stainless-Lang": "python",
+                "OpenAI-Beta": "assistants=v2",
+                "User-Agent": "caller-agent",
+                "x-request-id": "caller-request-1",
+            },
+        )
         assert response.status_code == 200
     lookup, forwarded = gw.fake.requests[before:]
     assert (lookup.method, lookup.path, lookup.query) == (
-        "GET", f"/openai/threads/{thread.id}", f"api-version={NEWEST}")
+        "GET",
+        f"/openai/threads/{thread.id}",
+        f"api-version={NEWEST}",
+    )
     assert lookup.header_values("api-key") == [gw.api_key]
     assert lookup.header_values("accept-encoding") == ["identity"]
     assert lookup.header("x-ms-client-request-id") not in (None, "caller-request-1")
@@ -415,22 +484,44 @@ def test_the_owner_lookup_is_the_gateways_own_request(gw: Stack,
     assert forwarded.path == f"/openai/threads/{thread.id}/messages"
 
 
-@pytest.mark.parametrize(("azure", "status", "code"), [
-    (ScriptedResponse(status=500, chunks=(b'{"error":{"code":"secret-500"}}',)), 503,
-     "ownership_unavailable"),
-    (ScriptedResponse(status=429, headers=(("retry-after", "9"),),
-                      chunks=(b'{"error":{"code":"secret-429"}}',)), 503, "ownership_unavailable"),
-    (ScriptedResponse(status=302, headers=(("location", "http://127.0.0.1:1/secret"),)), 503,
-     "ownership_unavailable"),
-    (ScriptedResponse(chunks=(b'{"id":"thread_someoneelse","metadata":{}}',)), 503,
-     "ownership_unavailable"),
-    (ScriptedResponse(delay_headers_s=3, chunks=(b"{}",)), 503, "ownership_unavailable"),
-    (ScriptedResponse(status=404, chunks=(b'{"error":{"code":"secret-404"}}',)), 404,
-     "thread_not_found"),
-])
+@pytest.mark.parametrize(
+    ("azure", "status", "code"),
+    [
+        (
+            ScriptedResponse(status=500, chunks=(b'{"error":{"code":"secret-500"}}',)),
+            503,
+            "ownership_unavailable",
+        ),
+        (
+            ScriptedResponse(
+                status=429,
+                headers=(("retry-after", "9"),),
+                chunks=(b'{"error":{"code":"secret-429"}}',),
+            ),
+            503,
+            "ownership_unavailable",
+        ),
+        (
+            ScriptedResponse(status=302, headers=(("location", "http://127.0.0.1:1/secret"),)),
+            503,
+            "ownership_unavailable",
+        ),
+        (
+            ScriptedResponse(chunks=(b'{"id":"thread_someoneelse","metadata":{}}',)),
+            503,
+            "ownership_unavailable",
+        ),
+        (ScriptedResponse(delay_headers_s=3, chunks=(b"{}",)), 503, "ownership_unavailable"),
+        (
+            ScriptedResponse(status=404, chunks=(b'{"error":{"code":"secret-404"}}',)),
+            404,
+            "thread_not_found",
+        ),
+    ],
+)
 def test_a_failed_lookup_fails_closed_and_shows_nothing(
-        tmp_path: Path, module_redis: RedisServer, azure: ScriptedResponse, status: int,
-        code: str) -> None:
+    tmp_path: Path, module_redis: RedisServer, azure: ScriptedResponse, status: int, code: str
+) -> None:
     with owned_stack(tmp_path, module_redis, "allow", lookup_timeout_s=1) as stack:
         thread = sdk(stack.url, stack).beta.threads.create()
         redis_do(module_redis, "FLUSHALL")
@@ -438,8 +529,12 @@ def test_a_failed_lookup_fails_closed_and_shows_nothing(
         with replica(stack) as other:
             before = len(stack.fake.requests)
             started = time.monotonic()
-            response = httpx.get(f"{other}/openai/threads/{thread.id}/messages", params=Q,
-                                 headers=stack.auth(), timeout=10)
+            response = httpx.get(
+                f"{other}/openai/threads/{thread.id}/messages",
+                params=Q,
+                headers=stack.auth(),
+                timeout=10,
+            )
             assert time.monotonic() - started < 2.5
         assert response.status_code == status
         assert response.json()["error"]["code"] == code
@@ -450,8 +545,7 @@ def test_a_failed_lookup_fails_closed_and_shows_nothing(
         assert len(stack.fake.requests) == before + 1  # the lookup, never followed
 
 
-def test_legacy_records_keep_working_and_get_stamped(tmp_path: Path,
-                                                     private: RedisServer) -> None:
+def test_legacy_records_keep_working_and_get_stamped(tmp_path: Path, private: RedisServer) -> None:
     """A record written before stamping existed (its thread carries no stamp) stays the owner
     for as long as Redis keeps it; the owner's next metadata modify stamps the thread."""
     with owned_stack(tmp_path, private, "allow") as stack:
@@ -482,8 +576,7 @@ def test_legacy_records_keep_working_and_get_stamped(tmp_path: Path,
             assert_foreign_404(other, stack, legacy)
 
 
-def test_an_unowned_threads_modify_is_never_stamped(tmp_path: Path,
-                                                    private: RedisServer) -> None:
+def test_an_unowned_threads_modify_is_never_stamped(tmp_path: Path, private: RedisServer) -> None:
     """``unknown = "allow"``: anyone may use a thread created outside the gateway, and no one
     takes it over by modifying it."""
     with owned_stack(tmp_path, private, "allow") as stack:
@@ -491,6 +584,7 @@ def test_an_unowned_threads_modify_is_never_stamped(tmp_path: Path,
             legacy = stack.fake.store.create_thread({}, "v2").id
         for namespace in (B, A):
             updated = sdk(stack.url, stack, namespace).beta.threads.update(
-                legacy, metadata={"by": namespace})
+                legacy, metadata={"by": namespace}
+            )
             assert updated.metadata == {"by": namespace}
         assert azure_thread(stack.fake, legacy) == {"by": A}

@@ -25,7 +25,7 @@ import openai
 import pytest
 import redis
 
-from gateway.fakeazure import ScriptedResponse
+from tests.fakeazure import ScriptedResponse
 from tests.gatewayproc import GatewayProcess, gateway_processes, write_config
 from tests.rawhttp import build_request
 from tests.servers import RedisServer, private_redis
@@ -45,8 +45,9 @@ def profiles(**named: dict[str, Any]) -> dict[str, Any]:
     """Overrides giving namespace ``<name>`` the profile ``<name>`` with these rate limits."""
     return {
         "auth": {"callers": [{"profile": name, "namespaces": [name]} for name in named]},
-        "profiles": {name: {"operations": ["*"], "rate_limit": limits}
-                     for name, limits in named.items()},
+        "profiles": {
+            name: {"operations": ["*"], "rate_limit": limits} for name, limits in named.items()
+        },
     }
 
 
@@ -56,8 +57,10 @@ LAYOUT = profiles(
     # One request a second: long enough that loaded-host round trips (~0.2 s seen) stay well
     # inside one emission interval, and longer than the SDK's own first backoff (<= 0.5 s).
     paced={"per_caller": {"write": rate(1, 1, 1)}},
-    team={"per_caller": {"write": rate(2, SLOW, 2), "read": rate(100, 60, 100)},
-          "per_tenant": {"write": rate(3, SLOW, 3)}},
+    team={
+        "per_caller": {"write": rate(2, SLOW, 2), "read": rate(100, 60, 100)},
+        "per_tenant": {"write": rate(3, SLOW, 3)},
+    },
     conc={"max_concurrent": 2},
 )
 # Tenants are namespaces: "team" and "other" get the same profile but separate tenant budgets.
@@ -113,8 +116,12 @@ def assert_refusal_hints(response: httpx.Response) -> int:
 
 def no_gateway_limit_headers(response: httpx.Response) -> bool:
     names = {k.lower() for k in response.headers}
-    return not names & {"ratelimit", "ratelimit-policy", "x-ratelimit-limit-requests",
-                        "x-ratelimit-reset-requests"}
+    return not names & {
+        "ratelimit",
+        "ratelimit-policy",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-reset-requests",
+    }
 
 
 def eventually(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
@@ -137,8 +144,11 @@ def held_leases(redis_url: str) -> int:
 
 
 def slow_body(chunks: int, delay: float = 0.3) -> ScriptedResponse:
-    return ScriptedResponse(chunks=(b'{"part":0}',) + (b" ",) * (chunks - 1),
-                            chunk_delay_s=delay, headers=(("content-type", "application/json"),))
+    return ScriptedResponse(
+        chunks=(b'{"part":0}',) + (b" ",) * (chunks - 1),
+        chunk_delay_s=delay,
+        headers=(("content-type", "application/json"),),
+    )
 
 
 def get_fully(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -149,27 +159,38 @@ def get_fully(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
 
 # -- 1. exactness across replicas ---------------------------------------------------------
 
+
 def test_three_gateway_processes_admit_exactly_the_burst(tmp_path: Path, redis_url: str) -> None:
     burst, total = 20, 60
     # A generous budget: 60 cold requests on a small shared host can stall an event loop past
     # the default 0.25 s, and fail-open would then admit unchecked (that policy is tested below).
-    overrides = deep_merge(profiles(burst={"per_caller": {"write": rate(burst, SLOW, burst)}}), {
-        "rate_limit": {"budget_s": 2.0},
-        "redis": {"socket_timeout_s": 2.0, "connect_timeout_s": 2.0},
-    })
+    overrides = deep_merge(
+        profiles(burst={"per_caller": {"write": rate(burst, SLOW, burst)}}),
+        {
+            "rate_limit": {"budget_s": 2.0},
+            "redis": {"socket_timeout_s": 2.0, "connect_timeout_s": 2.0},
+        },
+    )
     with running_stack(tmp_path, redis_url=redis_url, overrides=overrides) as stack:
-        config = deep_merge(base_config(stack.upstream_url, str(tmp_path / "jwks.json"),
-                                        redis_url), overrides)
-        with gateway_processes(config, tmp_path, 3, api_key=stack.api_key,
-                               redis_url=redis_url) as procs:
+        config = deep_merge(
+            base_config(stack.upstream_url, str(tmp_path / "jwks.json"), redis_url), overrides
+        )
+        with gateway_processes(
+            config, tmp_path, 3, api_key=stack.api_key, redis_url=redis_url
+        ) as procs:
             headers = stack.auth(namespace="burst", sa="app")
 
             async def fire() -> list[httpx.Response]:
                 limits = httpx.Limits(max_connections=total, max_keepalive_connections=0)
                 async with httpx.AsyncClient(timeout=15, limits=limits) as client:
-                    return await asyncio.gather(*(
-                        client.post(f"{procs[i % 3].url}{THREADS}", params=Q, json={},
-                                    headers=headers) for i in range(total)))
+                    return await asyncio.gather(
+                        *(
+                            client.post(
+                                f"{procs[i % 3].url}{THREADS}", params=Q, json={}, headers=headers
+                            )
+                            for i in range(total)
+                        )
+                    )
 
             responses = asyncio.run(fire())
     statuses = Counter(r.status_code for r in responses)
@@ -178,14 +199,16 @@ def test_three_gateway_processes_admit_exactly_the_burst(tmp_path: Path, redis_u
         assert_azure_error(refused, 429, "rate_limit_exceeded")
         assert_refusal_hints(refused)
     # Every admission saw its own state: the remaining counts are exactly burst-1 .. 0.
-    remaining = sorted(int(r.headers["x-ratelimit-remaining-requests"])
-                       for r in responses if r.status_code == 200)
+    remaining = sorted(
+        int(r.headers["x-ratelimit-remaining-requests"]) for r in responses if r.status_code == 200
+    )
     assert remaining == list(range(burst))
     reached = [r for r in stack.fake.requests if r.method == "POST" and r.path == THREADS]
     assert len(reached) == len(stack.fake.requests) == burst
 
 
 # -- 2. the 429 and the headers, seen raw and through the SDK -----------------------------
+
 
 def test_refusal_shape_and_limit_headers(rl: Stack) -> None:
     remaining = []
@@ -212,9 +235,15 @@ def test_refusal_shape_and_limit_headers(rl: Stack) -> None:
     assert int(refused.headers["retry-after"]) >= state["t"]
     assert len(rl.fake.requests) == 3
 
-    with openai.AzureOpenAI(azure_endpoint=rl.url, api_version=V2, max_retries=0,
-                            azure_ad_token=rl.token(namespace="shape")) as sdk, \
-            pytest.raises(openai.RateLimitError) as err:
+    with (
+        openai.AzureOpenAI(
+            azure_endpoint=rl.url,
+            api_version=V2,
+            max_retries=0,
+            azure_ad_token=rl.token(namespace="shape"),
+        ) as sdk,
+        pytest.raises(openai.RateLimitError) as err,
+    ):
         sdk.beta.threads.create()
     assert err.value.code == "rate_limit_exceeded"
     assert err.value.response.headers["retry-after-ms"]
@@ -222,8 +251,12 @@ def test_refusal_shape_and_limit_headers(rl: Stack) -> None:
 
 
 def test_sdk_retry_honours_retry_after_ms(rl: Stack) -> None:
-    with openai.AzureOpenAI(azure_endpoint=rl.url, api_version=V2, max_retries=2,
-                            azure_ad_token=rl.token(namespace="paced")) as sdk:
+    with openai.AzureOpenAI(
+        azure_endpoint=rl.url,
+        api_version=V2,
+        max_retries=2,
+        azure_ad_token=rl.token(namespace="paced"),
+    ) as sdk:
         sdk.beta.threads.create()  # takes the one-request burst; the next fits 1 s later
         started = time.monotonic()
         raw = sdk.beta.threads.with_raw_response.create()
@@ -237,6 +270,7 @@ def test_sdk_retry_honours_retry_after_ms(rl: Stack) -> None:
 
 
 # -- 3. Retry-After is exact -------------------------------------------------------------
+
 
 def test_request_after_retry_after_ms_is_admitted_and_one_before_is_not(rl: Stack) -> None:
     with httpx.Client(base_url=rl.url, headers=rl.auth(namespace="paced"), timeout=5) as client:
@@ -258,13 +292,16 @@ def test_request_after_retry_after_ms_is_admitted_and_one_before_is_not(rl: Stac
 
 # -- 4. separate budgets ------------------------------------------------------------------
 
+
 def test_budgets_are_per_operation_class_and_per_tenant(rl: Stack) -> None:
     def client(namespace: str, sa: str) -> httpx.Client:
-        return httpx.Client(base_url=rl.url, headers=rl.auth(namespace=namespace, sa=sa),
-                            timeout=5)
+        return httpx.Client(base_url=rl.url, headers=rl.auth(namespace=namespace, sa=sa), timeout=5)
 
-    with client("team", "app1") as app1, client("team", "app2") as app2, \
-            client("other", "app1") as elsewhere:
+    with (
+        client("team", "app1") as app1,
+        client("team", "app2") as app2,
+        client("other", "app1") as elsewhere,
+    ):
         first = create(app1)
         assert first.status_code == 200
         assert create(app1).status_code == 200
@@ -279,8 +316,7 @@ def test_budgets_are_per_operation_class_and_per_tenant(rl: Stack) -> None:
         # The tenant's third write is app2's; the refused request above consumed nothing.
         shared = create(app2)
         assert shared.status_code == 200
-        assert sf_item(shared.headers["ratelimit"]) == ("tenant-write",
-                                                        {"r": 0, "t": SLOW // 3})
+        assert sf_item(shared.headers["ratelimit"]) == ("tenant-write", {"r": 0, "t": SLOW // 3})
         tenant_refused = create(app2)
         assert_azure_error(tenant_refused, 429, "rate_limit_exceeded")
         assert sf_item(tenant_refused.headers["ratelimit-policy"])[0] == "tenant-write"
@@ -290,6 +326,7 @@ def test_budgets_are_per_operation_class_and_per_tenant(rl: Stack) -> None:
 
 
 # -- 5. Redis failure through the gateway -------------------------------------------------
+
 
 @contextlib.contextmanager
 def stopped(server: RedisServer) -> Iterator[None]:
@@ -302,18 +339,22 @@ def stopped(server: RedisServer) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("fail_mode", ["open", "closed"])
-def test_redis_stopped_applies_the_failure_policy_within_budget(tmp_path: Path,
-                                                                 fail_mode: str) -> None:
+def test_redis_stopped_applies_the_failure_policy_within_budget(
+    tmp_path: Path, fail_mode: str
+) -> None:
     budget = 0.1
-    overrides = deep_merge(profiles(team={"per_caller": {"write": rate(100, 60, 100)},
-                                          "max_concurrent": 10}), {
-        "rate_limit": {"fail_mode": fail_mode, "budget_s": budget},
-        "redis": {"socket_timeout_s": budget, "connect_timeout_s": budget},
-    })
-    with private_redis() as server, running_stack(tmp_path, redis_url=server.url,
-                                                  overrides=overrides) as stack, \
-            httpx.Client(base_url=stack.url, headers=stack.auth(namespace="team"),
-                         timeout=5) as client:
+    overrides = deep_merge(
+        profiles(team={"per_caller": {"write": rate(100, 60, 100)}, "max_concurrent": 10}),
+        {
+            "rate_limit": {"fail_mode": fail_mode, "budget_s": budget},
+            "redis": {"socket_timeout_s": budget, "connect_timeout_s": budget},
+        },
+    )
+    with (
+        private_redis() as server,
+        running_stack(tmp_path, redis_url=server.url, overrides=overrides) as stack,
+        httpx.Client(base_url=stack.url, headers=stack.auth(namespace="team"), timeout=5) as client,
+    ):
         healthy = create(client)
         assert healthy.status_code == 200 and healthy.headers["ratelimit-policy"]
         assert client.get("/readyz").status_code == 200
@@ -345,20 +386,23 @@ def test_redis_stopped_applies_the_failure_policy_within_budget(tmp_path: Path,
         assert client.get("/readyz").status_code == 200
 
 
-
 def test_redis_stopped_with_local_fallback_keeps_a_per_replica_share(tmp_path: Path) -> None:
     """fail_mode = "local": while Redis is stopped each replica decides alone on its share
     (burst 6 over 2 replicas: 3), refusing beyond it with an honest Retry-After. The share
     starts from what Redis last said: 1 of 6 spent there is 1/6 of the local share spent."""
     budget = 0.1
-    overrides = deep_merge(profiles(team={"per_caller": {"write": rate(60, SLOW, 6)}}), {
-        "rate_limit": {"fail_mode": "local", "replicas": 2, "budget_s": budget},
-        "redis": {"socket_timeout_s": budget, "connect_timeout_s": budget},
-    })
-    with private_redis() as server, running_stack(tmp_path, redis_url=server.url,
-                                                  overrides=overrides) as stack, \
-            httpx.Client(base_url=stack.url, headers=stack.auth(namespace="team"),
-                         timeout=5) as client:
+    overrides = deep_merge(
+        profiles(team={"per_caller": {"write": rate(60, SLOW, 6)}}),
+        {
+            "rate_limit": {"fail_mode": "local", "replicas": 2, "budget_s": budget},
+            "redis": {"socket_timeout_s": budget, "connect_timeout_s": budget},
+        },
+    )
+    with (
+        private_redis() as server,
+        running_stack(tmp_path, redis_url=server.url, overrides=overrides) as stack,
+        httpx.Client(base_url=stack.url, headers=stack.auth(namespace="team"), timeout=5) as client,
+    ):
         assert create(client).status_code == 200  # Redis decides: 5 left in the fleet
         with stopped(server):
             statuses = [create(client) for _ in range(5)]
@@ -375,10 +419,13 @@ def test_redis_stopped_with_local_fallback_keeps_a_per_replica_share(tmp_path: P
         assert back.headers["ratelimit-policy"]
         assert len(stack.fake.requests) == 4, [(r.method, r.path) for r in stack.fake.requests]
 
+
 # -- 6. concurrency slots -----------------------------------------------------------------
 
-def test_concurrency_slots_are_released_whatever_ends_the_request(rl: Stack,
-                                                                  redis_url: str) -> None:
+
+def test_concurrency_slots_are_released_whatever_ends_the_request(
+    rl: Stack, redis_url: str
+) -> None:
     auth = rl.auth(namespace="conc")
     url = f"{rl.url}{THREADS}/thread_slow"
 
@@ -407,8 +454,9 @@ def test_concurrency_slots_are_released_whatever_ends_the_request(rl: Stack,
         released_and_admitted()
 
         # Upstream errors.
-        rl.fake.script(ScriptedResponse(status=500, chunks=(b'{"error":{"code":"boom"}}',)),
-                       count=2)
+        rl.fake.script(
+            ScriptedResponse(status=500, chunks=(b'{"error":{"code":"boom"}}',)), count=2
+        )
         assert [s for s, _ in pool.map(lambda _: get_fully(url, auth), range(2))] == [500, 500]
         released_and_admitted()
 
@@ -439,20 +487,24 @@ def test_concurrency_slots_are_released_whatever_ends_the_request(rl: Stack,
         for sock in socks:
             sock.close()
     released_and_admitted()
-    cut = rl.fake.requests[before:before + 2]
+    cut = rl.fake.requests[before : before + 2]
     assert all(r.outcome.closed_early.wait(5) for r in cut)
 
 
-def test_a_killed_gateways_slot_expires_after_the_lease_ttl(tmp_path: Path,
-                                                             redis_url: str) -> None:
+def test_a_killed_gateways_slot_expires_after_the_lease_ttl(tmp_path: Path, redis_url: str) -> None:
     ttl = 2.0
-    overrides = deep_merge(profiles(conc={"max_concurrent": 1}),
-                           {"rate_limit": {"lease_ttl_s": ttl}})
+    overrides = deep_merge(
+        profiles(conc={"max_concurrent": 1}), {"rate_limit": {"lease_ttl_s": ttl}}
+    )
     with running_stack(tmp_path, redis_url=redis_url, overrides=overrides) as stack:
-        config = deep_merge(base_config(stack.upstream_url, str(tmp_path / "jwks.json"),
-                                        redis_url), overrides)
-        doomed = GatewayProcess(write_config(config, tmp_path / "gateway.toml"),
-                                api_key=stack.api_key, redis_url=redis_url)
+        config = deep_merge(
+            base_config(stack.upstream_url, str(tmp_path / "jwks.json"), redis_url), overrides
+        )
+        doomed = GatewayProcess(
+            write_config(config, tmp_path / "gateway.toml"),
+            api_key=stack.api_key,
+            redis_url=redis_url,
+        )
         auth = stack.auth(namespace="conc")
         client = httpx.Client(base_url=stack.url, headers=auth, timeout=5)
         try:
@@ -474,8 +526,9 @@ def test_a_killed_gateways_slot_expires_after_the_lease_ttl(tmp_path: Path,
             refused = create(client)
             assert_azure_error(refused, 429, "concurrency_limit_exceeded")
             assert assert_refusal_hints(refused) <= 1000
-            assert eventually(lambda: create(client).status_code == 200,
-                              timeout=ttl + 1, interval=0.1)
+            assert eventually(
+                lambda: create(client).status_code == 200, timeout=ttl + 1, interval=0.1
+            )
             assert time.monotonic() - killed >= left_us / 1_000_000 - 0.3
         finally:
             client.close()
@@ -498,14 +551,29 @@ def lease_time_left_us(redis_url: str) -> int:
 
 
 def test_shadow_mode_counts_but_never_refuses(tmp_path: Path, redis_url: str) -> None:
-    overrides = {"rate_limit": {"shadow": True},
-                 "profiles": {"writer": {"rate_limit": {"per_caller": {"write": {
-                     "requests": 1, "per_seconds": 3600, "burst": 2}}}}}}
+    overrides = {
+        "rate_limit": {"shadow": True},
+        "profiles": {
+            "writer": {
+                "rate_limit": {
+                    "per_caller": {"write": {"requests": 1, "per_seconds": 3600, "burst": 2}}
+                }
+            }
+        },
+    }
     with running_stack(tmp_path, redis_url=redis_url, overrides=overrides) as stack:
-        statuses = [httpx.post(f"{stack.url}/openai/threads", params={"api-version": V2},
-                               json={}, headers=stack.auth()).status_code for _ in range(5)]
+        statuses = [
+            httpx.post(
+                f"{stack.url}/openai/threads",
+                params={"api-version": V2},
+                json={},
+                headers=stack.auth(),
+            ).status_code
+            for _ in range(5)
+        ]
         assert statuses == [200] * 5
         assert len(stack.fake.requests) == 5
         shadow_refusals = stack.gateway.metrics.registry.get_sample_value(
-            "gateway_ratelimit_decisions_total", {"result": "shadow"})
+            "gateway_ratelimit_decisions_total", {"result": "shadow"}
+        )
         assert shadow_refusals == 3

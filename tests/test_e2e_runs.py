@@ -17,14 +17,18 @@ import openai
 import pytest
 from openai.types.beta.threads import Message
 
-from gateway.fakeazure import ScriptedResponse
+from tests.fakeazure import ScriptedResponse
 from tests.rawhttp import build_request
 from tests.stack import V2, Stack, running_stack
 
 
 def sdk(stack: Stack, namespace: str = "team-a") -> openai.AzureOpenAI:
-    return openai.AzureOpenAI(azure_endpoint=stack.url, api_version=V2, max_retries=0,
-                              azure_ad_token=stack.token(namespace=namespace))
+    return openai.AzureOpenAI(
+        azure_endpoint=stack.url,
+        api_version=V2,
+        max_retries=0,
+        azure_ad_token=stack.token(namespace=namespace),
+    )
 
 
 def test_sdk_streamed_run_events_arrive_one_by_one(gw: Stack) -> None:
@@ -34,8 +38,9 @@ def test_sdk_streamed_run_events_arrive_one_by_one(gw: Stack) -> None:
     client.beta.threads.messages.create(thread.id, role="user", content="What is 2+2?")
     seen: list[tuple[float, str]] = []
     started = time.monotonic()
-    stream = client.beta.threads.runs.create(thread_id=thread.id, assistant_id="asst_abc123",
-                                             stream=True)
+    stream = client.beta.threads.runs.create(
+        thread_id=thread.id, assistant_id="asst_abc123", stream=True
+    )
     for event in stream:
         seen.append((time.monotonic() - started, event.event))
     names = [name for _, name in seen]
@@ -61,8 +66,7 @@ def test_sdk_streamed_run_events_arrive_one_by_one(gw: Stack) -> None:
 def test_sdk_run_stream_helper_gets_the_final_message(gw: Stack) -> None:
     client = sdk(gw)
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "Hello there"}])
-    with client.beta.threads.runs.stream(thread_id=thread.id,
-                                         assistant_id="asst_abc123") as stream:
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id="asst_abc123") as stream:
         messages: list[Message] = stream.get_final_messages()
     assert messages
     assert messages[-1].role == "assistant"
@@ -72,8 +76,10 @@ def test_sdk_run_stream_helper_gets_the_final_message(gw: Stack) -> None:
 def test_create_thread_and_run_streamed_records_the_new_thread(isolated: Stack) -> None:
     client = sdk(isolated)
     stream = client.beta.threads.create_and_run(
-        assistant_id="asst_abc123", stream=True,
-        thread={"messages": [{"role": "user", "content": "hi"}]})
+        assistant_id="asst_abc123",
+        stream=True,
+        thread={"messages": [{"role": "user", "content": "hi"}]},
+    )
     events = list(stream)
     assert events[0].event == "thread.created"
     thread_id = events[0].data.id
@@ -87,9 +93,9 @@ def test_create_thread_and_run_streamed_records_the_new_thread(isolated: Stack) 
 def test_polled_run_and_run_steps(gw: Stack) -> None:
     client = sdk(gw)
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "poll me"}])
-    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id,
-                                                   assistant_id="asst_abc123",
-                                                   poll_interval_ms=50)
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id="asst_abc123", poll_interval_ms=50
+    )
     assert run.status == "completed"
     steps = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id)
     assert steps.data
@@ -103,9 +109,12 @@ def test_bypass_through_additional_messages_is_refused(gw: Stack) -> None:
     gw.fake.reset()
     with pytest.raises(openai.BadRequestError) as err:
         client.beta.threads.runs.create(
-            thread_id=thread.id, assistant_id="asst_abc123",
-            additional_messages=[{"role": "user", "content": "x",
-                                  "metadata": {f"k{i}": "v" for i in range(17)}}])
+            thread_id=thread.id,
+            assistant_id="asst_abc123",
+            additional_messages=[
+                {"role": "user", "content": "x", "metadata": {f"k{i}": "v" for i in range(17)}}
+            ],
+        )
     assert err.value.code == "metadata_too_many_pairs"
     assert gw.fake.requests == []
 
@@ -116,8 +125,11 @@ def test_cut_stream_ends_without_a_made_up_done(gw: Stack) -> None:
         client = sdk(gw)
         thread = client.beta.threads.create()
         with httpx.stream(
-            "POST", f"{gw.url}/openai/threads/{thread.id}/runs", params={"api-version": V2},
-            headers=gw.auth(), json={"assistant_id": "asst_abc123", "stream": True},
+            "POST",
+            f"{gw.url}/openai/threads/{thread.id}/runs",
+            params={"api-version": V2},
+            headers=gw.auth(),
+            json={"assistant_id": "asst_abc123", "stream": True},
         ) as response:
             assert response.status_code == 200
             received = bytearray()
@@ -133,8 +145,9 @@ def test_cut_stream_ends_without_a_made_up_done(gw: Stack) -> None:
 
 def _sse_script(count: int) -> ScriptedResponse:
     frame = b'event: thread.message.delta\ndata: {"id":"msg_x"}\n\n'
-    return ScriptedResponse(chunks=(frame,) * 40, chunk_delay_s=0.05,
-                            headers=(("content-type", "text/event-stream"),))
+    return ScriptedResponse(
+        chunks=(frame,) * 40, chunk_delay_s=0.05, headers=(("content-type", "text/event-stream"),)
+    )
 
 
 def test_client_disconnect_mid_stream_closes_upstream_within_a_second(gw: Stack) -> None:
@@ -142,8 +155,14 @@ def test_client_disconnect_mid_stream_closes_upstream_within_a_second(gw: Stack)
     port = int(gw.url.rsplit(":", 1)[1])
     body = json.dumps({"assistant_id": "asst_abc123", "stream": True}).encode()
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(build_request("POST", f"/openai/threads/thread_abc123/runs?api-version={V2}",
-                                   {**gw.auth(), "Content-Type": "application/json"}, body))
+        sock.sendall(
+            build_request(
+                "POST",
+                f"/openai/threads/thread_abc123/runs?api-version={V2}",
+                {**gw.auth(), "Content-Type": "application/json"},
+                body,
+            )
+        )
         received = b""
         while b"thread.message.delta" not in received:
             chunk = sock.recv(4096)
@@ -171,9 +190,12 @@ def test_a_thousand_disconnects_leave_no_leak(gw: Stack) -> None:
     total, workers = 1000, 25
     gw.fake.script(_sse_script(total), path_prefix="/openai/threads/", count=total)
     port = int(gw.url.rsplit(":", 1)[1])
-    request = build_request("POST", f"/openai/threads/thread_abc123/runs?api-version={V2}",
-                            {**gw.auth(), "Content-Type": "application/json"},
-                            b'{"assistant_id":"asst_abc123","stream":true}')
+    request = build_request(
+        "POST",
+        f"/openai/threads/thread_abc123/runs?api-version={V2}",
+        {**gw.auth(), "Content-Type": "application/json"},
+        b'{"assistant_id":"asst_abc123","stream":true}',
+    )
     errors: list[BaseException] = []
 
     def worker(n: int) -> None:
@@ -219,11 +241,15 @@ def _wait(predicate: object, timeout: float) -> bool:
 # ---------------------------------------------------------------- ownership
 
 
-def _owned_stack(tmp_path_factory: pytest.TempPathFactory, redis_server: object,
-                 unknown: str) -> Iterator[Stack]:
+def _owned_stack(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: object, unknown: str
+) -> Iterator[Stack]:
     url = os.environ.get("GATEWAY_TEST_REDIS_URL") or redis_server.url  # type: ignore[attr-defined]
-    with running_stack(Path(tmp_path_factory.mktemp("owned")), redis_url=url, overrides={
-            "threads": {"ownership": True, "unknown": unknown}}) as stack:
+    with running_stack(
+        Path(tmp_path_factory.mktemp("owned")),
+        redis_url=url,
+        overrides={"threads": {"ownership": True, "unknown": unknown}},
+    ) as stack:
         yield stack
 
 
@@ -240,9 +266,13 @@ def allowing(tmp_path_factory: pytest.TempPathFactory, redis_server: object) -> 
 def _only_owner_lookups(stack: Stack, since: int, thread_id: str) -> bool:
     """What reached Azure since ``since`` is at most the gateway's own owner lookups of
     ``thread_id`` (``GET`` of the thread, none of the caller's headers): nothing forwarded."""
-    return all(r.method == "GET" and r.path == f"/openai/threads/{thread_id}"
-               and r.header("x-stainless-lang") is None and r.header("openai-beta") is None
-               for r in stack.fake.requests[since:])
+    return all(
+        r.method == "GET"
+        and r.path == f"/openai/threads/{thread_id}"
+        and r.header("x-stainless-lang") is None
+        and r.header("openai-beta") is None
+        for r in stack.fake.requests[since:]
+    )
 
 
 def test_tenants_cannot_touch_each_others_threads(isolated: Stack) -> None:
@@ -268,9 +298,12 @@ def test_tenants_cannot_touch_each_others_threads(isolated: Stack) -> None:
         assert err.value.code == "thread_not_found"
     assert len(isolated.fake.requests) == before
     # Another caller of the same tenant shares its threads.
-    same_tenant = openai.AzureOpenAI(azure_endpoint=isolated.url, api_version=V2,
-                                     max_retries=0,
-                                     azure_ad_token=isolated.token(namespace="team-a", sa="two"))
+    same_tenant = openai.AzureOpenAI(
+        azure_endpoint=isolated.url,
+        api_version=V2,
+        max_retries=0,
+        azure_ad_token=isolated.token(namespace="team-a", sa="two"),
+    )
     assert same_tenant.beta.threads.messages.list(thread.id).data[0].id == message.id
 
 
@@ -302,5 +335,8 @@ def test_unknown_threads_may_be_allowed(allowing: Stack) -> None:
         sdk(allowing).beta.threads.messages.list("thread_createdelsewhere02")
     assert err.value.code == "thread_not_found"
     assert [r.path for r in allowing.fake.requests] == [
-        f"/openai/threads/{legacy}", f"/openai/threads/{legacy}/messages",
-        f"/openai/threads/{legacy}/messages", "/openai/threads/thread_createdelsewhere02"]
+        f"/openai/threads/{legacy}",
+        f"/openai/threads/{legacy}/messages",
+        f"/openai/threads/{legacy}/messages",
+        "/openai/threads/thread_createdelsewhere02",
+    ]

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.fakeazure import ScriptedResponse
+from tests.fakeazure import ScriptedResponse
 from tests.rawhttp import build_request
 from tests.stack import V2, Stack, running_stack
 
@@ -21,12 +21,20 @@ T = "thread_abc123"
 
 def test_slow_upstream_body_arrives_chunk_by_chunk(gw: Stack) -> None:
     chunks = tuple(f'{{"part":{i}}}\n'.encode() for i in range(5))
-    gw.fake.script(ScriptedResponse(chunks=chunks, chunk_delay_s=0.3,
-                                    headers=(("content-type", "application/json"),)))
+    gw.fake.script(
+        ScriptedResponse(
+            chunks=chunks, chunk_delay_s=0.3, headers=(("content-type", "application/json"),)
+        )
+    )
     arrivals: list[tuple[float, bytes]] = []
     started = time.monotonic()
-    with httpx.stream("GET", f"{gw.url}/openai/threads/{T}/messages",
-                      params={"api-version": V2}, headers=gw.auth(), timeout=10) as response:
+    with httpx.stream(
+        "GET",
+        f"{gw.url}/openai/threads/{T}/messages",
+        params={"api-version": V2},
+        headers=gw.auth(),
+        timeout=10,
+    ) as response:
         assert response.status_code == 200
         for chunk in response.iter_raw():
             arrivals.append((time.monotonic() - started, chunk))
@@ -40,8 +48,14 @@ def test_slow_upstream_body_arrives_chunk_by_chunk(gw: Stack) -> None:
 
 def test_caller_without_accept_encoding_gets_identity(gw: Stack) -> None:
     with socket.create_connection(("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))) as sock:
-        sock.sendall(build_request("POST", f"/openai/threads?api-version={V2}",
-                                   {**gw.auth(), "Content-Type": "application/json"}, b"{}"))
+        sock.sendall(
+            build_request(
+                "POST",
+                f"/openai/threads?api-version={V2}",
+                {**gw.auth(), "Content-Type": "application/json"},
+                b"{}",
+            )
+        )
         sock.recv(65536)
     assert gw.fake.requests[0].header("accept-encoding") == "identity"
 
@@ -49,14 +63,25 @@ def test_caller_without_accept_encoding_gets_identity(gw: Stack) -> None:
 def test_a_dribbling_stream_is_cut_at_its_deadline(tmp_path: Path) -> None:
     with running_stack(tmp_path, overrides={"upstream": {"stream_max_duration_s": 1.0}}) as gw:
         # Each event arrives well inside the per-read timeout; only the total deadline stops it.
-        gw.fake.script(ScriptedResponse(chunks=(b"event: x\ndata: {}\n\n",) * 20,
-                                        chunk_delay_s=0.25,
-                                        headers=(("content-type", "text/event-stream"),)))
+        gw.fake.script(
+            ScriptedResponse(
+                chunks=(b"event: x\ndata: {}\n\n",) * 20,
+                chunk_delay_s=0.25,
+                headers=(("content-type", "text/event-stream"),),
+            )
+        )
         started = time.monotonic()
         received = bytearray()
-        with pytest.raises(httpx.RemoteProtocolError), httpx.stream(  # noqa: PT012
-                "GET", f"{gw.url}/openai/threads/{T}/messages", params={"api-version": V2},
-                headers=gw.auth(), timeout=10) as response:
+        with (  # noqa: PT012 (the stream is read inside the raises block)
+            pytest.raises(httpx.RemoteProtocolError),
+            httpx.stream(
+                "GET",
+                f"{gw.url}/openai/threads/{T}/messages",
+                params={"api-version": V2},
+                headers=gw.auth(),
+                timeout=10,
+            ) as response,
+        ):
             for chunk in response.iter_raw():
                 received += chunk
         elapsed = time.monotonic() - started

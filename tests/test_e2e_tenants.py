@@ -17,8 +17,8 @@ import jwt
 import pytest
 import redis
 
-from gateway.ownership import owner_key, tenant_digest
-from gateway.routes import ROUTES, Route
+from gateway.operations.routes import ROUTES, Route
+from gateway.ownership.rules import owner_key, tenant_digest
 from tests.servers import RedisServer
 from tests.stack import AUDIENCE, ISSUER, KID, PRIVATE_PEM, V1, V2, Stack, running_stack
 
@@ -32,19 +32,32 @@ BODIES: dict[str, dict[str, Any]] = {
 
 def idp_token(tenant: str, sub: str = "svc-1") -> str:
     now = int(time.time())
-    return jwt.encode({"iss": IDP, "aud": AUDIENCE, "sub": sub, "tenant": tenant,
-                       "iat": now, "exp": now + 600}, PRIVATE_PEM, algorithm="RS256",
-                      headers={"kid": KID})
+    return jwt.encode(
+        {"iss": IDP, "aud": AUDIENCE, "sub": sub, "tenant": tenant, "iat": now, "exp": now + 600},
+        PRIVATE_PEM,
+        algorithm="RS256",
+        headers={"kid": KID},
+    )
 
 
 def two_issuers(tmp: Path, **extra: Any) -> dict[str, Any]:
     """The cluster issuer (the stack's) plus an IdP whose ``tenant`` claim names the tenant,
     both verified with the stack's test key set."""
     jwks = str(tmp / "jwks.json")  # written by running_stack
-    cluster = {"issuer": ISSUER, "audiences": [AUDIENCE], "kubernetes": True,
-               "jwks_file": jwks, **extra.get("cluster", {})}
-    idp = {"issuer": IDP, "audiences": [AUDIENCE], "tenant_claim": "tenant",
-           "jwks_file": jwks, **extra.get("idp", {})}
+    cluster = {
+        "issuer": ISSUER,
+        "audiences": [AUDIENCE],
+        "kubernetes": True,
+        "jwks_file": jwks,
+        **extra.get("cluster", {}),
+    }
+    idp = {
+        "issuer": IDP,
+        "audiences": [AUDIENCE],
+        "tenant_claim": "tenant",
+        "jwks_file": jwks,
+        **extra.get("idp", {}),
+    }
     auth: dict[str, Any] = {"issuers": [cluster, idp], "default_profile": "writer"}
     if "legacy" in extra:
         auth["legacy_tenant_issuer"] = extra["legacy"]
@@ -56,8 +69,9 @@ def redis_url(server: RedisServer) -> str:
 
 
 @pytest.fixture(scope="module")
-def separate(tmp_path_factory: pytest.TempPathFactory,
-             redis_server: RedisServer) -> Iterator[Stack]:
+def separate(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("tenants")
     overrides = two_issuers(tmp)
     with running_stack(tmp, redis_url=redis_url(redis_server), overrides=overrides) as stack:
@@ -69,8 +83,11 @@ def thread_routes() -> list[tuple[Route, str]]:
     out = []
     for route in ROUTES:
         if "{thread_id}" in route.template:
-            out += [(route, version) for gen, version in (("v1", V1), ("v2", V2))
-                    if gen in route.generations]
+            out += [
+                (route, version)
+                for gen, version in (("v1", V1), ("v2", V2))
+                if gen in route.generations
+            ]
     return out
 
 
@@ -86,31 +103,47 @@ def test_an_idp_tenant_cannot_reach_the_namespace_of_the_same_name(separate: Sta
         routes = thread_routes()
         assert len(routes) >= 20
         for route, version in routes:
-            path = route.template.format(thread_id=thread, message_id="msg_abc123",
-                                         run_id="run_abc123", step_id="step_abc123",
-                                         file_id="file-abc123")
-            body = BODIES.get(route.operation, {"metadata": {"k": "v"}}) if route.has_body \
-                else None
-            answer = h.request(route.method, path, params={"api-version": version},
-                               json=body, headers=idp)
+            path = route.template.format(
+                thread_id=thread,
+                message_id="msg_abc123",
+                run_id="run_abc123",
+                step_id="step_abc123",
+                file_id="file-abc123",
+            )
+            body = BODIES.get(route.operation, {"metadata": {"k": "v"}}) if route.has_body else None
+            answer = h.request(
+                route.method, path, params={"api-version": version}, json=body, headers=idp
+            )
             assert answer.status_code == 404, (route.operation, version, answer.text)
             assert answer.json()["error"]["code"] == "thread_not_found", route.operation
         assert len(s.fake.requests) == before  # nothing reached Azure
         # The namespace itself still works on its own thread.
-        assert h.get(f"/openai/threads/{thread}", params={"api-version": V2},
-                     headers=kube).status_code == 200
+        assert (
+            h.get(f"/openai/threads/{thread}", params={"api-version": V2}, headers=kube).status_code
+            == 200
+        )
 
 
 def test_limits_of_equal_tenant_names_from_two_issuers_are_separate(
-        tmp_path: Path, redis_server: RedisServer) -> None:
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
     overrides = two_issuers(tmp_path)
-    overrides["profiles"] = {"writer": {"rate_limit": {"per_tenant": {
-        "write": {"requests": 1, "per_seconds": 3600, "burst": 3}}}}}
-    with running_stack(tmp_path, redis_url=redis_url(redis_server),
-                       overrides=overrides) as s, httpx.Client(base_url=s.url) as h:
+    overrides["profiles"] = {
+        "writer": {
+            "rate_limit": {
+                "per_tenant": {"write": {"requests": 1, "per_seconds": 3600, "burst": 3}}
+            }
+        }
+    }
+    with (
+        running_stack(tmp_path, redis_url=redis_url(redis_server), overrides=overrides) as s,
+        httpx.Client(base_url=s.url) as h,
+    ):
+
         def create(headers: dict[str, str]) -> int:
-            return h.post("/openai/threads", params={"api-version": V2}, json={},
-                          headers=headers).status_code
+            return h.post(
+                "/openai/threads", params={"api-version": V2}, json={}, headers=headers
+            ).status_code
 
         kube = {"Authorization": f"Bearer {s.token(namespace='team-b')}"}
         statuses = [create(kube) for _ in range(4)]
@@ -134,22 +167,26 @@ def legacy_record(server: RedisServer, stack: Stack) -> str:
 
 @pytest.mark.parametrize("legacy", [True, False], ids=["named", "not-named"])
 def test_legacy_records_belong_to_the_legacy_issuer_only(
-        tmp_path: Path, redis_server: RedisServer, legacy: bool) -> None:
+    tmp_path: Path, redis_server: RedisServer, legacy: bool
+) -> None:
     overrides = two_issuers(tmp_path, **({"legacy": ISSUER} if legacy else {}))
-    with running_stack(tmp_path, redis_url=redis_url(redis_server),
-                       overrides=overrides) as s, httpx.Client(base_url=s.url) as h:
+    with (
+        running_stack(tmp_path, redis_url=redis_url(redis_server), overrides=overrides) as s,
+        httpx.Client(base_url=s.url) as h,
+    ):
         thread = legacy_record(redis_server, s)
         url, params = f"/openai/threads/{thread}", {"api-version": V2}
-        idp = h.get(url, params=params,
-                    headers={"Authorization": f"Bearer {idp_token('team-a')}"})
+        idp = h.get(url, params=params, headers={"Authorization": f"Bearer {idp_token('team-a')}"})
         assert idp.status_code == 404
         assert idp.json()["error"]["code"] == "thread_not_found"
         assert s.fake.requests == []
-        other = h.get(url, params=params,
-                      headers={"Authorization": f"Bearer {s.token(namespace='team-b')}"})
+        other = h.get(
+            url, params=params, headers={"Authorization": f"Bearer {s.token(namespace='team-b')}"}
+        )
         assert other.status_code == 404
-        kube = h.get(url, params=params,
-                     headers={"Authorization": f"Bearer {s.token(namespace='team-a')}"})
+        kube = h.get(
+            url, params=params, headers={"Authorization": f"Bearer {s.token(namespace='team-a')}"}
+        )
         if legacy:  # the old record is the cluster's namespace team-a's
             assert kube.status_code == 200, kube.text
             assert kube.json()["id"] == thread
@@ -159,30 +196,50 @@ def test_legacy_records_belong_to_the_legacy_issuer_only(
 
 
 def test_with_one_issuer_old_records_keep_working_without_config(
-        tmp_path: Path, redis_server: RedisServer) -> None:
-    with running_stack(tmp_path, redis_url=redis_url(redis_server),
-                       overrides={"threads": {"ownership": True, "unknown": "deny"}}) as s, \
-            httpx.Client(base_url=s.url) as h:
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with (
+        running_stack(
+            tmp_path,
+            redis_url=redis_url(redis_server),
+            overrides={"threads": {"ownership": True, "unknown": "deny"}},
+        ) as s,
+        httpx.Client(base_url=s.url) as h,
+    ):
         thread = legacy_record(redis_server, s)
-        kube = h.get(f"/openai/threads/{thread}", params={"api-version": V2},
-                     headers={"Authorization": f"Bearer {s.token(namespace='team-a')}"})
+        kube = h.get(
+            f"/openai/threads/{thread}",
+            params={"api-version": V2},
+            headers={"Authorization": f"Bearer {s.token(namespace='team-a')}"},
+        )
         assert kube.status_code == 200, kube.text
 
 
 def test_issuers_share_tenants_only_when_the_config_says_so(
-        tmp_path: Path, redis_server: RedisServer) -> None:
-    overrides = two_issuers(tmp_path, cluster={"tenant_domain": "corp"},
-                            idp={"tenant_domain": "corp"})
-    with running_stack(tmp_path, redis_url=redis_url(redis_server),
-                       overrides=overrides) as s, httpx.Client(base_url=s.url) as h:
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    overrides = two_issuers(
+        tmp_path, cluster={"tenant_domain": "corp"}, idp={"tenant_domain": "corp"}
+    )
+    with (
+        running_stack(tmp_path, redis_url=redis_url(redis_server), overrides=overrides) as s,
+        httpx.Client(base_url=s.url) as h,
+    ):
         kube = {"Authorization": f"Bearer {s.token(namespace='team-a')}"}
-        thread = h.post("/openai/threads", params={"api-version": V2}, json={},
-                        headers=kube).json()["id"]
-        shared = h.get(f"/openai/threads/{thread}", params={"api-version": V2},
-                       headers={"Authorization": f"Bearer {idp_token('team-a')}"})
+        thread = h.post(
+            "/openai/threads", params={"api-version": V2}, json={}, headers=kube
+        ).json()["id"]
+        shared = h.get(
+            f"/openai/threads/{thread}",
+            params={"api-version": V2},
+            headers={"Authorization": f"Bearer {idp_token('team-a')}"},
+        )
         assert shared.status_code == 200  # one tenant "corp:team-a", by explicit mapping
-        foreign = h.get(f"/openai/threads/{thread}", params={"api-version": V2},
-                        headers={"Authorization": f"Bearer {idp_token('team-b')}"})
+        foreign = h.get(
+            f"/openai/threads/{thread}",
+            params={"api-version": V2},
+            headers={"Authorization": f"Bearer {idp_token('team-b')}"},
+        )
         assert foreign.status_code == 404
 
 
@@ -192,11 +249,18 @@ def test_tenant_domains_are_validated() -> None:
     base: dict[str, Any] = {
         "upstream": {"endpoint": "https://example.openai.azure.com"},
         "profiles": {"p": {}},
-        "auth": {"issuers": [
-            {"issuer": ISSUER, "audiences": [AUDIENCE], "jwks_file": "/x",
-             "tenant_domain": "bad:domain"},
-            {"issuer": IDP, "audiences": [AUDIENCE], "jwks_file": "/x"}],
-            "legacy_tenant_issuer": "https://nobody.invalid"},
+        "auth": {
+            "issuers": [
+                {
+                    "issuer": ISSUER,
+                    "audiences": [AUDIENCE],
+                    "jwks_file": "/x",
+                    "tenant_domain": "bad:domain",
+                },
+                {"issuer": IDP, "audiences": [AUDIENCE], "jwks_file": "/x"},
+            ],
+            "legacy_tenant_issuer": "https://nobody.invalid",
+        },
     }
     with pytest.raises(ConfigError) as err:
         parse(base)

@@ -26,7 +26,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.fakeazure import ScriptedResponse
+from tests.fakeazure import ScriptedResponse
 from tests.gatewayproc import GatewayProcess, served, write_config
 from tests.rawhttp import build_request
 from tests.servers import free_port
@@ -90,8 +90,10 @@ class ResettingUpstream:
                     return
                 head += chunk
             ok = b"thread_ok" in head.split(b"\r\n", 1)[0]
-            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                         b"transfer-encoding: chunked\r\nx-request-id: up-1\r\n\r\n")
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\nx-request-id: up-1\r\n\r\n"
+            )
             for _ in range(2):
                 conn.sendall(b"%x\r\n%s\r\n" % (len(FRAME), FRAME))
                 time.sleep(0.05)
@@ -106,18 +108,23 @@ class ResettingUpstream:
 
 
 @pytest.fixture
-def resetting(tmp_path: Path, redis_url: str,
-              request: pytest.FixtureRequest) -> Iterator[tuple[GatewayProcess, int]]:
+def resetting(
+    tmp_path: Path, redis_url: str, request: pytest.FixtureRequest
+) -> Iterator[tuple[GatewayProcess, int]]:
     upstream = ResettingUpstream()
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps({"keys": [PUBLIC_JWK]}))
     config = base_config(upstream.url, str(jwks), redis_url)
     metrics_port = free_port()
-    config["server"] = {**config["server"], "metrics_host": "127.0.0.1",
-                        "metrics_port": metrics_port}
+    config["server"] = {
+        **config["server"],
+        "metrics_host": "127.0.0.1",
+        "metrics_port": metrics_port,
+    }
     config["upstream"] = {**config["upstream"], "transport": request.param}
-    proc = GatewayProcess(write_config(config, tmp_path / "gateway.toml"), api_key="k",
-                          redis_url=redis_url)
+    proc = GatewayProcess(
+        write_config(config, tmp_path / "gateway.toml"), api_key="k", redis_url=redis_url
+    )
     proc.env["GATEWAY_LOG_LEVEL"] = "INFO"
     proc.start()
     try:
@@ -131,10 +138,13 @@ def resetting(tmp_path: Path, redis_url: str,
 def _stream(url: str, thread: str, request_id: str) -> tuple[bytes, BaseException | None]:
     received = bytearray()
     try:
-        with httpx.stream("GET", f"{url}/openai/threads/{thread}/messages",
-                          params={"api-version": V2}, timeout=10, headers={
-                              "Authorization": f"Bearer {make_token()}",
-                              "x-request-id": request_id}) as response:
+        with httpx.stream(
+            "GET",
+            f"{url}/openai/threads/{thread}/messages",
+            params={"api-version": V2},
+            timeout=10,
+            headers={"Authorization": f"Bearer {make_token()}", "x-request-id": request_id},
+        ) as response:
             assert response.status_code == 200
             for chunk in response.iter_raw():
                 received += chunk
@@ -182,22 +192,36 @@ def _leases(redis_url: str) -> int:
         client.close()
 
 
-def test_a_thousand_mid_stream_disconnects_leave_nothing_behind(tmp_path: Path,
-                                                                redis_url: str) -> None:
+def test_a_thousand_mid_stream_disconnects_leave_nothing_behind(
+    tmp_path: Path, redis_url: str
+) -> None:
     total, workers, limit = 1000, 25, 50
     metrics_port = free_port()
     overrides = {"profiles": {"writer": {"rate_limit": {"max_concurrent": limit}}}}
-    with served(tmp_path, redis_url, overrides=overrides, metrics_host="127.0.0.1",
-                metrics_port=metrics_port) as (fake, proc):
+    with served(
+        tmp_path,
+        redis_url,
+        overrides=overrides,
+        metrics_host="127.0.0.1",
+        metrics_port=metrics_port,
+    ) as (fake, proc):
         assert proc.proc is not None
         pid = proc.proc.pid
-        fake.script(ScriptedResponse(chunks=(FRAME,) * 40, chunk_delay_s=0.05,
-                                     headers=(("content-type", "text/event-stream"),)),
-                    path_prefix="/openai/threads/", count=total + 100)
+        fake.script(
+            ScriptedResponse(
+                chunks=(FRAME,) * 40,
+                chunk_delay_s=0.05,
+                headers=(("content-type", "text/event-stream"),),
+            ),
+            path_prefix="/openai/threads/",
+            count=total + 100,
+        )
         request = build_request(
-            "POST", f"/openai/threads/thread_abc123/runs?api-version={V2}",
+            "POST",
+            f"/openai/threads/thread_abc123/runs?api-version={V2}",
             {"Authorization": f"Bearer {make_token()}", "Content-Type": "application/json"},
-            b'{"assistant_id":"asst_abc123","stream":true}')
+            b'{"assistant_id":"asst_abc123","stream":true}',
+        )
         errors: list[BaseException] = []
 
         def worker(n: int) -> None:
@@ -210,8 +234,9 @@ def test_a_thousand_mid_stream_disconnects_leave_nothing_behind(tmp_path: Path,
                 errors.append(exc)
 
         def storm(n: int) -> None:
-            threads = [threading.Thread(target=worker, args=(n // workers,))
-                       for _ in range(workers)]
+            threads = [
+                threading.Thread(target=worker, args=(n // workers,)) for _ in range(workers)
+            ]
             for t in threads:
                 t.start()
             for t in threads:
@@ -228,21 +253,33 @@ def test_a_thousand_mid_stream_disconnects_leave_nothing_behind(tmp_path: Path,
         assert all(r.closed_early.is_set() for r in fake.requests)
         assert wait_for(lambda: metric(metrics_port, "gateway_requests_in_flight") == 0, 10)
         assert metric(metrics_port, "gateway_streams_in_flight") == 0
-        assert metric(metrics_port, "gateway_upstream_errors_total",
-                      kind="client_disconnect") == total + 100
+        assert (
+            metric(metrics_port, "gateway_upstream_errors_total", kind="client_disconnect")
+            == total + 100
+        )
         assert wait_for(lambda: _leases(redis_url) == 0, 5), _leases(redis_url)
         assert wait_for(lambda: _fds(pid) <= fds + 10, 10), (fds, _fds(pid))
         # And it keeps serving: ``limit`` concurrent streams fit (no slot leaked).
-        fake.script(ScriptedResponse(chunks=(FRAME,) * 3, chunk_delay_s=0.3, headers=(
-            ("content-type", "text/event-stream"),)), path_prefix="/openai/threads/",
-                    count=limit)
+        fake.script(
+            ScriptedResponse(
+                chunks=(FRAME,) * 3,
+                chunk_delay_s=0.3,
+                headers=(("content-type", "text/event-stream"),),
+            ),
+            path_prefix="/openai/threads/",
+            count=limit,
+        )
         statuses: list[int] = []
 
         def full_stream() -> None:
-            with httpx.stream("POST", f"{proc.url}/openai/threads/thread_abc123/runs",
-                              params={"api-version": V2}, timeout=15,
-                              json={"assistant_id": "asst_abc123", "stream": True},
-                              headers={"Authorization": f"Bearer {make_token()}"}) as response:
+            with httpx.stream(
+                "POST",
+                f"{proc.url}/openai/threads/thread_abc123/runs",
+                params={"api-version": V2},
+                timeout=15,
+                json={"assistant_id": "asst_abc123", "stream": True},
+                headers={"Authorization": f"Bearer {make_token()}"},
+            ) as response:
                 response.read()
                 statuses.append(response.status_code)
 

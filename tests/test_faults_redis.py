@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.fakeazure import FakeAzure, ScriptedResponse
+from tests.fakeazure import FakeAzure, ScriptedResponse
 from tests.gatewayproc import GatewayProcess
 from tests.servers import RedisServer, free_port, private_redis, wait_for_port
 from tests.stack import V2, deep_merge, make_token
@@ -36,18 +36,26 @@ MARGIN = 0.75  # scheduling slack on a loaded host
 
 
 def fault_config(fail_mode: str, metrics_port: int) -> dict[str, Any]:
-    return deep_merge(limited("fault", per_caller={
-        "write": {"requests": 1, "per_seconds": 3600, "burst": BURST},
-        "read": {"requests": 100, "per_seconds": 60, "burst": 100},
-    }, max_concurrent=2), {
-        "rate_limit": {"fail_mode": fail_mode},
-        "server": {"metrics_port": metrics_port, "metrics_host": "127.0.0.1"},
-    })
+    return deep_merge(
+        limited(
+            "fault",
+            per_caller={
+                "write": {"requests": 1, "per_seconds": 3600, "burst": BURST},
+                "read": {"requests": 100, "per_seconds": 60, "burst": 100},
+            },
+            max_concurrent=2,
+        ),
+        {
+            "rate_limit": {"fail_mode": fail_mode},
+            "server": {"metrics_port": metrics_port, "metrics_host": "127.0.0.1"},
+        },
+    )
 
 
 def metric(port: int, name: str, **labels: str) -> float | None:
-    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
-                   if labels else "")
+    want = name + (
+        "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else ""
+    )
     for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
         key, _, value = line.rpartition(" ")
         if key == want:
@@ -70,9 +78,24 @@ def redis_on(port: int) -> Iterator[subprocess.Popen[bytes]]:
     binary = shutil.which("redis-server")
     assert binary is not None
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--daemonize", "no", "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port)
         yield proc
@@ -83,8 +106,11 @@ def redis_on(port: int) -> Iterator[subprocess.Popen[bytes]]:
 
 class Caller:
     def __init__(self, proc: GatewayProcess) -> None:
-        self.client = httpx.Client(base_url=proc.url, timeout=10, headers={
-            "Authorization": f"Bearer {make_token('fault', 'app')}"})
+        self.client = httpx.Client(
+            base_url=proc.url,
+            timeout=10,
+            headers={"Authorization": f"Bearer {make_token('fault', 'app')}"},
+        )
 
     def __enter__(self) -> Caller:
         return self
@@ -113,20 +139,26 @@ def assert_refused(response: httpx.Response, code: str) -> None:
 
 def test_open_bounds_a_caller_and_its_slots_while_redis_is_stopped(tmp_path: Path) -> None:
     mport = free_port()
-    with private_redis() as server, gateway_child(tmp_path, server.url,
-                                                  fault_config("open", mport)) as (fake, proc), \
-            Caller(proc) as caller:
+    with (
+        private_redis() as server,
+        gateway_child(tmp_path, server.url, fault_config("open", mport)) as (fake, proc),
+        Caller(proc) as caller,
+    ):
         assert server.proc is not None
         thread = caller.create().json()["id"]
         assert caller.create().status_code == 200  # Redis: 3 writes left
         # Its owner is now cached in the process: reads on it need no ownership lookup.
         assert caller.client.get(f"{THREADS}/{thread}", params=Q).status_code == 200
-        slow = ScriptedResponse(chunks=(b'{"x":1}',) + (b" ",) * 8, chunk_delay_s=0.25,
-                                headers=(("content-type", "application/json"),))
+        slow = ScriptedResponse(
+            chunks=(b'{"x":1}',) + (b" ",) * 8,
+            chunk_delay_s=0.25,
+            headers=(("content-type", "application/json"),),
+        )
         fake.script(slow, count=2)
         with ThreadPoolExecutor(max_workers=2) as pool:
-            holders = [pool.submit(caller.client.get, f"{THREADS}/{thread}", params=Q)
-                       for _ in range(2)]
+            holders = [
+                pool.submit(caller.client.get, f"{THREADS}/{thread}", params=Q) for _ in range(2)
+            ]
             assert fake.wait_for_requests(5, timeout=5)  # both slots taken, through Redis
             os.kill(server.proc.pid, signal.SIGSTOP)
             try:
@@ -163,8 +195,10 @@ def test_redis_killed_then_restarted_empty(tmp_path: Path, fail_mode: str) -> No
     mport = free_port()
     with private_redis() as first:
         port, url = first.port, first.url
-        with gateway_child(tmp_path, url, fault_config(fail_mode, mport)) as (fake, proc), \
-                Caller(proc) as caller:
+        with (
+            gateway_child(tmp_path, url, fault_config(fail_mode, mport)) as (fake, proc),
+            Caller(proc) as caller,
+        ):
             assert caller.create().status_code == 200  # Redis: 4 left
             kill(first)
             writes = [caller.timed_create() for _ in range(7)]
@@ -174,7 +208,8 @@ def test_redis_killed_then_restarted_empty(tmp_path: Path, fail_mode: str) -> No
             else:
                 assert {r.status_code for r, _ in writes} == {503}
                 assert {r.json()["error"]["code"] for r, _ in writes} == {
-                    "rate_limiter_unavailable"}
+                    "rate_limiter_unavailable"
+                }
                 assert all(r.headers["retry-after"] == "1" for r, _ in writes)
             ready = httpx.get(f"{proc.url}/readyz", timeout=5)
             assert ready.status_code == (200 if fail_mode == "open" else 503)

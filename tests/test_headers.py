@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.headers import downstream_response_headers, request_id_from, upstream_request_headers
+from gateway.upstream.headers import (
+    downstream_response_headers,
+    request_id_from,
+    upstream_request_headers,
+)
 
 
 def names(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
@@ -13,33 +17,53 @@ def names(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
 
 def test_upstream_headers_are_allow_listed_and_carry_the_key() -> None:
     caller = [
-        (b"Authorization", b"Bearer caller.jwt.token"), (b"API-Key", b"caller-key"),
-        (b"api-key", b"caller-key-2"), (b"Cookie", b"a=b"), (b"Host", b"evil"),
-        (b"X-Forwarded-For", b"1.2.3.4"), (b"Content-Type", b"application/json"),
-        (b"Accept", b"application/json"), (b"OpenAI-Beta", b"assistants=v2"),
-        (b"X-Stainless-Lang", b"python"), (b"Transfer-Encoding", b"chunked"),
-        (b"Content-Length", b"10"), (b"X-HTTP-Method-Override", b"DELETE"),
+        (b"Authorization", b"Bearer caller.jwt.token"),
+        (b"API-Key", b"caller-key"),
+        (b"api-key", b"caller-key-2"),
+        (b"Cookie", b"a=b"),
+        (b"Host", b"evil"),
+        (b"X-Forwarded-For", b"1.2.3.4"),
+        (b"Content-Type", b"application/json"),
+        (b"Accept", b"application/json"),
+        (b"OpenAI-Beta", b"assistants=v2"),
+        (b"X-Stainless-Lang", b"python"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"Content-Length", b"10"),
+        (b"X-HTTP-Method-Override", b"DELETE"),
     ]
-    out = upstream_request_headers(caller, api_key="real-key", request_id="rid-1",
-                                   has_body=True)
+    out = upstream_request_headers(caller, api_key="real-key", request_id="rid-1", has_body=True)
     assert dict(out)[b"api-key"] == b"real-key"
     assert names(out).count(b"api-key") == 1
-    assert names(out) == [b"content-type", b"accept", b"openai-beta", b"x-stainless-lang",
-                          b"accept-encoding", b"api-key", b"x-ms-client-request-id"]
+    assert names(out) == [
+        b"content-type",
+        b"accept",
+        b"openai-beta",
+        b"x-stainless-lang",
+        b"accept-encoding",
+        b"api-key",
+        b"x-ms-client-request-id",
+    ]
     assert dict(out)[b"accept-encoding"] == b"identity"
     assert dict(out)[b"x-ms-client-request-id"] == b"rid-1"
 
 
 @pytest.mark.parametrize("value", [b"gzip", b"gzip, deflate, br", b"identity", b"*"])
 def test_the_gateway_decides_the_upstream_encoding(value: bytes) -> None:
-    out = upstream_request_headers([(b"Accept-Encoding", value), (b"accept-encoding", value)],
-                                   api_key="k", request_id="r", has_body=False)
+    out = upstream_request_headers(
+        [(b"Accept-Encoding", value), (b"accept-encoding", value)],
+        api_key="k",
+        request_id="r",
+        has_body=False,
+    )
     assert [v for n, v in out if n == b"accept-encoding"] == [b"identity"]
 
 
 def test_connection_nominated_headers_are_dropped_but_ours_survive() -> None:
-    caller = [(b"Connection", b"close, X-Stainless-Lang, api-key, Accept"),
-              (b"X-Stainless-Lang", b"python"), (b"Accept", b"*/*")]
+    caller = [
+        (b"Connection", b"close, X-Stainless-Lang, api-key, Accept"),
+        (b"X-Stainless-Lang", b"python"),
+        (b"Accept", b"*/*"),
+    ]
     out = upstream_request_headers(caller, api_key="k", request_id="r", has_body=False)
     assert b"x-stainless-lang" not in names(out)
     assert b"accept" not in names(out)
@@ -48,33 +72,49 @@ def test_connection_nominated_headers_are_dropped_but_ours_survive() -> None:
 
 @pytest.mark.parametrize("value", [b"a\r\nb", b"a\x00b", b"caf\xc3\xa9", b"\x7f"])
 def test_unsafe_values_are_dropped(value: bytes) -> None:
-    out = upstream_request_headers([(b"openai-beta", value)], api_key="k", request_id="r",
-                                   has_body=False)
+    out = upstream_request_headers(
+        [(b"openai-beta", value)], api_key="k", request_id="r", has_body=False
+    )
     assert b"openai-beta" not in names(out)
 
 
 def test_content_type_only_with_a_body() -> None:
     caller = [(b"content-type", b"application/json")]
-    assert b"content-type" not in names(upstream_request_headers(
-        caller, api_key="k", request_id="r", has_body=False))
-    assert dict(upstream_request_headers([], api_key="k", request_id="r",
-                                         has_body=True))[b"content-type"] == b"application/json"
+    assert b"content-type" not in names(
+        upstream_request_headers(caller, api_key="k", request_id="r", has_body=False)
+    )
+    assert (
+        dict(upstream_request_headers([], api_key="k", request_id="r", has_body=True))[
+            b"content-type"
+        ]
+        == b"application/json"
+    )
 
 
 def test_response_headers() -> None:
     azure = [
-        (b"Content-Type", b"application/json"), (b"Set-Cookie", b"ARRAffinity=1"),
-        (b"Server", b"Microsoft"), (b"x-request-id", b"az-1"), (b"apim-request-id", b"ap-1"),
-        (b"x-ratelimit-remaining-requests", b"9"), (b"retry-after-ms", b"20"),
-        (b"openai-poll-after-ms", b"1000"), (b"Transfer-Encoding", b"chunked"),
-        (b"Connection", b"keep-alive, x-ms-region"), (b"x-ms-region", b"eastus"),
-        (b"Strict-Transport-Security", b"max-age=1"), (b"x-internal-host", b"10.0.0.5"),
+        (b"Content-Type", b"application/json"),
+        (b"Set-Cookie", b"ARRAffinity=1"),
+        (b"Server", b"Microsoft"),
+        (b"x-request-id", b"az-1"),
+        (b"apim-request-id", b"ap-1"),
+        (b"x-ratelimit-remaining-requests", b"9"),
+        (b"retry-after-ms", b"20"),
+        (b"openai-poll-after-ms", b"1000"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"Connection", b"keep-alive, x-ms-region"),
+        (b"x-ms-region", b"eastus"),
+        (b"Strict-Transport-Security", b"max-age=1"),
+        (b"x-internal-host", b"10.0.0.5"),
     ]
     out = downstream_response_headers(azure, request_id="gw-1")
     assert out == [
-        (b"content-type", b"application/json"), (b"x-upstream-request-id", b"az-1"),
-        (b"apim-request-id", b"ap-1"), (b"x-ratelimit-remaining-requests", b"9"),
-        (b"retry-after-ms", b"20"), (b"openai-poll-after-ms", b"1000"),
+        (b"content-type", b"application/json"),
+        (b"x-upstream-request-id", b"az-1"),
+        (b"apim-request-id", b"ap-1"),
+        (b"x-ratelimit-remaining-requests", b"9"),
+        (b"retry-after-ms", b"20"),
+        (b"openai-poll-after-ms", b"1000"),
         (b"x-request-id", b"gw-1"),
     ]
 

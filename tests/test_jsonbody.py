@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import BadRequestError, GatewayError, UnsupportedMediaTypeError
-from gateway.jsonbody import (
+from gateway.policy.jsonbody import (
     JSON_REASONS,
     MAX_INT_DIGITS,
     child_path,

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from gateway.context import current_request_id
-from gateway.jsonlog import JsonFormatter, level_from
+from gateway.observability.jsonlog import JsonFormatter, level_from
 from tests.gatewayproc import ROOT, served, write_config
 from tests.servers import free_port
 from tests.stack import PUBLIC_JWK, V2, base_config, make_token
@@ -40,15 +40,27 @@ def parse_lines(text: str) -> list[dict[str, Any]]:
 
 def test_every_stderr_line_of_gateway_serve_is_json_with_the_request_id(tmp_path: Path) -> None:
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # every Redis call fails: lines to log
-    with served(tmp_path, dead_redis, env={"GATEWAY_LOG_LEVEL": "DEBUG"},
-                overrides={"threads": {"ownership": True, "unknown": "deny"}}) as (_, proc):
+    with served(
+        tmp_path,
+        dead_redis,
+        env={"GATEWAY_LOG_LEVEL": "DEBUG"},
+        overrides={"threads": {"ownership": True, "unknown": "deny"}},
+    ) as (_, proc):
         auth = {"Authorization": f"Bearer {make_token()}"}
-        created = httpx.post(f"{proc.url}/openai/threads", params={"api-version": V2}, json={},
-                             headers={**auth, "x-request-id": "log-create"}, timeout=5)
+        created = httpx.post(
+            f"{proc.url}/openai/threads",
+            params={"api-version": V2},
+            json={},
+            headers={**auth, "x-request-id": "log-create"},
+            timeout=5,
+        )
         assert created.status_code == 200  # fail_mode "open": admitted, flagged degraded
-        owned = httpx.get(f"{proc.url}/openai/threads/thread_abc123/messages",
-                          params={"api-version": V2},
-                          headers={**auth, "x-request-id": "log-owner"}, timeout=5)
+        owned = httpx.get(
+            f"{proc.url}/openai/threads/thread_abc123/messages",
+            params={"api-version": V2},
+            headers={**auth, "x-request-id": "log-owner"},
+            timeout=5,
+        )
         # Redis cannot answer: the owner is looked up at Azure, which has no such thread.
         assert owned.status_code == 404
         with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as sock:
@@ -68,9 +80,11 @@ def test_every_stderr_line_of_gateway_serve_is_json_with_the_request_id(tmp_path
     assert create_lines["gateway.ownership"].startswith("ownership record write failed")
     assert "gateway.access" in create_lines
     owner_lines = by_id["log-owner"]
-    assert any(ln["logger"] == "gateway.ownership"
-               and ln["message"].startswith("ownership record lookup failed")
-               for ln in owner_lines)
+    assert any(
+        ln["logger"] == "gateway.ownership"
+        and ln["message"].startswith("ownership record lookup failed")
+        for ln in owner_lines
+    )
     [access] = [ln for ln in owner_lines if ln["logger"] == "gateway.access"]
     assert access["status"] == 404 and access["operation"] == "messages.list"
     # Lines outside any request have no id; the invalid request is uvicorn's own warning.
@@ -89,9 +103,13 @@ def test_an_uncaught_exception_is_one_json_line_with_its_traceback(tmp_path: Pat
     issuer["public_key_file"] = str(tmp_path / "missing.pem")  # read when the app is built
     path = write_config(config, tmp_path / "gateway.toml")
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)], cwd=ROOT,
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)],
+        cwd=ROOT,
         env={"PYTHONPATH": str(ROOT), "AZURE_OPENAI_API_KEY": "k", "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=30)
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode != 0
     assert done.stdout == ""
     [line] = parse_lines(done.stderr)
@@ -105,9 +123,13 @@ def test_a_config_error_is_a_json_line_listing_the_problems(tmp_path: Path) -> N
     path = tmp_path / "gateway.toml"
     path.write_text("[server]\nport = 0\nbody_timeout_s = 0\n")
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)], cwd=ROOT,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-        timeout=30)
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)],
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 1
     [line] = parse_lines(done.stderr)
     assert line["level"] == "ERROR" and line["message"].startswith("invalid configuration")
@@ -124,8 +146,12 @@ def _record(message: str, *args: object, **extra: Any) -> logging.LogRecord:
 def test_formatter_fields_request_id_and_exceptions() -> None:
     fmt = JsonFormatter()
     plain = json.loads(fmt.format(_record("a %s b", "x", color_message="\x1b[1m")))
-    assert plain == {"time": plain["time"], "level": "WARNING", "logger": "lib.x",
-                     "message": "a x b"}  # other ``extra`` (uvicorn's color_message) stays out
+    assert plain == {
+        "time": plain["time"],
+        "level": "WARNING",
+        "logger": "lib.x",
+        "message": "a x b",
+    }  # other ``extra`` (uvicorn's color_message) stays out
 
     def inside_a_request() -> dict[str, Any]:
         current_request_id.set("rid-ctx")

@@ -28,8 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.errors import AuthenticationError, ServiceUnavailableError
-from gateway.jwks import (
+from gateway.auth.jwks import (
     NEGATIVE_CACHE_SIZE,
     JwksKeyProvider,
     JwksSource,
@@ -37,6 +36,7 @@ from gateway.jwks import (
     StaticKeyProvider,
     make_jwks_http_client,
 )
+from gateway.errors import AuthenticationError, ServiceUnavailableError
 from tests.servers import ThreadedUvicorn, free_port, run_app
 
 # ---------------------------------------------------------------- keys
@@ -132,8 +132,9 @@ class JwksServer:
             return StreamingResponse(_big_body(), media_type="application/json")
         if mode == "gzip":
             body = gzip.compress(json.dumps({"keys": self.keys}).encode())
-            return Response(body, media_type="application/json",
-                            headers={"Content-Encoding": "gzip"})
+            return Response(
+                body, media_type="application/json", headers={"Content-Encoding": "gzip"}
+            )
         if mode == "redirect":
             return RedirectResponse(f"{self.url}/elsewhere", status_code=302)
         response = JSONResponse({"keys": self.keys})
@@ -147,12 +148,14 @@ class JwksServer:
         return JSONResponse({"issuer": self.url, "jwks_uri": uri})
 
     def app(self) -> Starlette:
-        return Starlette(routes=[
-            Route("/jwks", self.jwks),
-            Route("/discovered/jwks", self.jwks),
-            Route("/elsewhere", self.jwks),
-            Route("/.well-known/openid-configuration", self.discovery),
-        ])
+        return Starlette(
+            routes=[
+                Route("/jwks", self.jwks),
+                Route("/discovered/jwks", self.jwks),
+                Route("/elsewhere", self.jwks),
+                Route("/.well-known/openid-configuration", self.discovery),
+            ]
+        )
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +180,10 @@ def anyio_backend() -> str:
 
 @contextlib.asynccontextmanager
 async def provider(
-    source: JwksSource, *, start: bool = True, http: httpx.AsyncClient | None = None,
+    source: JwksSource,
+    *,
+    start: bool = True,
+    http: httpx.AsyncClient | None = None,
     **options: Any,
 ) -> AsyncIterator[tuple[JwksKeyProvider, list[str]]]:
     results: list[str] = []
@@ -291,8 +297,17 @@ async def test_background_loop_refreshes_every_ttl(server: JwksServer) -> None:
 
 @pytest.mark.parametrize(
     "mode",
-    ["500", "nonjson", "empty", "not_object", "nan", "too_large", "too_large_chunked", "gzip",
-     "redirect"],
+    [
+        "500",
+        "nonjson",
+        "empty",
+        "not_object",
+        "nan",
+        "too_large",
+        "too_large_chunked",
+        "gzip",
+        "redirect",
+    ],
 )
 async def test_failed_refresh_keeps_the_last_good_keys(server: JwksServer, mode: str) -> None:
     async with provider(JwksSource(url=f"{server.url}/jwks")) as (p, results):
@@ -489,13 +504,17 @@ async def test_discovery_refuses_non_http_jwks_uri(server: JwksServer, uri: str)
 
 
 async def test_bearer_token_file_is_reread_on_every_fetch(
-    server: JwksServer, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    server: JwksServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     token_file = tmp_path / "token"
     token_file.write_text("token-one\n")
-    source = JwksSource(discovery_url=f"{server.url}/.well-known/openid-configuration",
-                        bearer_token_file=str(token_file))
+    source = JwksSource(
+        discovery_url=f"{server.url}/.well-known/openid-configuration",
+        bearer_token_file=str(token_file),
+    )
     async with provider(source) as (p, _):
         token_file.write_text("token-two")
         assert await p.refresh()
@@ -503,8 +522,12 @@ async def test_bearer_token_file_is_reread_on_every_fetch(
         assert not await p.refresh()
         token_file.unlink()
         assert not await p.refresh()  # no token: no request at all
-    assert server.auth == ["Bearer token-one", "Bearer token-one",
-                           "Bearer token-two", "Bearer token-two"]
+    assert server.auth == [
+        "Bearer token-one",
+        "Bearer token-one",
+        "Bearer token-two",
+        "Bearer token-two",
+    ]
     logged = caplog.text
     assert "token-one" not in logged
     assert "token-two" not in logged
@@ -553,8 +576,13 @@ async def test_a_failing_on_refresh_hook_does_not_break_refresh(server: JwksServ
 
 @pytest.mark.parametrize(
     "fields",
-    [{}, {"url": "http://x/jwks", "file": "/tmp/j"}, {"url": "ftp://x/jwks"},
-     {"discovery_url": "not a url"}, {"file": "/tmp/j", "bearer_token_file": "/tmp/t"}],
+    [
+        {},
+        {"url": "http://x/jwks", "file": "/tmp/j"},
+        {"url": "ftp://x/jwks"},
+        {"discovery_url": "not a url"},
+        {"file": "/tmp/j", "bearer_token_file": "/tmp/t"},
+    ],
 )
 def test_jwks_source_is_validated(fields: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="JwksSource"):
@@ -574,8 +602,11 @@ def test_provider_options_are_validated() -> None:
 
 
 def _pem(public_key: Any) -> bytes:
-    return bytes(public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return bytes(
+        public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
 
 
 async def test_static_from_pem_answers_any_kid(tmp_path: Path) -> None:
@@ -591,8 +622,12 @@ async def test_static_from_pem_answers_any_kid(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("key", "alg"),
-    [(RSA_WEAK.public_key(), "RS256"), (RSA_A.public_key(), "HS256"),
-     (RSA_A.public_key(), "ES256"), (EC_KEY.public_key(), "none")],
+    [
+        (RSA_WEAK.public_key(), "RS256"),
+        (RSA_A.public_key(), "HS256"),
+        (RSA_A.public_key(), "ES256"),
+        (EC_KEY.public_key(), "none"),
+    ],
 )
 def test_static_from_pem_refuses_bad_keys(tmp_path: Path, key: Any, alg: str) -> None:
     path = tmp_path / "key.pem"
@@ -603,9 +638,13 @@ def test_static_from_pem_refuses_bad_keys(tmp_path: Path, key: Any, alg: str) ->
 
 def test_static_from_pem_refuses_private_keys_and_missing_files(tmp_path: Path) -> None:
     path = tmp_path / "key.pem"
-    path.write_bytes(RSA_A.private_bytes(serialization.Encoding.PEM,
-                                         serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()))
+    path.write_bytes(
+        RSA_A.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     with pytest.raises(KeySetError):
         StaticKeyProvider.from_pem(path, "RS256")
     with pytest.raises(KeySetError):
@@ -633,8 +672,14 @@ async def _static_reason(p: StaticKeyProvider, kid: str | None) -> str:
 
 @pytest.mark.parametrize(
     "data",
-    [b"not json", b"[]", b'{"keys": []}', b'{"keys": {}}', b'{"keys": [], "keys": []}',
-     json.dumps({"keys": [{"kty": "oct", "kid": "h", "k": "c2VjcmV0"}]}).encode()],
+    [
+        b"not json",
+        b"[]",
+        b'{"keys": []}',
+        b'{"keys": {}}',
+        b'{"keys": [], "keys": []}',
+        json.dumps({"keys": [{"kty": "oct", "kid": "h", "k": "c2VjcmV0"}]}).encode(),
+    ],
 )
 def test_static_from_jwks_json_refuses_unusable_sets(data: bytes) -> None:
     with pytest.raises(KeySetError):
@@ -643,7 +688,8 @@ def test_static_from_jwks_json_refuses_unusable_sets(data: bytes) -> None:
 
 async def test_static_from_public_keys() -> None:
     p = StaticKeyProvider.from_public_keys(
-        {"r": RSA_A.public_key(), "e": EC_KEY.public_key(), "d": ED_KEY.public_key()})
+        {"r": RSA_A.public_key(), "e": EC_KEY.public_key(), "d": ED_KEY.public_key()}
+    )
     assert verifies(await p.get_key("r"), RSA_A, "RS256")
     assert verifies(await p.get_key("e"), EC_KEY, "ES256")
     assert verifies(await p.get_key("d"), ED_KEY, "EdDSA")

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.fakeazure import FakeAzure
+from tests.fakeazure import FakeAzure
 from tests.gatewayproc import GatewayProcess, write_config
 from tests.servers import ThreadedUvicorn
 from tests.stack import PUBLIC_JWK, V2, base_config, make_token
@@ -66,10 +66,13 @@ class Rotating:
     proc: GatewayProcess
 
     def create_thread(self) -> httpx.Response:
-        return httpx.post(f"{self.proc.url}/openai/threads", params={"api-version": V2},
-                          content=b"{}", timeout=5, headers={
-                              "Authorization": f"Bearer {make_token()}",
-                              "Content-Type": "application/json"})
+        return httpx.post(
+            f"{self.proc.url}/openai/threads",
+            params={"api-version": V2},
+            content=b"{}",
+            timeout=5,
+            headers={"Authorization": f"Bearer {make_token()}", "Content-Type": "application/json"},
+        )
 
     def last_key_sent(self) -> str | None:
         return self.fake.requests[-1].header("api-key")
@@ -85,8 +88,11 @@ def rotating(tmp_path: Path) -> Iterator[Rotating]:
     with ThreadedUvicorn(fake.app, lifespan="off") as upstream:
         config = base_config(upstream.url, str(jwks), None)
         config["upstream"] = {**config["upstream"], "api_key_reload_s": RELOAD_S}
-        proc = GatewayProcess(write_config(config, tmp_path / "gateway.toml"), api_key="unused",
-                              redis_url="redis://127.0.0.1:1/0")
+        proc = GatewayProcess(
+            write_config(config, tmp_path / "gateway.toml"),
+            api_key="unused",
+            redis_url="redis://127.0.0.1:1/0",
+        )
         # As in the Deployment: the key comes only from the mounted file.
         del proc.env["AZURE_OPENAI_API_KEY"]
         proc.env["AZURE_OPENAI_API_KEY_FILE"] = str(volume.key_path)
@@ -108,8 +114,7 @@ def _until_ok(rot: Rotating, timeout: float) -> float:
     pytest.fail(f"no successful request within {timeout}s:\n{rot.proc.log()}")
 
 
-def test_rotated_key_is_used_without_restart_and_survives_a_broken_file(
-        rotating: Rotating) -> None:
+def test_rotated_key_is_used_without_restart_and_survives_a_broken_file(rotating: Rotating) -> None:
     rot = rotating
     assert rot.proc.proc is not None
     pid = rot.proc.proc.pid

@@ -17,14 +17,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from gateway import metrics_labels as lbl
-from gateway.auth import AUTH_REASONS
-from gateway.caller import Caller
+from gateway.auth.caller import Caller
+from gateway.auth.tokens import AUTH_REASONS
 from gateway.context import RequestContext
-from gateway.metrics import GatewayMetrics, make_registry
-from gateway.policy import POLICY_REASONS
-from gateway.ratelimit import RATELIMIT_REASONS, Decision
-from gateway.routes import ROUTES
+from gateway.observability import labels as lbl
+from gateway.observability.metrics import GatewayMetrics, make_registry
+from gateway.operations.routes import ROUTES
+from gateway.policy.checks import POLICY_REASONS
+from gateway.ratelimit.gcra import RATELIMIT_REASONS, Decision
 from tests.gatewayproc import GatewayProcess, write_config
 from tests.servers import ThreadedUvicorn, free_port
 from tests.stack import PRIVATE_PEM, PUBLIC_JWK, V2, Stack, base_config, running_stack
@@ -38,8 +38,11 @@ SIGNING_KEY = serialization.load_pem_private_key(PRIVATE_PEM, None)
 
 def samples(registry: CollectorRegistry) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
     """Every distinct (sample name, label set) the registry exposes."""
-    return {(s.name, tuple(sorted(s.labels.items())))
-            for family in registry.collect() for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items())))
+        for family in registry.collect()
+        for s in family.samples
+    }
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -48,14 +51,22 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 def fresh() -> GatewayMetrics:
-    return GatewayMetrics(make_registry(process_metrics=False), operations=OPERATIONS,
-                          profiles=PROFILES)
+    return GatewayMetrics(
+        make_registry(process_metrics=False), operations=OPERATIONS, profiles=PROFILES
+    )
 
 
-def ctx_for(status: int, reason: str | None = None, *, profile: str | None = "writer",
-            operation: str = "threads.create", **fields: Any) -> RequestContext:
-    ctx = RequestContext(request_id="r1", method="POST", operation=operation, status=status,
-                         reason=reason)
+def ctx_for(
+    status: int,
+    reason: str | None = None,
+    *,
+    profile: str | None = "writer",
+    operation: str = "threads.create",
+    **fields: Any,
+) -> RequestContext:
+    ctx = RequestContext(
+        request_id="r1", method="POST", operation=operation, status=status, reason=reason
+    )
     if profile is not None:
         ctx.caller = Caller(id="ns/sa", tenant="ns", issuer="i", subject="s", profile=profile)
     for name, field_value in fields.items():
@@ -66,60 +77,79 @@ def ctx_for(status: int, reason: str | None = None, *, profile: str | None = "wr
 # -- the pure label mapping
 
 
-@pytest.mark.parametrize(("status", "reason", "rule", "expected"), [
-    (401, "bad_signature", None, ("auth", "bad_signature")),
-    (401, "something_new", None, ("other", "other")),
-    (403, "operation_not_allowed", None, ("auth", "operation_not_allowed")),
-    (403, "caller_not_allowed", None, ("auth", "caller_not_allowed")),
-    (503, "jwks_unavailable", None, ("auth", "jwks_unavailable")),
-    (400, "role_not_allowed", None, ("policy", "role_not_allowed")),
-    (400, "invalid_json", None, ("intake", "invalid_json")),
-    (413, "request_too_large", None, ("intake", "request_too_large")),
-    (404, "route_not_found", None, ("route", "route_not_found")),
-    (405, "method_not_allowed", None, ("route", "method_not_allowed")),
-    (400, "unsupported_api_version", None, ("route", "unsupported_api_version")),
-    (404, "thread_not_found", None, ("ownership", "thread_not_found")),
-    (429, "rate_limit_exceeded", "caller-write", ("ratelimit", "caller-write")),
-    (429, "rate_limit_exceeded", None, ("ratelimit", "other")),
-    (429, "concurrency_limit_exceeded", None, ("ratelimit", "concurrency")),
-    (429, "tenant-read", None, ("ratelimit", "tenant-read")),
-    (429, "rate_limit_exceeded", "/threads/thread_abc", ("ratelimit", "other")),
-    (502, "upstream_unreachable", None, None),
-    (503, "rate_limiter_unavailable", None, None),
-    (500, "internal_error", None, None),
-    (200, None, None, None),
-    (200, "ownership_not_recorded", None, None),
-    (404, None, None, None),  # Azure's own 404, relayed
-])
-def test_refusal_stage_and_reason(status: int, reason: str | None, rule: str | None,
-                                  expected: tuple[str, str] | None) -> None:
+@pytest.mark.parametrize(
+    ("status", "reason", "rule", "expected"),
+    [
+        (401, "bad_signature", None, ("auth", "bad_signature")),
+        (401, "something_new", None, ("other", "other")),
+        (403, "operation_not_allowed", None, ("auth", "operation_not_allowed")),
+        (403, "caller_not_allowed", None, ("auth", "caller_not_allowed")),
+        (503, "jwks_unavailable", None, ("auth", "jwks_unavailable")),
+        (400, "role_not_allowed", None, ("policy", "role_not_allowed")),
+        (400, "invalid_json", None, ("intake", "invalid_json")),
+        (413, "request_too_large", None, ("intake", "request_too_large")),
+        (404, "route_not_found", None, ("route", "route_not_found")),
+        (405, "method_not_allowed", None, ("route", "method_not_allowed")),
+        (400, "unsupported_api_version", None, ("route", "unsupported_api_version")),
+        (404, "thread_not_found", None, ("ownership", "thread_not_found")),
+        (429, "rate_limit_exceeded", "caller-write", ("ratelimit", "caller-write")),
+        (429, "rate_limit_exceeded", None, ("ratelimit", "other")),
+        (429, "concurrency_limit_exceeded", None, ("ratelimit", "concurrency")),
+        (429, "tenant-read", None, ("ratelimit", "tenant-read")),
+        (429, "rate_limit_exceeded", "/threads/thread_abc", ("ratelimit", "other")),
+        (502, "upstream_unreachable", None, None),
+        (503, "rate_limiter_unavailable", None, None),
+        (500, "internal_error", None, None),
+        (200, None, None, None),
+        (200, "ownership_not_recorded", None, None),
+        (404, None, None, None),  # Azure's own 404, relayed
+    ],
+)
+def test_refusal_stage_and_reason(
+    status: int, reason: str | None, rule: str | None, expected: tuple[str, str] | None
+) -> None:
     assert lbl.refusal(status, reason, rule) == expected
 
 
-@pytest.mark.parametrize(("status", "reason", "reached", "cut", "gone", "expected"), [
-    (502, "upstream_unreachable", True, False, False, ("unreachable",)),
-    (504, "upstream_timeout", True, False, False, ("timeout",)),
-    (503, "upstream_pool_exhausted", True, False, False, ("pool_exhausted",)),
-    (502, "upstream_auth_failed", True, False, False, ("auth_failed",)),
-    (502, "upstream_error", True, False, False, ("bad_response",)),
-    (500, None, True, False, False, ("response_5xx",)),
-    (429, None, True, False, False, ("throttled",)),
-    (200, None, True, True, False, ("stream_cut",)),
-    (200, None, True, False, True, ("client_disconnect",)),
-    (499, None, True, False, True, ("client_disconnect",)),
-    (500, "internal_error", False, False, False, ()),
-    (404, None, True, False, False, ()),
-    (200, None, True, False, False, ()),
-])
-def test_upstream_error_kinds(status: int, reason: str | None, reached: bool, cut: bool,
-                              gone: bool, expected: tuple[str, ...]) -> None:
-    assert lbl.upstream_errors(status, reason, reached_upstream=reached, stream_cut=cut,
-                               client_disconnected=gone) == expected
+@pytest.mark.parametrize(
+    ("status", "reason", "reached", "cut", "gone", "expected"),
+    [
+        (502, "upstream_unreachable", True, False, False, ("unreachable",)),
+        (504, "upstream_timeout", True, False, False, ("timeout",)),
+        (503, "upstream_pool_exhausted", True, False, False, ("pool_exhausted",)),
+        (502, "upstream_auth_failed", True, False, False, ("auth_failed",)),
+        (502, "upstream_error", True, False, False, ("bad_response",)),
+        (500, None, True, False, False, ("response_5xx",)),
+        (429, None, True, False, False, ("throttled",)),
+        (200, None, True, True, False, ("stream_cut",)),
+        (200, None, True, False, True, ("client_disconnect",)),
+        (499, None, True, False, True, ("client_disconnect",)),
+        (500, "internal_error", False, False, False, ()),
+        (404, None, True, False, False, ()),
+        (200, None, True, False, False, ()),
+    ],
+)
+def test_upstream_error_kinds(
+    status: int, reason: str | None, reached: bool, cut: bool, gone: bool, expected: tuple[str, ...]
+) -> None:
+    assert (
+        lbl.upstream_errors(
+            status, reason, reached_upstream=reached, stream_cut=cut, client_disconnected=gone
+        )
+        == expected
+    )
 
 
 def test_small_labels_are_bounded() -> None:
     assert [lbl.status_class(s) for s in (0, 101, 204, 302, 429, 503, 999)] == [
-        "other", "1xx", "2xx", "3xx", "4xx", "5xx", "other"]
+        "other",
+        "1xx",
+        "2xx",
+        "3xx",
+        "4xx",
+        "5xx",
+        "other",
+    ]
     assert lbl.method_label("GET") == "GET" and lbl.method_label("BREW") == "other"
     assert lbl.bounded("writer", {"writer"}) == "writer"
     assert lbl.bounded("team-a/app", {"writer"}) == "other"
@@ -141,17 +171,23 @@ def _emitted_codes() -> set[str]:
 
 
 #: Codes that are not the caller's doing: our own outages and failures have their own metrics.
-NOT_REFUSALS = {"rate_limiter_unavailable", "ownership_unavailable", "ownership_not_recorded",
-                "internal_error", "invalid_token",
-                "server_overloaded"} | set(lbl.UPSTREAM_ERROR_CODES)
+NOT_REFUSALS = {
+    "rate_limiter_unavailable",
+    "ownership_unavailable",
+    "ownership_not_recorded",
+    "internal_error",
+    "invalid_token",
+    "server_overloaded",
+} | set(lbl.UPSTREAM_ERROR_CODES)
 
 
 def test_every_code_the_gateway_raises_has_a_label() -> None:
     """A new error code must be added to a bounded set in ``metrics_labels`` (else: other)."""
     codes = _emitted_codes()
     assert {"route_not_found", "upstream_unreachable", "operation_not_allowed"} <= codes
-    unclassified = {c for c in codes - NOT_REFUSALS
-                    if lbl.refusal(400, c, None) in (None, ("other", "other"))}
+    unclassified = {
+        c for c in codes - NOT_REFUSALS if lbl.refusal(400, c, None) in (None, ("other", "other"))
+    }
     assert unclassified == set()
     assert AUTH_REASONS | POLICY_REASONS | RATELIMIT_REASONS  # the fixed sets are importable
 
@@ -168,10 +204,22 @@ def test_observer_counts_one_forwarded_request() -> None:
     m.request_finished(ctx)
     r = m.registry
     assert value(r, "gateway_requests_in_flight") == 0
-    assert value(r, "gateway_requests_total", operation="threads.create", method="POST",
-                 status_class="2xx") == 1
-    assert value(r, "gateway_request_duration_seconds_count", operation="threads.create",
-                 stream="false") == 1
+    assert (
+        value(
+            r,
+            "gateway_requests_total",
+            operation="threads.create",
+            method="POST",
+            status_class="2xx",
+        )
+        == 1
+    )
+    assert (
+        value(
+            r, "gateway_request_duration_seconds_count", operation="threads.create", stream="false"
+        )
+        == 1
+    )
     for stage in ("auth", "policy", "upstream_ttfb", "upstream"):
         assert value(r, "gateway_stage_duration_seconds_count", stage=stage) == 1
     assert value(r, "gateway_stage_duration_seconds_count", stage="ratelimit") == 0
@@ -182,14 +230,17 @@ def test_observer_counts_one_forwarded_request() -> None:
 def test_observer_refusals_errors_and_streams() -> None:
     m = fresh()
     r = m.registry
-    limited = ctx_for(429, "rate_limit_exceeded", ratelimit_rule="caller-write",
-                      stages={"auth": 0.001, "ratelimit": 0.001})
+    limited = ctx_for(
+        429,
+        "rate_limit_exceeded",
+        ratelimit_rule="caller-write",
+        stages={"auth": 0.001, "ratelimit": 0.001},
+    )
     denied = ctx_for(401, "expired", profile=None)
     stranger = ctx_for(400, "role_not_allowed", profile="hacker-profile")
     azure_500 = ctx_for(500, None, stages={"upstream_ttfb": 0.1})
     azure_500.upstream_started = azure_500.started
-    stream = ctx_for(200, None, operation="runs.create", stream=True,
-                     stages={"upstream_ttfb": 0.1})
+    stream = ctx_for(200, None, operation="runs.create", stream=True, stages={"upstream_ttfb": 0.1})
     stream.upstream_started = stream.started
     for ctx in (limited, denied, stranger, azure_500):
         m.request_started(ctx)
@@ -200,16 +251,26 @@ def test_observer_refusals_errors_and_streams() -> None:
     stream.stream_cut = True
     m.request_finished(stream)
     assert value(r, "gateway_streams_in_flight") == 0
-    assert value(r, "gateway_refusals_total", stage="ratelimit", reason="caller-write",
-                 profile="writer") == 1
+    assert (
+        value(
+            r, "gateway_refusals_total", stage="ratelimit", reason="caller-write", profile="writer"
+        )
+        == 1
+    )
     assert value(r, "gateway_ratelimit_checks_total", profile="writer") == 1
     assert value(r, "gateway_refusals_total", stage="auth", reason="expired", profile="none") == 1
-    assert value(r, "gateway_refusals_total", stage="policy", reason="role_not_allowed",
-                 profile="other") == 1
+    assert (
+        value(
+            r, "gateway_refusals_total", stage="policy", reason="role_not_allowed", profile="other"
+        )
+        == 1
+    )
     assert value(r, "gateway_upstream_errors_total", kind="response_5xx") == 1
     assert value(r, "gateway_upstream_errors_total", kind="stream_cut") == 1
-    assert value(r, "gateway_request_duration_seconds_count", operation="runs.create",
-                 stream="true") == 1
+    assert (
+        value(r, "gateway_request_duration_seconds_count", operation="runs.create", stream="true")
+        == 1
+    )
 
 
 def test_observer_survives_a_broken_context() -> None:
@@ -247,14 +308,14 @@ def test_adapter_hooks() -> None:
     assert value(r, "gateway_redis_errors_total", kind="timeout") == 1
     assert value(r, "gateway_redis_errors_total", kind="other") == 1
     assert value(r, "gateway_jwks_refresh_total", issuer="https://issuer", result="ok") == 1
-    assert value(r, "gateway_jwks_refresh_total", issuer="https://issuer",
-                 result="rejected_key") == 1
+    assert (
+        value(r, "gateway_jwks_refresh_total", issuer="https://issuer", result="rejected_key") == 1
+    )
     assert value(r, "gateway_jwks_refresh_total", issuer="https://issuer", result="error") == 1
     assert value(r, "gateway_jwks_last_success_timestamp_seconds", issuer="https://issuer") > 0
     assert value(r, "gateway_azure_key_reload_failures_total") == 1
     build = [s for f in r.collect() for s in f.samples if s.name == "gateway_build_info"]
-    assert len(build) == 1 and build[0].value == 1 and set(build[0].labels) == {"version",
-                                                                                "python"}
+    assert len(build) == 1 and build[0].value == 1 and set(build[0].labels) == {"version", "python"}
 
 
 # -- wired into the real gateway
@@ -266,8 +327,14 @@ def limited_stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
     overrides = {
         "auth": {"default_profile": "writer"},
         "threads": {"ownership": True},
-        "profiles": {"writer": {"operations": ["*"], "rate_limit": {
-            "per_caller": {"write": {"requests": 1, "per_seconds": 60, "burst": 1}}}}},
+        "profiles": {
+            "writer": {
+                "operations": ["*"],
+                "rate_limit": {
+                    "per_caller": {"write": {"requests": 1, "per_seconds": 60, "burst": 1}}
+                },
+            }
+        },
     }
     with running_stack(tmp_path, redis_url=redis_url, overrides=overrides) as stack:
         yield stack
@@ -280,8 +347,9 @@ def test_building_twice_never_touches_the_global_registry(tmp_path: Path) -> Non
     with running_stack(tmp_path / "a") as one, running_stack(tmp_path / "b") as two:
         assert one.gateway.metrics is not None and two.gateway.metrics is not None
         assert one.gateway.metrics.registry is not two.gateway.metrics.registry
-        httpx.get(f"{one.url}/openai/threads/thread_abc", params={"api-version": V2},
-                  headers=one.auth())
+        httpx.get(
+            f"{one.url}/openai/threads/thread_abc", params={"api-version": V2}, headers=one.auth()
+        )
     assert samples(REGISTRY) == before
 
 
@@ -296,19 +364,31 @@ def test_cardinality_is_bounded_by_configuration(limited_stack: Stack) -> None:
             auth = gw.auth(namespace=f"ns-{tag}-{i}", sa=f"sa-{i}", key=SIGNING_KEY)
             kind = i % 4
             if kind == 0:
-                client.get(f"/openai/threads/thread_{secrets.token_hex(12)}",
-                           params={"api-version": V2}, headers=auth)
+                client.get(
+                    f"/openai/threads/thread_{secrets.token_hex(12)}",
+                    params={"api-version": V2},
+                    headers=auth,
+                )
             elif kind == 1:
-                client.get(f"/openai/threads/x{i}/%2e%2e/{secrets.token_hex(4)}",
-                           params={"api-version": V2}, headers=auth)
+                client.get(
+                    f"/openai/threads/x{i}/%2e%2e/{secrets.token_hex(4)}",
+                    params={"api-version": V2},
+                    headers=auth,
+                )
             elif kind == 2:  # first write per caller is admitted; a second is limited
                 for _ in range(2):
-                    client.post("/openai/threads", params={"api-version": V2}, headers=auth,
-                                json={"metadata": {f"k{i}": f"v{i}"}})
+                    client.post(
+                        "/openai/threads",
+                        params={"api-version": V2},
+                        headers=auth,
+                        json={"metadata": {f"k{i}": f"v{i}"}},
+                    )
             else:
-                client.get(f"/openai/threads/thread_{i}/messages",
-                           params={"api-version": V2, f"p{i}": "1"},
-                           headers={"Authorization": f"Bearer not-a-token-{i}"})
+                client.get(
+                    f"/openai/threads/thread_{i}/messages",
+                    params={"api-version": V2, f"p{i}": "1"},
+                    headers={"Authorization": f"Bearer not-a-token-{i}"},
+                )
 
     with httpx.Client(base_url=gw.url, timeout=10) as client:
         burst(client, "warm", 8)
@@ -327,10 +407,19 @@ def test_cardinality_is_bounded_by_configuration(limited_stack: Stack) -> None:
             assert label_value in allowed.get(key, {label_value}), (key, label_value)
             assert "ns-" not in label_value
             assert "thread_" not in label_value or label_value in lbl.OWNERSHIP_REASONS
-    assert value(registry, "gateway_refusals_total", stage="ratelimit", reason="other",
-                 profile="writer") + value(registry, "gateway_refusals_total",
-                                           stage="ratelimit", reason="caller-write",
-                                           profile="writer") >= 250
+    assert (
+        value(
+            registry, "gateway_refusals_total", stage="ratelimit", reason="other", profile="writer"
+        )
+        + value(
+            registry,
+            "gateway_refusals_total",
+            stage="ratelimit",
+            reason="caller-write",
+            profile="writer",
+        )
+        >= 250
+    )
 
 
 def test_metrics_are_not_served_on_the_proxy_port(tmp_path: Path) -> None:
@@ -352,16 +441,25 @@ def test_metrics_are_not_served_on_the_proxy_port(tmp_path: Path) -> None:
 
 def test_redis_outage_shows_as_degraded(tmp_path: Path) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    overrides = {"rate_limit": {"enabled": True, "fail_mode": "open"},
-                 "redis": {"url": dead, "socket_timeout_s": 0.1, "connect_timeout_s": 0.1},
-                 "threads": {"ownership": False},
-                 "profiles": {"writer": {"operations": ["*"], "rate_limit": {
-                     "per_caller": {"write": {"requests": 5, "per_seconds": 1, "burst": 5}}}}}}
+    overrides = {
+        "rate_limit": {"enabled": True, "fail_mode": "open"},
+        "redis": {"url": dead, "socket_timeout_s": 0.1, "connect_timeout_s": 0.1},
+        "threads": {"ownership": False},
+        "profiles": {
+            "writer": {
+                "operations": ["*"],
+                "rate_limit": {
+                    "per_caller": {"write": {"requests": 5, "per_seconds": 1, "burst": 5}}
+                },
+            }
+        },
+    }
     with running_stack(tmp_path, overrides=overrides) as gw:
         assert gw.gateway.metrics is not None
         r = gw.gateway.metrics.registry
-        got = httpx.post(f"{gw.url}/openai/threads", params={"api-version": V2}, json={},
-                         headers=gw.auth())
+        got = httpx.post(
+            f"{gw.url}/openai/threads", params={"api-version": V2}, json={}, headers=gw.auth()
+        )
         assert got.status_code == 200
         assert value(r, "gateway_ratelimit_degraded") == 1
         assert value(r, "gateway_redis_errors_total", kind="connection") >= 1
@@ -387,8 +485,9 @@ def test_gateway_serve_runs_the_metrics_listener(tmp_path: Path, redis_url: str)
     (tmp_path / "jwks.json").write_text(json.dumps({"keys": [PUBLIC_JWK]}))
     config = base_config("http://127.0.0.1:9", str(tmp_path / "jwks.json"), redis_url)
     metrics_port = free_port()
-    proc = GatewayProcess(write_config(config, tmp_path / "gateway.toml"), api_key="k" * 32,
-                          redis_url=redis_url)
+    proc = GatewayProcess(
+        write_config(config, tmp_path / "gateway.toml"), api_key="k" * 32, redis_url=redis_url
+    )
     proc.env["GATEWAY_METRICS_PORT"] = str(metrics_port)
     proc.start()
     try:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from gateway.fakeazure import FakeAzure
+from tests.fakeazure import FakeAzure
 from tests.flood import Answer, flood
 from tests.gatewayproc import GatewayProcess, write_config
 from tests.rawhttp import build_request
@@ -40,15 +40,17 @@ def limited(namespace: str, **rate_limit: Any) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def gateway_child(tmp: Path, redis_url: str,
-                  overrides: dict[str, Any]) -> Iterator[tuple[FakeAzure, GatewayProcess]]:
+def gateway_child(
+    tmp: Path, redis_url: str, overrides: dict[str, Any]
+) -> Iterator[tuple[FakeAzure, GatewayProcess]]:
     fake = FakeAzure("azure-key")
     jwks = tmp / "jwks.json"
     jwks.write_text(json.dumps({"keys": [PUBLIC_JWK]}))
     with ThreadedUvicorn(fake.app, lifespan="off") as upstream:
         config = deep_merge(base_config(upstream.url, str(jwks), redis_url), overrides)
-        proc = GatewayProcess(write_config(config, tmp / "gateway.toml"), api_key="azure-key",
-                              redis_url=redis_url)
+        proc = GatewayProcess(
+            write_config(config, tmp / "gateway.toml"), api_key="azure-key", redis_url=redis_url
+        )
         proc.start()
         try:
             proc.wait_ready()
@@ -72,15 +74,23 @@ def assert_refused_with_retry_after(answers: list[Answer]) -> None:
 
 @pytest.mark.parametrize("fail_mode", ["open", "local"])
 def test_a_1200_request_burst_admits_at_most_burst_plus_refill(
-        tmp_path: Path, redis_url: str, fail_mode: str) -> None:
-    overrides = deep_merge(limited("flood", per_caller={"write": {
-        "requests": 1, "per_seconds": REFILL_S, "burst": BURST}}), {
-        "rate_limit": {"fail_mode": fail_mode},
-    })
+    tmp_path: Path, redis_url: str, fail_mode: str
+) -> None:
+    overrides = deep_merge(
+        limited(
+            "flood", per_caller={"write": {"requests": 1, "per_seconds": REFILL_S, "burst": BURST}}
+        ),
+        {
+            "rate_limit": {"fail_mode": fail_mode},
+        },
+    )
     token = make_token("flood", "app")
-    request = build_request("POST", f"{THREADS}?api-version={V2}",
-                            {"Authorization": f"Bearer {token}",
-                             "Content-Type": "application/json"}, b"{}")
+    request = build_request(
+        "POST",
+        f"{THREADS}?api-version={V2}",
+        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        b"{}",
+    )
     with gateway_child(tmp_path, redis_url, overrides) as (fake, proc):
         answers, elapsed = flood(proc.url, request, FLOOD, timeout=45)
         admitted_at_azure = created(fake)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gateway.errors import NotFoundError
-from gateway.ownership import (
+from gateway.ownership.rules import (
     STAMP_KEY,
     check_owner,
     first_event_complete,
@@ -16,7 +16,7 @@ from gateway.ownership import (
     tenant_digest,
     thread_id_from_json,
 )
-from gateway.ownership_stamp import (
+from gateway.ownership.stamp import (
     SseStampFilter,
     StampFilterError,
     stamp_request,
@@ -75,28 +75,48 @@ def test_first_event_complete(buffer: bytes, complete: bool) -> None:
 
 # -- putting the stamp on requests
 
+
 @pytest.mark.parametrize(
     ("operation", "body", "expected"),
     [
         ("threads.create", {}, {"metadata": {STAMP_KEY: A}}),
         ("threads.create", {"metadata": None}, {"metadata": {STAMP_KEY: A}}),
-        ("threads.create", {"messages": [], "metadata": {"k": "v"}},
-         {"messages": [], "metadata": {"k": "v", STAMP_KEY: A}}),
-        ("threads.create_and_run", {"assistant_id": "asst_1"},
-         {"assistant_id": "asst_1", "thread": {"metadata": {STAMP_KEY: A}}}),
-        ("threads.create_and_run", {"assistant_id": "asst_1", "metadata": {"run": "1"},
-                                    "thread": {"messages": [], "metadata": {"k": "v"}}},
-         {"assistant_id": "asst_1", "metadata": {"run": "1"},
-          "thread": {"messages": [], "metadata": {"k": "v", STAMP_KEY: A}}}),
+        (
+            "threads.create",
+            {"messages": [], "metadata": {"k": "v"}},
+            {"messages": [], "metadata": {"k": "v", STAMP_KEY: A}},
+        ),
+        (
+            "threads.create_and_run",
+            {"assistant_id": "asst_1"},
+            {"assistant_id": "asst_1", "thread": {"metadata": {STAMP_KEY: A}}},
+        ),
+        (
+            "threads.create_and_run",
+            {
+                "assistant_id": "asst_1",
+                "metadata": {"run": "1"},
+                "thread": {"messages": [], "metadata": {"k": "v"}},
+            },
+            {
+                "assistant_id": "asst_1",
+                "metadata": {"run": "1"},
+                "thread": {"messages": [], "metadata": {"k": "v", STAMP_KEY: A}},
+            },
+        ),
         ("threads.modify", {"metadata": {"k": "v"}}, {"metadata": {"k": "v", STAMP_KEY: A}}),
         ("threads.modify", {"metadata": None}, {"metadata": {STAMP_KEY: A}}),
         ("threads.modify", {"tool_resources": {}}, {"tool_resources": {}}),  # metadata untouched
-        ("messages.create", {"role": "user", "content": "x", "metadata": {"k": "v"}},
-         {"role": "user", "content": "x", "metadata": {"k": "v"}}),
+        (
+            "messages.create",
+            {"role": "user", "content": "x", "metadata": {"k": "v"}},
+            {"role": "user", "content": "x", "metadata": {"k": "v"}},
+        ),
     ],
 )
-def test_stamp_request(operation: str, body: dict[str, object],
-                       expected: dict[str, object]) -> None:
+def test_stamp_request(
+    operation: str, body: dict[str, object], expected: dict[str, object]
+) -> None:
     assert stamp_request(operation, body, A) == expected
 
 
@@ -107,11 +127,16 @@ def test_no_owner_no_stamp() -> None:
 
 # -- taking it off responses
 
+
 def test_strip_thread_json() -> None:
-    stamped = json.dumps({"id": "thread_1", "object": "thread",
-                          "metadata": {"k": "v", STAMP_KEY: A}}).encode()
-    assert json.loads(strip_thread_json(stamped)) == {"id": "thread_1", "object": "thread",
-                                                      "metadata": {"k": "v"}}
+    stamped = json.dumps(
+        {"id": "thread_1", "object": "thread", "metadata": {"k": "v", STAMP_KEY: A}}
+    ).encode()
+    assert json.loads(strip_thread_json(stamped)) == {
+        "id": "thread_1",
+        "object": "thread",
+        "metadata": {"k": "v"},
+    }
     plain = b'{"id":"thread_1", "metadata": {"k": "v"}}'
     assert strip_thread_json(plain) is plain  # relayed byte for byte
     # A duplicate key the parser collapses still never lets the stamp through.
@@ -129,9 +154,11 @@ def _created(metadata: dict[str, str], eol: bytes = b"\n") -> bytes:
     return b"event: thread.created" + eol + b"data: " + data.encode() + eol + eol
 
 
-REST = (b"event: thread.run.created\ndata: {\"id\":\"run_1\",\"metadata\":{}}\n\n"
-        b"event: thread.message.delta\ndata: {\"delta\":{\"content\":[]}}\n\n"
-        b"event: done\ndata: [DONE]\n\n")
+REST = (
+    b'event: thread.run.created\ndata: {"id":"run_1","metadata":{}}\n\n'
+    b'event: thread.message.delta\ndata: {"delta":{"content":[]}}\n\n'
+    b"event: done\ndata: [DONE]\n\n"
+)
 
 
 def _events(stream: bytes) -> list[tuple[str, str]]:
@@ -147,7 +174,7 @@ def _events(stream: bytes) -> list[tuple[str, str]]:
 def test_sse_filter_strips_the_stamp_whatever_the_chunking(size: int) -> None:
     stream = _created({"k": "v", STAMP_KEY: A}) + REST
     sse = SseStampFilter()
-    out = b"".join(sse.feed(stream[i:i + size]) for i in range(0, len(stream), size))
+    out = b"".join(sse.feed(stream[i : i + size]) for i in range(0, len(stream), size))
     out += sse.finish()
     assert STAMP_KEY.encode() not in out
     assert out.endswith(REST)  # everything after the thread passes byte for byte
@@ -161,15 +188,16 @@ def test_sse_filter_passes_other_events_at_once() -> None:
     sse = SseStampFilter()
     assert sse.feed(b"event: thread.message.delta\nda") == b"event: thread.message.delta\nda"
     assert sse.feed(b"ta: {}\n\nevent: thread.created\n") == b"ta: {}\n\n"  # held: its type
-    assert sse.feed(b"data: {\"id\":\"thread_a\"}\n\n") == (
-        b"event: thread.created\ndata: {\"id\":\"thread_a\"}\n\n")  # no stamp: as it was
+    assert sse.feed(b'data: {"id":"thread_a"}\n\n') == (
+        b'event: thread.created\ndata: {"id":"thread_a"}\n\n'
+    )  # no stamp: as it was
 
 
 @pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"])
 def test_sse_filter_line_endings(eol: bytes) -> None:
     sse = SseStampFilter()
     stream = _created({STAMP_KEY: A}, eol) + b"event: x" + eol + b"data: {}" + eol + eol
-    out = b"".join(sse.feed(stream[i:i + 5]) for i in range(0, len(stream), 5)) + sse.finish()
+    out = b"".join(sse.feed(stream[i : i + 5]) for i in range(0, len(stream), 5)) + sse.finish()
     assert STAMP_KEY.encode() not in out
     assert out.endswith(b"event: x" + eol + b"data: {}" + eol + eol)
 
@@ -188,7 +216,7 @@ def test_sse_filter_refuses_what_it_cannot_check() -> None:
         SseStampFilter(limit=100).feed(b"event: thread.created\ndata: " + b"x" * 200)
     # An incomplete thread.created at the end of the stream is dropped, as SSE clients do.
     sse = SseStampFilter()
-    assert sse.feed(b"event: thread.created\ndata: {\"metadata\":{\"%s\":\"" % _b(STAMP_KEY)) == b""
+    assert sse.feed(b'event: thread.created\ndata: {"metadata":{"%s":"' % _b(STAMP_KEY)) == b""
     assert sse.finish() == b""
 
 

@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 from gateway.errors import NotFoundError, ServiceUnavailableError
-from gateway.ownership import RecordsUnavailableError, tenant_digest
-from gateway.ownership_lookup import ThreadOwners
+from gateway.ownership.lookup import ThreadOwners
+from gateway.ownership.rules import RecordsUnavailableError, tenant_digest
 
 A = tenant_digest("team-a")
 

@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from gateway.apiversions import KNOWN_VERSIONS, ApiVersion
 from gateway.errors import BadRequestError
-from gateway.jsonbody import dump_json
-from gateway.policy import (
+from gateway.operations.apiversions import KNOWN_VERSIONS, ApiVersion
+from gateway.policy.checks import (
     AZURE_LIMITS,
     BODY_OPERATIONS,
     BODYLESS_OPERATIONS,
@@ -20,6 +19,7 @@ from gateway.policy import (
     check_request,
     limit_problems,
 )
+from gateway.policy.jsonbody import dump_json
 
 V1 = KNOWN_VERSIONS["2024-02-15-preview"]
 V2 = KNOWN_VERSIONS["2024-05-01-preview"]
@@ -637,11 +637,14 @@ THREAD_ACCEPTS = [
 
 def test_thread_metadata_messages_say_why() -> None:
     err = refused(T, V2, {"metadata": meta(16)})
-    assert err.message == ("Metadata may have at most 15 key-value pairs (the gateway keeps one "
-                           "of Azure's 16 for itself).")
+    assert err.message == (
+        "Metadata may have at most 15 key-value pairs (the gateway keeps one "
+        "of Azure's 16 for itself)."
+    )
     tight = dataclasses.replace(D, max_metadata_pairs=4)
     assert refused(T, V2, {"metadata": meta(5)}, tight).message == (
-        "Metadata may have at most 4 key-value pairs.")
+        "Metadata may have at most 4 key-value pairs."
+    )
     assert "reserved" in refused(M, V2, msg(metadata={"gateway_owner": "x"})).message
 
 
@@ -1063,8 +1066,7 @@ P = "profiles.x.policy"
             f"{P}.attachment_tools: must be a subset of ['code_interpreter', 'file_search']",
         ),
         ({"allow_image_url": "yes"}, f"{P}.allow_image_url: must be true or false"),
-        ({"deny_private_image_urls": 1},
-         f"{P}.deny_private_image_urls: must be true or false"),
+        ({"deny_private_image_urls": 1}, f"{P}.deny_private_image_urls: must be true or false"),
         (
             {"required_metadata_keys": frozenset({"k" * 65})},
             f"{P}.required_metadata_keys: keys must have 1 to 64 characters",

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.apiversions import KNOWN_VERSIONS, ApiVersion
 from gateway.errors import BadRequestError
-from gateway.jsonbody import dump_json, parse_json_object
-from gateway.policy import POLICY_REASONS, PolicyLimits, check_request, limit_problems
+from gateway.operations.apiversions import KNOWN_VERSIONS, ApiVersion
+from gateway.policy.checks import POLICY_REASONS, PolicyLimits, check_request, limit_problems
+from gateway.policy.jsonbody import dump_json, parse_json_object
 
 V1 = KNOWN_VERSIONS["2024-02-15-preview"]
 V2 = KNOWN_VERSIONS["2024-05-01-preview"]

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.apiversions import KNOWN_VERSIONS
 from gateway.errors import BadRequestError
-from gateway.policy import PolicyLimits, check_request
-from gateway.policy_urls import MAX_URL_CHARS, UrlError, is_private, parse_https_url
+from gateway.operations.apiversions import KNOWN_VERSIONS
+from gateway.policy.checks import PolicyLimits, check_request
+from gateway.policy.urls import MAX_URL_CHARS, UrlError, is_private, parse_https_url
 
 V2 = KNOWN_VERSIONS["2024-05-01-preview"]
 DEFAULT = PolicyLimits()
@@ -38,7 +38,7 @@ MALFORMED = [
     "https://a.example/x\x00.png",
     "https://a.example/\u00e9.png",
     "https://ex\u0430mple.com/x.png",  # a Cyrillic a: raw non-ASCII host
-    "https://a.example/x.png\"onerror=",
+    'https://a.example/x.png"onerror=',
     "https://a.example/<x>.png",
     "https://a.example/" + "x" * MAX_URL_CHARS,
     "https://",
@@ -86,22 +86,51 @@ PUBLIC = [
 ]
 
 PRIVATE = [
-    "https://localhost/x.png", "https://LOCALHOST./x.png", "https://app.localhost/x.png",
-    "https://intranet/x.png", "https://printer.local/x.png", "https://db.svc.cluster.local/x",
-    "https://metadata.google.internal/x", "https://nas.home.arpa/x", "https://box.lan/x",
-    "https://vm1.abc.internal.cloudapp.net/x", "https://router.localdomain/x",
-    "https://127.0.0.1/x.png", "https://127.255.255.254/x", "https://0.0.0.0/x",
-    "https://10.1.2.3/x", "https://172.16.0.1/x", "https://172.31.255.255/x",
-    "https://192.168.1.1/x", "https://169.254.169.254/latest/meta-data/",
-    "https://100.64.0.1/x", "https://100.127.255.255/x", "https://224.0.0.1/x",
-    "https://239.255.255.250/x", "https://255.255.255.255/x", "https://240.0.0.1/x",
-    "https://192.0.0.8/x", "https://198.18.0.1/x", "https://168.63.129.16/x",
-    "https://[::1]/x", "https://[::]/x", "https://[fe80::1]/x", "https://[fc00::1]/x",
-    "https://[fd12:3456::1]/x", "https://[ff02::1]/x", "https://[fec0::1]/x",
-    "https://[::ffff:127.0.0.1]/x", "https://[::ffff:7f00:1]/x", "https://[::ffff:8.8.8.8]/x",
-    "https://[::ffff:169.254.169.254]/x", "https://[::127.0.0.1]/x",
-    "https://[64:ff9b::a9fe:a9fe]/x", "https://[2002:7f00:1::]/x", "https://[2002:a00:1::]/x",
-    "https://[2001:db8::1]/x", "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/x",
+    "https://localhost/x.png",
+    "https://LOCALHOST./x.png",
+    "https://app.localhost/x.png",
+    "https://intranet/x.png",
+    "https://printer.local/x.png",
+    "https://db.svc.cluster.local/x",
+    "https://metadata.google.internal/x",
+    "https://nas.home.arpa/x",
+    "https://box.lan/x",
+    "https://vm1.abc.internal.cloudapp.net/x",
+    "https://router.localdomain/x",
+    "https://127.0.0.1/x.png",
+    "https://127.255.255.254/x",
+    "https://0.0.0.0/x",
+    "https://10.1.2.3/x",
+    "https://172.16.0.1/x",
+    "https://172.31.255.255/x",
+    "https://192.168.1.1/x",
+    "https://169.254.169.254/latest/meta-data/",
+    "https://100.64.0.1/x",
+    "https://100.127.255.255/x",
+    "https://224.0.0.1/x",
+    "https://239.255.255.250/x",
+    "https://255.255.255.255/x",
+    "https://240.0.0.1/x",
+    "https://192.0.0.8/x",
+    "https://198.18.0.1/x",
+    "https://168.63.129.16/x",
+    "https://[::1]/x",
+    "https://[::]/x",
+    "https://[fe80::1]/x",
+    "https://[fc00::1]/x",
+    "https://[fd12:3456::1]/x",
+    "https://[ff02::1]/x",
+    "https://[fec0::1]/x",
+    "https://[::ffff:127.0.0.1]/x",
+    "https://[::ffff:7f00:1]/x",
+    "https://[::ffff:8.8.8.8]/x",
+    "https://[::ffff:169.254.169.254]/x",
+    "https://[::127.0.0.1]/x",
+    "https://[64:ff9b::a9fe:a9fe]/x",
+    "https://[2002:7f00:1::]/x",
+    "https://[2002:a00:1::]/x",
+    "https://[2001:db8::1]/x",
+    "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/x",
 ]
 
 
@@ -150,15 +179,13 @@ def test_the_policy_refuses_malformed_urls_whatever_the_switch(url: str) -> None
 
 
 @pytest.mark.parametrize("url", PRIVATE)
-def test_the_policy_refuses_private_hosts_by_default_and_the_switch_allows_them(
-        url: str) -> None:
+def test_the_policy_refuses_private_hosts_by_default_and_the_switch_allows_them(url: str) -> None:
     assert _refusal(url) == ("content_part_not_allowed", PARAM)
     checked = check_request("messages.create", V2, _message(url), ALLOW_PRIVATE)
     assert checked is not None and checked["content"][0]["image_url"]["url"] == url
 
 
 @pytest.mark.parametrize(("url", "host", "port"), PUBLIC)
-def test_the_policy_forwards_public_urls_unchanged(url: str, host: str,
-                                                   port: int | None) -> None:
+def test_the_policy_forwards_public_urls_unchanged(url: str, host: str, port: int | None) -> None:
     checked = check_request("messages.create", V2, _message(url), DEFAULT)
     assert checked is not None and checked["content"][0]["image_url"]["url"] == url

@@ -38,7 +38,7 @@ import httpx
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from gateway.fakeazure import ScriptedResponse
+from tests.fakeazure import ScriptedResponse
 from tests.servers import ThreadedUvicorn, free_port
 from tests.stack import V2, Stack, running_stack
 
@@ -48,19 +48,29 @@ RULES = ROOT / "deploy" / "prometheus-rules.yaml"
 _COMPARISON = re.compile(r"\s*(?:==|!=|>=|<=|>|<)\s*(?:bool\s+)?-?(?:\d+\.?\d*|\.\d+)(?:e-?\d+)?")
 
 TIGHT = {
-    "auth": {"callers": [{"profile": "reader", "namespaces": ["readers"]},
-                         {"profile": "tight", "namespaces": ["tight"]},
-                         {"profile": "writer", "namespaces": ["team-a", "team-b"]}]},
-    "profiles": {"tight": {"operations": ["*"], "rate_limit": {
-        "per_caller": {"write": {"requests": 1, "per_seconds": 60, "burst": 1}}}}},
+    "auth": {
+        "callers": [
+            {"profile": "reader", "namespaces": ["readers"]},
+            {"profile": "tight", "namespaces": ["tight"]},
+            {"profile": "writer", "namespaces": ["team-a", "team-b"]},
+        ]
+    },
+    "profiles": {
+        "tight": {
+            "operations": ["*"],
+            "rate_limit": {"per_caller": {"write": {"requests": 1, "per_seconds": 60, "burst": 1}}},
+        }
+    },
 }
 
 
 def binaries() -> tuple[str, str]:
     prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
     if prometheus is None or promtool is None:
-        pytest.fail("prometheus and promtool are required for this test: install them "
-                    "(Debian/Ubuntu: apt-get install prometheus; .ci/run does this)")
+        pytest.fail(
+            "prometheus and promtool are required for this test: install them "
+            "(Debian/Ubuntu: apt-get install prometheus; .ci/run does this)"
+        )
     return prometheus, promtool
 
 
@@ -88,19 +98,35 @@ class Prometheus:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = tmp / "prometheus.yml"
-        config.write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s",
-                       "scrape_timeout": "900ms"},
-            "rule_files": [str(RULES)],
-            "scrape_configs": [{"job_name": "gateway",
-                                "static_configs": [{"targets": [target]}]}],
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "global": {
+                        "scrape_interval": "1s",
+                        "evaluation_interval": "1s",
+                        "scrape_timeout": "900ms",
+                    },
+                    "rule_files": [str(RULES)],
+                    "scrape_configs": [
+                        {"job_name": "gateway", "static_configs": [{"targets": [target]}]}
+                    ],
+                }
+            )
+        )
         self.log = tmp / "prometheus.log"
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={tmp / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         got = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=5)
@@ -120,8 +146,7 @@ class Prometheus:
             except (httpx.HTTPError, ValueError, KeyError):
                 pass
             time.sleep(0.1)
-        raise TimeoutError(f"prometheus: {what} after {timeout}s\n"
-                           f"{self.log.read_text()[-3000:]}")
+        raise TimeoutError(f"prometheus: {what} after {timeout}s\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -155,49 +180,77 @@ def mixed_traffic(gw: Stack) -> None:
         tid = thread["id"]
         ok = [
             c.get(f"/openai/threads/{tid}", params=q, headers=gw.auth()),
-            c.post(f"/openai/threads/{tid}/messages", params=q, headers=gw.auth(),
-                   json={"role": "user", "content": "hello", "metadata": {"k": "v"}}),
+            c.post(
+                f"/openai/threads/{tid}/messages",
+                params=q,
+                headers=gw.auth(),
+                json={"role": "user", "content": "hello", "metadata": {"k": "v"}},
+            ),
             c.get(f"/openai/threads/{tid}/messages", params=q, headers=gw.auth()),
         ]
         assert [r.status_code for r in ok] == [200, 200, 200]
         refused = {
             401: c.get(f"/openai/threads/{tid}", params=q),
-            403: c.post("/openai/threads", params=q, json={},
-                        headers=gw.auth(namespace="readers")),
-            400: c.post(f"/openai/threads/{tid}/messages", params=q, headers=gw.auth(),
-                        json={"role": "system", "content": "x"}),
+            403: c.post("/openai/threads", params=q, json={}, headers=gw.auth(namespace="readers")),
+            400: c.post(
+                f"/openai/threads/{tid}/messages",
+                params=q,
+                headers=gw.auth(),
+                json={"role": "system", "content": "x"},
+            ),
             404: c.get("/openai/assistants", params=q, headers=gw.auth()),
         }
         assert {s: r.status_code for s, r in refused.items()} == {s: s for s in refused}
-        limited = [c.post("/openai/threads", params=q, json={},
-                          headers=gw.auth(namespace="tight")).status_code for _ in range(3)]
+        limited = [
+            c.post(
+                "/openai/threads", params=q, json={}, headers=gw.auth(namespace="tight")
+            ).status_code
+            for _ in range(3)
+        ]
         assert limited[0] == 200 and 429 in limited
         gw.fake.script(ScriptedResponse(status=500, chunks=(b'{"error":{}}',)))
         gw.fake.script(ScriptedResponse(status=502, chunks=(b'{"error":{}}',)))
-        errors = [c.get(f"/openai/threads/{tid}", params=q, headers=gw.auth()).status_code
-                  for _ in range(2)]
+        errors = [
+            c.get(f"/openai/threads/{tid}", params=q, headers=gw.auth()).status_code
+            for _ in range(2)
+        ]
         assert errors == [500, 502]
-        gw.fake.script(ScriptedResponse(chunks=(b"data: {}\n\n",) * 4, cut_after=2,
-                                        headers=(("content-type", "text/event-stream"),)))
-        with pytest.raises(httpx.HTTPError), c.stream(
-                "GET", f"/openai/threads/{tid}/messages", params=q,
-                headers=gw.auth()) as streamed:
+        gw.fake.script(
+            ScriptedResponse(
+                chunks=(b"data: {}\n\n",) * 4,
+                cut_after=2,
+                headers=(("content-type", "text/event-stream"),),
+            )
+        )
+        with (
+            pytest.raises(httpx.HTTPError),
+            c.stream(
+                "GET", f"/openai/threads/{tid}/messages", params=q, headers=gw.auth()
+            ) as streamed,
+        ):
             streamed.read()
 
 
 def test_dashboard_and_alerts_against_real_prometheus(
-        prometheus_stack: tuple[Stack, Prometheus, str]) -> None:
+    prometheus_stack: tuple[Stack, Prometheus, str],
+) -> None:
     gw, prom, metrics_url = prometheus_stack
     _, promtool = binaries()
     assert gw.gateway.metrics is not None
     registry = gw.gateway.metrics.registry
     prom.wait("ready", lambda: httpx.get(f"{prom.url}/-/ready", timeout=1).status_code == 200)
-    prom.wait("first scrape", lambda: any(r["value"][1] == "1"
-                                          for r in prom.query('up{job="gateway"}')))
+    prom.wait(
+        "first scrape", lambda: any(r["value"][1] == "1" for r in prom.query('up{job="gateway"}'))
+    )
 
     mixed_traffic(gw)
-    total = sum(s.value for f in registry.collect() if f.name == "gateway_requests"
-                for s in f.samples if s.name == "gateway_requests_total")
+    total = sum(
+        s.value
+        for f in registry.collect()
+        if f.name == "gateway_requests"
+        for s in f.samples
+        if s.name == "gateway_requests_total"
+    )
 
     def scraped_all() -> bool:
         got = prom.query("sum(gateway_requests_total)")
@@ -212,34 +265,49 @@ def test_dashboard_and_alerts_against_real_prometheus(
 
     rules = alert_rules()
     names = {r["alert"] for r in rules}
-    assert {"GatewayHigh5xxRate", "GatewayUpstreamErrors", "GatewayOverheadAboveTarget",
-            "GatewayRedisDegraded", "GatewayJwksRefreshFailing", "Gateway429Storm"} <= names
+    assert {
+        "GatewayHigh5xxRate",
+        "GatewayUpstreamErrors",
+        "GatewayOverheadAboveTarget",
+        "GatewayRedisDegraded",
+        "GatewayJwksRefreshFailing",
+        "Gateway429Storm",
+    } <= names
     for rule in rules:
         prom.query(rule["expr"])  # valid as written (it may be empty: not firing)
     no_series = [(r["alert"], probe(r["expr"])) for r in rules if not prom.query(probe(r["expr"]))]
     assert no_series == [], "alert expressions whose underlying series are missing"
     loaded = httpx.get(f"{prom.url}/api/v1/rules", timeout=5).json()["data"]["groups"]
-    health = {r["name"]: (r["health"], r.get("lastError", "")) for g in loaded
-              for r in g["rules"]}
+    health = {r["name"]: (r["health"], r.get("lastError", "")) for g in loaded for r in g["rules"]}
     assert set(health) == names
     assert all(h == "ok" for h, _ in health.values()), health
 
-    check_rules = subprocess.run([promtool, "check", "rules", str(RULES)],
-                                 capture_output=True, text=True, timeout=30)
+    check_rules = subprocess.run(
+        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=30
+    )
     assert check_rules.returncode == 0, check_rules.stdout + check_rules.stderr
     scrape = httpx.get(f"{metrics_url}/metrics", timeout=5).text
-    check_metrics = subprocess.run([promtool, "check", "metrics"], input=scrape,
-                                   capture_output=True, text=True, timeout=30)
-    assert check_metrics.returncode == 0 and not check_metrics.stdout.strip() and \
-        not check_metrics.stderr.strip(), check_metrics.stdout + check_metrics.stderr
+    check_metrics = subprocess.run(
+        [promtool, "check", "metrics"], input=scrape, capture_output=True, text=True, timeout=30
+    )
+    assert (
+        check_metrics.returncode == 0
+        and not check_metrics.stdout.strip()
+        and not check_metrics.stderr.strip()
+    ), check_metrics.stdout + check_metrics.stderr
 
 
 def test_alert_probes_strip_only_number_comparisons() -> None:
-    assert probe("sum(rate(a[5m])) / sum(rate(b[5m])) > 0.05") == \
-        "sum(rate(a[5m])) / sum(rate(b[5m]))"
-    assert probe('sum by (i) (increase(x{r="error"}[15m])) > 0\n and sum by (i) (y) == 0') == \
-        'sum by (i) (increase(x{r="error"}[15m]))\n and sum by (i) (y)'
-    assert probe('histogram_quantile(0.99, sum by (le) (rate(h_bucket{le="0.5"}[5m]))) > 1e-3') \
+    assert (
+        probe("sum(rate(a[5m])) / sum(rate(b[5m])) > 0.05") == "sum(rate(a[5m])) / sum(rate(b[5m]))"
+    )
+    assert (
+        probe('sum by (i) (increase(x{r="error"}[15m])) > 0\n and sum by (i) (y) == 0')
+        == 'sum by (i) (increase(x{r="error"}[15m]))\n and sum by (i) (y)'
+    )
+    assert (
+        probe('histogram_quantile(0.99, sum by (le) (rate(h_bucket{le="0.5"}[5m]))) > 1e-3')
         == 'histogram_quantile(0.99, sum by (le) (rate(h_bucket{le="0.5"}[5m])))'
+    )
     for rule in alert_rules():
         assert "vector(" not in rule["expr"], rule["alert"]

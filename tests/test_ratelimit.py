@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from gateway.caller import Caller
+from gateway.auth.caller import Caller
 from gateway.errors import RateLimitedError
-from gateway.ratelimit import (
+from gateway.ratelimit.gcra import (
     RATELIMIT_REASONS,
     Decision,
     Rate,

@@ -8,30 +8,33 @@ from __future__ import annotations
 import asyncio
 import random
 
-from gateway import ratelimit
-from gateway.caller import Caller
+from gateway.auth.caller import Caller
 from gateway.errors import ServiceUnavailableError
-from gateway.ratelimit_redis import RedisRateLimiter, make_redis_client
+from gateway.ratelimit import gcra as ratelimit
+from gateway.ratelimit.redis_limiter import RedisRateLimiter, make_redis_client
 from tests.faultproxy import delay_proxy
 from tests.servers import RedisServer
 
 A = Caller(id="team-a/a", tenant="team-a", issuer="i", subject="a", profile="p")
 B = Caller(id="team-b/b", tenant="team-b", issuer="i", subject="b", profile="p")
 PROFILE_A = ratelimit.RateLimitProfile(
-    per_caller={"write": ratelimit.Rate(requests=1_000_000, per_seconds=3600, burst=900_000)})
+    per_caller={"write": ratelimit.Rate(requests=1_000_000, per_seconds=3600, burst=900_000)}
+)
 PROFILE_B = ratelimit.RateLimitProfile(
-    per_caller={"write": ratelimit.Rate(requests=7, per_seconds=3600, burst=7)})
+    per_caller={"write": ratelimit.Rate(requests=7, per_seconds=3600, burst=7)}
+)
 
 
-def test_cancelled_calls_leave_no_mismatched_replies(redis_server: RedisServer,
-                                                     redis_url: str) -> None:
-    plans = {"a": ratelimit.plan(A, "write", PROFILE_A), "b": ratelimit.plan(B, "write",
-                                                                                 PROFILE_B)}
+def test_cancelled_calls_leave_no_mismatched_replies(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    plans = {"a": ratelimit.plan(A, "write", PROFILE_A), "b": ratelimit.plan(B, "write", PROFILE_B)}
     limits = {"a": 1_000_000, "b": 7}
 
     async def run(proxy_url: str) -> tuple[int, int]:
-        client = make_redis_client(proxy_url, socket_timeout_s=1.0, connect_timeout_s=1.0,
-                                   max_connections=32)
+        client = make_redis_client(
+            proxy_url, socket_timeout_s=1.0, connect_timeout_s=1.0, max_connections=32
+        )
         limiter = RedisRateLimiter(client, fail_mode="open", budget_s=0.05)
         answered = timed_out = 0
         rng = random.Random(7)  # noqa: S311 (test traffic mix)

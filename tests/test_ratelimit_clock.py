@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.ratelimit_clock import MARGIN_US, ClockOffset
+from gateway.ratelimit.clock import MARGIN_US, ClockOffset
 
 OFFSET = 1_700_000_000_000_000  # Redis's clock minus ours, µs
 

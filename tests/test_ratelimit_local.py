@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import ratelimit
-from gateway.caller import Caller
-from gateway.ratelimit import Lease, Rate
-from gateway.ratelimit_local import LocalLimiter, share
+from gateway.auth.caller import Caller
+from gateway.ratelimit import gcra as ratelimit
+from gateway.ratelimit.gcra import Lease, Rate
+from gateway.ratelimit.local import LocalLimiter, share
 
 CALLER = Caller(id="team-a/app", tenant="team-a", issuer="i", subject="s", profile="p")
 S = 1_000_000  # µs
 
 
-def plan(burst: int = 6, tenant_burst: int = 100,
-         max_concurrent: int | None = None) -> ratelimit.LimitPlan:
+def plan(
+    burst: int = 6, tenant_burst: int = 100, max_concurrent: int | None = None
+) -> ratelimit.LimitPlan:
     profile = ratelimit.RateLimitProfile(
         per_caller={"write": Rate(requests=60, per_seconds=60, burst=burst)},
         per_tenant={"write": Rate(requests=600, per_seconds=60, burst=tenant_burst)},
-        max_concurrent=max_concurrent)
+        max_concurrent=max_concurrent,
+    )
     return ratelimit.plan(CALLER, "write", profile)
 
 
@@ -52,8 +54,7 @@ def test_share_and_bounds() -> None:
     limiter = LocalLimiter(1, max_keys=10)
     for i in range(50):
         caller = Caller(id=f"t/{i}", tenant=f"t{i}", issuer="i", subject="s", profile="p")
-        profile = ratelimit.RateLimitProfile(per_caller={"read": Rate(10, 60, 5)},
-                                             max_concurrent=3)
+        profile = ratelimit.RateLimitProfile(per_caller={"read": Rate(10, 60, 5)}, max_concurrent=3)
         limiter.check(ratelimit.plan(caller, "read", profile), 0, member=f"m{i}")
     assert len(limiter._tats) == 10
     assert len(limiter._leases) == 10
@@ -64,12 +65,13 @@ def test_share_and_bounds() -> None:
 
 def redis_tats(p: ratelimit.LimitPlan, spent: list[int], redis_now: int) -> list[int]:
     """The TATs Redis reports after ``spent[i]`` admissions against rule ``i`` at once."""
-    return [redis_now + n * rule.rate.emission_us
-            for rule, n in zip(p.rules, spent, strict=True)]
+    return [redis_now + n * rule.rate.emission_us for rule, n in zip(p.rules, spent, strict=True)]
 
 
-@pytest.mark.parametrize(("replicas", "spent", "left"), [
-    (1, 0, 6), (1, 2, 4), (1, 6, 0), (2, 0, 3), (2, 4, 1), (2, 6, 0), (3, 3, 1)])
+@pytest.mark.parametrize(
+    ("replicas", "spent", "left"),
+    [(1, 0, 6), (1, 2, 4), (1, 6, 0), (2, 0, 3), (2, 4, 1), (2, 6, 0), (3, 3, 1)],
+)
 def test_a_burst_spent_in_redis_is_spent_here(replicas: int, spent: int, left: int) -> None:
     """The local rule takes the fraction of its tolerance that Redis's rule has used: a
     caller gets no fresh burst when Redis stops answering."""

@@ -17,9 +17,9 @@ import pytest
 import redis
 import redis.asyncio
 
-from gateway.caller import Caller
+from gateway.auth.caller import Caller
 from gateway.errors import ServiceUnavailableError
-from gateway.ratelimit import (
+from gateway.ratelimit.gcra import (
     Decision,
     LimitPlan,
     Rate,
@@ -29,7 +29,7 @@ from gateway.ratelimit import (
     plan,
     response_headers,
 )
-from gateway.ratelimit_redis import RETRY_S, RedisRateLimiter, make_redis_client
+from gateway.ratelimit.redis_limiter import RETRY_S, RedisRateLimiter, make_redis_client
 from tests.servers import RedisServer, private_redis
 
 T = TypeVar("T")
@@ -101,9 +101,9 @@ def test_concurrent_checks_on_several_connections_admit_exactly_burst(redis_url:
 
 CHILD = """
 import asyncio, sys, time
-from gateway.caller import Caller
-from gateway.ratelimit import Rate, RateLimitProfile, plan
-from gateway.ratelimit_redis import RedisRateLimiter, make_redis_client
+from gateway.auth.caller import Caller
+from gateway.ratelimit.gcra import Rate, RateLimitProfile, plan
+from gateway.ratelimit.redis_limiter import RedisRateLimiter, make_redis_client
 
 url, start_at, n, limit = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 who = Caller(id="tenant-a/sa-0", tenant="tenant-a", issuer="i", subject="s", profile="p")
@@ -279,9 +279,7 @@ def test_shadow_mode_never_refuses_but_still_decides_d19(redis_url: str) -> None
 
     async def scenario() -> list[Decision]:
         c = client(redis_url)
-        limiter = RedisRateLimiter(
-            c, shadow=True, on_decision=lambda d, _s: seen.append(d)
-        )
+        limiter = RedisRateLimiter(c, shadow=True, on_decision=lambda d, _s: seen.append(d))
         try:
             return [await limiter.check(p, str(i)) for i in range(5)]
         finally:
@@ -458,7 +456,7 @@ def test_fail_open_still_bounds_each_caller_within_budget_and_flags_degraded(
 
 
 def caller_lease(p: LimitPlan) -> Any:
-    from gateway.ratelimit import Lease
+    from gateway.ratelimit.gcra import Lease
 
     return Lease(p.keys[0], "nobody")
 
@@ -579,8 +577,13 @@ def test_a_deadline_our_own_loop_missed_is_not_a_redis_failure(redis_url: str) -
 
     async def scenario() -> None:
         c = client(redis_url)
-        limiter = RedisRateLimiter(c, fail_mode="open", budget_s=BUDGET, on_error=errors.append,
-                                   on_deadline=lambda: deadlines.append(1))
+        limiter = RedisRateLimiter(
+            c,
+            fail_mode="open",
+            budget_s=BUDGET,
+            on_error=errors.append,
+            on_deadline=lambda: deadlines.append(1),
+        )
         try:
             assert (await limiter.check(p, "warm")).rules[0].remaining == 2
             pending = asyncio.ensure_future(limiter.check(p, "starved"))
@@ -593,7 +596,8 @@ def test_a_deadline_our_own_loop_missed_is_not_a_redis_failure(redis_url: str) -
             # The warm state knew 1 of 3 was spent; the starved call took a second one here.
             assert [(await limiter.check(p, str(i))).allowed for i in range(3)] in (
                 [True, False, False],  # Redis also ran the starved call in time (charged)
-                [True, True, False])
+                [True, True, False],
+            )
         finally:
             await c.aclose()
 
@@ -630,8 +634,7 @@ def test_a_caller_past_its_limit_costs_no_redis_call(redis_url: str) -> None:
             await c.aclose()
 
     refused = run(scenario)
-    assert all(not d.allowed and not d.degraded and d.limited_by == "caller-write"
-               for d in refused)
+    assert all(not d.allowed and not d.degraded and d.limited_by == "caller-write" for d in refused)
     # Redis's own wait: the next request fits one emission interval after the burst.
     assert all(1_790_000 < d.retry_after_ms <= 1_800_000 for d in refused)
     assert all(d.rules[0].remaining == 0 for d in refused)

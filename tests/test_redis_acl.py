@@ -23,7 +23,7 @@ import httpx
 import pytest
 import redis
 
-from gateway.fakeazure import ScriptedResponse
+from tests.fakeazure import ScriptedResponse
 from tests.servers import RedisServer, private_redis, private_redis_cluster
 from tests.stack import V2, Stack, deep_merge, running_stack
 
@@ -37,8 +37,11 @@ OLD_ADVICE = "ACL SETUSER gateway reset on >PASSWORD ~gw:* +evalsha +eval +scrip
 
 def readme_acl_line() -> str:
     """The one ``ACL SETUSER gateway …`` line of README.md."""
-    lines = [line.strip() for line in (ROOT / "README.md").read_text().splitlines()
-             if re.match(r"\s*ACL SETUSER gateway ", line)]
+    lines = [
+        line.strip()
+        for line in (ROOT / "README.md").read_text().splitlines()
+        if re.match(r"\s*ACL SETUSER gateway ", line)
+    ]
     assert len(lines) == 1, f"README.md must give exactly one ACL SETUSER line: {lines}"
     return lines[0]
 
@@ -70,10 +73,18 @@ def overrides(fail_mode: str = "closed") -> dict[str, Any]:
     # closed: any refused limiter call would surface as a 503 instead of a local decision.
     return {
         "auth": {"callers": [{"profile": "acl", "namespaces": ["team-a", "team-b"]}]},
-        "profiles": {"acl": {"operations": ["*"], "rate_limit": {
-            "per_caller": {"write": {"requests": 3, "per_seconds": 3600, "burst": 3},
-                           "read": {"requests": 100, "per_seconds": 60, "burst": 100}},
-            "max_concurrent": 1}}},
+        "profiles": {
+            "acl": {
+                "operations": ["*"],
+                "rate_limit": {
+                    "per_caller": {
+                        "write": {"requests": 3, "per_seconds": 3600, "burst": 3},
+                        "read": {"requests": 100, "per_seconds": 60, "burst": 100},
+                    },
+                    "max_concurrent": 1,
+                },
+            }
+        },
         "rate_limit": {"fail_mode": fail_mode, "lease_ttl_s": 3, "budget_s": 1.0},
         "redis": {"socket_timeout_s": 1.0, "connect_timeout_s": 1.0},
         "threads": {"ownership": True, "unknown": "deny"},
@@ -89,19 +100,21 @@ def acl_redis() -> Iterator[RedisServer]:
 def gauge(stack: Stack, dependency: str) -> float | None:
     assert stack.gateway.metrics is not None
     return stack.gateway.metrics.registry.get_sample_value(
-        "gateway_dependency_up", {"dependency": dependency})
+        "gateway_dependency_up", {"dependency": dependency}
+    )
 
 
-def test_the_readme_acl_user_runs_everything_the_gateway_sends(tmp_path: Path,
-                                                               acl_redis: RedisServer) -> None:
+def test_the_readme_acl_user_runs_everything_the_gateway_sends(
+    tmp_path: Path, acl_redis: RedisServer
+) -> None:
     apply_acl(acl_redis, readme_acl_line())
     with running_stack(tmp_path, redis_url=user_url(acl_redis), overrides=overrides()) as stack:
         base = httpx.Client(base_url=stack.url, timeout=10)
         ready = base.get("/readyz")
         assert ready.status_code == 200, ready.text
-        assert {k: ready.json()["checks"][k] for k in ("rate_limiter", "ownership_store",
-                                                         "redis")} == dict.fromkeys(
-            ("rate_limiter", "ownership_store", "redis"), "ok")
+        assert {
+            k: ready.json()["checks"][k] for k in ("rate_limiter", "ownership_store", "redis")
+        } == dict.fromkeys(("rate_limiter", "ownership_store", "redis"), "ok")
         a = stack.auth(namespace="team-a")
         created = base.post(THREADS, params=Q, json={}, headers=a)
         assert created.status_code == 200, created.text
@@ -114,12 +127,19 @@ def test_the_readme_acl_user_runs_everything_the_gateway_sends(tmp_path: Path,
         assert other.status_code == 404
         # A long response holds the one slot past a renew (lease TTL 3 s: renewed every 1 s);
         # a second request meanwhile is refused by the full slot set (ZRANGE).
-        stack.fake.script(ScriptedResponse(chunks=(b'{"a":1}',) + (b" ",) * 6,
-                                           chunk_delay_s=0.25,
-                                           headers=(("content-type", "application/json"),)))
+        stack.fake.script(
+            ScriptedResponse(
+                chunks=(b'{"a":1}',) + (b" ",) * 6,
+                chunk_delay_s=0.25,
+                headers=(("content-type", "application/json"),),
+            )
+        )
         with ThreadPoolExecutor(max_workers=1) as pool:
-            slow = pool.submit(lambda: httpx.get(f"{stack.url}{THREADS}/{thread}/messages",
-                                                 params=Q, headers=a, timeout=10))
+            slow = pool.submit(
+                lambda: httpx.get(
+                    f"{stack.url}{THREADS}/{thread}/messages", params=Q, headers=a, timeout=10
+                )
+            )
             assert stack.fake.wait_for_requests(3, timeout=5)
             refused = base.get(f"{THREADS}/{thread}", params=Q, headers=a)
             assert refused.status_code == 429
@@ -130,8 +150,10 @@ def test_the_readme_acl_user_runs_everything_the_gateway_sends(tmp_path: Path,
         try:
             admin.script_flush()
             deadline = time.monotonic() + 5
-            while admin.zcard(next(iter(admin.scan_iter("gw:rl:*:cc:*")), "none")) and \
-                    time.monotonic() < deadline:
+            while (
+                admin.zcard(next(iter(admin.scan_iter("gw:rl:*:cc:*")), "none"))
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.05)  # the slow request's slot is released (ZREM)
             second = base.post(THREADS, params=Q, json={}, headers=a)
             assert second.status_code == 200, (second.text, dict(second.headers))
@@ -154,16 +176,19 @@ def test_the_readme_acl_user_runs_everything_the_gateway_sends(tmp_path: Path,
     assert acl_log(acl_redis) == []
 
 
-@pytest.mark.parametrize(("acl", "fail_mode"), [
-    ("old advice", "open"), ("old advice", "closed"), ("other keys", "open")])
+@pytest.mark.parametrize(
+    ("acl", "fail_mode"), [("old advice", "open"), ("old advice", "closed"), ("other keys", "open")]
+)
 def test_a_user_restricted_as_the_readme_used_to_say_is_not_ready(
-        tmp_path: Path, acl_redis: RedisServer, acl: str, fail_mode: str) -> None:
+    tmp_path: Path, acl_redis: RedisServer, acl: str, fail_mode: str
+) -> None:
     """The old advice lacks the scripts' commands and GET/SET/DEL; "other keys" is the
     README's line with a key pattern that does not cover ``gw:*``."""
     line = OLD_ADVICE if acl == "old advice" else readme_acl_line().replace("~gw:*", "~app:*")
     apply_acl(acl_redis, line)
-    with running_stack(tmp_path, redis_url=user_url(acl_redis),
-                       overrides=overrides(fail_mode)) as stack:
+    with running_stack(
+        tmp_path, redis_url=user_url(acl_redis), overrides=overrides(fail_mode)
+    ) as stack:
         ready = httpx.get(f"{stack.url}/readyz", timeout=10)
         assert ready.status_code == 503, ready.text
         checks = ready.json()["checks"]
@@ -173,15 +198,22 @@ def test_a_user_restricted_as_the_readme_used_to_say_is_not_ready(
         assert gauge(stack, "rate_limiter") == 0
         assert gauge(stack, "ownership_store") == 0
         assert stack.gateway.metrics is not None
-        assert stack.gateway.metrics.registry.get_sample_value(
-            "gateway_redis_errors_total", {"kind": "refused"}) >= 1
+        assert (
+            stack.gateway.metrics.registry.get_sample_value(
+                "gateway_redis_errors_total", {"kind": "refused"}
+            )
+            >= 1
+        )
     assert acl_log(acl_redis)  # Redis saw the refused commands
 
 
 def test_a_wrong_password_is_not_ready(tmp_path: Path, acl_redis: RedisServer) -> None:
     apply_acl(acl_redis, readme_acl_line())
-    with running_stack(tmp_path, redis_url=user_url(acl_redis, "wrong"),
-                       overrides=deep_merge(overrides("open"), {})) as stack:
+    with running_stack(
+        tmp_path,
+        redis_url=user_url(acl_redis, "wrong"),
+        overrides=deep_merge(overrides("open"), {}),
+    ) as stack:
         ready = httpx.get(f"{stack.url}/readyz", timeout=10)
         assert ready.status_code == 503, ready.text
         assert ready.json()["checks"]["rate_limiter"] == "refused"
@@ -199,11 +231,16 @@ def test_the_readme_acl_user_on_a_redis_cluster(tmp_path: Path) -> None:
     with private_redis_cluster() as nodes:
         for node in nodes:
             apply_acl(node, f"{readme_acl_line()} {CLUSTER_EXTRA}")
-        cluster = {"redis": {"cluster": True},
-                   "rate_limit": {"global": {"requests": 5, "per_seconds": 3600, "burst": 5}}}
-        with running_stack(tmp_path, redis_url=user_url(nodes[0]),
-                           overrides=deep_merge(overrides(), cluster)) as stack, \
-                httpx.Client(base_url=stack.url, timeout=10) as client:
+        cluster = {
+            "redis": {"cluster": True},
+            "rate_limit": {"global": {"requests": 5, "per_seconds": 3600, "burst": 5}},
+        }
+        with (
+            running_stack(
+                tmp_path, redis_url=user_url(nodes[0]), overrides=deep_merge(overrides(), cluster)
+            ) as stack,
+            httpx.Client(base_url=stack.url, timeout=10) as client,
+        ):
             ready = client.get("/readyz")
             assert ready.status_code == 200, ready.text
             a = stack.auth(namespace="team-a")
@@ -211,8 +248,12 @@ def test_the_readme_acl_user_on_a_redis_cluster(tmp_path: Path) -> None:
             assert created.status_code == 200, created.text
             thread = created.json()["id"]
             assert client.get(f"{THREADS}/{thread}", params=Q, headers=a).status_code == 200
-            assert client.get(f"{THREADS}/{thread}", params=Q,
-                              headers=stack.auth(namespace="team-b")).status_code == 404
+            assert (
+                client.get(
+                    f"{THREADS}/{thread}", params=Q, headers=stack.auth(namespace="team-b")
+                ).status_code
+                == 404
+            )
             assert client.delete(f"{THREADS}/{thread}", params=Q, headers=a).status_code == 200
             assert client.get("/readyz").status_code == 200
         assert all(acl_log(node) == [] for node in nodes)

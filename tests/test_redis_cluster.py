@@ -10,9 +10,9 @@ import httpx
 import pytest
 from redis.crc import key_slot
 
-from gateway import ratelimit
-from gateway.caller import Caller
-from gateway.ratelimit_redis import RedisRateLimiter, connect_redis, make_redis_client
+from gateway.auth.caller import Caller
+from gateway.ratelimit import gcra as ratelimit
+from gateway.ratelimit.redis_limiter import RedisRateLimiter, connect_redis, make_redis_client
 from tests.servers import RedisServer, private_redis_cluster
 from tests.stack import V2, running_stack
 
@@ -31,22 +31,26 @@ def test_limiter_is_exact_on_a_cluster(cluster: list[RedisServer]) -> None:
     profile = ratelimit.RateLimitProfile(
         per_caller={"write": ratelimit.Rate(requests=10, per_seconds=60, burst=7)},
         per_tenant={"write": ratelimit.Rate(requests=100, per_seconds=60, burst=50)},
-        max_concurrent=100)
+        max_concurrent=100,
+    )
 
     async def run() -> list[bool]:
-        client = make_redis_client(cluster[0].url, socket_timeout_s=1, connect_timeout_s=1,
-                                   cluster=True)
+        client = make_redis_client(
+            cluster[0].url, socket_timeout_s=1, connect_timeout_s=1, cluster=True
+        )
         await connect_redis(client)
         limiter = RedisRateLimiter(client, budget_s=2)
         plans = [ratelimit.plan(caller(1), "write", profile, cluster=True) for _ in range(30)]
         slots = {key_slot(k.encode()) for k in plans[0].keys}
         assert len(slots) == 1
-        decisions = await asyncio.gather(*(limiter.check(p, f"r{i}")
-                                           for i, p in enumerate(plans)))
+        decisions = await asyncio.gather(*(limiter.check(p, f"r{i}") for i, p in enumerate(plans)))
         # Several tenants land on different nodes: each is still one script in one slot.
-        others = [await limiter.check(ratelimit.plan(caller(i, f"tenant-{i}"), "write",
-                                                     profile, cluster=True), "x")
-                  for i in range(12)]
+        others = [
+            await limiter.check(
+                ratelimit.plan(caller(i, f"tenant-{i}"), "write", profile, cluster=True), "x"
+            )
+            for i in range(12)
+        ]
         assert all(d.allowed for d in others)
         await client.script_flush()  # NOSCRIPT on every node: reloaded transparently
         assert (await limiter.check(plans[0], "after-flush")).allowed is False
@@ -62,26 +66,50 @@ def test_gateway_on_a_cluster(tmp_path: Path, cluster: list[RedisServer]) -> Non
         "redis": {"cluster": True},
         "threads": {"ownership": True, "unknown": "deny"},
         "rate_limit": {"global": {"requests": 6, "per_seconds": 3600, "burst": 6}},
-        "profiles": {"writer": {"rate_limit": {"per_caller": {"write": {
-            "requests": 60, "per_seconds": 60, "burst": 3}}}}},
+        "profiles": {
+            "writer": {
+                "rate_limit": {
+                    "per_caller": {"write": {"requests": 60, "per_seconds": 60, "burst": 3}}
+                }
+            }
+        },
     }
-    with running_stack(tmp_path, redis_url=cluster[1].url, overrides=overrides) as stack, \
-            httpx.Client(base_url=stack.url) as client:
-        statuses = [client.post("/openai/threads", params={"api-version": V2}, json={},
-                                headers=stack.auth(sa="one")).status_code
-                    for _ in range(4)]
+    with (
+        running_stack(tmp_path, redis_url=cluster[1].url, overrides=overrides) as stack,
+        httpx.Client(base_url=stack.url) as client,
+    ):
+        statuses = [
+            client.post(
+                "/openai/threads", params={"api-version": V2}, json={}, headers=stack.auth(sa="one")
+            ).status_code
+            for _ in range(4)
+        ]
         assert statuses == [200, 200, 200, 429]
-        thread = client.post("/openai/threads", params={"api-version": V2}, json={},
-                             headers=stack.auth(sa="two")).json()["id"]
+        thread = client.post(
+            "/openai/threads", params={"api-version": V2}, json={}, headers=stack.auth(sa="two")
+        ).json()["id"]
         # Ownership records live on the cluster too.
-        assert client.get(f"/openai/threads/{thread}", params={"api-version": V2},
-                          headers=stack.auth(sa="two")).status_code == 200
+        assert (
+            client.get(
+                f"/openai/threads/{thread}",
+                params={"api-version": V2},
+                headers=stack.auth(sa="two"),
+            ).status_code
+            == 200
+        )
         # (Ownership is checked after the limits: this refusal counts towards them too.)
-        assert client.get(f"/openai/threads/{thread}", params={"api-version": V2},
-                          headers=stack.auth(namespace="team-b")).status_code == 404
+        assert (
+            client.get(
+                f"/openai/threads/{thread}",
+                params={"api-version": V2},
+                headers=stack.auth(namespace="team-b"),
+            ).status_code
+            == 404
+        )
         # The global ceiling (burst 6) is its own call in its own slot.
-        ceiling = client.post("/openai/threads", params={"api-version": V2}, json={},
-                              headers=stack.auth(sa="three"))
+        ceiling = client.post(
+            "/openai/threads", params={"api-version": V2}, json={}, headers=stack.auth(sa="three")
+        )
         assert ceiling.status_code == 429
         assert ceiling.json()["error"]["code"] == "rate_limit_exceeded"
         assert httpx.get(f"{stack.url}/readyz").status_code == 200

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.apiversions import DEFAULT_VERSIONS
 from gateway.errors import BadRequestError, MethodNotAllowedError, NotFoundError
-from gateway.routes import ROUTES, RouteTable
+from gateway.operations.apiversions import DEFAULT_VERSIONS
+from gateway.operations.routes import ROUTES, RouteTable
 
 V1 = "2024-02-15-preview"
 V2 = "2024-05-01-preview"
@@ -36,15 +36,18 @@ def match(method: str, path: str, query: str = f"api-version={V2}"):  # type: ig
         ("POST", f"/openai/threads/{T}/messages/{M}", V2, "messages.modify"),
         ("DELETE", f"/openai/threads/{T}/messages/{M}", V2, "messages.delete"),
         ("GET", f"/openai/threads/{T}/messages/{M}/files", V1, "messages.files.list"),
-        ("GET", f"/openai/threads/{T}/messages/{M}/files/file-abc", V1,
-         "messages.files.retrieve"),
+        ("GET", f"/openai/threads/{T}/messages/{M}/files/file-abc", V1, "messages.files.retrieve"),
         ("POST", "/openai/threads/runs", V2, "threads.create_and_run"),
         ("POST", f"/openai/threads/{T}/runs", V2, "runs.create"),
         ("GET", f"/openai/threads/{T}/runs", V2, "runs.list"),
         ("GET", f"/openai/threads/{T}/runs/{R}", V2, "runs.retrieve"),
         ("POST", f"/openai/threads/{T}/runs/{R}", V2, "runs.modify"),
-        ("POST", f"/openai/threads/{T}/runs/{R}/submit_tool_outputs", V2,
-         "runs.submit_tool_outputs"),
+        (
+            "POST",
+            f"/openai/threads/{T}/runs/{R}/submit_tool_outputs",
+            V2,
+            "runs.submit_tool_outputs",
+        ),
         ("POST", f"/openai/threads/{T}/runs/{R}/cancel", V2, "runs.cancel"),
         ("GET", f"/openai/threads/{T}/runs/{R}/steps", V2, "runs.steps.list"),
         ("GET", f"/openai/threads/{T}/runs/{R}/steps/step_abc", V2, "runs.steps.retrieve"),
@@ -58,21 +61,28 @@ def test_known_routes(method: str, path: str, version: str, operation: str) -> N
 
 
 def test_list_query_is_validated_and_rebuilt_with_api_version_first() -> None:
-    found = match("GET", f"/openai/threads/{T}/messages",
-                  f"limit=5&api-version={V2}&order=asc&after=msg_x1&run_id=run_9")
+    found = match(
+        "GET",
+        f"/openai/threads/{T}/messages",
+        f"limit=5&api-version={V2}&order=asc&after=msg_x1&run_id=run_9",
+    )
     assert found.upstream_query == f"api-version={V2}&limit=5&order=asc&after=msg_x1&run_id=run_9"
 
 
 def test_include_is_encoded_and_only_where_the_version_has_it() -> None:
     value = "step_details.tool_calls%5B*%5D.file_search.results%5B*%5D.content"
-    found = match("GET", f"/openai/threads/{T}/runs/{R}/steps",
-                  f"api-version={V25}&include%5B%5D={value}")
-    assert found.query[1] == ("include[]",
-                              "step_details.tool_calls[*].file_search.results[*].content")
+    found = match(
+        "GET", f"/openai/threads/{T}/runs/{R}/steps", f"api-version={V25}&include%5B%5D={value}"
+    )
+    assert found.query[1] == (
+        "include[]",
+        "step_details.tool_calls[*].file_search.results[*].content",
+    )
     assert "include%5B%5D=" in found.upstream_query
     with pytest.raises(BadRequestError) as err:
-        match("GET", f"/openai/threads/{T}/runs/{R}/steps",
-              f"api-version={V2}&include%5B%5D={value}")
+        match(
+            "GET", f"/openai/threads/{T}/runs/{R}/steps", f"api-version={V2}&include%5B%5D={value}"
+        )
     assert err.value.code == "unknown_query_parameter"
 
 
@@ -138,8 +148,7 @@ def test_method_not_allowed_lists_allowed_methods() -> None:
         (f"api-version={V2}&limit=5&limit=6", "duplicate_query_parameter", "limit"),
         (f"api-version={V2}&order=random", "invalid_query_parameter", "order"),
         (f"api-version={V2}&after=run_abc", "invalid_query_parameter", "after"),
-        (f"api-version={V2}&after=msg_a%26api-version%3D2023", "invalid_query_parameter",
-         "after"),
+        (f"api-version={V2}&after=msg_a%26api-version%3D2023", "invalid_query_parameter", "after"),
         (f"api-version={V2}&before=../x", "invalid_query_parameter", "before"),
         (f"api-version={V1}&run_id=run_abc", "unknown_query_parameter", "run_id"),
         (f"api-version={V2}&access_token=abc", "unknown_query_parameter", "access_token"),

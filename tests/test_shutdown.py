@@ -24,8 +24,8 @@ import pytest
 import uvicorn
 
 from gateway.cli import GatewayServer, connection_limits
-from gateway.fakeazure import FakeAzure, ScriptedResponse
-from gateway.httpprotocol import protocol_class
+from gateway.server.protocol import protocol_class
+from tests.fakeazure import FakeAzure, ScriptedResponse
 from tests.gatewayproc import GatewayProcess, write_config
 from tests.servers import ThreadedUvicorn
 from tests.stack import PUBLIC_JWK, V2, base_config, make_token, running_stack
@@ -59,8 +59,9 @@ def running(tmp_path: Path, redis_url: str, request: pytest.FixtureRequest) -> I
     with ThreadedUvicorn(fake.app, lifespan="off") as upstream:
         config = base_config(upstream.url, str(jwks), redis_url)
         config["server"] = {**config["server"], "drain_timeout_s": drain_s}
-        proc = GatewayProcess(write_config(config, tmp_path / "gateway.toml"), api_key=API_KEY,
-                              redis_url=redis_url)
+        proc = GatewayProcess(
+            write_config(config, tmp_path / "gateway.toml"), api_key=API_KEY, redis_url=redis_url
+        )
         proc.env["GATEWAY_LOG_LEVEL"] = "INFO"
         proc.start()
         try:
@@ -72,8 +73,9 @@ def running(tmp_path: Path, redis_url: str, request: pytest.FixtureRequest) -> I
 
 def _slow_script(chunks: int, delay_s: float) -> ScriptedResponse:
     body = tuple(f'{{"part":{i}}}\n'.encode() for i in range(chunks))
-    return ScriptedResponse(chunks=body, chunk_delay_s=delay_s,
-                            headers=(("content-type", "application/json"),))
+    return ScriptedResponse(
+        chunks=body, chunk_delay_s=delay_s, headers=(("content-type", "application/json"),)
+    )
 
 
 def _expected_slow_body(chunks: int) -> bytes:
@@ -87,8 +89,12 @@ def _load_loop(url: str, tally: Tally, stop: threading.Event, deadline: float) -
         while not stop.is_set() and time.monotonic() < deadline:
             rid = f"load-{uuid.uuid4().hex}"
             try:
-                r = client.post("/openai/threads", params={"api-version": V2}, content=b"{}",
-                                headers={**headers, "x-request-id": rid})
+                r = client.post(
+                    "/openai/threads",
+                    params={"api-version": V2},
+                    content=b"{}",
+                    headers={**headers, "x-request-id": rid},
+                )
             except httpx.TransportError:
                 # Refused (listener closed), or an idle keep-alive connection closed under a
                 # request the server never read. The test proves that none of these reached
@@ -108,13 +114,17 @@ def _load_loop(url: str, tally: Tally, stop: threading.Event, deadline: float) -
                     tally.failures.append(f"{rid}: {r.status_code} {r.text[:200]}")
 
 
-def _slow_stream(url: str, chunks: int, out: list[bytes | BaseException],
-                 request_id: str | None = None) -> None:
-    headers = {"Authorization": f"Bearer {make_token()}",
-               "x-request-id": request_id or uuid.uuid4().hex}
+def _slow_stream(
+    url: str, chunks: int, out: list[bytes | BaseException], request_id: str | None = None
+) -> None:
+    headers = {
+        "Authorization": f"Bearer {make_token()}",
+        "x-request-id": request_id or uuid.uuid4().hex,
+    }
     try:
-        with httpx.stream("GET", f"{url}{SLOW}", params={"api-version": V2}, headers=headers,
-                          timeout=30) as response:
+        with httpx.stream(
+            "GET", f"{url}{SLOW}", params={"api-version": V2}, headers=headers, timeout=30
+        ) as response:
             assert response.status_code == 200, response.status_code
             out.append(b"".join(response.iter_raw()))
     except BaseException as exc:  # recorded and asserted on by the test
@@ -146,11 +156,14 @@ def test_sigterm_under_load_drains_every_accepted_request(running: Running) -> N
     fake.script(_slow_script(chunks, 0.3), path_prefix=SLOW, count=n_streams)  # ~2.1 s each
     tally, stop = Tally(), threading.Event()
     deadline = time.monotonic() + 20
-    loaders = [threading.Thread(target=_load_loop, args=(proc.url, tally, stop, deadline))
-               for _ in range(4)]
+    loaders = [
+        threading.Thread(target=_load_loop, args=(proc.url, tally, stop, deadline))
+        for _ in range(4)
+    ]
     streams: list[list[bytes | BaseException]] = [[] for _ in range(n_streams)]
-    streamers = [threading.Thread(target=_slow_stream, args=(proc.url, chunks, out))
-                 for out in streams]
+    streamers = [
+        threading.Thread(target=_slow_stream, args=(proc.url, chunks, out)) for out in streams
+    ]
     for t in (*loaders, *streamers):
         t.start()
     # Every stream is in flight (its request reached Azure) and the load is flowing.
@@ -174,8 +187,9 @@ def test_sigterm_under_load_drains_every_accepted_request(running: Running) -> N
     for out in streams:
         assert out == [_expected_slow_body(chunks)], out
     # No accepted request failed: every request that reached Azure got its full 200 answer.
-    reached = {r.header("x-ms-client-request-id") for r in fake.requests
-               if r.path == "/openai/threads"}
+    reached = {
+        r.header("x-ms-client-request-id") for r in fake.requests if r.path == "/openai/threads"
+    }
     assert tally.failures == [], tally.failures
     assert reached <= tally.ok_ids, sorted(reached - tally.ok_ids)[:5]
     assert not reached & tally.dropped_ids
@@ -194,8 +208,9 @@ def test_stream_longer_than_drain_timeout_is_cut_and_the_process_exits(running: 
     chunks = 40  # 40 x 0.25 s = 10 s, far beyond the 2 s drain timeout
     fake.script(_slow_script(chunks, 0.25), path_prefix=SLOW)
     out: list[bytes | BaseException] = []
-    streamer = threading.Thread(target=_slow_stream,
-                                args=(proc.url, chunks, out, "drain-cut-stream"))
+    streamer = threading.Thread(
+        target=_slow_stream, args=(proc.url, chunks, out, "drain-cut-stream")
+    )
     streamer.start()
     assert _wait_for(lambda: any(r.path == SLOW for r in fake.requests), 5)
     time.sleep(0.5)
@@ -214,8 +229,11 @@ def test_stream_longer_than_drain_timeout_is_cut_and_the_process_exits(running: 
     # The cut is logged as a cut (access log; the metrics observer reads the same context),
     # and nothing logs a traceback for the cancelled request.
     lines = [json.loads(line) for line in log.splitlines()]
-    [access] = [line for line in lines if line["logger"] == "gateway.access"
-                and line["request_id"] == "drain-cut-stream"]
+    [access] = [
+        line
+        for line in lines
+        if line["logger"] == "gateway.access" and line["request_id"] == "drain-cut-stream"
+    ]
     assert access["status"] == 200 and access["stream_cut"] is True, access
     assert access["reason"] == "drain", access
     [cut] = [line for line in lines if line["logger"] == "gateway.proxy"]
@@ -229,8 +247,12 @@ def test_a_drain_cut_is_counted_as_a_cut(tmp_path: Path) -> None:
     running the gateway's protocol with a 1 s drain."""
     with running_stack(tmp_path) as stack:
         stack.fake.script(_slow_script(40, 0.25), path_prefix=SLOW)
-        server = ThreadedUvicorn(stack.gateway, lifespan="off", timeout_graceful_shutdown=1,
-                                 http=protocol_class(connection_limits(stack.config))).start()
+        server = ThreadedUvicorn(
+            stack.gateway,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+            http=protocol_class(connection_limits(stack.config)),
+        ).start()
         out: list[bytes | BaseException] = []
         streamer = threading.Thread(target=_slow_stream, args=(server.url, 40, out))
         streamer.start()

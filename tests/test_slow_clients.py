@@ -35,10 +35,18 @@ def _legitimate(url: str, total: int, workers: int) -> list[int | str]:
     def worker(n: int) -> None:
         for _ in range(n):
             try:
-                r = httpx.post(f"{url}/openai/threads", params={"api-version": V2}, json={},
-                               headers=headers, timeout=10)
-                outcome: int | str = (r.status_code if r.status_code != 200
-                                      or r.json().get("object") == "thread" else "bad body")
+                r = httpx.post(
+                    f"{url}/openai/threads",
+                    params={"api-version": V2},
+                    json={},
+                    headers=headers,
+                    timeout=10,
+                )
+                outcome: int | str = (
+                    r.status_code
+                    if r.status_code != 200 or r.json().get("object") == "thread"
+                    else "bad body"
+                )
             except httpx.HTTPError as exc:
                 outcome = type(exc).__name__
             with lock:
@@ -57,16 +65,18 @@ def _enough_fds(needed: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < needed:
         if hard != resource.RLIM_INFINITY and hard < needed:
-            pytest.fail(f"the slow-client flood needs {needed} file descriptors; the hard "
-                        f"limit is {hard} (raise it: ulimit -Hn)")
+            pytest.fail(
+                f"the slow-client flood needs {needed} file descriptors; the hard "
+                f"limit is {hard} (raise it: ulimit -Hn)"
+            )
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
-def test_slow_header_flood_does_not_lock_out_legitimate_requests(tmp_path: Path,
-                                                                 redis_url: str) -> None:
+def test_slow_header_flood_does_not_lock_out_legitimate_requests(
+    tmp_path: Path, redis_url: str
+) -> None:
     _enough_fds(8192)
-    with served(tmp_path, redis_url, header_timeout_s=3, first_request_timeout_s=3) as (
-            fake, proc):
+    with served(tmp_path, redis_url, header_timeout_s=3, first_request_timeout_s=3) as (fake, proc):
         with slow_header_flood(proc.port, 3000) as flood:
             assert flood.wait_open(3000, 30), flood.stats
             time.sleep(1.0)
@@ -85,11 +95,14 @@ def test_slow_header_flood_does_not_lock_out_legitimate_requests(tmp_path: Path,
         assert after == [200] * 10
 
 
-def test_idle_connections_are_closed_at_their_first_request_deadline(tmp_path: Path,
-                                                                     redis_url: str) -> None:
+def test_idle_connections_are_closed_at_their_first_request_deadline(
+    tmp_path: Path, redis_url: str
+) -> None:
     with served(tmp_path, redis_url, first_request_timeout_s=1, header_timeout_s=1) as (_, proc):
-        with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as idle, \
-                socket.create_connection(("127.0.0.1", proc.port), timeout=10) as slow:
+        with (
+            socket.create_connection(("127.0.0.1", proc.port), timeout=10) as idle,
+            socket.create_connection(("127.0.0.1", proc.port), timeout=10) as slow,
+        ):
             opened = time.monotonic()
             slow.sendall(b"GET /openai/threads/thread_a HTTP/1.1\r\nHost: x\r\n")
             assert idle.recv(1024) == b""  # closed without an answer: it never asked anything
@@ -101,15 +114,21 @@ def test_idle_connections_are_closed_at_their_first_request_deadline(tmp_path: P
 
 
 def test_waiting_connections_beyond_their_cap_are_evicted_oldest_first(
-        tmp_path: Path, redis_url: str) -> None:
+    tmp_path: Path, redis_url: str
+) -> None:
     with served(tmp_path, redis_url, max_waiting_connections=16) as (fake, proc):
         with contextlib.ExitStack() as stack:
-            idle = [stack.enter_context(socket.create_connection(("127.0.0.1", proc.port),
-                                                                 timeout=5))
-                    for _ in range(20)]
-            response = httpx.post(f"{proc.url}/openai/threads", params={"api-version": V2},
-                                  json={}, headers={"Authorization": f"Bearer {make_token()}"},
-                                  timeout=5)
+            idle = [
+                stack.enter_context(socket.create_connection(("127.0.0.1", proc.port), timeout=5))
+                for _ in range(20)
+            ]
+            response = httpx.post(
+                f"{proc.url}/openai/threads",
+                params={"api-version": V2},
+                json={},
+                headers={"Authorization": f"Bearer {make_token()}"},
+                timeout=5,
+            )
             assert response.status_code == 200
             # The oldest idle sockets were closed to admit the newer ones and the request.
             closed = [s.recv(1) == b"" for s in idle[:5]]

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from httpx_aiohttp import AiohttpTransport
 
-from gateway.fakeazure import ScriptedResponse
+from tests.fakeazure import ScriptedResponse
 from tests.rawhttp import build_request
 from tests.servers import free_port
 from tests.stack import V2, Stack, running_stack
@@ -29,10 +29,13 @@ TRANSPORTS = ["aiohttp", "httpx"]
 
 
 @pytest.fixture(scope="module", params=TRANSPORTS)
-def transport_stack(request: pytest.FixtureRequest,
-                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp(f"t-{request.param}"),
-                       overrides={"upstream": {"transport": request.param}}) as running:
+def transport_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    with running_stack(
+        tmp_path_factory.mktemp(f"t-{request.param}"),
+        overrides={"upstream": {"transport": request.param}},
+    ) as running:
         yield running
 
 
@@ -55,14 +58,17 @@ def test_the_configured_transport_is_the_one_used(ts: Stack) -> None:
 
 
 def test_body_arrives_chunk_by_chunk(ts: Stack) -> None:
-    chunks = tuple(f"event: thread.message.delta\ndata: {{\"i\":{i}}}\n\n".encode()
-                   for i in range(5))
-    ts.fake.script(ScriptedResponse(chunks=chunks, chunk_delay_s=0.3,
-                                    headers=(("content-type", "text/event-stream"),)))
+    chunks = tuple(f'event: thread.message.delta\ndata: {{"i":{i}}}\n\n'.encode() for i in range(5))
+    ts.fake.script(
+        ScriptedResponse(
+            chunks=chunks, chunk_delay_s=0.3, headers=(("content-type", "text/event-stream"),)
+        )
+    )
     arrivals: list[tuple[float, bytes]] = []
     started = time.monotonic()
-    with httpx.stream("GET", _messages(ts), params={"api-version": V2}, headers=ts.auth(),
-                      timeout=10) as response:
+    with httpx.stream(
+        "GET", _messages(ts), params={"api-version": V2}, headers=ts.auth(), timeout=10
+    ) as response:
         assert response.status_code == 200
         for chunk in response.iter_raw():
             arrivals.append((time.monotonic() - started, chunk))
@@ -74,10 +80,18 @@ def test_body_arrives_chunk_by_chunk(ts: Stack) -> None:
 
 def test_gzip_body_is_relayed_raw(ts: Stack) -> None:
     payload = gzip.compress(b'{"object":"list","data":[]}')
-    ts.fake.script(ScriptedResponse(chunks=(payload,), headers=(
-        ("content-type", "application/json"), ("content-encoding", "gzip"))))
-    with httpx.stream("GET", _messages(ts), params={"api-version": V2},
-                      headers={**ts.auth(), "Accept-Encoding": "gzip"}) as response:
+    ts.fake.script(
+        ScriptedResponse(
+            chunks=(payload,),
+            headers=(("content-type", "application/json"), ("content-encoding", "gzip")),
+        )
+    )
+    with httpx.stream(
+        "GET",
+        _messages(ts),
+        params={"api-version": V2},
+        headers={**ts.auth(), "Accept-Encoding": "gzip"},
+    ) as response:
         raw = b"".join(response.iter_raw())
     assert response.headers["content-encoding"] == "gzip"
     assert raw == payload  # not decompressed by the transport
@@ -87,8 +101,12 @@ def test_gzip_body_is_relayed_raw(ts: Stack) -> None:
 
 def test_upstream_cookies_are_never_replayed(ts: Stack) -> None:
     for namespace in ("team-a", "team-b", "team-a"):
-        response = httpx.post(f"{ts.url}/openai/threads", params={"api-version": V2}, json={},
-                              headers=ts.auth(namespace=namespace))
+        response = httpx.post(
+            f"{ts.url}/openai/threads",
+            params={"api-version": V2},
+            json={},
+            headers=ts.auth(namespace=namespace),
+        )
         assert response.status_code == 200
         assert "set-cookie" not in response.headers
     assert all(r.header("cookie") is None for r in ts.fake.requests)
@@ -98,12 +116,15 @@ def test_upstream_cookies_are_never_replayed(ts: Stack) -> None:
 
 
 def test_read_timeout_is_504_and_not_retried(ts: Stack, tmp_path: Path) -> None:
-    with running_stack(tmp_path, overrides={"upstream": {
-            "transport": ts.config.upstream.transport, "read_timeout_s": 0.3}}) as gw:
+    with running_stack(
+        tmp_path,
+        overrides={"upstream": {"transport": ts.config.upstream.transport, "read_timeout_s": 0.3}},
+    ) as gw:
         gw.fake.script(ScriptedResponse(delay_headers_s=2.0, chunks=(b"{}",)))
         started = time.monotonic()
-        response = httpx.post(f"{gw.url}/openai/threads", params={"api-version": V2}, json={},
-                              headers=gw.auth())
+        response = httpx.post(
+            f"{gw.url}/openai/threads", params={"api-version": V2}, json={}, headers=gw.auth()
+        )
         assert response.status_code == 504
         assert response.json()["error"]["code"] == "upstream_timeout"
         assert time.monotonic() - started < 1.5
@@ -112,25 +133,41 @@ def test_read_timeout_is_504_and_not_retried(ts: Stack, tmp_path: Path) -> None:
 
 def test_connect_error_is_502(ts: Stack, tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    with running_stack(tmp_path, overrides={"upstream": {
-            "transport": ts.config.upstream.transport, "endpoint": dead}}) as gw:
-        response = httpx.post(f"{gw.url}/openai/threads", params={"api-version": V2}, json={},
-                              headers=gw.auth())
+    with running_stack(
+        tmp_path,
+        overrides={"upstream": {"transport": ts.config.upstream.transport, "endpoint": dead}},
+    ) as gw:
+        response = httpx.post(
+            f"{gw.url}/openai/threads", params={"api-version": V2}, json={}, headers=gw.auth()
+        )
         assert response.status_code == 502
         assert response.json()["error"]["code"] == "upstream_unreachable"
 
 
 def test_full_pool_is_503(ts: Stack, tmp_path: Path) -> None:
-    with running_stack(tmp_path, overrides={"upstream": {
-            "transport": ts.config.upstream.transport, "max_connections": 1,
-            "max_keepalive": 1, "pool_timeout_s": 0.2, "connect_timeout_s": 0.2}}) as gw:
+    with running_stack(
+        tmp_path,
+        overrides={
+            "upstream": {
+                "transport": ts.config.upstream.transport,
+                "max_connections": 1,
+                "max_keepalive": 1,
+                "pool_timeout_s": 0.2,
+                "connect_timeout_s": 0.2,
+            }
+        },
+    ) as gw:
         gw.fake.script(ScriptedResponse(delay_headers_s=2.0, chunks=(b"{}",)))
-        holder = threading.Thread(target=lambda: httpx.get(
-            _messages(gw), params={"api-version": V2}, headers=gw.auth(), timeout=10))
+        holder = threading.Thread(
+            target=lambda: httpx.get(
+                _messages(gw), params={"api-version": V2}, headers=gw.auth(), timeout=10
+            )
+        )
         holder.start()
         assert gw.fake.wait_for_requests(1, timeout=5)
-        response = httpx.get(_messages(gw), params={"api-version": V2}, headers=gw.auth(),
-                             timeout=10)
+        response = httpx.get(
+            _messages(gw), params={"api-version": V2}, headers=gw.auth(), timeout=10
+        )
         holder.join()
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "upstream_pool_exhausted"
@@ -138,11 +175,21 @@ def test_full_pool_is_503(ts: Stack, tmp_path: Path) -> None:
 
 def test_cut_mid_body_is_a_cut(ts: Stack) -> None:
     chunks = (b"event: thread.run.created\ndata: {}\n\n",) * 4
-    ts.fake.script(ScriptedResponse(chunks=chunks, cut_after=2, chunk_delay_s=0.05,
-                                    headers=(("content-type", "text/event-stream"),)))
+    ts.fake.script(
+        ScriptedResponse(
+            chunks=chunks,
+            cut_after=2,
+            chunk_delay_s=0.05,
+            headers=(("content-type", "text/event-stream"),),
+        )
+    )
     received = bytearray()
-    with pytest.raises(httpx.RemoteProtocolError), httpx.stream(  # noqa: PT012
-            "GET", _messages(ts), params={"api-version": V2}, headers=ts.auth()) as response:
+    with (  # noqa: PT012 (the stream is read inside the raises block)
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream(
+            "GET", _messages(ts), params={"api-version": V2}, headers=ts.auth()
+        ) as response,
+    ):
         for chunk in response.iter_raw():
             received += chunk
     assert bytes(received) == b"".join(chunks[:2])
@@ -151,15 +198,17 @@ def test_cut_mid_body_is_a_cut(ts: Stack) -> None:
 @pytest.mark.parametrize("during", ["body", "headers"])
 def test_client_disconnect_closes_the_upstream_request(ts: Stack, during: str) -> None:
     if during == "body":
-        script = ScriptedResponse(chunks=(b"x" * 100,) * 50, chunk_delay_s=0.2,
-                                  headers=(("content-type", "text/event-stream"),))
+        script = ScriptedResponse(
+            chunks=(b"x" * 100,) * 50,
+            chunk_delay_s=0.2,
+            headers=(("content-type", "text/event-stream"),),
+        )
     else:
         script = ScriptedResponse(delay_headers_s=5.0, chunks=(b"{}",))
     ts.fake.script(script)
     port = int(ts.url.rsplit(":", 1)[1])
     sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(build_request("GET", f"/openai/threads/{T}/messages?api-version={V2}",
-                               ts.auth()))
+    sock.sendall(build_request("GET", f"/openai/threads/{T}/messages?api-version={V2}", ts.auth()))
     assert ts.fake.wait_for_requests(1, timeout=5)
     if during == "body":
         assert sock.recv(1024)

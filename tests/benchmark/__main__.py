@@ -40,7 +40,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.ownership import owner_key
+from gateway.ownership.rules import owner_key
 from tests.benchmark import harness
 from tests.benchmark.harness import Request, Server
 from tests.benchmark.servers import ASSISTANT_ID, THREAD_ID
@@ -52,36 +52,76 @@ API_KEY = "bench-azure-key-0123456789abcdef"
 
 def _token() -> str:
     """A projected service-account token as the kubelet mints it (RS256, 1 h)."""
-    return make_token("team-a", "billing-api", ttl=3600, **{"kubernetes.io": {
-        "namespace": "team-a",
-        "node": {"name": "aks-nodepool1-12345678-vmss000003",
-                 "uid": "5b0a3f4e-8c1d-4e57-9d2a-0f6c1b7e9a21"},
-        "pod": {"name": "billing-api-7d9f8c6b5-x2k4q",
-                "uid": "c4f1a2b3-7e6d-4c5b-8a9f-1e2d3c4b5a69"},
-        "serviceaccount": {"name": "billing-api", "uid": "e3b0c442-98fc-4c14-9afb-f4c8996fb924"},
-        "warnafter": 1767229200}})
+    return make_token(
+        "team-a",
+        "billing-api",
+        ttl=3600,
+        **{
+            "kubernetes.io": {
+                "namespace": "team-a",
+                "node": {
+                    "name": "aks-nodepool1-12345678-vmss000003",
+                    "uid": "5b0a3f4e-8c1d-4e57-9d2a-0f6c1b7e9a21",
+                },
+                "pod": {
+                    "name": "billing-api-7d9f8c6b5-x2k4q",
+                    "uid": "c4f1a2b3-7e6d-4c5b-8a9f-1e2d3c4b5a69",
+                },
+                "serviceaccount": {
+                    "name": "billing-api",
+                    "uid": "e3b0c442-98fc-4c14-9afb-f4c8996fb924",
+                },
+                "warnafter": 1767229200,
+            }
+        },
+    )
 
 
 def _headers(token: str) -> dict[str, str]:
     """What the openai SDK's AzureOpenAI client sends."""
-    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
-            "Accept": "application/json", "User-Agent": "AzureOpenAI/Python 2.30.0",
-            "OpenAI-Beta": "assistants=v2", "X-Stainless-Lang": "python",
-            "X-Stainless-Package-Version": "2.30.0", "X-Stainless-Runtime": "CPython",
-            "X-Stainless-Retry-Count": "0"}
+    return {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "User-Agent": "AzureOpenAI/Python 2.30.0",
+        "OpenAI-Beta": "assistants=v2",
+        "X-Stainless-Lang": "python",
+        "X-Stainless-Package-Version": "2.30.0",
+        "X-Stainless-Runtime": "CPython",
+        "X-Stainless-Retry-Count": "0",
+    }
 
 
 def _message_body() -> str:
-    content = ("Please summarise the attached quarterly billing discrepancies for the EMEA "
-               "region, grouped by customer segment, and flag anything above the 2% threshold "
-               "agreed in the last review. Keep it under 200 words and list open questions. ")
-    return json.dumps({"role": "user", "content": content * 2, "metadata": {
-        "source": "billing-api", "conversation": "conv-2c9d7e1f", "channel": "web",
-        "customer_segment": "enterprise", "request_kind": "summary"}})
+    content = (
+        "Please summarise the attached quarterly billing discrepancies for the EMEA "
+        "region, grouped by customer segment, and flag anything above the 2% threshold "
+        "agreed in the last review. Keep it under 200 words and list open questions. "
+    )
+    return json.dumps(
+        {
+            "role": "user",
+            "content": content * 2,
+            "metadata": {
+                "source": "billing-api",
+                "conversation": "conv-2c9d7e1f",
+                "channel": "web",
+                "customer_segment": "enterprise",
+                "request_kind": "summary",
+            },
+        }
+    )
 
 
-def gateway_config(upstream: str, jwks: Path, *, transport: str, token_cache: int,
-                   metrics_port: int, owner_cache_s: float = 60) -> str:
+def gateway_config(
+    upstream: str,
+    jwks: Path,
+    *,
+    transport: str,
+    token_cache: int,
+    metrics_port: int,
+    owner_cache_s: float = 60,
+) -> str:
     limit = "requests = 1000000\nper_seconds = 1\nburst = 1000000"
     return f"""
 [server]
@@ -156,21 +196,31 @@ class Bench:
 
     @property
     def message(self) -> Request:
-        return Request("POST", f"/openai/threads/{THREAD_ID}/messages?api-version={V2}",
-                       _headers(self.token), _message_body())
+        return Request(
+            "POST",
+            f"/openai/threads/{THREAD_ID}/messages?api-version={V2}",
+            _headers(self.token),
+            _message_body(),
+        )
 
     @property
     def stream(self) -> Request:
-        return Request("POST", f"/openai/threads/{THREAD_ID}/runs?api-version={V2}",
-                       {**_headers(self.token), "Accept": "text/event-stream"},
-                       json.dumps({"assistant_id": ASSISTANT_ID, "stream": True}))
+        return Request(
+            "POST",
+            f"/openai/threads/{THREAD_ID}/runs?api-version={V2}",
+            {**_headers(self.token), "Accept": "text/event-stream"},
+            json.dumps({"assistant_id": ASSISTANT_ID, "stream": True}),
+        )
 
     def measure(self, server: Server, row: Row, *, ttfb: bool) -> None:
         a = self.args
         harness.closed_load(server, self.message, 8, a.warmup, self.work)  # warm-up
         for c in a.concurrency:
-            spy = harness.py_spy(server, a.py_spy, a.duration) if a.py_spy and c == max(
-                a.concurrency) else None
+            spy = (
+                harness.py_spy(server, a.py_spy, a.duration)
+                if a.py_spy and c == max(a.concurrency)
+                else None
+            )
             result = harness.closed_load(server, self.message, c, a.duration, self.work)
             if spy is not None:
                 spy.wait()
@@ -188,35 +238,54 @@ class Bench:
 
     def run_simple(self, name: str, kind: str, transport: str, *argv: str) -> None:
         port = free_port()
-        server = Server(name, harness.python_module("tests.benchmark.servers", kind, str(port),
-                                                    *argv), port,
-                        log=self.work / f"{name}.log").start()
+        server = Server(
+            name,
+            harness.python_module("tests.benchmark.servers", kind, str(port), *argv),
+            port,
+            log=self.work / f"{name}.log",
+        ).start()
         try:
             self.measure(server, Row(name, transport, kind), ttfb=False)
         finally:
             server.stop()
 
-    def run_gateway(self, name: str, transport: str, token_cache: int, redis_url: str,
-                    owner_cache_s: float = 60) -> None:
+    def run_gateway(
+        self, name: str, transport: str, token_cache: int, redis_url: str, owner_cache_s: float = 60
+    ) -> None:
         port, metrics_port = free_port(), free_port()
         jwks = self.work / "jwks.json"
         jwks.write_text(json.dumps({"keys": [PUBLIC_JWK]}))
         config = self.work / f"{name}.toml"
-        config.write_text(gateway_config(self.upstream.url, jwks, transport=transport,
-                                         token_cache=token_cache, metrics_port=metrics_port,
-                                         owner_cache_s=owner_cache_s))
-        server = Server(name, harness.python_module("gateway.cli", "serve", "--config",
-                                                    str(config)), port,
-                        env={"AZURE_OPENAI_API_KEY": API_KEY, "REDIS_URL": redis_url,
-                             "GATEWAY_PORT": str(port), "GATEWAY_METRICS_PORT":
-                             str(metrics_port), "GATEWAY_LOG_LEVEL": "INFO"},
-                        log=self.work / f"{name}.log").start()
+        config.write_text(
+            gateway_config(
+                self.upstream.url,
+                jwks,
+                transport=transport,
+                token_cache=token_cache,
+                metrics_port=metrics_port,
+                owner_cache_s=owner_cache_s,
+            )
+        )
+        server = Server(
+            name,
+            harness.python_module("gateway.cli", "serve", "--config", str(config)),
+            port,
+            env={
+                "AZURE_OPENAI_API_KEY": API_KEY,
+                "REDIS_URL": redis_url,
+                "GATEWAY_PORT": str(port),
+                "GATEWAY_METRICS_PORT": str(metrics_port),
+                "GATEWAY_LOG_LEVEL": "INFO",
+            },
+            log=self.work / f"{name}.log",
+        ).start()
         try:
             self._create_thread(server)  # ownership: the thread's owner is recorded first
             self.measure(server, Row(name, transport, "gateway"), ttfb=True)
             if name == "gateway":
                 self.ownership["in-process cache hit"] = harness.sequential(
-                    server, self.message, self.args.ownership_n)
+                    server, self.message, self.args.ownership_n
+                )
             elif owner_cache_s == 0:
                 self._ownership_misses(server, redis_url)
         finally:
@@ -227,17 +296,22 @@ class Bench:
 
         n = self.args.ownership_n
         self.ownership["Redis GET (in-process cache off)"] = harness.sequential(
-            server, self.message, n)
+            server, self.message, n
+        )
         with redis.Redis.from_url(redis_url) as client:
             self.ownership["Azure GET + Redis SET (record lost)"] = harness.sequential(
-                server, self.message, n, lambda: client.delete(owner_key(THREAD_ID)))
+                server, self.message, n, lambda: client.delete(owner_key(THREAD_ID))
+            )
 
     def _create_thread(self, server: Server) -> None:
         import httpx
 
-        response = httpx.post(f"{server.url}/openai/threads", params={"api-version": V2},
-                              headers=_headers(self.token), json={"metadata": {
-                                  "conversation": "conv-2c9d7e1f"}})
+        response = httpx.post(
+            f"{server.url}/openai/threads",
+            params={"api-version": V2},
+            headers=_headers(self.token),
+            json={"metadata": {"conversation": "conv-2c9d7e1f"}},
+        )
         if response.status_code != 200 or response.json().get("id") != THREAD_ID:
             raise RuntimeError(f"thread create through the gateway failed: {response.text}")
 
@@ -250,8 +324,10 @@ def _machine() -> str:
             break
     import os
 
-    return (f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}")
+    return (
+        f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
 
 
 def _fmt(value: float, spec: str = ".0f") -> str:
@@ -268,23 +344,32 @@ def report(bench: Bench) -> bool:
     c_hi = max(a.concurrency)
     load = "wrk -t1" if harness.WRK else "Python closed-loop generator (wrk not installed)"
     print(f"\nMachine: {_machine()}")
-    print(f"Load: {load}, {a.duration:g} s per concurrency; latency open-loop at "
-          f"{a.rate:g} req/s for {a.open_duration:g} s; CPU µs/req at c={c_hi}.")
+    print(
+        f"Load: {load}, {a.duration:g} s per concurrency; latency open-loop at "
+        f"{a.rate:g} req/s for {a.open_duration:g} s; CPU µs/req at c={c_hi}."
+    )
     cols = [f"rps c={c}" for c in a.concurrency]
-    print("\n| target | " + " | ".join(cols) + " | CPU µs/req | x ceiling | x baseline "
-          "| p50 ms | p99 ms | p99 x baseline | 1st SSE event ms | peak RSS MiB | errors |")
+    print(
+        "\n| target | " + " | ".join(cols) + " | CPU µs/req | x ceiling | x baseline "
+        "| p50 ms | p99 ms | p99 x baseline | 1st SSE event ms | peak RSS MiB | errors |"
+    )
     print("|---" * (len(cols) + 10) + "|")
     for r in rows:
         base = baselines.get(r.transport)
         cpu = r.cpu_us[c_hi]
-        print(f"| {r.name} | " + " | ".join(_fmt(r.rps[c]) for c in a.concurrency) +
-              f" | {_fmt(cpu)} | {_fmt(cpu / ceiling.cpu_us[c_hi], '.1f')}"
-              f" | {_fmt(cpu / base.cpu_us[c_hi], '.2f') if base and r.kind != 'ceiling' else '—'}"
-              f" | {_fmt(r.p50_ms, '.2f')} | {_fmt(r.p99_ms, '.2f')}"
-              f" | {_fmt(r.p99_ms / base.p99_ms, '.2f') if base and r.kind != 'ceiling' else '—'}"
-              f" | {_fmt(r.ttfb_ms, '.2f')} | {_fmt(r.rss_mib, '.1f')} | {r.errors} |")
-    print(f"\nFirst SSE event directly from the upstream: p50 {bench.direct_ttfb_ms:.2f} ms "
-          f"(through the gateway: the column above).")
+        print(
+            f"| {r.name} | "
+            + " | ".join(_fmt(r.rps[c]) for c in a.concurrency)
+            + f" | {_fmt(cpu)} | {_fmt(cpu / ceiling.cpu_us[c_hi], '.1f')}"
+            f" | {_fmt(cpu / base.cpu_us[c_hi], '.2f') if base and r.kind != 'ceiling' else '—'}"
+            f" | {_fmt(r.p50_ms, '.2f')} | {_fmt(r.p99_ms, '.2f')}"
+            f" | {_fmt(r.p99_ms / base.p99_ms, '.2f') if base and r.kind != 'ceiling' else '—'}"
+            f" | {_fmt(r.ttfb_ms, '.2f')} | {_fmt(r.rss_mib, '.1f')} | {r.errors} |"
+        )
+    print(
+        f"\nFirst SSE event directly from the upstream: p50 {bench.direct_ttfb_ms:.2f} ms "
+        f"(through the gateway: the column above)."
+    )
     if bench.ownership:
         print(f"\nOwnership lookup, {a.ownership_n} requests one at a time (same request):\n")
         print("| owner found in | p50 ms | server CPU µs/req | errors |\n|---|---|---|---|")
@@ -310,28 +395,47 @@ def report(bench: Bench) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.benchmark", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.benchmark",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--duration", type=float, default=5, help="seconds per wrk run")
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--concurrency", type=int, nargs=2, default=[8, 64])
     parser.add_argument("--rate", type=float, default=100, help="open-loop requests/s")
     parser.add_argument("--open-duration", type=float, default=8)
     parser.add_argument("--ttfb-n", type=int, default=100)
-    parser.add_argument("--ownership-n", type=int, default=300,
-                        help="requests per ownership lookup path, one at a time")
-    parser.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
-                        help="profile each server at the top concurrency with py-spy into DIR "
-                             "(collapsed stacks; sampling disturbs the CPU figures)")
-    parser.add_argument("--only", nargs="*", default=None,
-                        help="run only these targets (ceiling, baseline-aiohttp, …)")
+    parser.add_argument(
+        "--ownership-n",
+        type=int,
+        default=300,
+        help="requests per ownership lookup path, one at a time",
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="profile each server at the top concurrency with py-spy into DIR "
+        "(collapsed stacks; sampling disturbs the CPU figures)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="run only these targets (ceiling, baseline-aiohttp, …)",
+    )
     args = parser.parse_args(argv)
     work = harness.workdir()
     print(f"benchmark work dir (configs, server logs): {work}", file=sys.stderr)
     upstream_port = free_port()
-    upstream = Server("upstream", harness.python_module(
-        "tests.benchmark.servers", "upstream", str(upstream_port)), upstream_port,
-        log=work / "upstream.log").start()
+    upstream = Server(
+        "upstream",
+        harness.python_module("tests.benchmark.servers", "upstream", str(upstream_port)),
+        upstream_port,
+        log=work / "upstream.log",
+    ).start()
     bench = Bench(args, work, upstream, _token())
 
     def want(name: str) -> bool:
@@ -345,8 +449,9 @@ def main(argv: list[str] | None = None) -> int:
                 bench.run_simple("ceiling-protocol", "ceiling-protocol", "—")
             for transport in ("aiohttp", "httpx"):
                 if want(f"baseline-{transport}"):
-                    bench.run_simple(f"baseline-{transport}", "baseline", transport,
-                                     upstream.url, transport)
+                    bench.run_simple(
+                        f"baseline-{transport}", "baseline", transport, upstream.url, transport
+                    )
             if want("gateway"):
                 bench.run_gateway("gateway", "aiohttp", 10000, redis.url)
             if want("gateway-httpx"):
@@ -354,8 +459,9 @@ def main(argv: list[str] | None = None) -> int:
             if want("gateway-no-token-cache"):
                 bench.run_gateway("gateway-no-token-cache", "aiohttp", 0, redis.url)
             if want("gateway-no-owner-cache"):
-                bench.run_gateway("gateway-no-owner-cache", "aiohttp", 10000, redis.url,
-                                  owner_cache_s=0)
+                bench.run_gateway(
+                    "gateway-no-owner-cache", "aiohttp", 10000, redis.url, owner_cache_s=0
+                )
             p50, _, errors = harness.first_event_ms(upstream, bench.stream, args.ttfb_n)
             bench.direct_ttfb_ms = p50
             if errors:

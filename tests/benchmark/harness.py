@@ -49,8 +49,9 @@ class Server:
 
     def start(self) -> Server:
         out = open(self.log, "wb") if self.log else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(self.argv, env={**os.environ, **self.env},
-                                     stdout=out, stderr=out)
+        self.proc = subprocess.Popen(
+            self.argv, env={**os.environ, **self.env}, stdout=out, stderr=out
+        )
         try:
             wait_for_port(self.port, timeout=20)
         except TimeoutError:
@@ -94,10 +95,8 @@ WRK = shutil.which("wrk")
 
 
 def _lua(request: Request) -> str:
-    lines = [f"wrk.method = {json.dumps(request.method)}",
-             f"wrk.body = {json.dumps(request.body)}"]
-    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}"
-              for k, v in request.headers.items()]
+    lines = [f"wrk.method = {json.dumps(request.method)}", f"wrk.body = {json.dumps(request.body)}"]
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in request.headers.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -109,51 +108,83 @@ class LoadResult:
     cpu_us_per_request: float
 
 
-def closed_load(server: Server, request: Request, concurrency: int, duration_s: float,
-                workdir: Path) -> LoadResult:
+def closed_load(
+    server: Server, request: Request, concurrency: int, duration_s: float, workdir: Path
+) -> LoadResult:
     """Back-to-back load at ``concurrency`` connections; CPU of the server per request."""
     before = server.cpu_s()
     if WRK is not None:
         script = workdir / "request.lua"
         script.write_text(_lua(request))
         out = subprocess.run(
-            [WRK, "-t1", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", "-s", str(script),
-             server.url + request.path], check=True, capture_output=True, text=True).stdout
+            [
+                WRK,
+                "-t1",
+                f"-c{concurrency}",
+                f"-d{max(1, round(duration_s))}s",
+                "-s",
+                str(script),
+                server.url + request.path,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         after = server.cpu_s()
         done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
         errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
-        if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
-                          r"timeout (\d+)", out):
+        if m := re.search(
+            r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+            r"timeout (\d+)",
+            out,
+        ):
             errors += sum(int(g) for g in m.groups())
     else:
-        result = _loadgen("closed", request, server.url, workdir, concurrency=concurrency,
-                          duration_s=duration_s)
+        result = _loadgen(
+            "closed", request, server.url, workdir, concurrency=concurrency, duration_s=duration_s
+        )
         after = server.cpu_s()
         done, errors, rps = result["requests"], result["errors"], result["rps"]
     return LoadResult(done, errors, rps, (after - before) / max(done, 1) * 1e6)
 
 
-def _loadgen(mode: str, request: Request, base: str, workdir: Path,
-             **spec: Any) -> dict[str, Any]:
+def _loadgen(mode: str, request: Request, base: str, workdir: Path, **spec: Any) -> dict[str, Any]:
     path = workdir / f"{mode}.json"
-    path.write_text(json.dumps({"url": base + request.path, "method": request.method,
-                                "headers": request.headers, "body": request.body, **spec}))
-    out = subprocess.run(python_module("tests.benchmark.loadgen", mode, str(path)),
-                         check=True, capture_output=True, text=True).stdout
+    path.write_text(
+        json.dumps(
+            {
+                "url": base + request.path,
+                "method": request.method,
+                "headers": request.headers,
+                "body": request.body,
+                **spec,
+            }
+        )
+    )
+    out = subprocess.run(
+        python_module("tests.benchmark.loadgen", mode, str(path)),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
 
 
-def open_loop(server: Server, request: Request, rate: float, duration_s: float,
-              workdir: Path) -> dict[str, Any]:
+def open_loop(
+    server: Server, request: Request, rate: float, duration_s: float, workdir: Path
+) -> dict[str, Any]:
     return _loadgen("open", request, server.url, workdir, rate=rate, duration_s=duration_s)
 
 
 def _raw(request: Request, host: str) -> bytes:
     body = request.body.encode()
-    head = [f"{request.method} {request.path} HTTP/1.1", f"Host: {host}",
-            f"Content-Length: {len(body)}"]
+    head = [
+        f"{request.method} {request.path} HTTP/1.1",
+        f"Host: {host}",
+        f"Content-Length: {len(body)}",
+    ]
     head += [f"{k}: {v}" for k, v in request.headers.items()]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
@@ -189,8 +220,9 @@ def first_event_ms(server: Server, request: Request, n: int) -> tuple[float, flo
     return times[len(times) // 2], times[min(len(times) - 1, round(0.99 * len(times)))], errors
 
 
-def sequential(server: Server, request: Request, n: int,
-               before_each: Callable[[], object] | None = None) -> tuple[float, float, int]:
+def sequential(
+    server: Server, request: Request, n: int, before_each: Callable[[], object] | None = None
+) -> tuple[float, float, int]:
     """``n`` requests one after the other on one keep-alive connection: (p50 ms, server CPU
     µs per request, errors). ``before_each`` runs before every request (its own time and the
     benchmark process's CPU are not counted)."""
@@ -216,11 +248,24 @@ def py_spy(server: Server, out_dir: Path, duration_s: float) -> subprocess.Popen
     """``py-spy record`` of ``server`` for ``duration_s`` into ``out_dir/NAME.txt``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        [shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record",
-         "--pid", str(server.pid), "--duration", str(round(duration_s)),
-         "--rate", "250", "--nonblocking", "--format", "raw",
-         "--output", str(out_dir / f"{server.name}.txt")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "--pid",
+            str(server.pid),
+            "--duration",
+            str(round(duration_s)),
+            "--rate",
+            "250",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--output",
+            str(out_dir / f"{server.name}.txt"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def workdir() -> Path:

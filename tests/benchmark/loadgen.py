@@ -31,15 +31,18 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 async def _one(session: aiohttp.ClientSession, spec: dict[str, Any]) -> int:
-    async with session.request(spec["method"], spec["url"], headers=spec["headers"],
-                               data=spec["body"].encode()) as response:
+    async with session.request(
+        spec["method"], spec["url"], headers=spec["headers"], data=spec["body"].encode()
+    ) as response:
         await response.read()
         return response.status
 
 
 def _session() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=False),
-                                 timeout=aiohttp.ClientTimeout(total=30))
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, force_close=False),
+        timeout=aiohttp.ClientTimeout(total=30),
+    )
 
 
 async def open_loop(spec: dict[str, Any]) -> dict[str, Any]:
@@ -49,6 +52,7 @@ async def open_loop(spec: dict[str, Any]) -> dict[str, Any]:
     errors = 0
 
     async with _session() as session:
+
         async def fire(due: float) -> None:
             nonlocal errors
             try:
@@ -70,10 +74,15 @@ async def open_loop(spec: dict[str, Any]) -> dict[str, Any]:
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - t0
     latencies.sort()
-    return {"requests": total, "errors": errors, "rate": rate, "achieved": total / elapsed,
-            "p50_ms": _percentile(latencies, 0.50) * 1000,
-            "p99_ms": _percentile(latencies, 0.99) * 1000,
-            "max_ms": latencies[-1] * 1000 if latencies else float("nan")}
+    return {
+        "requests": total,
+        "errors": errors,
+        "rate": rate,
+        "achieved": total / elapsed,
+        "p50_ms": _percentile(latencies, 0.50) * 1000,
+        "p99_ms": _percentile(latencies, 0.99) * 1000,
+        "max_ms": latencies[-1] * 1000 if latencies else float("nan"),
+    }
 
 
 async def closed_loop(spec: dict[str, Any]) -> dict[str, Any]:

@@ -31,42 +31,76 @@ from starlette.routing import Route
 THREAD_ID = "thread_bench0000000000000000001"
 ASSISTANT_ID = "asst_bench0000000000000000001"
 
-THREAD = {"id": THREAD_ID, "object": "thread", "created_at": 1767225600, "metadata": {},
-          "tool_resources": {}}
+THREAD = {
+    "id": THREAD_ID,
+    "object": "thread",
+    "created_at": 1767225600,
+    "metadata": {},
+    "tool_resources": {},
+}
 MESSAGE = {
-    "id": "msg_bench0000000000000000001", "object": "thread.message",
-    "created_at": 1767225600, "assistant_id": None, "thread_id": THREAD_ID, "run_id": None,
-    "role": "user", "status": None, "incomplete_details": None, "completed_at": None,
-    "incomplete_at": None, "attachments": [],
+    "id": "msg_bench0000000000000000001",
+    "object": "thread.message",
+    "created_at": 1767225600,
+    "assistant_id": None,
+    "thread_id": THREAD_ID,
+    "run_id": None,
+    "role": "user",
+    "status": None,
+    "incomplete_details": None,
+    "completed_at": None,
+    "incomplete_at": None,
+    "attachments": [],
     "content": [{"type": "text", "text": {"value": "x" * 480, "annotations": []}}],
     "metadata": {"source": "benchmark", "conversation": "conv-0042", "channel": "web"},
 }
 
 
 def _sse_events() -> list[bytes]:
-    run = {"id": "run_bench0000000000000000001", "object": "thread.run",
-           "thread_id": THREAD_ID, "assistant_id": ASSISTANT_ID, "status": "queued"}
-    names = ["thread.run.created", "thread.run.queued", "thread.run.in_progress",
-             "thread.run.step.created", "thread.message.created"]
+    run = {
+        "id": "run_bench0000000000000000001",
+        "object": "thread.run",
+        "thread_id": THREAD_ID,
+        "assistant_id": ASSISTANT_ID,
+        "status": "queued",
+    }
+    names = [
+        "thread.run.created",
+        "thread.run.queued",
+        "thread.run.in_progress",
+        "thread.run.step.created",
+        "thread.message.created",
+    ]
     events = [f"event: {n}\ndata: {json.dumps(run)}\n\n".encode() for n in names]
     for i in range(20):
-        delta = {"id": "msg_bench1", "object": "thread.message.delta", "delta": {"content": [
-            {"index": 0, "type": "text", "text": {"value": f"token{i} "}}]}}
+        delta = {
+            "id": "msg_bench1",
+            "object": "thread.message.delta",
+            "delta": {"content": [{"index": 0, "type": "text", "text": {"value": f"token{i} "}}]},
+        }
         events.append(f"event: thread.message.delta\ndata: {json.dumps(delta)}\n\n".encode())
-    events += [f"event: thread.run.completed\ndata: {json.dumps(run)}\n\n".encode(),
-               b"event: done\ndata: [DONE]\n\n"]
+    events += [
+        f"event: thread.run.completed\ndata: {json.dumps(run)}\n\n".encode(),
+        b"event: done\ndata: [DONE]\n\n",
+    ]
     return events
 
 
 SSE_EVENTS = _sse_events()
-_COMMON = [(b"apim-request-id", b"6c0e5a47-7b4f-4f7e-9f0e-bench"),
-           (b"x-request-id", b"bench-upstream-id"), (b"openai-processing-ms", b"12")]
+_COMMON = [
+    (b"apim-request-id", b"6c0e5a47-7b4f-4f7e-9f0e-bench"),
+    (b"x-request-id", b"bench-upstream-id"),
+    (b"openai-processing-ms", b"12"),
+]
 
 
 def _json_response(obj: dict[str, Any]) -> tuple[list[tuple[bytes, bytes]], bytes]:
     body = json.dumps(obj).encode()
-    return [(b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()), *_COMMON], body
+    return [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *_COMMON,
+    ], body
 
 
 #: The created thread's metadata (with the gateway's owner stamp), kept as Azure keeps it.
@@ -118,27 +152,45 @@ def ceiling_app() -> Starlette:
     return Starlette(routes=[Route("/{path:path}", fixed, methods=["GET", "POST"])])
 
 
-_HOP = {b"host", b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
-        b"te", b"upgrade", b"proxy-authorization", b"proxy-connection", b"trailer"}
+_HOP = {
+    b"host",
+    b"connection",
+    b"keep-alive",
+    b"transfer-encoding",
+    b"content-length",
+    b"te",
+    b"upgrade",
+    b"proxy-authorization",
+    b"proxy-connection",
+    b"trailer",
+}
 
 
 def baseline_app(upstream_url: str, transport: str) -> Starlette:
     from contextlib import asynccontextmanager
 
     from gateway.config import UpstreamConfig
-    from gateway.upstream import UpstreamClient
+    from gateway.upstream.client import UpstreamClient
 
-    client = UpstreamClient(UpstreamConfig(endpoint=upstream_url, allow_plain_http=True,
-                                           transport="httpx" if transport == "httpx"
-                                           else "aiohttp"))
+    client = UpstreamClient(
+        UpstreamConfig(
+            endpoint=upstream_url,
+            allow_plain_http=True,
+            transport="httpx" if transport == "httpx" else "aiohttp",
+        )
+    )
 
     async def forward(request: Request) -> Response:
         body = await request.body()
         headers = [(n, v) for n, v in request.headers.raw if n not in _HOP]
-        response = await client.send(request.method, request.url.path,
-                                     request.url.query, headers, body or None, stream=True)
-        out = {k.decode("latin-1"): v.decode("latin-1") for k, v in response.headers
-               if k.lower() not in _HOP}
+        response = await client.send(
+            request.method, request.url.path, request.url.query, headers, body or None, stream=True
+        )
+        out = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in response.headers
+            if k.lower() not in _HOP
+        }
 
         async def relay() -> AsyncIterator[bytes]:
             try:
@@ -154,17 +206,28 @@ def baseline_app(upstream_url: str, transport: str) -> Starlette:
         yield
         await client.aclose()
 
-    return Starlette(routes=[Route("/{path:path}", forward, methods=["GET", "POST"])],
-                     lifespan=lifespan)
+    return Starlette(
+        routes=[Route("/{path:path}", forward, methods=["GET", "POST"])], lifespan=lifespan
+    )
 
 
 def serve(app: Any, port: int, http: Any = "httptools") -> None:
     """The gateway's server settings (``gateway.cli.uvicorn_config``)."""
-    uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="auto", http=http, loop="uvloop",
-        proxy_headers=False, server_header=False, access_log=False, log_config=None,
-        timeout_keep_alive=30,
-    )).run()
+    uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            lifespan="auto",
+            http=http,
+            loop="uvloop",
+            proxy_headers=False,
+            server_header=False,
+            access_log=False,
+            log_config=None,
+            timeout_keep_alive=30,
+        )
+    ).run()
 
 
 def main(argv: list[str]) -> None:
@@ -174,7 +237,7 @@ def main(argv: list[str]) -> None:
     elif kind == "ceiling":
         serve(ceiling_app(), port)
     elif kind == "ceiling-protocol":
-        from gateway.httpprotocol import ConnectionLimits, protocol_class
+        from gateway.server.protocol import ConnectionLimits, protocol_class
 
         # The config defaults (server.header_timeout_s, first_request_timeout_s,
         # max_waiting_connections, max_concurrent_connections), without importing the rest.

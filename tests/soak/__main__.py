@@ -45,8 +45,7 @@ from tests.servers import free_port, private_redis
 from tests.soak.upstream import API_KEY, run_upstream
 from tests.stack import PUBLIC_JWK, V2, base_config, make_token
 
-MIX = (["message"] * 8 + ["list"] * 6 + ["thread"] * 2 + ["run"] * 2 + ["retrieve"]
-       + ["bad_token"])
+MIX = ["message"] * 8 + ["list"] * 6 + ["thread"] * 2 + ["run"] * 2 + ["retrieve"] + ["bad_token"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -105,20 +104,26 @@ class Soak:
         thread = random.choice(self.threads)  # noqa: S311
         base = f"{self.url}/openai/threads"
         if kind == "message":
-            body = {"role": "user", "content": "soak " * 40,
-                    "metadata": {"source": "soak", "n": str(self.sent)}}
-            async with session.post(f"{base}/{thread}/messages", params=q, json=body,
-                                    headers=auth) as r:
+            body = {
+                "role": "user",
+                "content": "soak " * 40,
+                "metadata": {"source": "soak", "n": str(self.sent)},
+            }
+            async with session.post(
+                f"{base}/{thread}/messages", params=q, json=body, headers=auth
+            ) as r:
                 await r.read()
                 return r.status, 200
         if kind == "list":
-            async with session.get(f"{base}/{thread}/messages", params={**q, "limit": "5"},
-                                   headers=auth) as r:
+            async with session.get(
+                f"{base}/{thread}/messages", params={**q, "limit": "5"}, headers=auth
+            ) as r:
                 await r.read()
                 return r.status, 200
         if kind == "thread":
-            async with session.post(base, params=q, json={"metadata": {"soak": "1"}},
-                                    headers=auth) as r:
+            async with session.post(
+                base, params=q, json={"metadata": {"soak": "1"}}, headers=auth
+            ) as r:
                 await r.read()
                 return r.status, 200
         if kind == "retrieve":
@@ -128,13 +133,18 @@ class Soak:
         if kind == "run":
             thread = self.run_threads[self.runs_started % len(self.run_threads)]
             self.runs_started += 1
-            async with session.post(f"{base}/{thread}/runs", params=q, headers=auth,
-                                    json={"assistant_id": "asst_soak", "stream": True}) as r:
+            async with session.post(
+                f"{base}/{thread}/runs",
+                params=q,
+                headers=auth,
+                json={"assistant_id": "asst_soak", "stream": True},
+            ) as r:
                 body = await r.read()
                 done = b"event: done" in body
                 return (r.status if done or r.status != 200 else 599), 200
-        async with session.get(f"{base}/{thread}", params=q,
-                               headers={"Authorization": "Bearer not-a-token"}) as r:
+        async with session.get(
+            f"{base}/{thread}", params=q, headers={"Authorization": "Bearer not-a-token"}
+        ) as r:
             await r.read()
             return r.status, 401
 
@@ -192,9 +202,11 @@ class Gateway:
 
     @staticmethod
     def header() -> str:
-        return (f"{'t (s)':>6} {'sent':>6} {'errors':>6} {'p50 ms':>7} {'p95 ms':>7} "
-                f"{'p99 ms':>7} {'max ms':>8} {'run ms':>7} {'RSS MiB':>8} {'fds':>5} "
-                f"{'CPU %':>6}")
+        return (
+            f"{'t (s)':>6} {'sent':>6} {'errors':>6} {'p50 ms':>7} {'p95 ms':>7} "
+            f"{'p99 ms':>7} {'max ms':>8} {'run ms':>7} {'RSS MiB':>8} {'fds':>5} "
+            f"{'CPU %':>6}"
+        )
 
     def line(self, elapsed: float, window: Window) -> str:
         cpu, at = self.cpu_s(), time.monotonic()
@@ -203,23 +215,31 @@ class Gateway:
         rss = self.rss()
         self.rss_mib.append((elapsed, rss))
         lat = window.latencies_ms
-        return (f"{elapsed:6.0f} {window.sent:6d} {sum(window.errors.values()):6d} "
-                f"{percentile(lat, 0.5):7.2f} {percentile(lat, 0.95):7.2f} "
-                f"{percentile(lat, 0.99):7.2f} {max(lat, default=math.nan):8.1f} "
-                f"{percentile(window.run_ms, 0.5):7.1f} {rss:8.1f} {self.fds():5d} {busy:6.1f}"
-                + (f"  {dict(window.errors)}" if window.errors else ""))
+        return (
+            f"{elapsed:6.0f} {window.sent:6d} {sum(window.errors.values()):6d} "
+            f"{percentile(lat, 0.5):7.2f} {percentile(lat, 0.95):7.2f} "
+            f"{percentile(lat, 0.99):7.2f} {max(lat, default=math.nan):8.1f} "
+            f"{percentile(window.run_ms, 0.5):7.1f} {rss:8.1f} {self.fds():5d} {busy:6.1f}"
+            + (f"  {dict(window.errors)}" if window.errors else "")
+        )
 
 
 def soak_config(upstream: str, jwks: Path, redis_url: str, metrics_port: int) -> dict[str, Any]:
     config = base_config(upstream, str(jwks), redis_url)
-    config["server"] = {**config["server"], "metrics_host": "127.0.0.1",
-                        "metrics_port": metrics_port, "overhead_header": False}
+    config["server"] = {
+        **config["server"],
+        "metrics_host": "127.0.0.1",
+        "metrics_port": metrics_port,
+        "overhead_header": False,
+    }
     config["threads"] = {"ownership": True, "unknown": "deny"}
     config["rate_limit"] = {"enabled": True, "fail_mode": "closed"}
     high = {"requests": 100_000, "per_seconds": 1, "burst": 100_000}
     config["profiles"]["writer"]["rate_limit"] = {
-        "max_concurrent": 1000, "per_caller": {"read": high, "write": high},
-        "per_tenant": {"read": high, "write": high}}
+        "max_concurrent": 1000,
+        "per_caller": {"read": high, "write": high},
+        "per_tenant": {"read": high, "write": high},
+    }
     return config
 
 
@@ -230,14 +250,18 @@ def in_flight(metrics_port: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.soak", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.soak",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--rate", type=float, default=100, help="requests per second")
     parser.add_argument("--report-s", type=float, default=30, help="seconds per report line")
     parser.add_argument("--threads", type=int, default=50, help="owned threads to write to")
-    parser.add_argument("--run-threads", type=int, default=40,
-                        help="owned threads for streamed runs (round robin)")
+    parser.add_argument(
+        "--run-threads", type=int, default=40, help="owned threads for streamed runs (round robin)"
+    )
     args = parser.parse_args(argv)
     seconds = args.minutes * 60
     work = Path(tempfile.mkdtemp(prefix="gateway-soak-"))
@@ -246,29 +270,41 @@ def main(argv: list[str] | None = None) -> int:
     metrics_port, upstream_port = free_port(), free_port()
     ours, theirs = multiprocessing.Pipe()
     upstream = multiprocessing.get_context("spawn").Process(
-        target=run_upstream, args=(upstream_port, theirs), name="soak-upstream")
+        target=run_upstream, args=(upstream_port, theirs), name="soak-upstream"
+    )
     upstream.start()
     if not ours.poll(30) or ours.recv() != "ready":
         upstream.kill()
         raise RuntimeError("the fake Azure did not start")
     with private_redis() as redis:
         config = soak_config(f"http://127.0.0.1:{upstream_port}", jwks, redis.url, metrics_port)
-        proc = GatewayProcess(write_config(config, work / "gateway.toml"), api_key=API_KEY,
-                              redis_url=redis.url)
+        proc = GatewayProcess(
+            write_config(config, work / "gateway.toml"), api_key=API_KEY, redis_url=redis.url
+        )
         proc.env["GATEWAY_LOG_LEVEL"] = "INFO"
         proc.start()
         try:
             proc.wait_ready()
             token = make_token(ttl=int(seconds) + 600)
-            threads = [httpx.post(f"{proc.url}/openai/threads", params={"api-version": V2},
-                                  json={}, headers={"Authorization": f"Bearer {token}"},
-                                  timeout=10).json()["id"]
-                       for _ in range(args.threads + args.run_threads)]
+            threads = [
+                httpx.post(
+                    f"{proc.url}/openai/threads",
+                    params={"api-version": V2},
+                    json={},
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=10,
+                ).json()["id"]
+                for _ in range(args.threads + args.run_threads)
+            ]
             gateway = Gateway(proc)
-            print(f"soak: {args.minutes:g} min at {args.rate:g} req/s against gateway serve "
-                  f"(pid {gateway.pid}); logs and config in {work}", flush=True)
-            soak = Soak(proc.url, args.rate, token, threads[:args.threads],
-                        threads[args.threads:])
+            print(
+                f"soak: {args.minutes:g} min at {args.rate:g} req/s against gateway serve "
+                f"(pid {gateway.pid}); logs and config in {work}",
+                flush=True,
+            )
+            soak = Soak(
+                proc.url, args.rate, token, threads[: args.threads], threads[args.threads :]
+            )
             asyncio.run(soak.run(seconds, args.report_s, gateway))
             gauges = in_flight(metrics_port)
         finally:
@@ -281,26 +317,41 @@ def main(argv: list[str] | None = None) -> int:
     return report(soak, gateway, reached, problems, gauges, proc)
 
 
-def report(soak: Soak, gateway: Gateway, reached: int, problems: list[str], gauges: str,
-           proc: GatewayProcess) -> int:
+def report(
+    soak: Soak,
+    gateway: Gateway,
+    reached: int,
+    problems: list[str],
+    gauges: str,
+    proc: GatewayProcess,
+) -> int:
     lat = soak.all_latencies_ms
     rss = [r for _, r in gateway.rss_mib]
     log_lines = proc.log_path.read_text().splitlines()
     not_json = sum(1 for line in log_lines if not line.startswith("{"))
-    print(f"\nrequests {soak.sent} ({dict(soak.outcomes)}), errors {sum(soak.errors.values())} "
-          f"{dict(soak.errors)}, generator overruns {soak.overrun}")
-    print(f"latency ms (plain calls): p50 {percentile(lat, 0.5):.2f}, "
-          f"p95 {percentile(lat, 0.95):.2f}, p99 {percentile(lat, 0.99):.2f}, "
-          f"p99.9 {percentile(lat, 0.999):.2f}, max {max(lat, default=math.nan):.1f}")
+    print(
+        f"\nrequests {soak.sent} ({dict(soak.outcomes)}), errors {sum(soak.errors.values())} "
+        f"{dict(soak.errors)}, generator overruns {soak.overrun}"
+    )
+    print(
+        f"latency ms (plain calls): p50 {percentile(lat, 0.5):.2f}, "
+        f"p95 {percentile(lat, 0.95):.2f}, p99 {percentile(lat, 0.99):.2f}, "
+        f"p99.9 {percentile(lat, 0.999):.2f}, max {max(lat, default=math.nan):.1f}"
+    )
     runs = soak.all_run_ms
-    print(f"streamed runs, whole stream ms: p50 {percentile(runs, 0.5):.1f}, "
-          f"p99 {percentile(runs, 0.99):.1f}, max {max(runs, default=math.nan):.1f}")
+    print(
+        f"streamed runs, whole stream ms: p50 {percentile(runs, 0.5):.1f}, "
+        f"p99 {percentile(runs, 0.99):.1f}, max {max(runs, default=math.nan):.1f}"
+    )
     if rss:
-        print(f"gateway RSS MiB: first report {rss[0]:.1f}, last {rss[-1]:.1f}, "
-              f"peak {max(rss):.1f}")
+        print(
+            f"gateway RSS MiB: first report {rss[0]:.1f}, last {rss[-1]:.1f}, peak {max(rss):.1f}"
+        )
     print(f"gateway after the run: {gauges}; {len(log_lines)} log lines, {not_json} not JSON")
-    print(f"upstream: {reached} requests reached the fake Azure; invariant problems: "
-          f"{problems or 'none'}")
+    print(
+        f"upstream: {reached} requests reached the fake Azure; invariant problems: "
+        f"{problems or 'none'}"
+    )
     ok = not soak.errors and not problems and not not_json and soak.overrun == 0
     print("soak: OK" if ok else "soak: FAILED")
     return 0 if ok else 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.fakeazure import FakeAzure
+from tests.fakeazure import FakeAzure
 from tests.servers import ThreadedUvicorn
 
 API_KEY = "soak-azure-key-0123456789"

@@ -1,0 +1,125 @@
+"""Every log line is one JSON object (stdlib logging only): the gateway's, uvicorn's, libraries'.
+
+``configure`` installs one stderr handler on the root logger with :class:`JsonFormatter`;
+uvicorn runs with ``log_config=None``, so its loggers propagate there too, and so do Python
+warnings and uncaught exceptions (main thread, other threads, unraisable ones in
+destructors). A line carries:
+
+* ``time`` (unix seconds, like the access log), ``level``, ``logger``, ``message``;
+* ``request_id`` when there is one: a call site's ``extra={"request_id": ...}``, else the
+  request being served (``context.current_request_id``, set per request by the proxy, so a
+  library's line inside a request carries it too);
+* ``exception``: ``{"type", "message", "traceback"}`` — the traceback is a JSON string,
+  never raw multi-line text on stderr;
+* the access log's fields at top level (``extra={"fields": {...}}``: named fields only).
+
+Nothing else a record carries is written (uvicorn's ``color_message`` and any other ``extra``
+stay out), so a library cannot put a value on the line by accident.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import traceback
+from collections.abc import Mapping
+from types import TracebackType
+from typing import IO, Any
+
+from gateway.context import current_request_id
+
+_NOISY = ("httpx", "httpcore")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None) or current_request_id.get()
+        if request_id is not None:
+            line["request_id"] = request_id
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, Mapping):
+            line.update(fields)
+        if record.exc_info and record.exc_info[1] is not None:
+            line["exception"] = _exception(record.exc_info)
+        if record.stack_info:
+            line["stack"] = record.stack_info
+        return json.dumps(line, separators=(",", ":"), default=repr)
+
+
+def _exception(exc_info: Any) -> dict[str, str]:
+    kind, exc, tb = exc_info
+    return {
+        "type": kind.__qualname__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(kind, exc, tb)).rstrip(),
+    }
+
+
+def level_from(name: str | None) -> tuple[int, str | None]:
+    """The level called ``name`` (case-insensitive; default INFO), and a problem if unknown."""
+    wanted = (name or "INFO").strip().upper()
+    level = logging.getLevelNamesMapping().get(wanted)
+    if level is None:
+        return logging.INFO, f"unknown GATEWAY_LOG_LEVEL {name!r}: using INFO"
+    return level, None
+
+
+def configure(level_name: str | None, stream: IO[str] | None = None) -> None:
+    """Route every log record, warning and uncaught exception through one JSON handler."""
+    level, problem = level_from(level_name)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in _NOISY:
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    logging.captureWarnings(True)
+    _hook_uncaught()
+    if problem:
+        logging.getLogger("gateway.log").warning(problem)
+
+
+_crash = logging.getLogger("gateway.uncaught")
+
+
+def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    _crash.critical("uncaught exception", exc_info=(kind, exc, tb))
+
+
+def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    _crash.error(
+        "uncaught exception in thread %s",
+        name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
+
+
+def _unraisablehook(args: Any) -> None:
+    exc = args.exc_value
+    message = args.err_msg or "Exception ignored in"
+    _crash.error(
+        "%s: %r",
+        message,
+        args.object,
+        exc_info=(args.exc_type, exc, args.exc_traceback) if exc is not None else None,
+    )
+
+
+def _hook_uncaught() -> None:
+    sys.excepthook = _excepthook
+    threading.excepthook = _thread_excepthook
+    sys.unraisablehook = _unraisablehook

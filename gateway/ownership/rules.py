@@ -1,0 +1,120 @@
+"""Thread ownership between tenants (pure).
+
+With one shared Azure key every thread is reachable by every caller who knows its id. The
+gateway therefore keeps track of which tenant created each thread *through it* and refuses any
+other tenant's request on that thread with a 404 (not 403: it does not confirm the thread
+exists), before anything is forwarded.
+
+* The owner is stamped on the Azure thread itself: every thread-creating request carries the
+  reserved metadata key ``STAMP_KEY`` whose value is the owner's tenant digest (see
+  ``ownership_stamp``). Callers can neither set, change, remove nor see it. That stamp is the
+  durable truth; Redis records (``ownership_redis``) and the in-process cache
+  (``ownership_lookup``) are rebuildable caches of it.
+* Also recorded in Redis from the responses of ``threads.create`` (the thread's ``id``) and
+  ``threads.create_and_run`` (the run's ``thread_id``, or, when streamed, the ``id`` of the
+  ``thread.created`` event that opens the stream), before the caller sees the response.
+* ``threads.delete`` that succeeds removes the record.
+* A thread with neither a record nor a stamp (created before the gateway was deployed, or
+  outside it) follows the config: ``deny`` (default) or ``allow``.
+* Owners are stored as a hash of the tenant, never the tenant name; ``owned_by`` is the one
+  place an owner is compared with a caller's tenant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from typing import Literal
+
+from gateway.errors import NotFoundError, ServiceUnavailableError
+
+UnknownPolicy = Literal["deny", "allow"]
+KEY_PREFIX = "gw:own:"
+CREATES_THREAD = frozenset({"threads.create", "threads.create_and_run"})
+#: The reserved thread-metadata key that carries the owner's digest on the Azure object.
+STAMP_KEY = "gateway_owner"
+_THREAD_ID = re.compile(r"thread_[A-Za-z0-9]{1,64}")
+#: What a stored owner (a record's value, a stamp) may look like: a digest, never free text.
+_OWNER = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+#: How much of a streamed create-and-run is read, at most, looking for ``thread.created``.
+SSE_PEEK_LIMIT = 256 * 1024
+
+
+class RecordsUnavailableError(Exception):
+    """The owner records could not be read in time (Redis down or slow)."""
+
+
+def ownership_unavailable() -> ServiceUnavailableError:
+    return ServiceUnavailableError(
+        "Thread ownership cannot be checked right now; retry shortly.",
+        code="ownership_unavailable",
+        headers={"Retry-After": "1"},
+    )
+
+
+def thread_not_found() -> NotFoundError:
+    return NotFoundError(
+        "No thread found with this id.", code="thread_not_found", param="thread_id"
+    )
+
+
+def owner_key(thread_id: str) -> str:
+    return f"{KEY_PREFIX}{{{thread_id}}}"
+
+
+def tenant_digest(tenant: str) -> str:
+    return hashlib.sha256(tenant.encode("utf-8")).hexdigest()[:32]
+
+
+def valid_owner(value: object) -> str | None:
+    """``value`` if it has the shape of a stored owner digest, else None."""
+    return value if isinstance(value, str) and _OWNER.fullmatch(value) else None
+
+
+def owned_by(owner: str, tenant: str, legacy_tenant: str | None = None) -> bool:
+    """Whether the stored ``owner`` digest (a record or a stamp) is the caller's ``tenant``.
+
+    ``tenant`` is qualified by its issuer's domain; records written before tenants were
+    qualified hold the digest of the bare name, which counts only for the issuer
+    ``auth.legacy_tenant_issuer`` names (``legacy_tenant``)."""
+    mine = hmac.compare_digest(
+        owner.encode("ascii", "replace"), tenant_digest(tenant).encode("ascii")
+    )
+    if mine or legacy_tenant is None:
+        return mine
+    return hmac.compare_digest(
+        owner.encode("ascii", "replace"), tenant_digest(legacy_tenant).encode("ascii")
+    )
+
+
+def check_owner(
+    owner: str | None, tenant: str, unknown: UnknownPolicy, legacy_tenant: str | None = None
+) -> None:
+    """Raise the 404 a foreign (or, under ``deny``, unrecorded) thread gets."""
+    if owner is None:
+        if unknown == "allow":
+            return
+        raise thread_not_found()
+    if not owned_by(owner, tenant, legacy_tenant):
+        raise thread_not_found()
+
+
+def thread_id_from_json(operation: str, body: bytes) -> str | None:
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    return valid_thread_id(obj.get("id") if operation == "threads.create" else obj.get("thread_id"))
+
+
+def valid_thread_id(value: object) -> str | None:
+    return value if isinstance(value, str) and _THREAD_ID.fullmatch(value) else None
+
+
+def first_event_complete(buffer: bytes) -> bool:
+    """Whether the first server-sent event of ``buffer`` is complete (a blank line seen)."""
+    return b"\n\n" in buffer or b"\r\n\r\n" in buffer or b"\r\r" in buffer

@@ -1,0 +1,82 @@
+"""Reading a request body from ASGI: framed unambiguously, bounded in size and in time
+(adapter, stdlib only).
+
+Framing (RFC 9112 section 6, checklist F1): a body is framed by one ``Content-Length`` or by
+``Transfer-Encoding: chunked`` alone. The HTTP parser decodes the chunks; any other coding
+in the list (``gzip, chunked``, ``identity, chunked``, two ``Transfer-Encoding`` lines) would
+be silently dropped, so the request is refused with 400 and its connection closed, as is
+``Transfer-Encoding`` on an HTTP/1.0 request or beside a ``Content-Length``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from gateway.errors import BadRequestError, PayloadTooLargeError, RequestTimeoutError
+from gateway.upstream.headers import header_values
+
+
+class ClientGoneError(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+_OWS = b" \t"
+
+
+def check_transfer_encoding(headers: Sequence[tuple[bytes, bytes]], http_version: str) -> None:
+    """Refuse every ``Transfer-Encoding`` but a single ``chunked`` on HTTP/1.1 without a
+    ``Content-Length`` (400, ``Connection: close``)."""
+    values = header_values(headers, b"transfer-encoding")
+    if not values:
+        return
+    codings = [c.strip(_OWS).lower() for v in values for c in v.split(b",")]
+    if (
+        len(values) == 1
+        and codings == [b"chunked"]
+        and http_version == "1.1"
+        and not header_values(headers, b"content-length")
+    ):
+        return
+    raise BadRequestError(
+        "Only Transfer-Encoding: chunked is accepted.",
+        code="invalid_transfer_encoding",
+        headers={"Connection": "close"},
+    )
+
+
+def declared_length(headers: Sequence[tuple[bytes, bytes]], max_bytes: int) -> int | None:
+    values = header_values(headers, b"content-length")
+    if not values:
+        return None
+    if len(values) > 1 or not values[0].isdigit() or len(values[0]) > 18:
+        raise BadRequestError("Invalid Content-Length.", code="invalid_content_length")
+    length = int(values[0])
+    if length > max_bytes:
+        raise PayloadTooLargeError(f"Request body is larger than {max_bytes} bytes.")
+    return length
+
+
+async def read_body(
+    receive: object, headers: Sequence[tuple[bytes, bytes]], *, max_bytes: int, timeout_s: float
+) -> bytes:
+    """The whole body, refusing it (413) as soon as it crosses ``max_bytes``, or 408 when it
+    does not arrive within ``timeout_s`` (slow-body clients hold no worker forever)."""
+    declared_length(headers, max_bytes)
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                message = await receive()  # type: ignore[operator]
+                if message["type"] == "http.disconnect":
+                    raise ClientGoneError
+                chunk = message.get("body", b"")
+                total += len(chunk)
+                if total > max_bytes:
+                    raise PayloadTooLargeError(f"Request body is larger than {max_bytes} bytes.")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        raise RequestTimeoutError("The request body did not arrive in time.") from None

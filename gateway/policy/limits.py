@@ -1,0 +1,154 @@
+"""Per-profile payload limits, Azure's ceilings, and the config check that holds them (pure).
+
+A profile may only tighten what Azure accepts. ``limit_problems`` lists every way a profile's
+limits loosen beyond ``AZURE_LIMITS`` (for ``check-config``); ``effective_limits`` clamps them
+again at request time, so even an unchecked profile never lets the gateway forward more than
+Azure's ceilings.
+
+Counts are 0-based where 0 means "none allowed" (``max_files=0`` forbids files on messages).
+``max_thread_messages`` has no documented Azure maximum: its ceiling is a gateway choice
+(``THREAD_MESSAGES_CEILING``), its default (32) a sane size for seeding a conversation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+
+from gateway.operations.apiversions import KNOWN_VERSIONS
+from gateway.ownership.rules import STAMP_KEY
+
+AZURE_ROLES: frozenset[str] = frozenset({"user", "assistant"})
+AZURE_ATTACHMENT_TOOLS: frozenset[str] = frozenset({"code_interpreter", "file_search"})
+#: Largest create-message ``content`` over every known api-version (code points).
+AZURE_MAX_CONTENT_CHARS = max(v.max_content_chars for v in KNOWN_VERSIONS.values())
+#: Gateway ceiling for messages in one create-thread / ``additional_messages`` list.
+THREAD_MESSAGES_CEILING = 100
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyLimits:
+    """What one caller profile may send; the defaults are what Azure accepts."""
+
+    roles: frozenset[str] = AZURE_ROLES
+    #: Code points per message content (and instructions); None = the api-version's maximum.
+    max_content_chars: int | None = None
+    #: ``content`` as an array of parts (v2 api-versions only).
+    allow_content_parts: bool = True
+    allow_image_file: bool = True
+    allow_image_url: bool = True
+    #: True: ``https://`` and ``data:image/...;base64`` URLs. False: ``data:`` URLs only.
+    #: Never ``http``, ``file`` or any other scheme.
+    allow_external_image_urls: bool = True
+    #: Refuse ``https`` image URLs to private, loopback, link-local, CGNAT, multicast or
+    #: unspecified IP literals and to ``localhost``-style names (``policy_urls``): Azure
+    #: fetches them, so this is defence in depth against SSRF through Azure.
+    deny_private_image_urls: bool = True
+    #: ``file_ids`` (v1) / ``attachments`` (v2) per message.
+    max_files: int = 10
+    attachment_tools: frozenset[str] = AZURE_ATTACHMENT_TOOLS
+    max_metadata_pairs: int = 16
+    max_metadata_key_chars: int = 64
+    max_metadata_value_chars: int = 512
+    #: Keys every created thread, message and run must carry (e.g. a cost-centre tag).
+    required_metadata_keys: frozenset[str] = frozenset()
+    #: Messages in create-thread ``messages`` and run ``additional_messages``.
+    max_thread_messages: int = 32
+    max_code_interpreter_files: int = 20
+    max_vector_stores: int = 1
+
+
+AZURE_LIMITS = PolicyLimits(max_thread_messages=THREAD_MESSAGES_CEILING)
+#: Thread metadata leaves one of Azure's 16 pairs to the gateway's owner stamp.
+THREAD_METADATA_PAIRS = AZURE_LIMITS.max_metadata_pairs - 1
+
+# (field, smallest allowed value); the largest is the value in AZURE_LIMITS.
+_COUNTS: tuple[tuple[str, int], ...] = (
+    ("max_files", 0),
+    ("max_metadata_pairs", 0),
+    ("max_metadata_key_chars", 1),
+    ("max_metadata_value_chars", 1),
+    ("max_thread_messages", 0),
+    ("max_code_interpreter_files", 0),
+    ("max_vector_stores", 0),
+)
+_FLAGS = (
+    "allow_content_parts",
+    "allow_image_file",
+    "allow_image_url",
+    "allow_external_image_urls",
+    "deny_private_image_urls",
+)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_str_set(value: object) -> bool:
+    return isinstance(value, frozenset) and all(isinstance(item, str) for item in value)
+
+
+def limit_problems(limits: PolicyLimits, prefix: str) -> list[str]:
+    """Every way ``limits`` is malformed or looser than Azure, as ``path: problem`` lines."""
+    problems: list[str] = []
+    for name, low in _COUNTS:
+        value, high = getattr(limits, name), getattr(AZURE_LIMITS, name)
+        if not _is_int(value) or not low <= value <= high:
+            problems.append(f"{prefix}.{name}: must be an integer between {low} and {high}")
+    chars = limits.max_content_chars
+    if chars is not None and (not _is_int(chars) or not 1 <= chars <= AZURE_MAX_CONTENT_CHARS):
+        problems.append(
+            f"{prefix}.max_content_chars: must be null or an integer between 1 and "
+            f"{AZURE_MAX_CONTENT_CHARS}"
+        )
+    problems.extend(
+        f"{prefix}.{name}: must be true or false"
+        for name in _FLAGS
+        if not isinstance(getattr(limits, name), bool)
+    )
+    if not _is_str_set(limits.roles) or not limits.roles or not limits.roles <= AZURE_ROLES:
+        problems.append(f"{prefix}.roles: must be a non-empty subset of {sorted(AZURE_ROLES)}")
+    if not _is_str_set(limits.attachment_tools) or not (
+        limits.attachment_tools <= AZURE_ATTACHMENT_TOOLS
+    ):
+        problems.append(
+            f"{prefix}.attachment_tools: must be a subset of {sorted(AZURE_ATTACHMENT_TOOLS)}"
+        )
+    problems.extend(_required_key_problems(limits, prefix))
+    return problems
+
+
+def _required_key_problems(limits: PolicyLimits, prefix: str) -> list[str]:
+    keys, where = limits.required_metadata_keys, f"{prefix}.required_metadata_keys"
+    if not _is_str_set(keys):
+        return [f"{where}: must be a set of strings"]
+    problems: list[str] = []
+    key_chars = limits.max_metadata_key_chars
+    if _is_int(key_chars) and any(not key or len(key) > key_chars for key in keys):
+        problems.append(f"{where}: keys must have 1 to {key_chars} characters")
+    pairs = limits.max_metadata_pairs
+    if STAMP_KEY in keys:
+        problems.append(f"{where}: {STAMP_KEY} is reserved for the gateway")
+    if _is_int(pairs) and len(keys) > pairs:
+        problems.append(f"{where}: more keys than max_metadata_pairs ({pairs})")
+    elif len(keys) > THREAD_METADATA_PAIRS:
+        problems.append(
+            f"{where}: more keys than a thread's metadata can hold "
+            f"({THREAD_METADATA_PAIRS}: the gateway keeps one pair)"
+        )
+    return problems
+
+
+@functools.lru_cache(maxsize=128)
+def effective_limits(limits: PolicyLimits) -> PolicyLimits:
+    """``limits`` clamped to ``AZURE_LIMITS`` (defence in depth behind ``limit_problems``)."""
+    az, chars = AZURE_LIMITS, limits.max_content_chars
+    return dataclasses.replace(
+        limits,
+        roles=limits.roles & az.roles,
+        attachment_tools=limits.attachment_tools & az.attachment_tools,
+        max_content_chars=None if chars is None else min(chars, AZURE_MAX_CONTENT_CHARS),
+        **{name: min(getattr(limits, name), getattr(az, name)) for name, _ in _COUNTS},
+    )

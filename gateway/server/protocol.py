@@ -1,0 +1,270 @@
+"""The HTTP/1.1 protocol ``gateway serve`` runs: uvicorn's httptools protocol with deadlines.
+
+uvicorn's ``HttpToolsProtocol`` has no deadline for a request head (its keep-alive timer is
+reset by every byte) and none at all for a new connection, and its ``limit_concurrency``
+counts every open connection: 3,000 sockets sending a header byte a second held the
+process's connections and made every legitimate request a 503. This subclass (installed
+with ``uvicorn.Config(http=protocol_class(...))``) adds what nginx (``client_header_timeout``,
+reusable connections drained at ``worker_connections``) and envoy
+(``request_headers_timeout``, overload actions) have:
+
+* **First-request deadline** (``first_request_timeout_s``): a new connection must deliver its
+  first complete request head within this long of being accepted, else it is closed.
+* **Header deadline** (``header_timeout_s``): every request head must be complete within this
+  long of its first byte (not reset by further bytes), else 408 and the connection closes.
+  After a response that did not read the whole request body, the rest of it and the next
+  head get the same deadline.
+* **Waiting connections are capped apart** (``max_waiting``): connections with no request in
+  progress — new, still sending a head, or idle keep-alive — are kept oldest first; when one
+  more would exceed the cap, the oldest is closed (no answer: it has asked nothing). So slow
+  clients can hold at most ``max_waiting`` sockets, each for a bounded time, and never a slot
+  a request needs.
+* **Requests in flight are capped** (``max_in_flight``): beyond it a request is answered 503
+  at once (Azure's error shape, ``Retry-After: 1``, ``Connection: close``). Only running
+  requests count, not connections waiting for one.
+* **A cut response ends quietly**: a request cancelled by the drain (uvicorn cancels what is
+  left after ``timeout_graceful_shutdown``) or a stream the proxy cut (the upstream broke,
+  the stream deadline) has been recorded as cut by the proxy; its connection is closed
+  without the terminating chunk, with no "Exception in ASGI application" traceback and no
+  "returned without completing response" error from uvicorn.
+
+The common path costs no timer: a request head that arrives in the packet that starts it is
+parsed before any deadline is armed. Relies on uvicorn's protocol internals (pinned in
+``pyproject.toml``; ``tests/test_slow_clients.py`` and ``tests/test_shutdown.py`` run them on
+a real ``gateway serve``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from gateway.errors import RequestTimeoutError, ServiceUnavailableError
+
+log = logging.getLogger("gateway.server")
+
+ASGIApp = Any  # uvicorn's ASGI3Application; kept loose to stay off uvicorn's private types
+_REPORT_EVERY_S = 10.0
+
+
+def _response(status_line: bytes, body: bytes, *extra: bytes) -> bytes:
+    head = [
+        status_line,
+        b"content-type: application/json",
+        b"content-length: " + str(len(body)).encode(),
+        b"connection: close",
+        *extra,
+    ]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+_HEADER_TIMEOUT = _response(
+    b"HTTP/1.1 408 Request Timeout",
+    RequestTimeoutError(
+        "The request headers did not arrive in time.", code="request_header_timeout"
+    ).render(),
+)
+_BUSY_BODY = ServiceUnavailableError("The gateway is at its limit of requests in flight.").render()
+
+
+async def _busy(scope: Any, receive: Any, send: Any) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(_BUSY_BODY)).encode()),
+                (b"retry-after", b"1"),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": _BUSY_BODY})
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    header_timeout_s: float
+    first_request_timeout_s: float
+    max_waiting: int
+    #: Requests in flight before new ones get a 503; None: no cap (the metrics listener).
+    max_in_flight: int | None
+
+
+class WaitingConnections:
+    """The server's connections with no request in progress, oldest first, and what was
+    closed among them (reported at most every 10 s)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._order: dict[GatewayHttpProtocol, None] = {}
+        self.evicted = 0
+        self.timed_out = 0
+        self.refused = 0
+        self._reported_at = 0.0
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def enter(self, conn: GatewayHttpProtocol) -> None:
+        self._order.pop(conn, None)
+        while len(self._order) >= self.cap:
+            oldest = next(iter(self._order))
+            del self._order[oldest]
+            self.evicted += 1
+            oldest.evict()
+            self.report(conn.loop.time())
+        self._order[conn] = None
+
+    def leave(self, conn: GatewayHttpProtocol) -> None:
+        self._order.pop(conn, None)
+
+    def report(self, now: float) -> None:
+        if now - self._reported_at < _REPORT_EVERY_S:
+            return
+        self._reported_at = now
+        if self.evicted or self.timed_out or self.refused:
+            log.warning(
+                "slow or excess clients: closed %d connections past their header "
+                "deadline and %d waiting connections over the cap of %d, answered %d "
+                "requests 503 over the in-flight cap (since the last report)",
+                self.timed_out,
+                self.evicted,
+                self.cap,
+                self.refused,
+            )
+            self.evicted = self.timed_out = self.refused = 0
+
+
+class GatewayHttpProtocol(HttpToolsProtocol):
+    limits: ConnectionLimits
+    waiting: WaitingConnections
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limit_concurrency = None  # replaced by the in-flight cap in _start_asgi_task
+        self._deadline: asyncio.TimerHandle | None = None
+        self._deadline_at = 0.0
+        self._reading_head = False
+
+    # -- connection life
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.waiting.enter(self)
+        self._arm(self.limits.first_request_timeout_s)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.waiting.leave(self)
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._reading_head:
+            # The head did not arrive in this packet: it has header_timeout_s from now
+            # (or less: a new connection's first-request deadline may come sooner).
+            at = self.loop.time() + self.limits.header_timeout_s
+            if self._deadline is None or at < self._deadline_at:
+                self._arm(self.limits.header_timeout_s)
+
+    # -- parser callbacks
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading_head = True
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        self._disarm()
+        self.waiting.leave(self)
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.timeout_keep_alive_task is None or self.transport.is_closing():
+            return  # closing, or a pipelined request started
+        self.waiting.enter(self)  # idle keep-alive
+        if self.cycle is not None and self.cycle.more_body:
+            # Answered before its body was read: the rest of it (and the next head) must
+            # arrive in time, or a trickle would hold the connection forever.
+            self._arm(self.limits.header_timeout_s)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGIApp) -> None:
+        cap = self.limits.max_in_flight
+        if cap is not None and len(self.tasks) >= cap:
+            app = _busy
+            self.waiting.refused += 1
+            self.waiting.report(self.loop.time())
+        super()._start_asgi_task(cycle, _cut_guard(cycle, app))
+
+    # -- deadlines
+
+    def _arm(self, timeout_s: float) -> None:
+        self._disarm()
+        self._deadline_at = self.loop.time() + timeout_s
+        self._deadline = self.loop.call_at(self._deadline_at, self._deadline_passed)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined head is late while a response runs: finish it, then close.
+            self.cycle.keep_alive = False
+            self.flow.pause_reading()
+            return
+        self.waiting.timed_out += 1
+        self.waiting.report(self.loop.time())
+        if self._reading_head:
+            self.transport.write(_HEADER_TIMEOUT)
+        self.transport.close()
+
+    def evict(self) -> None:
+        """Closed to admit a newer connection (the waiting cap)."""
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def _cut_guard(cycle: RequestResponseCycle, app: ASGIApp) -> ASGIApp:
+    """The proxy cuts a started response by returning without completing it (an upstream
+    stream that broke, a stream past its deadline) or by being cancelled at the end of the
+    drain; it has logged and counted the cut. Close the connection — the caller sees a
+    truncated response, never a made-up end — without uvicorn's error line or traceback."""
+
+    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await app(scope, receive, send)
+        except asyncio.CancelledError:
+            if not cycle.response_complete:
+                _close(cycle)
+            return
+        if cycle.response_started and not cycle.response_complete and not cycle.disconnected:
+            _close(cycle)
+
+    return guarded
+
+
+def _close(cycle: RequestResponseCycle) -> None:
+    cycle.disconnected = True  # nothing more is written; uvicorn logs nothing for it
+    cycle.transport.close()
+
+
+def protocol_class(limits: ConnectionLimits) -> type[GatewayHttpProtocol]:
+    """A protocol class for one server: its limits and its own waiting-connection set."""
+    return type(
+        "GatewayHttpProtocol",
+        (GatewayHttpProtocol,),
+        {"limits": limits, "waiting": WaitingConnections(limits.max_waiting)},
+    )

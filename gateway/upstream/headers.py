@@ -1,0 +1,153 @@
+"""Header rewriting between caller, gateway and Azure (pure).
+
+Rules:
+
+* Requests to Azure carry only allow-listed caller headers, plus the gateway's own
+  ``api-key``, ``x-ms-client-request-id`` and ``accept-encoding``. Everything else is dropped:
+  the caller's ``Authorization``/``api-key``/cookies, hop-by-hop headers, anything the caller
+  names in ``Connection``, forwarding headers, method overrides.
+* The gateway decides the upstream encoding itself: always ``accept-encoding: identity``,
+  never the caller's. It must read what Azure answers (a new thread's id, the owner stamp it
+  removes from thread objects); a gzip answer would hide both.
+* A header value must be visible ASCII (plus space and tab) to be copied; anything else is
+  dropped, so CR/LF/NUL or non-ASCII bytes can never reach Azure.
+* Responses keep Azure's useful headers (request ids, retry hints, rate-limit state, poll
+  hints, content type/encoding/length) and nothing else: no ``Set-Cookie``, ``Server``, or
+  hop-by-hop headers. Azure's own ``x-request-id`` is relayed as ``x-upstream-request-id``; the
+  response's ``x-request-id`` is always the gateway's request id.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+
+RawHeaders = Sequence[tuple[bytes, bytes]]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+    }
+)
+
+REQUEST_ALLOW = frozenset(
+    {
+        b"accept",
+        b"content-type",
+        b"user-agent",
+        b"openai-beta",
+        b"x-stainless-lang",
+        b"x-stainless-package-version",
+        b"x-stainless-os",
+        b"x-stainless-arch",
+        b"x-stainless-runtime",
+        b"x-stainless-runtime-version",
+        b"x-stainless-async",
+        b"x-stainless-retry-count",
+        b"x-stainless-read-timeout",
+        b"x-stainless-timeout",
+        b"x-stainless-stream-helper",
+        b"x-stainless-custom-event-handler",
+        b"x-stainless-poll-helper",
+        b"x-stainless-custom-poll-interval",
+    }
+)
+
+RESPONSE_ALLOW = frozenset(
+    {
+        b"content-type",
+        b"content-length",
+        b"content-encoding",
+        b"cache-control",
+        b"apim-request-id",
+        b"x-ms-region",
+        b"x-ms-client-request-id",
+        b"openai-processing-ms",
+        b"retry-after",
+        b"retry-after-ms",
+        b"openai-poll-after-ms",
+        b"x-should-retry",
+    }
+)
+RESPONSE_ALLOW_PREFIXES = (b"x-ratelimit-",)
+
+_VISIBLE = re.compile(rb"[\x20-\x7e\t]*")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def _connection_named(headers: RawHeaders) -> set[bytes]:
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return named
+
+
+def upstream_request_headers(
+    headers: RawHeaders, *, api_key: str, request_id: str, has_body: bool
+) -> list[tuple[bytes, bytes]]:
+    """The exact header list sent to Azure."""
+    nominated = _connection_named(headers)
+    out: list[tuple[bytes, bytes]] = []
+    seen: set[bytes] = set()
+    for raw_name, value in headers:
+        name = raw_name.lower()
+        if name not in REQUEST_ALLOW or name in nominated or name in seen:
+            continue
+        if name == b"content-type" and not has_body:
+            continue
+        if not _VISIBLE.fullmatch(value):
+            continue
+        seen.add(name)
+        out.append((name, value))
+    if has_body and b"content-type" not in seen:
+        out.append((b"content-type", b"application/json"))
+    # Never the caller's choice: the gateway reads thread ids and owner stamps in Azure's
+    # answers (and, without it, the HTTP client could ask for gzip on its own).
+    out.append((b"accept-encoding", b"identity"))
+    out.append((b"api-key", api_key.encode("ascii")))
+    out.append((b"x-ms-client-request-id", request_id.encode("ascii")))
+    return out
+
+
+def downstream_response_headers(
+    headers: Iterable[tuple[bytes, bytes]], *, request_id: str
+) -> list[tuple[bytes, bytes]]:
+    """The headers relayed from Azure's response to the caller."""
+    headers = list(headers)
+    nominated = _connection_named(headers)
+    out: list[tuple[bytes, bytes]] = []
+    for raw_name, value in headers:
+        name = raw_name.lower()
+        if name in HOP_BY_HOP or name in nominated or not _VISIBLE.fullmatch(value):
+            continue
+        if name == b"x-request-id":
+            out.append((b"x-upstream-request-id", value))
+        elif name in RESPONSE_ALLOW or name.startswith(RESPONSE_ALLOW_PREFIXES):
+            out.append((name, value))
+    out.append((b"x-request-id", request_id.encode("ascii")))
+    return out
+
+
+def request_id_from(headers: RawHeaders) -> str:
+    """The caller's ``x-request-id`` / ``x-ms-client-request-id`` if well-formed, else a new one."""
+    for wanted in (b"x-request-id", b"x-ms-client-request-id"):
+        for name, value in headers:
+            if name.lower() == wanted:
+                text = value.decode("latin-1")
+                if _REQUEST_ID.fullmatch(text):
+                    return text
+    return str(uuid.uuid4())
+
+
+def header_values(headers: RawHeaders, wanted: bytes) -> list[bytes]:
+    return [v for n, v in headers if n.lower() == wanted]
