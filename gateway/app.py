@@ -1,35 +1,54 @@
-"""The composition root: builds every client from the config, wires the proxy, runs lifespan.
+"""The composition root: builds every client from the config and lists the pipeline.
 
-Nothing else constructs an I/O client. Start-up order: API key, upstream client, Redis and
-limiter, key providers (initial JWKS fetch), then readiness. Shutdown (after the server has
-drained its connections): stop readiness, close key providers, Redis, upstream client.
+The gateway is a Starlette application: ``/healthz`` and ``/readyz`` as routes, and the Azure
+surface mounted behind the pipeline, one pure-ASGI middleware per concern, in this order
+(``pipeline``)::
+
+    request context and observability → admission → authentication → operation and permission
+        → rate limit → body policy → ownership → forwarder (credential swap, streaming relay)
+
+It reads like the design card, with one deliberate change of order: ownership comes after the
+rate limit and the body policy, because on a miss of the cache and of Redis it costs an Azure
+call (reading the owner stamp), which only a request that passed every other check may cause.
+
+Nothing else constructs an I/O client. Start-up order: API key, key providers (initial JWKS
+fetch), Redis, readiness probes, then readiness. Shutdown (after the server has drained its
+connections): stop readiness, close key providers, Redis, upstream client.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
 
-from gateway.asgi import ASGIApp, Message, Receive, Scope, Send
+from gateway.asgi import ASGIApp, Receive, Scope, Send
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.jwks import JwksKeyProvider, JwksSource, StaticKeyProvider, make_jwks_http_client
 from gateway.auth.keys import KeyProvider
+from gateway.auth.middleware import AuthenticationMiddleware
 from gateway.config import Config, IssuerConfig
-from gateway.context import RequestContext
 from gateway.observability.accesslog import AccessLog
 from gateway.observability.metrics import GatewayMetrics, make_registry, metrics_app
+from gateway.observability.middleware import InFlight, Observers, RequestContextMiddleware
 from gateway.operations.apiversions import KNOWN_VERSIONS
-from gateway.operations.routes import ROUTES, RouteTable
+from gateway.operations.middleware import OperationMiddleware
+from gateway.operations.table import OperationTable
 from gateway.ownership.azure import AzureOwnerOrigin
 from gateway.ownership.lookup import ThreadOwners
+from gateway.ownership.middleware import OwnershipMiddleware
 from gateway.ownership.store import RedisOwnerRecords
-from gateway.proxy import Observer, ProxyApp, ProxyDeps
+from gateway.policy.middleware import PolicyMiddleware
+from gateway.ratelimit.middleware import RateLimitMiddleware
 from gateway.ratelimit.redis_limiter import (
     RedisClient,
     RedisRateLimiter,
@@ -39,8 +58,10 @@ from gateway.ratelimit.redis_limiter import (
 from gateway.redisconn.health import RedisHealth
 from gateway.server.admission import Admission
 from gateway.server.looplag import LoopLagMonitor
+from gateway.server.middleware import AdmissionMiddleware
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.credentials import ApiKeySource
+from gateway.upstream.forwarder import Forwarder
 
 log = logging.getLogger("gateway.app")
 
@@ -77,7 +98,10 @@ class Gateway:
     key_providers: Mapping[str, KeyProvider]
     redis: RedisClient | None
     limiter: RedisRateLimiter | None
-    proxy: ProxyApp
+    #: The pipeline (``Middleware`` entries, outermost first) and the endpoint behind it:
+    #: mounted by ``app`` here, or in another Starlette application (see ``lifespan``).
+    pipeline: list[Middleware]
+    forwarder: Forwarder
     draining: bool = False
     started: bool = False
     extra_closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -88,6 +112,35 @@ class Gateway:
     redis_health: RedisHealth | None = None
     #: Measures the event loop's lag (a gauge; see ``gateway.admission`` for why not to shed).
     lag_monitor: LoopLagMonitor | None = None
+    #: Requests being served now.
+    in_flight: InFlight = field(default_factory=InFlight)
+    #: Sheds requests before any work when this process is overloaded.
+    admission: Admission | None = None
+    app: Starlette = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.app = Starlette(
+            routes=[
+                Route("/healthz", self._healthz, methods=["GET", "HEAD"]),
+                Route("/readyz", self._readyz, methods=["GET", "HEAD"]),
+                Mount("", app=self.forwarder, middleware=self.pipeline),
+            ],
+            lifespan=lambda _app: self.lifespan(),
+        )
+
+    @property
+    def inflight(self) -> int:
+        return self.in_flight.count
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        """Start-up and shutdown; compose it into another application's lifespan to mount the
+        pipeline there."""
+        await self.startup()
+        try:
+            yield
+        finally:
+            await self.shutdown()
 
     async def startup(self) -> None:
         self.api_key.start()
@@ -129,39 +182,15 @@ class Gateway:
         return ready, checks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        path = scope["path"]
-        if path == "/healthz":
-            await _json(send, 200, {"status": "ok"})
-        elif path == "/readyz":
-            ready, checks = await self.readiness()
-            await _json(
-                send,
-                200 if ready else 503,
-                {"status": "ready" if ready else "not ready", "checks": checks},
-            )
-        else:
-            await self.proxy(scope, receive, send)
+        await self.app(scope, receive, send)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.startup()
-                except Exception as exc:
-                    log.exception("start-up failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def _healthz(self, _request: Request) -> Response:
+        return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})
+
+    async def _readyz(self, _request: Request) -> Response:
+        ready, checks = await self.readiness()
+        body = {"status": "ready" if ready else "not ready", "checks": checks}
+        return JSONResponse(body, 200 if ready else 503, headers={"cache-control": "no-store"})
 
 
 def issuers_ready(providers: Mapping[str, KeyProvider], checks: dict[str, str]) -> bool:
@@ -178,45 +207,11 @@ def issuers_ready(providers: Mapping[str, KeyProvider], checks: dict[str, str]) 
     return any_ok
 
 
-async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
-    data = json.dumps(body).encode()
-    start: Message = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(data)).encode()),
-            (b"cache-control", b"no-store"),
-        ],
-    }
-    await send(start)
-    await send({"type": "http.response.body", "body": data})
-
-
-class Observers:
-    """Fans the proxy's observer calls out to each observer (each must not raise)."""
-
-    def __init__(self, *observers: Observer) -> None:
-        self._observers = observers
-
-    def request_started(self, ctx: RequestContext) -> None:
-        for observer in self._observers:
-            observer.request_started(ctx)
-
-    def response_started(self, ctx: RequestContext) -> None:
-        for observer in self._observers:
-            observer.response_started(ctx)
-
-    def request_finished(self, ctx: RequestContext) -> None:
-        for observer in self._observers:
-            observer.request_finished(ctx)
-
-
 def _thread_owners(
     config: Config,
     redis_client: RedisClient,
     upstream: UpstreamClient,
-    routes: RouteTable,
+    routes: OperationTable,
     api_key: ApiKeySource,
 ) -> ThreadOwners:
     """Owners from the cache, then Redis, then the stamp on the Azure thread (read with the
@@ -251,7 +246,7 @@ def build(
     ``redis_client`` replaces the client built from ``config.redis`` (the embedded demo's
     in-process Redis when no ``redis-server`` is installed: the same Lua script runs on it).
     """
-    routes = RouteTable(ROUTES, config.api_versions)
+    routes = OperationTable(config.api_versions)
     metrics = GatewayMetrics(
         registry if registry is not None else make_registry(),
         operations=routes.operations,
@@ -325,17 +320,45 @@ def build(
     admission = Admission(max_pending=config.server.max_pending_requests)
     lag = LoopLagMonitor()
     metrics.track_admission(admission, lag)
-    deps = ProxyDeps(
-        config=config,
-        routes=routes,
-        authenticator=authenticator,
-        upstream=upstream,
+    in_flight = InFlight()
+    observer = Observers(AccessLog(enabled=config.server.access_log), metrics, in_flight)
+    pipeline = [
+        Middleware(
+            RequestContextMiddleware,
+            observer=observer,
+            overhead_header=config.server.overhead_header,
+        ),
+        Middleware(
+            AdmissionMiddleware,
+            admission=admission,
+            max_header_bytes=config.server.max_header_bytes,
+        ),
+        Middleware(AuthenticationMiddleware, authenticator=authenticator),
+        Middleware(OperationMiddleware, table=routes, profiles=config.profiles),
+        Middleware(
+            RateLimitMiddleware,
+            limiter=limiter,
+            global_rate=config.rate_limit.global_rate,
+            cluster=config.redis.cluster,
+            lease_ttl_s=config.rate_limit.lease_ttl_s,
+        ),
+        Middleware(
+            PolicyMiddleware,
+            max_body_bytes=config.server.max_body_bytes,
+            body_timeout_s=config.server.body_timeout_s,
+        ),
+        Middleware(
+            OwnershipMiddleware,
+            owners=threads,
+            unknown=config.threads.unknown,
+            max_body_bytes=config.server.max_body_bytes,
+        ),
+    ]
+    forwarder = Forwarder(
+        upstream,
         api_key=api_key.current,
         reload_api_key=api_key.reload,
-        limiter=limiter,
-        threads=threads,
-        observer=Observers(AccessLog(enabled=config.server.access_log), metrics),
-        admission=admission,
+        stream_max_duration_s=config.upstream.stream_max_duration_s,
     )
     return Gateway(
         config,
@@ -345,10 +368,13 @@ def build(
         providers,
         redis_client,
         limiter,
-        ProxyApp(deps),
+        pipeline,
+        forwarder,
         extra_closers=[c.aclose for c in jwks_clients.values()],
         metrics=metrics,
         metrics_app=metrics_app(metrics.registry),
         redis_health=health,
         lag_monitor=lag,
+        in_flight=in_flight,
+        admission=admission,
     )

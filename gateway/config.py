@@ -35,7 +35,7 @@ from gateway.auth.tokens import (
 )
 from gateway.configread import Problems, Section, between, one_of, positive
 from gateway.operations.apiversions import DEFAULT_VERSIONS, KNOWN_VERSIONS
-from gateway.operations.routes import ROUTES
+from gateway.operations.table import OPERATIONS as ROWS
 from gateway.policy.checks import PolicyLimits, limit_problems
 from gateway.ratelimit.gcra import Rate, RateLimitProfile, rate_problems
 
@@ -183,7 +183,7 @@ class Config:
     demo: bool = False
 
 
-OPERATIONS = frozenset(r.operation for r in ROUTES)
+OPERATIONS = frozenset(r.name for r in ROWS)
 
 
 def _url(allow_http: bool) -> Any:

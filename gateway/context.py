@@ -1,17 +1,28 @@
-"""The typed per-request context: what each stage decided, for logs, metrics and headers."""
+"""The typed per-request context: what each stage decided, for the next stages, logs, metrics
+and headers. One travels in every request's scope (``scope[CONTEXT]``, ``context_of``)."""
 
 from __future__ import annotations
 
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from gateway.asgi import Scope
 from gateway.auth.caller import Caller
 
+if TYPE_CHECKING:
+    from gateway.operations.table import OperationMatch
+    from gateway.ratelimit.gcra import Decision
+    from gateway.server.admission import Ticket
+
+#: The scope key of the request's context (set by ``RequestContextMiddleware``).
+CONTEXT = "gateway.context"
+
 #: The id of the request being served in this task (and the tasks it starts): set once per
-#: request by the proxy, read by the JSON log formatter, so every log line written while a
-#: request is served carries its id. uvicorn runs each request in its own task, whose context
-#: is a copy: the value never leaks into another request.
+#: request by the request-context middleware, read by the JSON log formatter, so every log
+#: line written while a request is served carries its id. uvicorn runs each request in its own
+#: task, whose context is a copy: the value never leaks into another request.
 current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
 
 
@@ -20,6 +31,7 @@ class RequestContext:
     request_id: str
     method: str
     started: float = field(default_factory=time.perf_counter)
+    #: The matched operation's name (``unmatched`` until the operation middleware has run).
     operation: str = "unmatched"
     op_class: str = "none"
     caller: Caller | None = None
@@ -37,6 +49,19 @@ class RequestContext:
     #: The limiter rule that refused the request (``ratelimit.Decision.limited_by``, one of
     #: ``ratelimit.RATELIMIT_REASONS``); ``reason`` then holds the 429's error code.
     ratelimit_rule: str | None = None
+    # What the pipeline's stages hand on, in order:
+    #: The request's place in the admission gate (released once the limiter has decided).
+    ticket: Ticket | None = None
+    #: The operation row matched, its api-version, ids, query and upstream target.
+    match: OperationMatch | None = None
+    #: The caller's profile (``config.Profile``).
+    profile: Any = None
+    #: The rate limiter's decision (None: no limits apply).
+    decision: Decision | None = None
+    #: The validated body to forward (None: none).
+    body: dict[str, Any] | None = None
+    #: The owner digest of the object the request acts on or creates (None: not owned).
+    owner: str | None = None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -50,3 +75,9 @@ class RequestContext:
     def overhead_seconds(self) -> float:
         """Total time minus time spent waiting on Azure."""
         return max(0.0, self.elapsed() - self.upstream_seconds())
+
+
+def context_of(scope: Scope) -> RequestContext:
+    """The request's context (the request-context middleware runs first)."""
+    ctx: RequestContext = scope[CONTEXT]
+    return ctx

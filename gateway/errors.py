@@ -157,3 +157,18 @@ class GatewayTimeoutError(GatewayError):
     status = 504
     type = "server_error"
     default_code = "upstream_timeout"
+
+
+# ---------------------------------------------------------------- not rendered
+#
+# Two control-flow exceptions that never become an error response: the request is over.
+
+
+class ClientGoneError(Exception):
+    """The client disconnected (before its body arrived, or while the gateway waited)."""
+
+
+class ResponseCut(Exception):
+    """A started response cannot go on honestly (an upstream body that ended abnormally, a
+    streamed object that cannot be checked): the connection is cut without the terminating
+    chunk, never completed with made-up bytes."""

@@ -222,7 +222,7 @@ def test_a_thousand_disconnects_leave_no_leak(gw: Stack) -> None:
     assert not errors
     assert _wait(lambda: all(r.outcome.ended.is_set() for r in gw.fake.requests), 15)
     assert all(r.closed_early.is_set() for r in gw.fake.requests)
-    assert _wait(lambda: gw.gateway.proxy.inflight == 0, 5)
+    assert _wait(lambda: gw.gateway.inflight == 0, 5)
     assert gw.gateway.upstream.pool_connections() <= gw.config.upstream.max_keepalive
     gc.collect()
     assert _wait(lambda: _fd_count() <= fds + 10, 5), (fds, _fd_count())

@@ -17,7 +17,8 @@ import jwt
 import pytest
 import redis
 
-from gateway.operations.routes import ROUTES, Route
+from gateway.operations.row import Operation
+from gateway.operations.table import OPERATIONS
 from gateway.ownership.rules import owner_key, tenant_digest
 from tests.servers import RedisServer
 from tests.stack import AUDIENCE, ISSUER, KID, PRIVATE_PEM, V1, V2, Stack, running_stack
@@ -78,10 +79,10 @@ def separate(
         yield stack
 
 
-def thread_routes() -> list[tuple[Route, str]]:
+def thread_routes() -> list[tuple[Operation, str]]:
     """Every route that names a thread, once per api-version generation it exists in."""
     out = []
-    for route in ROUTES:
+    for route in OPERATIONS:
         if "{thread_id}" in route.template:
             out += [
                 (route, version)
@@ -110,12 +111,12 @@ def test_an_idp_tenant_cannot_reach_the_namespace_of_the_same_name(separate: Sta
                 step_id="step_abc123",
                 file_id="file-abc123",
             )
-            body = BODIES.get(route.operation, {"metadata": {"k": "v"}}) if route.has_body else None
+            body = BODIES.get(route.name, {"metadata": {"k": "v"}}) if route.has_body else None
             answer = h.request(
                 route.method, path, params={"api-version": version}, json=body, headers=idp
             )
-            assert answer.status_code == 404, (route.operation, version, answer.text)
-            assert answer.json()["error"]["code"] == "thread_not_found", route.operation
+            assert answer.status_code == 404, (route.name, version, answer.text)
+            assert answer.json()["error"]["code"] == "thread_not_found", route.name
         assert len(s.fake.requests) == before  # nothing reached Azure
         # The namespace itself still works on its own thread.
         assert (

@@ -40,7 +40,9 @@ CORE = {
     "policy.urls",
     "ratelimit.gcra",
     "ratelimit.local",
-    "operations.routes",
+    "operations.row",
+    "operations.table",
+    "operations.assistants",
     "auth.cache",
     "observability.labels",
     "config",
@@ -72,8 +74,16 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "server.protocol": ({"uvicorn"}, set()),
     "upstream.credentials": (set(), set()),
     "auth.authenticator": (set(), set()),
-    # The pipeline consumes the upstream adapter's response type and its own ports.
-    "proxy": (set(), {"upstream.client", "auth.authenticator", "policy.bodyread"}),
+    # The pipeline: one pure-ASGI middleware per concern (no I/O library of their own; each
+    # uses its concern's adapter or core), and the forwarder over the upstream adapter.
+    "observability.middleware": (set(), set()),
+    "server.middleware": (set(), {"policy.bodyread"}),
+    "auth.middleware": (set(), {"auth.authenticator"}),
+    "operations.middleware": (set(), set()),
+    "ratelimit.middleware": (set(), set()),
+    "policy.middleware": (set(), {"policy.bodyread"}),
+    "ownership.middleware": (set(), set()),
+    "upstream.forwarder": ({"httpx", "aiohttp"}, {"upstream.client"}),
 }
 ROOTS = {"app", "cli"}
 

@@ -22,7 +22,7 @@ from gateway.auth.tokens import AUTH_REASONS
 from gateway.context import RequestContext
 from gateway.observability import labels as lbl
 from gateway.observability.metrics import GatewayMetrics, make_registry
-from gateway.operations.routes import ROUTES
+from gateway.operations.table import OPERATIONS as ROUTES
 from gateway.policy.checks import POLICY_REASONS
 from gateway.ratelimit.gcra import RATELIMIT_REASONS, Decision
 from tests.gatewayproc import GatewayProcess, write_config
@@ -30,7 +30,7 @@ from tests.servers import ThreadedUvicorn, free_port
 from tests.stack import PRIVATE_PEM, PUBLIC_JWK, V2, Stack, base_config, running_stack
 
 ROOT = Path(__file__).resolve().parent.parent
-OPERATIONS = frozenset(r.operation for r in ROUTES)
+OPERATIONS = frozenset(r.name for r in ROUTES)
 PROFILES = ("reader", "writer")
 #: Parsed once: signing from the PEM re-parses (and re-checks) the RSA key every time.
 SIGNING_KEY = serialization.load_pem_private_key(PRIVATE_PEM, None)

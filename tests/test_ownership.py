@@ -7,21 +7,35 @@ import json
 import pytest
 
 from gateway.errors import NotFoundError
+from gateway.operations.table import BY_NAME
 from gateway.ownership.rules import (
     STAMP_KEY,
     check_owner,
+    created_id,
     first_event_complete,
     owned_by,
     owner_key,
     tenant_digest,
-    thread_id_from_json,
 )
 from gateway.ownership.stamp import (
     SseStampFilter,
     StampFilterError,
-    stamp_request,
-    strip_thread_json,
+    strip_object_json,
 )
+from gateway.ownership.stamp import stamp_request as stamp_row
+
+
+def thread_id_from_json(operation: str, body: bytes) -> str | None:
+    creation = BY_NAME[operation].creates
+    assert creation is not None
+    return created_id(creation, body)
+
+
+def stamp_request(operation: str, body: object, owner: str | None) -> object:
+    return stamp_row(BY_NAME[operation], body, owner)  # type: ignore[arg-type]
+
+
+strip_thread_json = strip_object_json
 
 A = tenant_digest("team-a")
 
@@ -181,7 +195,7 @@ def test_sse_filter_strips_the_stamp_whatever_the_chunking(size: int) -> None:
     events = _events(out)
     assert events[0][0] == "thread.created"
     assert json.loads(events[0][1])["metadata"] == {"k": "v"}
-    assert sse.thread_id == "thread_new1"
+    assert sse.object_id == "thread_new1"
 
 
 def test_sse_filter_passes_other_events_at_once() -> None:

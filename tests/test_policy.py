@@ -10,16 +10,19 @@ import pytest
 
 from gateway.errors import BadRequestError
 from gateway.operations.apiversions import KNOWN_VERSIONS, ApiVersion
+from gateway.operations.table import OPERATIONS
 from gateway.policy.checks import (
     AZURE_LIMITS,
-    BODY_OPERATIONS,
-    BODYLESS_OPERATIONS,
     POLICY_REASONS,
     PolicyLimits,
-    check_request,
     limit_problems,
 )
 from gateway.policy.jsonbody import dump_json
+from tests.policycases import check_request
+
+BODY_OPERATIONS = frozenset(op.name for op in OPERATIONS if op.has_body)
+BODYLESS_OPERATIONS = frozenset(op.name for op in OPERATIONS if not op.has_body)
+
 
 V1 = KNOWN_VERSIONS["2024-02-15-preview"]
 V2 = KNOWN_VERSIONS["2024-05-01-preview"]

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from gateway.errors import BadRequestError
 from gateway.operations.apiversions import KNOWN_VERSIONS, ApiVersion
-from gateway.policy.checks import POLICY_REASONS, PolicyLimits, check_request, limit_problems
+from gateway.policy.checks import POLICY_REASONS, PolicyLimits, limit_problems
 from gateway.policy.jsonbody import dump_json, parse_json_object
+from tests.policycases import check_request
 
 V1 = KNOWN_VERSIONS["2024-02-15-preview"]
 V2 = KNOWN_VERSIONS["2024-05-01-preview"]

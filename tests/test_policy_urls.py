@@ -10,8 +10,9 @@ import pytest
 
 from gateway.errors import BadRequestError
 from gateway.operations.apiversions import KNOWN_VERSIONS
-from gateway.policy.checks import PolicyLimits, check_request
+from gateway.policy.checks import PolicyLimits
 from gateway.policy.urls import MAX_URL_CHARS, UrlError, is_private, parse_https_url
+from tests.policycases import check_request
 
 V2 = KNOWN_VERSIONS["2024-05-01-preview"]
 DEFAULT = PolicyLimits()

@@ -6,7 +6,8 @@ import pytest
 
 from gateway.errors import BadRequestError, MethodNotAllowedError, NotFoundError
 from gateway.operations.apiversions import DEFAULT_VERSIONS
-from gateway.operations.routes import ROUTES, RouteTable
+from gateway.operations.table import OPERATIONS as ROUTES
+from gateway.operations.table import OperationTable
 
 V1 = "2024-02-15-preview"
 V2 = "2024-05-01-preview"
@@ -15,7 +16,7 @@ T = "thread_abc123"
 M = "msg_abc123"
 R = "run_abc123"
 
-table = RouteTable(ROUTES, DEFAULT_VERSIONS)
+table = OperationTable(DEFAULT_VERSIONS)
 
 
 def match(method: str, path: str, query: str = f"api-version={V2}"):  # type: ignore[no-untyped-def]
@@ -178,12 +179,12 @@ def test_operation_not_in_version() -> None:
 
 
 def test_allowed_versions_come_from_config() -> None:
-    narrow = RouteTable(ROUTES, [V2])
+    narrow = OperationTable([V2])
     with pytest.raises(BadRequestError) as err:
         narrow.match("GET", f"/openai/threads/{T}".encode(), f"api-version={V1}".encode())
     assert err.value.code == "unsupported_api_version"
     with pytest.raises(ValueError, match="unknown api-version"):
-        RouteTable(ROUTES, ["2099-01-01"])
+        OperationTable(["2099-01-01"])
 
 
 def test_no_query_parameter_is_allowed_on_create_message() -> None:

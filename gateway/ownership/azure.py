@@ -4,7 +4,7 @@ Used by ``ownership_lookup`` only when neither the in-process cache nor Redis kn
 thread's owner. The request is the gateway's own, never the caller's:
 
 * ``GET /openai/threads/{thread_id}?api-version=V`` built by the route table from the already
-  validated thread id and a configured api-version (``routes.RouteTable.match`` re-checks both
+  validated thread id and a configured api-version (``table.OperationTable.match`` re-checks both
   and builds the target the same strict way as for callers); ``upstream.send`` checks the URL
   once more against the configured endpoint.
 * Only the gateway's headers: ``api-key``, a fresh ``x-ms-client-request-id``,
@@ -23,9 +23,10 @@ import uuid
 from collections.abc import Callable
 
 from gateway.errors import GatewayError
-from gateway.operations.routes import RouteTable
-from gateway.ownership.rules import ownership_unavailable, thread_not_found, valid_owner
-from gateway.ownership.stamp import stamp_in_thread
+from gateway.operations.row import THREAD, Kind
+from gateway.operations.table import BY_NAME, OperationTable
+from gateway.ownership.rules import not_found, ownership_unavailable, valid_owner
+from gateway.ownership.stamp import stamp_in_object
 from gateway.upstream.client import UpstreamBrokenError, UpstreamClient
 from gateway.upstream.headers import upstream_request_headers
 
@@ -39,8 +40,9 @@ class AzureOwnerOrigin:
     def __init__(
         self,
         upstream: UpstreamClient,
-        routes: RouteTable,
+        routes: OperationTable,
         *,
+        kind: Kind = THREAD,
         api_key: Callable[[], str],
         api_version: str,
         timeout_s: float,
@@ -48,18 +50,21 @@ class AzureOwnerOrigin:
     ) -> None:
         self.upstream = upstream
         self.routes = routes
+        self.kind = kind
+        self.lookup = BY_NAME[kind.lookup]
         self.api_key = api_key
         self.api_version = api_version
         self.timeout_s = timeout_s
         self.reload_api_key = reload_api_key
 
     async def stamp(self, thread_id: str) -> str | None:
+        target = self.lookup.template.format(**{self.kind.param: thread_id})
         match = self.routes.match(
-            "GET",
-            f"/openai/threads/{thread_id}".encode("ascii"),
+            self.lookup.method,
+            target.encode("ascii"),
             f"api-version={self.api_version}".encode("ascii"),
         )
-        if match.operation != "threads.retrieve" or match.ids.get("thread_id") != thread_id:
+        if match.row is not self.lookup or match.ids.get(self.kind.param) != thread_id:
             raise ownership_unavailable()
         headers = upstream_request_headers(
             [], api_key=self.api_key(), request_id=str(uuid.uuid4()), has_body=False
@@ -67,7 +72,12 @@ class AzureOwnerOrigin:
         try:
             async with asyncio.timeout(self.timeout_s):
                 response = await self.upstream.send(
-                    "GET", match.upstream_path, match.upstream_query, headers, None, stream=False
+                    self.lookup.method,
+                    match.upstream_path,
+                    match.upstream_query,
+                    headers,
+                    None,
+                    stream=False,
                 )
                 async with response:
                     body = await response.read_until(lambda _b: False, MAX_THREAD_BYTES + 1)
@@ -78,7 +88,7 @@ class AzureOwnerOrigin:
 
     def _answer(self, thread_id: str, status: int, body: bytes) -> str | None:
         if status == 404:
-            raise thread_not_found()
+            raise not_found(self.kind)
         if status != 200 or len(body) > MAX_THREAD_BYTES:
             log.warning("thread owner lookup at Azure answered %d", status)
             if status in (401, 403) and self.reload_api_key is not None:
@@ -91,7 +101,7 @@ class AzureOwnerOrigin:
         if not isinstance(obj, dict) or obj.get("id") != thread_id:
             log.warning("thread owner lookup at Azure: unreadable thread object")
             raise ownership_unavailable()
-        raw = stamp_in_thread(obj)
+        raw = stamp_in_object(obj)
         if raw is None:
             return None
         owner = valid_owner(raw)

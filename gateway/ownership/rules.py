@@ -29,13 +29,12 @@ import re
 from typing import Literal
 
 from gateway.errors import NotFoundError, ServiceUnavailableError
+from gateway.operations.row import THREAD, Creation, Kind
 
 UnknownPolicy = Literal["deny", "allow"]
 KEY_PREFIX = "gw:own:"
-CREATES_THREAD = frozenset({"threads.create", "threads.create_and_run"})
 #: The reserved thread-metadata key that carries the owner's digest on the Azure object.
 STAMP_KEY = "gateway_owner"
-_THREAD_ID = re.compile(r"thread_[A-Za-z0-9]{1,64}")
 #: What a stored owner (a record's value, a stamp) may look like: a digest, never free text.
 _OWNER = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 #: How much of a streamed create-and-run is read, at most, looking for ``thread.created``.
@@ -54,10 +53,16 @@ def ownership_unavailable() -> ServiceUnavailableError:
     )
 
 
-def thread_not_found() -> NotFoundError:
+def not_found(kind: Kind = THREAD) -> NotFoundError:
+    """The 404 of a foreign (or, under ``deny``, unknown) object: it says no more than Azure's
+    own 404 for an id that does not exist."""
     return NotFoundError(
-        "No thread found with this id.", code="thread_not_found", param="thread_id"
+        f"No {kind.name} found with this id.", code=kind.not_found_code, param=kind.param
     )
+
+
+def thread_not_found() -> NotFoundError:
+    return not_found(THREAD)
 
 
 def owner_key(thread_id: str) -> str:
@@ -90,29 +95,34 @@ def owned_by(owner: str, tenant: str, legacy_tenant: str | None = None) -> bool:
 
 
 def check_owner(
-    owner: str | None, tenant: str, unknown: UnknownPolicy, legacy_tenant: str | None = None
+    owner: str | None,
+    tenant: str,
+    unknown: UnknownPolicy,
+    legacy_tenant: str | None = None,
+    kind: Kind = THREAD,
 ) -> None:
-    """Raise the 404 a foreign (or, under ``deny``, unrecorded) thread gets."""
+    """Raise the 404 a foreign (or, under ``deny``, unrecorded) object gets."""
     if owner is None:
         if unknown == "allow":
             return
-        raise thread_not_found()
+        raise not_found(kind)
     if not owned_by(owner, tenant, legacy_tenant):
-        raise thread_not_found()
+        raise not_found(kind)
 
 
-def thread_id_from_json(operation: str, body: bytes) -> str | None:
+def created_id(creation: Creation, body: bytes) -> str | None:
+    """The new object's id in a creating operation's JSON answer (``creates.id_field``)."""
     try:
         obj = json.loads(body)
     except (ValueError, RecursionError):
         return None
     if not isinstance(obj, dict):
         return None
-    return valid_thread_id(obj.get("id") if operation == "threads.create" else obj.get("thread_id"))
+    return valid_id(creation.kind, obj.get(creation.id_field))
 
 
-def valid_thread_id(value: object) -> str | None:
-    return value if isinstance(value, str) and _THREAD_ID.fullmatch(value) else None
+def valid_id(kind: Kind, value: object) -> str | None:
+    return value if isinstance(value, str) and kind.pattern.fullmatch(value) else None
 
 
 def first_event_complete(buffer: bytes) -> bool:

@@ -25,11 +25,11 @@ import json
 import re
 from typing import Any
 
-from gateway.ownership.rules import SSE_PEEK_LIMIT, STAMP_KEY, valid_thread_id
+from gateway.operations.row import THREAD, Kind, Operation
+from gateway.ownership.rules import SSE_PEEK_LIMIT, STAMP_KEY, valid_id
 
 _STAMP_BYTES = STAMP_KEY.encode()
 _EOL = re.compile(rb"\r\n|\n|\r")
-_THREAD_CREATED = b"thread.created"
 
 
 class StampFilterError(Exception):
@@ -41,20 +41,35 @@ def _stamped(metadata: Any, owner: str) -> dict[str, Any]:
 
 
 def stamp_request(
-    operation: str, body: dict[str, Any] | None, owner: str | None
+    row: Operation, body: dict[str, Any] | None, owner: str | None
 ) -> dict[str, Any] | None:
-    """The validated body to forward, with the owner stamp where the operation needs it."""
+    """The validated body to forward, with the owner stamp where the row puts one: a creating
+    operation at its ``creates.stamp_at`` (missing objects on the way are created), a
+    metadata-replacing one at ``restamp_at`` when the body has that field."""
     if owner is None or body is None:
         return body
-    if operation == "threads.create":
-        return {**body, "metadata": _stamped(body.get("metadata"), owner)}
-    if operation == "threads.create_and_run":
-        given = body.get("thread")
-        thread: dict[str, Any] = given if isinstance(given, dict) else {}
-        return {**body, "thread": {**thread, "metadata": _stamped(thread.get("metadata"), owner)}}
-    if operation == "threads.modify" and "metadata" in body:
-        return {**body, "metadata": _stamped(body["metadata"], owner)}
+    if row.creates is not None:
+        return _stamp_at(body, row.creates.stamp_at, owner)
+    if row.restamp_at is not None and _has(body, row.restamp_at):
+        return _stamp_at(body, row.restamp_at, owner)
     return body
+
+
+def _has(body: dict[str, Any], path: tuple[str, ...]) -> bool:
+    node: Any = body
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def _stamp_at(body: dict[str, Any], path: tuple[str, ...], owner: str) -> dict[str, Any]:
+    head, *rest = path
+    if not rest:
+        return {**body, head: _stamped(body.get(head), owner)}
+    given = body.get(head)
+    return {**body, head: _stamp_at(given if isinstance(given, dict) else {}, tuple(rest), owner)}
 
 
 def _without_stamp(obj: Any) -> tuple[Any, bool]:
@@ -71,8 +86,8 @@ def _dump(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def strip_thread_json(body: bytes) -> bytes:
-    """A thread object's JSON without the stamp (the same bytes when it has none)."""
+def strip_object_json(body: bytes) -> bytes:
+    """An owned object's JSON without the stamp (the same bytes when it has none)."""
     try:
         obj = json.loads(body)
     except (ValueError, RecursionError):
@@ -85,8 +100,8 @@ def strip_thread_json(body: bytes) -> bytes:
     return _dump(stripped) if had or _STAMP_BYTES in body else body
 
 
-def stamp_in_thread(obj: Any) -> Any:
-    """The stamp's raw value in a parsed thread object, or None."""
+def stamp_in_object(obj: Any) -> Any:
+    """The stamp's raw value in a parsed owned object, or None."""
     metadata = obj.get("metadata") if isinstance(obj, dict) else None
     return metadata.get(STAMP_KEY) if isinstance(metadata, dict) else None
 
@@ -105,14 +120,19 @@ class SseStampFilter:
     Events are delimited by a blank line (CRLF, LF or CR line ends). An event whose first line
     names another event type passes through at once, byte for byte; a ``thread.created`` event
     (or one whose type is not known from its first line) is held until complete, at most
-    ``limit`` bytes, and relayed without the stamp. ``thread_id`` is the id of the first
+    ``limit`` bytes, and relayed without the stamp. ``object_id`` is the id of the first
     ``thread.created`` event. An incomplete event at the end of the stream is dropped, as an
     SSE client would.
     """
 
-    def __init__(self, limit: int = SSE_PEEK_LIMIT) -> None:
+    def __init__(
+        self, event: str = "thread.created", kind: Kind = THREAD, limit: int = SSE_PEEK_LIMIT
+    ) -> None:
+        self.event = event.encode("ascii")
+        self.kind = kind
         self.limit = limit
-        self.thread_id: str | None = None
+        #: The id of the first ``event`` (the new object's), once it has passed.
+        self.object_id: str | None = None
         self._buffer = bytearray()  # bytes not yet split into lines
         self._held: list[bytes] = []  # lines of the event being held
         self._held_size = 0
@@ -158,7 +178,7 @@ class SseStampFilter:
             return line  # a blank line between events
         if not self._held and not blank:
             name, value = _field(_EOL.sub(b"", line))
-            if name == b"event" and value != _THREAD_CREATED:
+            if name == b"event" and value != self.event:
                 self._passing = True
                 return line
         self._held.append(line)
@@ -170,15 +190,15 @@ class SseStampFilter:
         raw = b"".join(lines)
         fields = [_field(_EOL.sub(b"", line)) for line in lines[:-1]]
         events = [value for name, value in fields if name == b"event"]
-        if not events or events[-1] != _THREAD_CREATED:
+        if not events or events[-1] != self.event:
             return raw
         data = b"\n".join(value for name, value in fields if name == b"data")
         try:
             obj = json.loads(data)
         except (ValueError, RecursionError):
             raise StampFilterError("unreadable thread.created event") from None
-        if self.thread_id is None and isinstance(obj, dict):
-            self.thread_id = valid_thread_id(obj.get("id"))
+        if self.object_id is None and isinstance(obj, dict):
+            self.object_id = valid_id(self.kind, obj.get("id"))
         stripped, had = _without_stamp(obj)
         if not had and _STAMP_BYTES not in data:
             return raw

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from gateway.errors import BadRequestError, PayloadTooLargeError, RequestTimeoutError
+from gateway.asgi import Receive
+from gateway.errors import (
+    BadRequestError,
+    ClientGoneError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+)
 from gateway.upstream.headers import header_values
-
-
-class ClientGoneError(Exception):
-    """The client disconnected before its request body arrived."""
-
 
 _OWS = b" \t"
 
@@ -58,7 +59,7 @@ def declared_length(headers: Sequence[tuple[bytes, bytes]], max_bytes: int) -> i
 
 
 async def read_body(
-    receive: object, headers: Sequence[tuple[bytes, bytes]], *, max_bytes: int, timeout_s: float
+    receive: Receive, headers: Sequence[tuple[bytes, bytes]], *, max_bytes: int, timeout_s: float
 ) -> bytes:
     """The whole body, refusing it (413) as soon as it crosses ``max_bytes``, or 408 when it
     does not arrive within ``timeout_s`` (slow-body clients hold no worker forever)."""
@@ -68,7 +69,7 @@ async def read_body(
     try:
         async with asyncio.timeout(timeout_s):
             while True:
-                message = await receive()  # type: ignore[operator]
+                message = await receive()
                 if message["type"] == "http.disconnect":
                     raise ClientGoneError
                 chunk = message.get("body", b"")

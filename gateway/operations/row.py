@@ -1,0 +1,154 @@
+"""One record per operation: everything the pipeline needs to know about it (pure data).
+
+An :class:`Operation` row says how the operation is addressed (method, path template,
+api-version generations, query parameters), how it is limited (``op_class``), what its body
+may hold (``body``: the policy checker, or None for an operation without a body), whether it
+may stream, and what it does to owned objects:
+
+* ``owner``: the path parameter naming the owned object the request acts on (derived from
+  the template: the first placeholder of an ownable :class:`Kind`; messages, runs and steps
+  are reached through their thread, so ``thread_id`` is their owner);
+* ``creates``: the kind it creates, where the new id is in the answer (a JSON field, or the
+  ``data.id`` of a named server-sent event), and where the owner stamp goes in the body;
+* ``restamp_at``: a body field that replaces the object's metadata (the stamp is put back);
+* ``returns``: its JSON answer is an object of that kind (the stamp is taken off);
+* ``deletes``: a success removes the path's owned object.
+
+Every middleware reads the row; none compares operation names (``tests/test_operations``
+holds that). Adding an operation is adding a row (and a body checker when it has a body).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from gateway.operations.apiversions import ApiVersion, Generation
+
+OpClass = Literal["read", "write"]
+#: ``(body, version, profile limits) -> the body to forward`` (a 400 ``BadRequestError`` on
+#: refusal); the limits' type belongs to the policy package.
+BodyCheck = Callable[[dict[str, Any], ApiVersion, Any], dict[str, Any]]
+
+ID_PATTERNS: dict[str, re.Pattern[str]] = {
+    "thread_id": re.compile(r"thread_[A-Za-z0-9]{1,64}"),
+    "message_id": re.compile(r"msg_[A-Za-z0-9]{1,64}"),
+    "run_id": re.compile(r"run_[A-Za-z0-9]{1,64}"),
+    "step_id": re.compile(r"step_[A-Za-z0-9]{1,64}"),
+    "file_id": re.compile(r"(?:file|assistant)-[A-Za-z0-9_-]{1,64}"),
+}
+
+INCLUDE_VALUES = frozenset({"step_details.tool_calls[*].file_search.results[*].content"})
+_LIMIT = re.compile(r"[1-9][0-9]{0,2}")
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """A kind of object the gateway keeps tenants apart on."""
+
+    name: str
+    #: The path parameter that names it.
+    param: str
+    #: The row the gateway itself uses to read the object's owner stamp at Azure.
+    lookup: str
+    #: The error code a foreign (or unknown, under ``deny``) object answers with (404).
+    not_found_code: str
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        return ID_PATTERNS[self.param]
+
+
+THREAD = Kind("thread", "thread_id", lookup="threads.retrieve", not_found_code="thread_not_found")
+KINDS: dict[str, Kind] = {k.param: k for k in (THREAD,)}
+
+
+@dataclass(frozen=True, slots=True)
+class Creation:
+    """An operation that creates an owned object."""
+
+    kind: Kind
+    #: The JSON answer's field holding the new object's id.
+    id_field: str
+    #: Where the owner stamp goes in the request body (a path of object keys; the object at
+    #: the last key is the metadata map; missing objects on the way are created).
+    stamp_at: tuple[str, ...]
+    #: A streamed answer: the event whose ``data`` is the new object (its ``id``, its stamp).
+    sse_event: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryParam:
+    name: str
+    validate: Callable[[str, ApiVersion], bool]
+    #: The parameter exists only where this returns True for the request's api-version.
+    available: Callable[[ApiVersion], bool] = lambda v: True
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    name: str
+    method: str
+    template: str
+    generations: frozenset[Generation]
+    op_class: OpClass
+    query: tuple[QueryParam, ...] = ()
+    #: The body checker; None: the operation takes no body (a non-empty one is refused).
+    body: BodyCheck | None = None
+    #: May answer with ``text/event-stream`` when the body says ``"stream": true``.
+    streams: bool = False
+    creates: Creation | None = None
+    returns: Kind | None = None
+    restamp_at: tuple[str, ...] | None = None
+    deletes: bool = False
+    segments: tuple[str, ...] = field(init=False)
+    #: The kind of the owned object the request acts on, and its path parameter.
+    owner: Kind | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        segments = tuple(self.template.strip("/").split("/"))
+        object.__setattr__(self, "segments", segments)
+        params = [s[1:-1] for s in segments if s.startswith("{")]
+        owner = next((KINDS[p] for p in params if p in KINDS), None)
+        object.__setattr__(self, "owner", owner)
+        if self.deletes and owner is None:
+            raise ValueError(f"{self.name}: deletes needs an owned object in its path")
+
+    @property
+    def has_body(self) -> bool:
+        return self.body is not None
+
+
+# ---------------------------------------------------------------- query validators
+
+
+def limit(value: str, _: ApiVersion) -> bool:
+    return bool(_LIMIT.fullmatch(value)) and 1 <= int(value) <= 100
+
+
+def order(value: str, _: ApiVersion) -> bool:
+    return value in ("asc", "desc")
+
+
+def id_of(param: str) -> Callable[[str, ApiVersion], bool]:
+    pattern = ID_PATTERNS[param]
+    return lambda value, _: bool(pattern.fullmatch(value))
+
+
+def include(value: str, _: ApiVersion) -> bool:
+    return value in INCLUDE_VALUES
+
+
+def pager(item_param: str) -> tuple[QueryParam, ...]:
+    return (
+        QueryParam("limit", limit),
+        QueryParam("order", order),
+        QueryParam("after", id_of(item_param)),
+        QueryParam("before", id_of(item_param)),
+    )
+
+
+def v2_only(version: ApiVersion) -> bool:
+    return version.generation == "v2"

@@ -1,0 +1,56 @@
+"""Body policy: the bounded body (``bodyread``), strict JSON (``jsonbody``) and the profile's
+policy for the operation (the row's checker, ``checks``). What is forwarded is the validated,
+re-serialised object in ``ctx.body``, never the caller's bytes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.asgi import ASGIApp, Receive, Scope, Send
+from gateway.context import context_of
+from gateway.errors import BadRequestError
+from gateway.operations.table import OperationMatch
+from gateway.policy.bodyread import read_body
+from gateway.policy.checks import check_body
+from gateway.policy.jsonbody import parse_json_object
+from gateway.upstream.headers import header_values
+
+
+class PolicyMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_timeout_s: float) -> None:
+        if max_body_bytes < 1 or body_timeout_s <= 0:
+            raise ValueError("max_body_bytes and body_timeout_s must be positive")
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx = context_of(scope)
+        assert ctx.match is not None  # the operation middleware runs first
+        headers: Sequence[tuple[bytes, bytes]] = scope["headers"]
+        started = time.perf_counter()
+        raw = await read_body(
+            receive, headers, max_bytes=self.max_body_bytes, timeout_s=self.body_timeout_s
+        )
+        body = _checked(ctx.match, raw, headers, ctx.profile.policy)
+        ctx.body = body
+        ctx.stages["policy"] = time.perf_counter() - started
+        ctx.stream = bool(ctx.match.row.streams and body and body.get("stream") is True)
+        await self.app(scope, receive, send)
+
+
+def _checked(
+    match: OperationMatch, raw: bytes, headers: Sequence[tuple[bytes, bytes]], limits: Any
+) -> dict[str, Any] | None:
+    row = match.row
+    if not raw:
+        if row.has_body:
+            raise BadRequestError("A JSON request body is required.", code="invalid_body")
+        return check_body(row.body, match.version, None, limits)
+    content_type = header_values(headers, b"content-type")
+    if len(content_type) > 1:
+        raise BadRequestError("Content-Type given more than once.", code="invalid_header")
+    parsed = parse_json_object(raw, content_type[0].decode("latin-1") if content_type else None)
+    return check_body(row.body, match.version, parsed, limits)

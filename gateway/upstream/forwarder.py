@@ -1,0 +1,182 @@
+"""The forwarder: the endpoint at the end of the pipeline (pure ASGI, over ``upstream.client``).
+
+It swaps the caller's credential for the gateway's (``headers.upstream_request_headers``:
+only allow-listed caller headers, the Azure ``api-key``), sends the validated body to the
+target the operation table built, and relays Azure's status, filtered headers and raw bytes
+as they arrive — server-sent events included, never buffered.
+
+* Azure refusing the gateway's credential (401/403) is never passed on: 502
+  ``upstream_auth_failed``, and the key file is re-read at once (it may have been rotated).
+* A stream, or a read, stops waiting for Azure's headers when the client goes away first; a
+  non-idempotent call that is not streamed is let finish (bounded by the upstream timeouts) so
+  Azure's state and the caller's view agree.
+* A body of known length is relayed without a disconnect watcher; a stream is watched, and
+  has a total deadline (``upstream.stream_max_duration_s``) on top of the per-read timeouts.
+* A broken upstream body after the response started ends the caller's response without its
+  terminating chunk (never a made-up ``[DONE]``), counted as a cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from gateway.asgi import Receive, Scope, Send
+from gateway.context import RequestContext, context_of
+from gateway.errors import BadGatewayError, ClientGoneError, GatewayError, ResponseCut
+from gateway.operations.table import OperationMatch
+from gateway.policy.jsonbody import dump_json
+from gateway.upstream.client import UpstreamBrokenError, UpstreamClient, UpstreamResponse
+from gateway.upstream.headers import downstream_response_headers, upstream_request_headers
+
+log = logging.getLogger("gateway.proxy")
+
+
+class Forwarder:
+    def __init__(
+        self,
+        upstream: UpstreamClient,
+        *,
+        api_key: Callable[[], str],
+        reload_api_key: Callable[[], object] | None = None,
+        stream_max_duration_s: float = 900.0,
+    ) -> None:
+        self.upstream = upstream
+        self.api_key = api_key
+        self.reload_api_key = reload_api_key
+        self.stream_max_duration_s = stream_max_duration_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx = context_of(scope)
+        match = ctx.match
+        assert match is not None  # the operation middleware runs first
+        payload = dump_json(ctx.body) if ctx.body is not None else None
+        headers = upstream_request_headers(
+            scope["headers"],
+            api_key=self.api_key(),
+            request_id=ctx.request_id,
+            has_body=payload is not None,
+        )
+        ctx.upstream_started = time.perf_counter()
+        response = await self._send_upstream(ctx, scope, match, headers, payload, receive)
+        try:
+            ctx.stages["upstream_ttfb"] = time.perf_counter() - ctx.upstream_started
+            if response.status in (401, 403):
+                log.error(
+                    "Azure refused the gateway's credential (status %d)",
+                    response.status,
+                    extra={"request_id": ctx.request_id},
+                )
+                if self.reload_api_key is not None:
+                    self.reload_api_key()
+                raise BadGatewayError(
+                    "The upstream service refused the gateway's credentials.",
+                    code="upstream_auth_failed",
+                )
+            out = downstream_response_headers(response.headers, request_id=ctx.request_id)
+            for name, value in out:
+                if name == b"x-upstream-request-id":
+                    ctx.upstream_request_id = value.decode("latin-1")
+            if response.is_event_stream:
+                ctx.stream = True
+                out = [(n, v) for n, v in out if n not in (b"content-length", b"cache-control")]
+                out += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+            await send({"type": "http.response.start", "status": response.status, "headers": out})
+            await self._relay(ctx, response, receive, send)
+        finally:
+            ctx.upstream_finished = time.perf_counter()
+            await response.aclose()
+
+    async def _send_upstream(
+        self,
+        ctx: RequestContext,
+        scope: Scope,
+        match: OperationMatch,
+        headers: list[tuple[bytes, bytes]],
+        payload: bytes | None,
+        receive: Receive,
+    ) -> UpstreamResponse:
+        sent = self.upstream.send(
+            scope["method"],
+            match.upstream_path,
+            match.upstream_query,
+            headers,
+            payload,
+            stream=ctx.stream,
+        )
+        if not ctx.stream and match.row.op_class != "read":
+            return await sent
+        sending = asyncio.ensure_future(sent)
+        watching = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            done, _ = await asyncio.wait({sending, watching}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watching.cancel()
+        if sending in done:
+            return sending.result()
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, GatewayError):
+            await sending
+        raise ClientGoneError
+
+    async def _relay(
+        self, ctx: RequestContext, response: UpstreamResponse, receive: Receive, send: Send
+    ) -> None:
+        async def pump() -> None:
+            async for chunk in response.iter_raw():
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        if not ctx.stream and response.has_length:
+            # A body of known length (Azure's JSON answers): relay it without watching for a
+            # disconnect (uvicorn drops writes to a gone client; the body is bounded).
+            try:
+                await pump()
+            except (UpstreamBrokenError, ResponseCut) as broken:
+                _mark_cut(ctx, broken)
+            return
+        pumping = asyncio.ensure_future(pump())
+        watching = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            done, _ = await asyncio.wait(
+                {pumping, watching},
+                timeout=self.stream_max_duration_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for task in (pumping, watching):
+                task.cancel()
+            await asyncio.gather(pumping, watching, return_exceptions=True)
+        if not done:
+            ctx.stream_cut = True
+            ctx.reason = "stream_deadline"
+            log.warning("stream cut at its deadline", extra={"request_id": ctx.request_id})
+            return
+        if pumping not in done:
+            ctx.client_disconnected = True
+            return
+        failure = pumping.exception()
+        if isinstance(failure, UpstreamBrokenError | ResponseCut):
+            _mark_cut(ctx, failure)
+        elif isinstance(failure, OSError):  # the server could no longer write to the client
+            ctx.client_disconnected = True
+        elif failure is not None:
+            raise failure
+
+
+def _mark_cut(ctx: RequestContext, broken: Exception) -> None:
+    """The body ended abnormally after the response started: the caller's response ends
+    without its terminating chunk (never a made-up completion), and it is counted."""
+    ctx.stream_cut = True
+    log.warning("upstream body ended abnormally: %s", broken, extra={"request_id": ctx.request_id})
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
