@@ -6,7 +6,7 @@ import pytest
 
 from gateway.errors import BadRequestError, MethodNotAllowedError, NotFoundError
 from gateway.operations.apiversions import DEFAULT_VERSIONS
-from gateway.operations.routes import ROUTES, RouteTable
+from gateway.operations.routes import ROUTES, RouteMatch, RouteTable
 
 V1 = "2024-02-15-preview"
 V2 = "2024-05-01-preview"
@@ -18,7 +18,7 @@ R = "run_abc123"
 table = RouteTable(ROUTES, DEFAULT_VERSIONS)
 
 
-def match(method: str, path: str, query: str = f"api-version={V2}"):  # type: ignore[no-untyped-def]
+def match(method: str, path: str, query: str = f"api-version={V2}") -> RouteMatch:
     return table.match(method, path.encode(), query.encode())
 
 
