@@ -312,11 +312,11 @@ def token_command(config: str | None, *, namespace: str, service_account: str, t
     state = default_state_dir()
     config_path = config or str(state / "gateway.toml")
     try:
-        config = load(config_path, environ={})
+        loaded = load(config_path, environ={})
     except ConfigError as exc:
         print(f"{exc}\n(run `gateway demo` first, or pass --config)", file=sys.stderr)
         return 1
-    if not config.demo:
+    if not loaded.demo:
         print(
             "refusing: `gateway token` only mints tokens for a demo config (demo = true)",
             file=sys.stderr,

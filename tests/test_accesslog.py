@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from types import MappingProxyType
 
 import httpx
 import pytest
@@ -144,8 +145,8 @@ def test_record_is_built_from_named_fields_only(caplog: pytest.LogCaptureFixture
         issuer="https://i",
         subject="sub-secret",
         profile="writer",
-        claims={"email": "someone@example.com"},
-    )  # type: ignore[arg-type]
+        claims=MappingProxyType({"email": "someone@example.com"}),
+    )
     record = access_record(ctx)
     assert set(record) == FIELDS
     assert record["ratelimit_rule"] == "tenant-write"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import openai
+from openai.types.beta.threads import TextContentBlock
 
 from tests.servers import free_port, wait_for_port
 
@@ -67,7 +68,8 @@ def test_demo_serves_the_sdk_and_mints_tokens(tmp_path: Path) -> None:
         thread = client.beta.threads.create()
         client.beta.threads.messages.create(thread.id, role="user", content="Hello")
         [message] = client.beta.threads.messages.list(thread.id).data
-        assert message.content[0].text.value == "Hello"
+        block = message.content[0]
+        assert isinstance(block, TextContentBlock) and block.text.value == "Hello"
         raw = httpx.post(
             f"http://127.0.0.1:{port}/openai/threads",
             params={"api-version": "2024-05-01-preview"},

@@ -87,7 +87,8 @@ def pod_spec(docs: tuple[Doc, ...]) -> Doc:
 
 
 def container(docs: tuple[Doc, ...]) -> Doc:
-    (c,) = pod_spec(docs)["containers"]
+    containers: list[Doc] = pod_spec(docs)["containers"]
+    (c,) = containers
     return c
 
 

@@ -5,6 +5,7 @@ or its connection closed, and nothing reaches Azure."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 import pytest
 
@@ -71,8 +72,8 @@ CASES = {
 
 
 @pytest.mark.parametrize("build", CASES.values(), ids=list(CASES))
-def test_ambiguous_framing_is_refused(gw: Stack, build: object) -> None:
-    reply = _send(gw, build(gw))  # type: ignore[operator]
+def test_ambiguous_framing_is_refused(gw: Stack, build: Callable[[Stack], bytes]) -> None:
+    reply = _send(gw, build(gw))
     assert reply == b"" or reply.startswith(b"HTTP/1.1 400"), reply[:200]
     assert gw.fake.requests == []
 

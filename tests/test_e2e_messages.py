@@ -5,14 +5,22 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
+from openai.types.beta.threads import Message, TextContentBlock
 
 from tests.stack import V1, V2, Stack
 
 
-def client(gw: Stack, version: str = V2, **kw: object) -> openai.AzureOpenAI:
+def client(gw: Stack, version: str = V2) -> openai.AzureOpenAI:
     return openai.AzureOpenAI(
-        azure_endpoint=gw.url, api_version=version, azure_ad_token=gw.token(), max_retries=0, **kw
-    )  # type: ignore[arg-type]
+        azure_endpoint=gw.url, api_version=version, azure_ad_token=gw.token(), max_retries=0
+    )
+
+
+def text_of(message: Message) -> str:
+    """The text of the message's first content block (the SDK types it as a union)."""
+    block = message.content[0]
+    assert isinstance(block, TextContentBlock)
+    return block.text.value
 
 
 def assert_only_gateway_credentials(gw: Stack, token: str) -> None:
@@ -38,7 +46,7 @@ def test_messages_lifecycle_v2(gw: Stack) -> None:
         )
         for i in range(5)
     ]
-    assert created[0].role == "user" and created[0].content[0].text.value == "message 0"
+    assert created[0].role == "user" and text_of(created[0]) == "message 0"
     # Pagination: the SDK follows `after` cursors through pages of two.
     listed = list(c.beta.threads.messages.list(thread.id, limit=2, order="asc"))
     assert [m.id for m in listed] == [m.id for m in created]
@@ -103,9 +111,7 @@ def test_sdk_on_v1_creates_and_lists(gw: Stack) -> None:
     c = client(gw, V1)
     thread = c.beta.threads.create()
     c.beta.threads.messages.create(thread.id, role="user", content="hello v1")
-    assert [m.content[0].text.value for m in c.beta.threads.messages.list(thread.id)] == [
-        "hello v1"
-    ]
+    assert [text_of(m) for m in c.beta.threads.messages.list(thread.id)] == ["hello v1"]
 
 
 def test_upstream_errors_reach_the_sdk_as_its_own_classes(gw: Stack) -> None:

@@ -258,7 +258,7 @@ def test_v1_and_v2_fields_do_not_mix(gw: Stack) -> None:
 def test_profile_tightens_limits(strict: Stack) -> None:
     strict.fake.reset()
     client = sdk(strict)
-    cases = [
+    cases: list[tuple[Callable[[], object], str]] = [
         (
             lambda: client.beta.threads.messages.create(
                 T, role="assistant", content="x", metadata={"cost-centre": "42"}

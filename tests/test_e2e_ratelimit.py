@@ -573,6 +573,7 @@ def test_shadow_mode_counts_but_never_refuses(tmp_path: Path, redis_url: str) ->
         ]
         assert statuses == [200] * 5
         assert len(stack.fake.requests) == 5
+        assert stack.gateway.metrics is not None
         shadow_refusals = stack.gateway.metrics.registry.get_sample_value(
             "gateway_ratelimit_decisions_total", {"result": "shadow"}
         )

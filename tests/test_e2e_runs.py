@@ -9,7 +9,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -19,6 +19,7 @@ from openai.types.beta.threads import Message
 
 from tests.fakeazure import ScriptedResponse
 from tests.rawhttp import build_request
+from tests.servers import RedisServer
 from tests.stack import V2, Stack, running_stack
 
 
@@ -229,22 +230,22 @@ def test_a_thousand_disconnects_leave_no_leak(gw: Stack) -> None:
     assert _rss_kib() - rss < 40_000, (rss, _rss_kib())
 
 
-def _wait(predicate: object, timeout: float) -> bool:
+def _wait(predicate: Callable[[], object], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return True
         time.sleep(0.05)
-    return bool(predicate())  # type: ignore[operator]
+    return bool(predicate())
 
 
 # ---------------------------------------------------------------- ownership
 
 
 def _owned_stack(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: object, unknown: str
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, unknown: str
 ) -> Iterator[Stack]:
-    url = os.environ.get("GATEWAY_TEST_REDIS_URL") or redis_server.url  # type: ignore[attr-defined]
+    url = os.environ.get("GATEWAY_TEST_REDIS_URL") or redis_server.url
     with running_stack(
         Path(tmp_path_factory.mktemp("owned")),
         redis_url=url,
@@ -254,12 +255,16 @@ def _owned_stack(
 
 
 @pytest.fixture(scope="module")
-def isolated(tmp_path_factory: pytest.TempPathFactory, redis_server: object) -> Iterator[Stack]:
+def isolated(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+) -> Iterator[Stack]:
     yield from _owned_stack(tmp_path_factory, redis_server, "deny")
 
 
 @pytest.fixture(scope="module")
-def allowing(tmp_path_factory: pytest.TempPathFactory, redis_server: object) -> Iterator[Stack]:
+def allowing(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+) -> Iterator[Stack]:
     yield from _owned_stack(tmp_path_factory, redis_server, "allow")
 
 
@@ -280,7 +285,7 @@ def test_tenants_cannot_touch_each_others_threads(isolated: Stack) -> None:
     thread = a.beta.threads.create()
     message = a.beta.threads.messages.create(thread.id, role="user", content="private")
     before = len(isolated.fake.requests)
-    attempts = [
+    attempts: list[Callable[[], object]] = [
         lambda: b.beta.threads.retrieve(thread.id),
         lambda: b.beta.threads.update(thread.id, metadata={"x": "y"}),
         lambda: b.beta.threads.messages.list(thread.id),

@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from typing import TypedDict, Unpack
 
 import httpx
 import openai
@@ -19,7 +20,14 @@ from openai.types.beta.threads import Message, MessageDeltaEvent, Run, TextConte
 
 from tests.fakeazure import FakeAzure, RecordedRequest, ScriptedResponse, new_id
 from tests.fakeazure.runs import split_answer, sse_frame
-from tests.fakeazure.shapes import FakeError, ListQuery, match_route, paginate, parse_list_query
+from tests.fakeazure.shapes import (
+    FakeError,
+    Generation,
+    ListQuery,
+    match_route,
+    paginate,
+    parse_list_query,
+)
 from tests.servers import ThreadedUvicorn, run_app
 
 KEY = "upstream-key-123"
@@ -790,12 +798,19 @@ def test_ids_look_real() -> None:
     assert all(ID.match(i) for i in ids)
 
 
-def _page(ids: list[str], **query: object) -> tuple[list[str], bool]:
+class Query(TypedDict, total=False):
+    limit: int
+    order: str
+    after: str
+    before: str
+
+
+def _page(ids: list[str], **query: Unpack[Query]) -> tuple[list[str], bool]:
     items = [(i, n) for n, i in enumerate(ids)]
     page, more = paginate(
         items,
         ListQuery(**query),
-        lambda x: (0, x[1]),  # type: ignore[arg-type]
+        lambda x: (0, x[1]),
         lambda x: x[0],
     )
     return [i for i, _ in page], more
@@ -814,7 +829,7 @@ def _page(ids: list[str], **query: object) -> tuple[list[str], bool]:
         ({"after": "zzz"}, ([], False)),
     ],
 )
-def test_paginate(query: dict[str, object], expected: tuple[list[str], bool]) -> None:
+def test_paginate(query: Query, expected: tuple[list[str], bool]) -> None:
     assert _page(["a", "b", "c", "d", "e"], **query) == expected
 
 
@@ -845,8 +860,8 @@ def test_list_query_parsing() -> None:
         ("PUT", "/openai/threads/t", "v2", None),
     ],
 )
-def test_route_table(method: str, path: str, gen: str, expected: str | None) -> None:
-    route = match_route(method, path, gen)  # type: ignore[arg-type]
+def test_route_table(method: str, path: str, gen: Generation, expected: str | None) -> None:
+    route = match_route(method, path, gen)
     assert (route[0] if route else None) == expected
 
 

@@ -48,7 +48,7 @@ def part_text(value: str) -> dict[str, Any]:
     return {"type": "text", "text": value}
 
 
-def image_url(url: str, **extra: Any) -> dict[str, Any]:
+def image_url(url: object, **extra: Any) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url, **extra}}
 
 

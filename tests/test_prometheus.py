@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from tests.fakeazure import ScriptedResponse
 from tests.servers import ThreadedUvicorn, free_port

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.auth.caller import Caller
 from gateway.ratelimit import gcra as ratelimit
-from gateway.ratelimit.gcra import Lease, Rate
+from gateway.ratelimit.gcra import Decision, Lease, Rate
 from gateway.ratelimit.local import LocalLimiter, share
 
 CALLER = Caller(id="team-a/app", tenant="team-a", issuer="i", subject="s", profile="p")
@@ -24,10 +24,19 @@ def plan(
     return ratelimit.plan(CALLER, "write", profile)
 
 
+def checked(
+    limiter: LocalLimiter, p: ratelimit.LimitPlan, now_us: int, *, member: str = ""
+) -> Decision:
+    """``limiter.check``: with no call pending on Redis it always decides (never None)."""
+    decision = limiter.check(p, now_us, member=member)
+    assert decision is not None
+    return decision
+
+
 @pytest.mark.parametrize(("replicas", "admitted"), [(1, 6), (2, 3), (3, 2), (4, 2), (10, 1)])
 def test_each_replica_gets_its_share_of_the_burst(replicas: int, admitted: int) -> None:
     limiter = LocalLimiter(replicas)
-    decisions = [limiter.check(plan(), S) for _ in range(8)]
+    decisions = [checked(limiter, plan(), S) for _ in range(8)]
     assert [d.allowed for d in decisions] == [True] * admitted + [False] * (8 - admitted)
     assert all(d.degraded for d in decisions)
     refused = decisions[-1]
@@ -39,11 +48,11 @@ def test_each_replica_gets_its_share_of_the_burst(replicas: int, admitted: int) 
 def test_refill_and_all_or_nothing() -> None:
     limiter = LocalLimiter(1)
     tight_tenant = plan(burst=10, tenant_burst=2)
-    assert [limiter.check(tight_tenant, 0).allowed for _ in range(3)] == [True, True, False]
+    assert [checked(limiter, tight_tenant, 0).allowed for _ in range(3)] == [True, True, False]
     # The refused request took nothing from the caller rule either: after the tenant refills
     # (600/min: 0.1 s) exactly one more passes.
-    assert limiter.check(tight_tenant, 100_000).allowed
-    assert not limiter.check(tight_tenant, 100_000).allowed
+    assert checked(limiter, tight_tenant, 100_000).allowed
+    assert not checked(limiter, tight_tenant, 100_000).allowed
 
 
 def test_share_and_bounds() -> None:
@@ -55,7 +64,7 @@ def test_share_and_bounds() -> None:
     for i in range(50):
         caller = Caller(id=f"t/{i}", tenant=f"t{i}", issuer="i", subject="s", profile="p")
         profile = ratelimit.RateLimitProfile(per_caller={"read": Rate(10, 60, 5)}, max_concurrent=3)
-        limiter.check(ratelimit.plan(caller, "read", profile), 0, member=f"m{i}")
+        checked(limiter, ratelimit.plan(caller, "read", profile), 0, member=f"m{i}")
     assert len(limiter._tats) == 10
     assert len(limiter._leases) == 10
 
@@ -79,16 +88,16 @@ def test_a_burst_spent_in_redis_is_spent_here(replicas: int, spent: int, left: i
     p = plan()
     # Redis's clock and this replica's differ by an arbitrary offset: only durations count.
     limiter.sync(p, redis_tats(p, [spent, spent], 7 * S), 7 * S, 123 * S)
-    admitted = sum(limiter.check(p, 123 * S).allowed for _ in range(10))
+    admitted = sum(checked(limiter, p, 123 * S).allowed for _ in range(10))
     assert admitted == left
 
 
 def test_sync_never_forgets_local_admissions_and_ignores_idle_rules() -> None:
     limiter = LocalLimiter(1)
     p = plan(burst=6)
-    assert all(limiter.check(p, 0).allowed for _ in range(4))  # alone, Redis never saw them
+    assert all(checked(limiter, p, 0).allowed for _ in range(4))  # alone, Redis never saw them
     limiter.sync(p, redis_tats(p, [1, 1], 0), 0, 0)  # Redis's view: one spent
-    assert [limiter.check(p, 0).allowed for _ in range(3)] == [True, True, False]
+    assert [checked(limiter, p, 0).allowed for _ in range(3)] == [True, True, False]
     fresh = LocalLimiter(1)
     fresh.sync(p, [5 * S, 5 * S], 9 * S, 0)  # TATs in Redis's past: idle rules
     assert fresh._tats == {}
@@ -99,7 +108,7 @@ def test_sync_maps_a_refusal_to_an_empty_local_bucket() -> None:
     p = plan(burst=6)
     # A refusal reports the TATs unchanged: the burst is spent (plus any debt, capped).
     limiter.sync(p, redis_tats(p, [9, 9], 0), 0, 50 * S)
-    first = limiter.check(p, 50 * S)
+    first = checked(limiter, p, 50 * S)
     assert not first.allowed and first.limited_by == "caller-write"
     assert first.retry_after_ms == pytest.approx(2000, abs=1)  # one share interval
 
@@ -112,28 +121,28 @@ def test_concurrency_is_bounded_alone_and_counts_slots_redis_granted() -> None:
     p = plan(burst=100, max_concurrent=3)  # a share of 2 slots per replica
     assert p.concurrency is not None
     limiter.hold(Lease(p.concurrency.key, "from-redis"), 0)
-    alone = limiter.check(p, S, member="a")
+    alone = checked(limiter, p, S, member="a")
     assert alone.allowed and alone.lease == Lease(p.concurrency.key, "a", local=True)
-    refused = limiter.check(p, S, member="b")
+    refused = checked(limiter, p, S, member="b")
     assert (refused.allowed, refused.limited_by) == (False, "concurrency")
     assert refused.retry_after_ms == ratelimit.CONCURRENCY_RETRY_CAP_MS
     assert refused.lease is None
     # The refusal charged no rate rule: only the admitted request did.
     assert refused.rules[0].remaining == 49  # the share: burst 50
     limiter.release(Lease(p.concurrency.key, "from-redis"))
-    assert limiter.check(p, S, member="c").allowed
+    assert checked(limiter, p, S, member="c").allowed
     assert limiter.holding(p.concurrency.key, S) == 2
 
 
 def test_local_slots_expire_unless_renewed() -> None:
     limiter = LocalLimiter(1, lease_ttl_us=2 * S)
     p = plan(burst=100, max_concurrent=1)
-    held = limiter.check(p, 0, member="a").lease
+    held = checked(limiter, p, 0, member="a").lease
     assert held is not None
-    assert not limiter.check(p, S, member="b").allowed
+    assert not checked(limiter, p, S, member="b").allowed
     assert limiter.renew(held, S)  # now expires at 3 s
-    assert not limiter.check(p, int(2.5 * S), member="c").allowed
-    assert limiter.check(p, 3 * S, member="d").allowed  # a's slot expired
+    assert not checked(limiter, p, int(2.5 * S), member="c").allowed
+    assert checked(limiter, p, 3 * S, member="d").allowed  # a's slot expired
     assert not limiter.renew(held, 3 * S)
     limiter.release(held)  # releasing what is gone is harmless
     limiter.release(Lease("unknown", "x"))

@@ -30,6 +30,7 @@ from gateway.ratelimit.gcra import (
     response_headers,
 )
 from gateway.ratelimit.redis_limiter import RETRY_S, RedisRateLimiter, make_redis_client
+from gateway.redisconn.client import RedisClient
 from tests.servers import RedisServer, private_redis
 
 T = TypeVar("T")
@@ -51,7 +52,7 @@ def run(factory: Callable[[], Awaitable[T]], timeout: float = 30) -> T:
     return asyncio.run(bounded())
 
 
-def client(url: str, max_connections: int = 32, timeout: float = BUDGET) -> redis.asyncio.Redis:
+def client(url: str, max_connections: int = 32, timeout: float = BUDGET) -> RedisClient:
     return make_redis_client(
         url, socket_timeout_s=timeout, connect_timeout_s=timeout, max_connections=max_connections
     )
@@ -388,6 +389,7 @@ def own_redis() -> Iterator[RedisServer]:
 
 def test_client_has_no_retries_and_short_timeouts() -> None:
     c = make_redis_client("redis://127.0.0.1:1/0", socket_timeout_s=0.05, connect_timeout_s=0.07)
+    assert isinstance(c, redis.asyncio.Redis)  # without cluster=True: one node's client
     pool: Any = c.connection_pool
     conn = pool.make_connection()
     assert conn.retry.get_retries() == 0

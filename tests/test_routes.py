@@ -7,7 +7,7 @@ import pytest
 from gateway.errors import BadRequestError, MethodNotAllowedError, NotFoundError
 from gateway.operations.apiversions import DEFAULT_VERSIONS
 from gateway.operations.table import OPERATIONS as ROUTES
-from gateway.operations.table import OperationTable
+from gateway.operations.table import OperationMatch, OperationTable
 
 V1 = "2024-02-15-preview"
 V2 = "2024-05-01-preview"
@@ -19,7 +19,7 @@ R = "run_abc123"
 table = OperationTable(DEFAULT_VERSIONS)
 
 
-def match(method: str, path: str, query: str = f"api-version={V2}"):  # type: ignore[no-untyped-def]
+def match(method: str, path: str, query: str = f"api-version={V2}") -> OperationMatch:
     return table.match(method, path.encode(), query.encode())
 
 

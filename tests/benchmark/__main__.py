@@ -39,6 +39,7 @@ import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gateway.ownership.rules import owner_key
 from tests.benchmark import harness
@@ -52,29 +53,25 @@ API_KEY = "bench-azure-key-0123456789abcdef"
 
 def _token() -> str:
     """A projected service-account token as the kubelet mints it (RS256, 1 h)."""
-    return make_token(
-        "team-a",
-        "billing-api",
-        ttl=3600,
-        **{
-            "kubernetes.io": {
-                "namespace": "team-a",
-                "node": {
-                    "name": "aks-nodepool1-12345678-vmss000003",
-                    "uid": "5b0a3f4e-8c1d-4e57-9d2a-0f6c1b7e9a21",
-                },
-                "pod": {
-                    "name": "billing-api-7d9f8c6b5-x2k4q",
-                    "uid": "c4f1a2b3-7e6d-4c5b-8a9f-1e2d3c4b5a69",
-                },
-                "serviceaccount": {
-                    "name": "billing-api",
-                    "uid": "e3b0c442-98fc-4c14-9afb-f4c8996fb924",
-                },
-                "warnafter": 1767229200,
-            }
-        },
-    )
+    claims: dict[str, Any] = {
+        "kubernetes.io": {
+            "namespace": "team-a",
+            "node": {
+                "name": "aks-nodepool1-12345678-vmss000003",
+                "uid": "5b0a3f4e-8c1d-4e57-9d2a-0f6c1b7e9a21",
+            },
+            "pod": {
+                "name": "billing-api-7d9f8c6b5-x2k4q",
+                "uid": "c4f1a2b3-7e6d-4c5b-8a9f-1e2d3c4b5a69",
+            },
+            "serviceaccount": {
+                "name": "billing-api",
+                "uid": "e3b0c442-98fc-4c14-9afb-f4c8996fb924",
+            },
+            "warnafter": 1767229200,
+        }
+    }
+    return make_token("team-a", "billing-api", ttl=3600, **claims)
 
 
 def _headers(token: str) -> dict[str, str]:

@@ -139,8 +139,8 @@ class Soak:
                 headers=auth,
                 json={"assistant_id": "asst_soak", "stream": True},
             ) as r:
-                body = await r.read()
-                done = b"event: done" in body
+                stream = await r.read()
+                done = b"event: done" in stream
                 return (r.status if done or r.status != 200 else 599), 200
         async with session.get(
             f"{base}/{thread}", params=q, headers={"Authorization": "Bearer not-a-token"}
