@@ -33,10 +33,13 @@ directly against the upstream and through the gateway.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import platform
+import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,7 +250,13 @@ class Bench:
             server.stop()
 
     def run_gateway(
-        self, name: str, transport: str, token_cache: int, redis_url: str, owner_cache_s: float = 60
+        self,
+        name: str,
+        transport: str,
+        token_cache: int,
+        redis_url: str,
+        owner_cache_s: float = 60,
+        checkout: Path | None = None,
     ) -> None:
         port, metrics_port = free_port(), free_port()
         jwks = self.work / "jwks.json"
@@ -275,6 +284,7 @@ class Bench:
                 "GATEWAY_LOG_LEVEL": "INFO",
             },
             log=self.work / f"{name}.log",
+            cwd=checkout,
         ).start()
         try:
             self._create_thread(server)  # ownership: the thread's owner is recorded first
@@ -311,6 +321,20 @@ class Bench:
         )
         if response.status_code != 200 or response.json().get("id") != THREAD_ID:
             raise RuntimeError(f"thread create through the gateway failed: {response.text}")
+
+
+@contextlib.contextmanager
+def _checkout(ref: str, work: Path) -> Iterator[Path]:
+    """A detached worktree of ``ref`` for the duration of its target."""
+    root = Path(__file__).resolve().parents[2]
+    path = work / f"checkout-{ref.replace('/', '_')}"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", "--quiet", str(path), ref], cwd=root, check=True
+    )
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=root, check=False)
 
 
 def _machine() -> str:
@@ -418,6 +442,13 @@ def main(argv: list[str] | None = None) -> int:
         "(collapsed stacks; sampling disturbs the CPU figures)",
     )
     parser.add_argument(
+        "--compare",
+        metavar="REF",
+        default=None,
+        help="also run the default gateway as of git REF (a temporary worktree of it, same "
+        "config and load) as the target gateway@REF: before/after figures from one run",
+    )
+    parser.add_argument(
         "--only",
         nargs="*",
         default=None,
@@ -451,6 +482,11 @@ def main(argv: list[str] | None = None) -> int:
                     )
             if want("gateway"):
                 bench.run_gateway("gateway", "aiohttp", 10000, redis.url)
+            if args.compare:
+                with _checkout(args.compare, work) as old:
+                    bench.run_gateway(
+                        f"gateway@{args.compare}", "aiohttp", 10000, redis.url, checkout=old
+                    )
             if want("gateway-httpx"):
                 bench.run_gateway("gateway-httpx", "httpx", 10000, redis.url)
             if want("gateway-no-token-cache"):

@@ -41,6 +41,8 @@ class Server:
     port: int
     env: dict[str, str] = field(default_factory=dict)
     log: Path | None = None
+    #: Working directory (``--compare`` runs another checkout's code from its own tree).
+    cwd: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -50,7 +52,7 @@ class Server:
     def start(self) -> Server:
         out = open(self.log, "wb") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            self.argv, env={**os.environ, **self.env}, stdout=out, stderr=out
+            self.argv, env={**os.environ, **self.env}, stdout=out, stderr=out, cwd=self.cwd
         )
         try:
             wait_for_port(self.port, timeout=20)
