@@ -21,7 +21,8 @@ any headers the response must carry (``WWW-Authenticate``, ``Retry-After``, ...)
     └── GatewayTimeoutError        504
 
 Library exceptions are translated into this tree in exactly one place per library
-(``upstream.py`` for httpx, ``ratelimit_redis.py`` for redis, ``jwks.py`` for key fetches).
+(``upstream/client.py`` for httpx, ``redisconn/client.py`` for redis, ``auth/jwks.py``
+for key fetches).
 Library messages never reach clients: they go to the log with the request id.
 """
 

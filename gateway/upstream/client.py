@@ -13,8 +13,9 @@
   cookie jar, every timeout phase explicit, no retries.
 * Bodies pass through ``aiter_raw()``: bytes as Azure sent them, never decompressed (the
   aiohttp session is built with ``auto_decompress=False`` and a ``DummyCookieJar``).
-* The URL is the configured endpoint plus a target built by ``routes.py``; the request httpx
-  is about to send is checked against it, so no normalisation can change what is sent.
+* The URL is the configured endpoint plus a target built by ``operations/table.py``; the
+  request httpx is about to send is checked against it, so no normalisation can change what
+  is sent.
 * httpx's (and, under it, aiohttp's) exceptions are translated into the gateway's error tree
   here and only here.
 
