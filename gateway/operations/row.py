@@ -12,7 +12,10 @@ may stream, and what it does to owned objects:
   ``data.id`` of a named server-sent event), and where the owner stamp goes in the body;
 * ``restamp_at``: a body field that replaces the object's metadata (the stamp is put back);
 * ``returns``: its JSON answer is an object of that kind (the stamp is taken off);
-* ``deletes``: a success removes the path's owned object.
+* ``deletes``: a success removes the path's owned object;
+* ``refs``: body fields that name owned objects (each must be the caller's tenant's);
+* ``lists``: its answer is a list of owned objects of that kind (only the caller's tenant's
+  are shown, the pagination kept right).
 
 Every middleware reads the row; none compares operation names (``tests/test_operations``
 holds that). Adding an operation is adding a row (and a body checker when it has a body).
@@ -44,6 +47,11 @@ INCLUDE_VALUES = frozenset({"step_details.tool_calls[*].file_search.results[*].c
 _LIMIT = re.compile(r"[1-9][0-9]{0,2}")
 
 
+#: Where an object carries its owner stamp: a reserved key of its ``metadata`` map, or (for
+#: objects without metadata: files) a reserved prefix of its ``filename``.
+StampPlace = Literal["metadata", "filename"]
+
+
 @dataclass(frozen=True, slots=True)
 class Kind:
     """A kind of object the gateway keeps tenants apart on."""
@@ -55,6 +63,7 @@ class Kind:
     lookup: str
     #: The error code a foreign (or unknown, under ``deny``) object answers with (404).
     not_found_code: str
+    stamp: StampPlace = "metadata"
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -77,6 +86,16 @@ class Creation:
     stamp_at: tuple[str, ...]
     #: A streamed answer: the event whose ``data`` is the new object (its ``id``, its stamp).
     sse_event: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A body field naming an owned object: ``path`` is a dotted path where ``[]`` steps into
+    every item of a list (``attachments[].file_id``, ``tool_resources.file_search.
+    vector_store_ids[]``)."""
+
+    path: str
+    kind: Kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +122,8 @@ class Operation:
     returns: Kind | None = None
     restamp_at: tuple[str, ...] | None = None
     deletes: bool = False
+    refs: tuple[Ref, ...] = ()
+    lists: Kind | None = None
     segments: tuple[str, ...] = field(init=False)
     #: The kind of the owned object the request acts on, and its path parameter.
     owner: Kind | None = field(init=False)
