@@ -37,7 +37,7 @@ from gateway.configread import Problems, Section, between, one_of, positive
 from gateway.operations.apiversions import DEFAULT_VERSIONS, KNOWN_VERSIONS
 from gateway.operations.table import OPERATIONS as ROWS
 from gateway.policy.checks import PolicyLimits, limit_problems
-from gateway.ratelimit.gcra import Rate, RateLimitProfile, rate_problems
+from gateway.ratelimit.gcra import MAX_CONCURRENT, Rate, RateLimitProfile, rate_problems
 
 
 class ConfigError(Exception):
@@ -373,7 +373,9 @@ def _caller_rule(s: Section, profiles: set[str]) -> CallerRule:
     if "claim" in s.data:
         c = s.section("claim")
         name = c.require("name", str)
-        values = c.strings("values")
+        values = c.strings("values") if "values" in c.data else c.require("values", list)
+        if values == ():
+            s.problems.add(c.at("values"), "must list at least one value")
         c.finish()
         if name and values:
             claim = (name, frozenset(values))
@@ -436,7 +438,7 @@ def _rate_limit_profile(s: Section) -> RateLimitProfile:
     out = RateLimitProfile(
         per_caller=per_caller,
         per_tenant=per_tenant,
-        max_concurrent=s.get("max_concurrent", int, check=positive),
+        max_concurrent=s.get("max_concurrent", int, check=between(1, MAX_CONCURRENT)),
     )
     s.finish()
     return out

@@ -162,6 +162,21 @@ def test_minimal_config_defaults() -> None:
         ({"auth": {"default_profile": "ghost"}}, "auth.default_profile: unknown profile 'ghost'"),
         ({"auth": {"callers": [{"profile": "ghost"}]}}, "auth.callers[0].profile: unknown profile"),
         ({"auth": {"callers": [{"namespaces": ["a"]}]}}, "auth.callers[0].profile: is required"),
+        # A claim condition without values would otherwise vanish and widen the rule to
+        # every caller.
+        (
+            {"auth": {"callers": [{"profile": "default", "claim": {"name": "groups"}}]}},
+            "auth.callers[0].claim.values: is required",
+        ),
+        (
+            {"auth": {"callers": [{"profile": "default", "claim": {"name": "g", "values": []}}]}},
+            "auth.callers[0].claim.values: must list at least one value",
+        ),
+        # The limiter refuses more at request time: check-config must say so first.
+        (
+            {"profiles": {"default": {"rate_limit": {"max_concurrent": 100_001}}}},
+            "profiles.default.rate_limit.max_concurrent: must be between 1 and 100000",
+        ),
     ],
 )
 def test_bad_values_are_reported_with_their_path(extra: dict[str, Any], expected: str) -> None:
