@@ -24,6 +24,7 @@ CORE = {
     "auth.keys",
     "auth.caller",
     "config.auth",
+    "config.docs",
     "config.document",
     "config.limits",
     "config.profiles",
@@ -90,7 +91,7 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "ownership.middleware": (set(), set()),
     "upstream.forwarder": ({"httpx", "aiohttp"}, {"upstream.client"}),
 }
-ROOTS = {"app", "cli"}
+ROOTS = {"app", "cli", "config.__main__"}
 
 
 def source(module: str) -> Path:

@@ -11,7 +11,8 @@ Secrets never live in the config file: the Azure key comes from the environment 
 
 Layout: ``schema`` declares settings and documents them, ``reader`` reads and checks them
 (both generic, standard library only); ``service``,
-``auth``, ``profiles`` and ``limits`` declare the sections; ``document`` is the whole file.
+``auth``, ``profiles`` and ``limits`` declare the sections; ``document`` is the whole file;
+``docs`` renders the README's tables (``python -m gateway.config --markdown``).
 """
 
 from gateway.config.auth import (
