@@ -162,6 +162,21 @@ def test_minimal_config_defaults() -> None:
         ({"auth": {"default_profile": "ghost"}}, "auth.default_profile: unknown profile 'ghost'"),
         ({"auth": {"callers": [{"profile": "ghost"}]}}, "auth.callers[0].profile: unknown profile"),
         ({"auth": {"callers": [{"namespaces": ["a"]}]}}, "auth.callers[0].profile: is required"),
+        # A claim condition without values would otherwise vanish and widen the rule to
+        # every caller.
+        (
+            {"auth": {"callers": [{"profile": "default", "claim": {"name": "groups"}}]}},
+            "auth.callers[0].claim.values: is required",
+        ),
+        (
+            {"auth": {"callers": [{"profile": "default", "claim": {"name": "g", "values": []}}]}},
+            "auth.callers[0].claim.values: must list at least one value",
+        ),
+        # The limiter refuses more at request time: check-config must say so first.
+        (
+            {"profiles": {"default": {"rate_limit": {"max_concurrent": 100_001}}}},
+            "profiles.default.rate_limit.max_concurrent: must be between 1 and 100000",
+        ),
     ],
 )
 def test_bad_values_are_reported_with_their_path(extra: dict[str, Any], expected: str) -> None:
@@ -215,6 +230,16 @@ def test_bad_values_are_reported_with_their_path(extra: dict[str, Any], expected
             {"issuer": "i", "audiences": ["gw"], "jwks_url": "https://x", "leeway_s": 600},
             "auth.issuers[0].leeway_s: must be between 0 and 300",
         ),
+        # An empty list used to fall back to the default claims silently, or (algorithms)
+        # leave an issuer that refuses every token: both say what they mean now.
+        (
+            {"issuer": "i", "audiences": ["gw"], "jwks_url": "https://x", "required_claims": []},
+            "auth.issuers[0].required_claims: must include 'exp'",
+        ),
+        (
+            {"issuer": "i", "audiences": ["gw"], "jwks_url": "https://x", "algorithms": []},
+            "auth.issuers[0].algorithms: must list at least one algorithm",
+        ),
     ],
 )
 def test_bad_issuers(issuer: dict[str, Any], expected: str) -> None:
@@ -262,6 +287,26 @@ def test_environment_overrides() -> None:
         9100,
     )
     assert MINIMAL["upstream"]["endpoint"] == "https://res.openai.azure.com"  # not mutated
+
+
+def test_environment_values_are_checked_like_the_file() -> None:
+    data = apply_environment(MINIMAL, {"GATEWAY_PORT": "80x", "REDIS_URL": "http://r"})
+    with pytest.raises(ConfigError) as err:
+        parse(data)
+    assert err.value.problems == [
+        "server.port: must be an integer",
+        "redis.url: must be a redis://, rediss:// or unix:// URL",
+    ]
+    no_endpoint = {k: v for k, v in MINIMAL.items() if k != "upstream"}
+    with pytest.raises(ConfigError) as err:
+        parse(no_endpoint)
+    assert err.value.problems == [
+        "upstream.endpoint: is required (here or in AZURE_OPENAI_ENDPOINT)"
+    ]
+    endpoint = {"AZURE_OPENAI_ENDPOINT": "https://env.openai.azure.com/"}
+    assert parse(apply_environment(no_endpoint, endpoint)).upstream.endpoint == (
+        "https://env.openai.azure.com"
+    )
 
 
 def test_api_key_sources(tmp_path: Path) -> None:

@@ -23,7 +23,14 @@ CORE = {
     "auth.tokens",
     "auth.keys",
     "auth.caller",
-    "configread",
+    "config.auth",
+    "config.docs",
+    "config.document",
+    "config.limits",
+    "config.profiles",
+    "config.reader",
+    "config.schema",
+    "config.service",
     "context",
     "errors",
     "upstream.headers",
@@ -45,7 +52,6 @@ CORE = {
     "operations.assistants",
     "auth.cache",
     "observability.labels",
-    "config",
     "server.admission",
     "ratelimit.lua",
     "ratelimit.clock",
@@ -85,7 +91,7 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "ownership.middleware": (set(), set()),
     "upstream.forwarder": ({"httpx", "aiohttp"}, {"upstream.client"}),
 }
-ROOTS = {"app", "cli"}
+ROOTS = {"app", "cli", "config.__main__"}
 
 
 def source(module: str) -> Path:
@@ -141,3 +147,31 @@ def test_adapters_use_their_own_library_only(module: str) -> None:
     ours, third = split(imports(module))
     assert third <= libraries, third - libraries
     assert ours - CORE <= adapters, ours - CORE - adapters
+
+
+#: What the config may import from the rest of the gateway: vocabulary (operation names,
+#: api-versions, token algorithms) and the rule types it builds from its settings (with their
+#: own validation). Nothing that does work at request time.
+CONFIG_USES = {
+    "operations.apiversions",  # KNOWN_VERSIONS, DEFAULT_VERSIONS
+    # OPERATIONS: the operation names profile globs match. The rows also carry their body
+    # checkers, so this loads policy.checks too: a names-only module would spare that.
+    "operations.table",
+    "auth.tokens",  # IssuerPolicy, ASYMMETRIC_ALGORITHMS, DEFAULT_REQUIRED_CLAIMS, TENANT_DOMAIN
+    "auth.identity",  # CallerRule
+    "policy.limits",  # PolicyLimits, limit_problems
+    "ratelimit.gcra",  # Rate, RateLimitProfile, rate_problems, OP_CLASSES, MAX_CONCURRENT
+}
+
+
+def test_config_sits_under_the_core() -> None:
+    config = {m for m in CORE if m.startswith("config.")}
+    # The generic declarations and their reader know nothing of the gateway.
+    assert split(imports("config.schema"))[0] == set()
+    assert split(imports("config.reader"))[0] == {"config.schema"}
+    for module in config:
+        ours = split(imports(module))[0] - config
+        assert ours <= CONFIG_USES, (module, ours - CONFIG_USES)
+    # ...and nothing else reaches into its modules (settings come from ``gateway.config``).
+    for module in (CORE - config) | set(ADAPTERS):
+        assert not any(m.startswith("config.") for m in split(imports(module))[0]), module

@@ -1,0 +1,138 @@
+"""The whole config document: ``Config``, ``parse``, ``load`` and the environment overrides."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config.auth import AuthConfig
+from gateway.config.limits import RateLimitConfig
+from gateway.config.profiles import Profile
+from gateway.config.reader import Problems, read
+from gateway.config.schema import REQUIRED, at, env_overrides, problem, setting
+from gateway.config.service import (
+    ApiConfig,
+    RedisConfig,
+    ServerConfig,
+    ThreadsConfig,
+    UpstreamConfig,
+)
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    server: ServerConfig = setting(ServerConfig())
+    upstream: UpstreamConfig = setting(REQUIRED)
+    api: ApiConfig = setting(ApiConfig())
+    auth: AuthConfig = setting(AuthConfig())
+    profiles: Mapping[str, Profile] = setting(
+        factory=dict,
+        doc="caller profiles, one `[profiles.<name>]` table each (at least one)",
+        shown="—",
+    )
+    redis: RedisConfig = setting(RedisConfig())
+    rate_limit: RateLimitConfig = setting(RateLimitConfig())
+    threads: ThreadsConfig = setting(ThreadsConfig())
+    demo: bool = setting(
+        False,
+        "the embedded demo's generated config: `gateway token` accepts only such a config, "
+        "`gateway serve` refuses it",
+    )
+
+    @property
+    def api_versions(self) -> tuple[str, ...]:
+        return self.api.versions
+
+    def __check__(self, path: str) -> Iterable[str]:
+        if not self.profiles:
+            yield problem(at(path, "profiles"), "define at least one profile")
+        auth = at(path, "auth")
+        default = self.auth.default_profile
+        if default is not None and default not in self.profiles:
+            yield problem(at(auth, "default_profile"), f"unknown profile {default!r}")
+        for index, rule in enumerate(self.auth.callers):
+            if rule.profile and rule.profile not in self.profiles:
+                where = at(at(at(auth, "callers"), index), "profile")
+                yield problem(where, f"unknown profile {rule.profile!r}")
+
+
+#: Variables read outside the config document (the README's environment table lists them).
+OTHER_VARIABLES: tuple[tuple[str, str], ...] = (
+    ("AZURE_OPENAI_API_KEY", "the key itself, when no key file is configured"),
+    ("GATEWAY_CONFIG", "config path for `gateway serve` (default `config/gateway.toml`)"),
+    ("GATEWAY_LOG_LEVEL", "log level (default `INFO`; see [Logs](#logs))"),
+)
+
+
+def parse(data: Mapping[str, Any]) -> Config:
+    """Build a ``Config`` from a parsed document; raise ``ConfigError`` listing every problem."""
+    problems = Problems()
+    config = read(Config, data, "", problems)
+    if problems:
+        raise ConfigError(problems.items)
+    return config
+
+
+def _from_environment(value: str, kind: Any) -> Any:
+    """An environment string as the key's type would be written in TOML (else as it is, so
+    the key's own check reports it)."""
+    if kind is int or kind == int | None:
+        return int(value) if value.isdigit() else value
+    return value
+
+
+def apply_environment(data: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Overlay the per-deployment environment variables (each setting's ``env``) on a parsed
+    document; returns a copy, ``data`` is not changed."""
+    out = dict(data)
+    for variable, path, kind in env_overrides(Config):
+        value = environ.get(variable)
+        if not value:
+            continue
+        table = out
+        for key in path[:-1]:
+            inner = table.get(key)
+            table[key] = table = dict(inner) if isinstance(inner, Mapping) else {}
+        table[path[-1]] = _from_environment(value, kind)
+    return out
+
+
+def load(path: str, environ: Mapping[str, str] | None = None) -> Config:
+    environ = os.environ if environ is None else environ
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    return parse(apply_environment(data, environ))
+
+
+def read_api_key(config: UpstreamConfig, environ: Mapping[str, str]) -> str:
+    """The Azure key: from ``api_key_file`` (preferred) or ``AZURE_OPENAI_API_KEY``."""
+    if config.api_key_file:
+        try:
+            with open(config.api_key_file, encoding="ascii") as f:
+                key = f.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"upstream.api_key_file: cannot read the key file: {exc}"]) from None
+    else:
+        key = environ.get("AZURE_OPENAI_API_KEY", "").strip()
+    if not key or not key.isprintable() or " " in key:
+        raise ConfigError(
+            [
+                "upstream: no usable Azure API key: set AZURE_OPENAI_API_KEY_FILE "
+                "(a mounted Secret) or AZURE_OPENAI_API_KEY"
+            ]
+        )
+    return key

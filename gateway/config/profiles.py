@@ -1,0 +1,118 @@
+"""Caller profiles: the operations a profile may call, its payload policy, its rate limits.
+
+``PolicyLimits`` and its validation (``limit_problems``: a profile may only tighten Azure's
+limits) belong to the policy core (``gateway.policy.limits``); ``PolicySettings`` declares the
+keys it is read from, with the core's defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config.limits import RateLimitSettings
+from gateway.config.schema import setting, table_name
+from gateway.operations.table import OPERATIONS as ROWS
+from gateway.policy.limits import PolicyLimits, limit_problems
+from gateway.ratelimit.gcra import RateLimitProfile
+
+OPERATIONS = frozenset(r.name for r in ROWS)
+_AZURE = PolicyLimits()
+
+
+def _limit(name: str, doc: str, **options: Any) -> Any:
+    """A policy setting whose default is the core's (Azure's limit)."""
+    return setting(getattr(_AZURE, name), doc, **options)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicySettings:
+    """``profiles.<name>.policy``: one key per ``PolicyLimits`` field (a test holds this)."""
+
+    roles: frozenset[str] = _limit("roles", "message roles callers may send")
+    max_content_chars: int | None = _limit(
+        "max_content_chars",
+        "code points per message content (and instructions)",
+        shown="the api-version's maximum",
+    )
+    allow_content_parts: bool = _limit(
+        "allow_content_parts", "`content` as an array of parts (v2 api-versions only)"
+    )
+    allow_image_file: bool = _limit("allow_image_file", "`image_file` content parts")
+    allow_image_url: bool = _limit("allow_image_url", "`image_url` content parts")
+    allow_external_image_urls: bool = _limit(
+        "allow_external_image_urls",
+        "`https://` image URLs too (false: `data:image/...;base64` only; never `http`, `file` "
+        "or any other scheme)",
+    )
+    deny_private_image_urls: bool = _limit(
+        "deny_private_image_urls",
+        "refuse `https` image URLs to private, loopback, link-local, CGNAT, multicast or "
+        "unspecified IP literals and to `localhost`-style names ([Image URLs](#image-urls))",
+    )
+    max_files: int = _limit("max_files", "`file_ids` (v1) / `attachments` (v2) per message")
+    attachment_tools: frozenset[str] = _limit(
+        "attachment_tools", "tools a message attachment may name"
+    )
+    max_metadata_pairs: int = _limit("max_metadata_pairs", "metadata pairs per object")
+    max_metadata_key_chars: int = _limit("max_metadata_key_chars", "characters per metadata key")
+    max_metadata_value_chars: int = _limit(
+        "max_metadata_value_chars", "characters per metadata value"
+    )
+    required_metadata_keys: frozenset[str] = _limit(
+        "required_metadata_keys",
+        "keys every created thread, message and run must carry (e.g. a cost-centre tag)",
+    )
+    max_thread_messages: int = _limit(
+        "max_thread_messages",
+        "messages in create-thread `messages` and run `additional_messages` (at most 100)",
+    )
+    max_code_interpreter_files: int = _limit(
+        "max_code_interpreter_files", "`code_interpreter` files in a thread's tool resources"
+    )
+    max_vector_stores: int = _limit(
+        "max_vector_stores", "`file_search` vector stores in a thread's tool resources"
+    )
+
+    def build(self) -> PolicyLimits:
+        return PolicyLimits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+    def __check__(self, path: str) -> Iterable[str]:
+        return limit_problems(self.build(), path)
+
+
+def matches_an_operation(pattern: str) -> str | None:
+    if any(fnmatch.fnmatchcase(op, pattern) for op in OPERATIONS):
+        return None
+    return f"matches no operation: {pattern!r}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Profile:
+    name: str = table_name()
+    #: The operations allowed: glob patterns as written, every matching name once built.
+    operations: frozenset[str] = setting(
+        frozenset({"*"}),
+        "glob patterns over operation names (`messages.*`, `*.list`)",
+        each=matches_an_operation,
+    )
+    policy: PolicyLimits = setting(
+        _AZURE,
+        "payload policy; a profile may only tighten Azure's limits",
+        shape=PolicySettings,
+        shown="Azure's limits",
+    )
+    rate_limit: RateLimitProfile = setting(factory=RateLimitProfile, shape=RateLimitSettings)
+
+    def __post_init__(self) -> None:
+        patterns = self.operations
+        ops = frozenset(
+            op for op in OPERATIONS if any(fnmatch.fnmatchcase(op, p) for p in patterns)
+        )
+        object.__setattr__(self, "operations", ops)
+
+    def allows(self, operation: str) -> bool:
+        return operation in self.operations
