@@ -41,6 +41,9 @@ ID_PATTERNS: dict[str, re.Pattern[str]] = {
     "run_id": re.compile(r"run_[A-Za-z0-9]{1,64}"),
     "step_id": re.compile(r"step_[A-Za-z0-9]{1,64}"),
     "file_id": re.compile(r"(?:file|assistant)-[A-Za-z0-9_-]{1,64}"),
+    "assistant_id": re.compile(r"asst_[A-Za-z0-9]{1,64}"),
+    "vector_store_id": re.compile(r"vs_[A-Za-z0-9]{1,64}"),
+    "batch_id": re.compile(r"vsfb_[A-Za-z0-9]{1,64}"),
 }
 
 INCLUDE_VALUES = frozenset({"step_details.tool_calls[*].file_search.results[*].content"})
@@ -71,6 +74,21 @@ class Kind:
 
 
 THREAD = Kind("thread", "thread_id", lookup="threads.retrieve", not_found_code="thread_not_found")
+ASSISTANT = Kind(
+    "assistant", "assistant_id", lookup="assistants.retrieve", not_found_code="assistant_not_found"
+)
+VECTOR_STORE = Kind(
+    "vector store",
+    "vector_store_id",
+    lookup="vector_stores.retrieve",
+    not_found_code="vector_store_not_found",
+)
+FILE = Kind(
+    "file", "file_id", lookup="files.retrieve", not_found_code="file_not_found", stamp="filename"
+)
+#: The owned kinds by path parameter. A kind is enabled in the table only once its lookup row
+#: exists (``table`` checks it), so the Assistants surface adds them with their rows.
+ALL_KINDS: tuple[Kind, ...] = (THREAD, ASSISTANT, VECTOR_STORE, FILE)
 KINDS: dict[str, Kind] = {k.param: k for k in (THREAD,)}
 
 
