@@ -1,0 +1,515 @@
+"""The cross-tenant matrix (issue 14, items 2 and 7), driven by the operation table.
+
+Two tenants (namespaces ``team-a`` and ``team-b``) each make one object of every kind through a
+real gateway (real uvicorn, the session's real Redis, ownership on) in front of the recording
+fake Azure. Then, for every row of ``OPERATIONS``:
+
+* a row with an ``owner`` (the path names an owned object): tenant B sending A's ids answers
+  404 with the kind's ``not_found_code`` and nothing reaches Azure; A's own read of the same
+  target does reach it (the refusal is about the owner, not a bad request);
+* a row with ``refs`` (body fields naming owned objects): tenant B's valid body with A's object
+  put at each reference answers 400 ``reference_not_found`` whose ``param`` is the JSON path with
+  indices, and nothing reaches Azure; the same body naming B's own objects is forwarded;
+* a row with ``lists`` (a list of top-level owned objects): each tenant sees only its own, and a
+  cursor naming the other tenant's object is refused.
+
+The rows are read, never listed here: a new row with an owner, references or a list is in the
+matrix at once, and a row whose references no sample body below reaches fails
+``test_every_reference_is_exercised`` until one is written for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.operations.row import Kind, Operation, Ref
+from gateway.operations.table import OPERATIONS
+from tests.servers import RedisServer
+from tests.stack import V1, V2, Stack, running_stack
+
+A, B = "team-a", "team-b"
+NEWEST = "2025-04-01-preview"
+#: The api-versions a row is tried on: the first of each generation, and the newest.
+VERSIONS: dict[str, str] = {V1: "v1", V2: "v2", NEWEST: "v2"}
+#: Ownership of every kind, unknown objects refused; no limiter (this is about ownership).
+OWNED: dict[str, Any] = {
+    "threads": {"ownership": True, "unknown": "deny"},
+    "rate_limit": {"enabled": False},
+}
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """One tenant's objects: the path parameters' values, and a few spare files."""
+
+    namespace: str
+    ids: dict[str, str]
+    files: tuple[str, ...]
+
+    @property
+    def file(self) -> str:
+        return self.files[0]
+
+    def of(self, kind: Kind) -> str:
+        return self.ids[kind.param]
+
+
+@dataclass(frozen=True)
+class World:
+    stack: Stack
+    a: Tenant
+    b: Tenant
+    clients: dict[str, httpx.Client]
+
+    def call(
+        self,
+        namespace: str,
+        method: str,
+        path: str,
+        version: str,
+        body: Json | None = None,
+        query: dict[str, str] | None = None,
+    ) -> tuple[httpx.Response, list[Any]]:
+        """One request as ``namespace``; the answer and what reached the fake Azure."""
+        since = len(self.stack.fake.requests)
+        response = self.clients[namespace].request(
+            method, path, params={"api-version": version, **(query or {})}, json=body
+        )
+        return response, list(self.stack.fake.requests[since:])
+
+
+def _ok(response: httpx.Response) -> Json:
+    assert response.status_code == 200, response.text
+    data: Json = response.json()
+    return data
+
+
+def _make_tenant(stack: Stack, client: httpx.Client, namespace: str) -> Tenant:
+    q = {"api-version": V2}
+    files = tuple(
+        _ok(
+            client.post(
+                "/openai/files",
+                params=q,
+                data={"purpose": "assistants"},
+                files={"file": (f"{namespace}-{i}.txt", f"notes {i} of {namespace}".encode())},
+            )
+        )["id"]
+        for i in range(3)
+    )
+    store = _ok(client.post("/openai/vector_stores", params=q, json={"name": namespace}))
+    vs_file = _ok(
+        client.post(
+            f"/openai/vector_stores/{store['id']}/files", params=q, json={"file_id": files[0]}
+        )
+    )
+    batch = _ok(
+        client.post(
+            f"/openai/vector_stores/{store['id']}/file_batches",
+            params=q,
+            json={"file_ids": [files[1]]},
+        )
+    )
+    assistant = _ok(
+        client.post("/openai/assistants", params=q, json={"model": "gpt-4o", "name": namespace})
+    )
+    thread = _ok(
+        client.post(
+            "/openai/threads",
+            params=q,
+            json={"messages": [{"role": "user", "content": f"hello from {namespace}"}]},
+        )
+    )
+    messages = _ok(client.get(f"/openai/threads/{thread['id']}/messages", params=q))
+    with client.stream(
+        "POST",
+        f"/openai/threads/{thread['id']}/runs",
+        params=q,
+        json={"assistant_id": assistant["id"], "stream": True},
+    ) as streamed:
+        assert streamed.status_code == 200
+        run_id = next(
+            json.loads(line[5:])["id"]
+            for line in streamed.iter_lines()
+            if line.startswith("data:") and '"thread.run"' in line
+        )
+        for _ in streamed.iter_lines():
+            pass
+    steps = _ok(client.get(f"/openai/threads/{thread['id']}/runs/{run_id}/steps", params=q))
+    assert vs_file["id"] == files[0]
+    return Tenant(
+        namespace,
+        {
+            "thread_id": thread["id"],
+            "message_id": messages["data"][0]["id"],
+            "run_id": run_id,
+            "step_id": steps["data"][0]["id"],
+            "assistant_id": assistant["id"],
+            "file_id": files[0],
+            "vector_store_id": store["id"],
+            "batch_id": batch["id"],
+        },
+        files,
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Iterator[World]:
+    url = os.environ.get("GATEWAY_TEST_REDIS_URL") or redis_server.url
+    with running_stack(tmp_path_factory.mktemp("matrix"), redis_url=url, overrides=OWNED) as stack:
+        clients = {
+            ns: httpx.Client(
+                base_url=stack.url,
+                headers={**stack.auth(namespace=ns), "Accept-Encoding": "identity"},
+                timeout=10,
+            )
+            for ns in (A, B)
+        }
+        try:
+            a = _make_tenant(stack, clients[A], A)
+            b = _make_tenant(stack, clients[B], B)
+            yield World(stack, a, b, clients)
+        finally:
+            for client in clients.values():
+                client.close()
+
+
+# ------------------------------------------------------------------ sample bodies
+#
+# Valid bodies per (operation, generation), naming the sending tenant's own objects wherever a
+# body may reference one. Several samples where the document forbids fields together
+# (``file_search.vector_store_ids`` vs ``vector_stores``).
+
+Sample = Callable[[Tenant], Json]
+
+
+def _attach(t: Tenant) -> list[Json]:
+    return [
+        {"file_id": t.files[0], "tools": [{"type": "code_interpreter"}]},
+        {"file_id": t.files[1], "tools": [{"type": "file_search"}]},
+    ]
+
+
+def _resources_by_id(t: Tenant) -> Json:
+    return {
+        "code_interpreter": {"file_ids": [t.files[0], t.files[1]]},
+        "file_search": {"vector_store_ids": [t.ids["vector_store_id"]]},
+    }
+
+
+def _resources_new_store(t: Tenant) -> Json:
+    return {"file_search": {"vector_stores": [{"file_ids": [t.files[0], t.files[1]]}]}}
+
+
+def _v2_message(t: Tenant) -> Json:
+    return {"role": "user", "content": "see the files", "attachments": _attach(t)}
+
+
+def _v1_message(t: Tenant) -> Json:
+    return {"role": "user", "content": "see the files", "file_ids": [t.files[0], t.files[1]]}
+
+
+def _v2_tools() -> list[Json]:
+    return [{"type": "code_interpreter"}, {"type": "file_search"}]
+
+
+SAMPLES: dict[tuple[str, str], tuple[Sample, ...]] = {
+    ("threads.create", "v1"): (lambda t: {"messages": [_v1_message(t)]},),
+    ("threads.create", "v2"): (
+        lambda t: {"messages": [_v2_message(t)], "tool_resources": _resources_by_id(t)},
+        lambda t: {"tool_resources": _resources_new_store(t)},
+    ),
+    ("threads.modify", "v1"): (lambda t: {"metadata": {"k": "v"}},),
+    ("threads.modify", "v2"): (
+        lambda t: {"tool_resources": _resources_by_id(t)},
+        lambda t: {"metadata": {"k": "v"}},
+    ),
+    ("messages.create", "v1"): (_v1_message,),
+    ("messages.create", "v2"): (_v2_message,),
+    ("messages.modify", "v1"): (lambda t: {"metadata": {"k": "v"}},),
+    ("messages.modify", "v2"): (lambda t: {"metadata": {"k": "v"}},),
+    ("runs.create", "v1"): (lambda t: {"assistant_id": t.ids["assistant_id"]},),
+    ("runs.create", "v2"): (
+        lambda t: {
+            "assistant_id": t.ids["assistant_id"],
+            "additional_messages": [_v2_message(t)],
+        },
+    ),
+    ("runs.modify", "v1"): (lambda t: {"metadata": {"k": "v"}},),
+    ("runs.modify", "v2"): (lambda t: {"metadata": {"k": "v"}},),
+    ("runs.submit_tool_outputs", "v1"): (
+        lambda t: {"tool_outputs": [{"tool_call_id": "call_abc", "output": "42"}]},
+    ),
+    ("runs.submit_tool_outputs", "v2"): (
+        lambda t: {"tool_outputs": [{"tool_call_id": "call_abc", "output": "42"}]},
+    ),
+    ("threads.create_and_run", "v1"): (
+        lambda t: {"assistant_id": t.ids["assistant_id"], "thread": {"messages": [_v1_message(t)]}},
+    ),
+    ("threads.create_and_run", "v2"): (
+        lambda t: {
+            "assistant_id": t.ids["assistant_id"],
+            "thread": {"messages": [_v2_message(t)], "tool_resources": _resources_by_id(t)},
+            "tool_resources": _resources_by_id(t),
+        },
+        lambda t: {
+            "assistant_id": t.ids["assistant_id"],
+            "thread": {"tool_resources": _resources_new_store(t)},
+        },
+    ),
+    ("assistants.create", "v1"): (
+        lambda t: {
+            "model": "gpt-4",
+            "tools": [{"type": "retrieval"}],
+            "file_ids": [t.files[0], t.files[1]],
+        },
+    ),
+    ("assistants.create", "v2"): (
+        lambda t: {"model": "gpt-4o", "tools": _v2_tools(), "tool_resources": _resources_by_id(t)},
+        lambda t: {
+            "model": "gpt-4o",
+            "tools": _v2_tools(),
+            "tool_resources": _resources_new_store(t),
+        },
+    ),
+    ("assistants.modify", "v1"): (
+        lambda t: {"tools": [{"type": "retrieval"}], "file_ids": [t.files[0], t.files[1]]},
+    ),
+    ("assistants.modify", "v2"): (
+        lambda t: {"tools": _v2_tools(), "tool_resources": _resources_by_id(t)},
+    ),
+    ("assistants.files.create", "v1"): (lambda t: {"file_id": t.files[2]},),
+    ("vector_stores.create", "v2"): (
+        lambda t: {"name": "mine", "file_ids": [t.files[0], t.files[1]]},
+    ),
+    ("vector_stores.modify", "v2"): (lambda t: {"name": "renamed"},),
+    ("vector_stores.files.create", "v2"): (lambda t: {"file_id": t.files[2]},),
+    ("vector_stores.file_batches.create", "v2"): (
+        lambda t: {"file_ids": [t.files[1], t.files[2]]},
+    ),
+}
+
+
+def versions_of(row: Operation) -> list[str]:
+    return [v for v, gen in VERSIONS.items() if gen in row.generations]
+
+
+def sample_bodies(row: Operation, version: str, tenant: Tenant) -> list[Json]:
+    """The row's valid bodies on ``version`` for ``tenant`` (``[None]``-like empty for rows
+    without a body)."""
+    samples = SAMPLES.get((row.name, VERSIONS[version]))
+    if samples is None:
+        raise AssertionError(
+            f"no sample body for {row.name} on {VERSIONS[version]}: add one to SAMPLES"
+        )
+    return [sample(tenant) for sample in samples]
+
+
+def path_of(row: Operation, tenant: Tenant) -> str:
+    return row.template.format(**tenant.ids)
+
+
+# ------------------------------------------------------------------ reference paths
+
+_STEP = re.compile(r"([A-Za-z_]+)(\[\])?")
+
+
+def locate(body: Any, path: str) -> tuple[str, Callable[[str], None]] | None:
+    """Where ``path`` (``a.b[].c``) is in ``body``: its concrete path (the last item of every
+    list: ``a.b[1].c``) and a setter for the value there; None when the body lacks it."""
+    steps = [_STEP.fullmatch(part) for part in path.split(".")]
+    assert all(steps), f"bad reference path {path!r}"
+    node = body
+    concrete: list[str] = []
+    parent: Any = None
+    slot: Any = None
+    for step in steps:
+        assert step is not None
+        key, is_list = step.group(1), step.group(2) is not None
+        if not isinstance(node, dict) or key not in node:
+            return None
+        parent, slot, node = node, key, node[key]
+        concrete.append(key)
+        if is_list:
+            if not isinstance(node, list) or not node:
+                return None
+            index = len(node) - 1
+            parent, slot, node = node, index, node[index]
+            concrete[-1] += f"[{index}]"
+
+    def put(value: str) -> None:
+        parent[slot] = value
+
+    return ".".join(concrete), put
+
+
+@dataclass(frozen=True)
+class RefCase:
+    row: Operation
+    version: str
+    ref: Ref
+    sample: int
+
+
+def _ref_cases() -> list[RefCase]:
+    cases = []
+    for row in OPERATIONS:
+        for version in versions_of(row):
+            if not row.refs:
+                continue
+            probe = Tenant("probe", _PROBE_IDS, ("file-p0", "file-p1", "file-p2"))
+            for i, body in enumerate(sample_bodies(row, version, probe)):
+                cases += [
+                    RefCase(row, version, ref, i) for ref in row.refs if locate(body, ref.path)
+                ]
+    return cases
+
+
+_PROBE_IDS = {
+    "thread_id": "thread_p",
+    "message_id": "msg_p",
+    "run_id": "run_p",
+    "step_id": "step_p",
+    "assistant_id": "asst_p",
+    "file_id": "file-p0",
+    "vector_store_id": "vs_p",
+    "batch_id": "vsfb_p",
+}
+REF_CASES = _ref_cases()
+OWNED_ROWS = [row for row in OPERATIONS if row.owner is not None]
+LIST_ROWS = [row for row in OPERATIONS if row.lists is not None]
+
+
+def _owned_cases() -> list[tuple[Operation, str]]:
+    return [(row, version) for row in OWNED_ROWS for version in versions_of(row)]
+
+
+def test_every_reference_is_exercised() -> None:
+    """Every ``Ref`` of every row is reached by some sample body (so the matrix below tries
+    it), and the table does have references, owned rows and lists to try."""
+    covered = {(c.row.name, c.ref.path) for c in REF_CASES}
+    missing = [(row.name, ref.path) for row in OPERATIONS for ref in row.refs]
+    assert [m for m in missing if m not in covered] == []
+    assert REF_CASES and OWNED_ROWS and LIST_ROWS
+
+
+def test_locate_renders_indices() -> None:
+    body = {"a": {"b": [{"c": "x"}, {"c": "y"}]}, "ids": ["p", "q", "r"]}
+    found = locate(body, "a.b[].c")
+    assert found is not None and found[0] == "a.b[1].c"
+    found[1]("z")
+    assert body["a"] == {"b": [{"c": "x"}, {"c": "z"}]}
+    ids = locate(body, "ids[]")
+    assert ids is not None and ids[0] == "ids[2]"
+    assert locate(body, "a.missing[].c") is None
+    assert locate({"a": []}, "a[].c") is None
+
+
+# ------------------------------------------------------------------ by path
+
+
+@pytest.mark.parametrize(
+    ("row", "version"),
+    _owned_cases(),
+    ids=[f"{row.name}@{version}" for row, version in _owned_cases()],
+)
+def test_foreign_object_in_the_path_is_404_not_forwarded(
+    world: World, row: Operation, version: str
+) -> None:
+    assert row.owner is not None
+    bodies = sample_bodies(row, version, world.b) if row.has_body else [None]
+    target = path_of(row, world.a)
+    response, reached = world.call(B, row.method, target, version, bodies[0])
+    assert response.status_code == 404, response.text
+    error = response.json()["error"]
+    assert error["code"] == row.owner.not_found_code
+    assert error["type"] == "invalid_request_error"
+    assert reached == []
+    if row.method == "GET":
+        # The owner's same read is forwarded: the 404 above was about the tenant.
+        mine, reached = world.call(A, row.method, target, version)
+        assert [r.path for r in reached] == [target], mine.text
+    if row.deletes:
+        lookup = next(r for r in OPERATIONS if r.name == row.owner.lookup)
+        still, _ = world.call(A, "GET", path_of(lookup, world.a), version)
+        assert still.status_code == 200, still.text
+
+
+# ------------------------------------------------------------------ by reference
+
+
+@pytest.mark.parametrize(
+    "case",
+    REF_CASES,
+    ids=[f"{c.row.name}@{c.version}:{c.ref.path}#{c.sample}" for c in REF_CASES],
+)
+def test_foreign_reference_in_the_body_is_refused_not_forwarded(
+    world: World, case: RefCase
+) -> None:
+    row, ref = case.row, case.ref
+    target = path_of(row, world.b)
+    body = sample_bodies(row, case.version, world.b)[case.sample]
+    found = locate(body, ref.path)
+    assert found is not None
+    param, put = found
+    put(world.a.of(ref.kind))
+    response, reached = world.call(B, row.method, target, case.version, body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == {
+        "code": "reference_not_found",
+        "message": f"No {ref.kind.name} found with the id given at {param}.",
+        "param": param,
+        "type": "invalid_request_error",
+    }
+    assert reached == []
+    # The same body naming B's own object is forwarded.
+    own = sample_bodies(row, case.version, world.b)[case.sample]
+    answer, reached = world.call(B, row.method, target, case.version, own)
+    assert [r.path for r in reached][:1] == [target], answer.text
+    assert reached[0].json() is not None
+
+
+# ------------------------------------------------------------------ lists
+
+
+@pytest.mark.parametrize("row", LIST_ROWS, ids=[row.name for row in LIST_ROWS])
+def test_lists_show_only_the_callers_objects(world: World, row: Operation) -> None:
+    assert row.lists is not None
+    version = versions_of(row)[-1]
+    seen = {}
+    for tenant in (world.a, world.b):
+        response, reached = world.call(tenant.namespace, "GET", row.template, version)
+        assert reached, "a list is forwarded"
+        seen[tenant.namespace] = {item["id"] for item in _ok(response)["data"]}
+    mine, theirs = world.a.of(row.lists), world.b.of(row.lists)
+    assert mine in seen[A] and theirs not in seen[A]
+    assert theirs in seen[B] and mine not in seen[B]
+    assert not seen[A] & seen[B]
+
+
+@pytest.mark.parametrize("cursor", ["after", "before"])
+@pytest.mark.parametrize("row", LIST_ROWS, ids=[row.name for row in LIST_ROWS])
+def test_a_foreign_cursor_is_refused(world: World, row: Operation, cursor: str) -> None:
+    assert row.lists is not None
+    version = versions_of(row)[-1]
+    response, reached = world.call(
+        B, "GET", row.template, version, query={cursor: world.a.of(row.lists)}
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("reference_not_found", cursor)
+    assert reached == []
+    own, reached = world.call(
+        B, "GET", row.template, version, query={cursor: world.b.of(row.lists)}
+    )
+    assert own.status_code == 200 and reached, own.text
