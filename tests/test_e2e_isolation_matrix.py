@@ -403,6 +403,37 @@ def test_every_reference_is_exercised() -> None:
     assert REF_CASES and OWNED_ROWS and LIST_ROWS
 
 
+def owned_id_paths(body: Any, ids: set[str], at: str = "") -> set[str]:
+    """The reference-style paths (``a.b[].c``) of every string in ``body`` that is one of
+    ``ids``."""
+    if isinstance(body, str):
+        return {at} if body in ids else set()
+    if isinstance(body, list):
+        return set().union(*(owned_id_paths(item, ids, f"{at}[]") for item in body))
+    if isinstance(body, dict):
+        prefix = f"{at}." if at else ""
+        return set().union(*(owned_id_paths(v, ids, prefix + k) for k, v in body.items()))
+    return set()
+
+
+@pytest.mark.parametrize("key", sorted(SAMPLES), ids=[f"{n}@{g}" for n, g in sorted(SAMPLES)])
+def test_every_owned_id_a_sample_names_is_a_declared_reference(key: tuple[str, str]) -> None:
+    """The other way round: wherever a valid body names an owned object, the row declares
+    that field a reference (a field the table forgot would otherwise never be tried)."""
+    rows = [row for row in OPERATIONS if row.name == key[0]]
+    assert rows, f"SAMPLES names {key[0]}, which is no row"
+    (row,) = rows
+    assert key[1] in row.generations
+    probe = Tenant("probe", _PROBE_IDS, ("file-p0", "file-p1", "file-p2"))
+    named = set().union(
+        *(
+            owned_id_paths(s(probe), set(_PROBE_IDS.values()) | set(probe.files))
+            for s in SAMPLES[key]
+        )
+    )
+    assert named - {ref.path for ref in row.refs} == set()
+
+
 def test_locate_renders_indices() -> None:
     body = {"a": {"b": [{"c": "x"}, {"c": "y"}]}, "ids": ["p", "q", "r"]}
     found = locate(body, "a.b[].c")
