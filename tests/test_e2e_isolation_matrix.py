@@ -20,7 +20,6 @@ matrix at once, and a row whose references no sample body below reaches fails
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -30,10 +29,11 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.operations.row import Kind, Operation, Ref
+from gateway.operations.row import Operation, Ref
 from gateway.operations.table import OPERATIONS
 from tests.servers import RedisServer
 from tests.stack import V1, V2, Stack, running_stack
+from tests.tenantobjects import Json, Tenant, make_tenant, ok
 
 A, B = "team-a", "team-b"
 NEWEST = "2025-04-01-preview"
@@ -44,24 +44,6 @@ OWNED: dict[str, Any] = {
     "threads": {"ownership": True, "unknown": "deny"},
     "rate_limit": {"enabled": False},
 }
-
-Json = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Tenant:
-    """One tenant's objects: the path parameters' values, and a few spare files."""
-
-    namespace: str
-    ids: dict[str, str]
-    files: tuple[str, ...]
-
-    @property
-    def file(self) -> str:
-        return self.files[0]
-
-    def of(self, kind: Kind) -> str:
-        return self.ids[kind.param]
 
 
 @dataclass(frozen=True)
@@ -88,81 +70,6 @@ class World:
         return response, list(self.stack.fake.requests[since:])
 
 
-def _ok(response: httpx.Response) -> Json:
-    assert response.status_code == 200, response.text
-    data: Json = response.json()
-    return data
-
-
-def _make_tenant(stack: Stack, client: httpx.Client, namespace: str) -> Tenant:
-    q = {"api-version": V2}
-    files = tuple(
-        _ok(
-            client.post(
-                "/openai/files",
-                params=q,
-                data={"purpose": "assistants"},
-                files={"file": (f"{namespace}-{i}.txt", f"notes {i} of {namespace}".encode())},
-            )
-        )["id"]
-        for i in range(3)
-    )
-    store = _ok(client.post("/openai/vector_stores", params=q, json={"name": namespace}))
-    vs_file = _ok(
-        client.post(
-            f"/openai/vector_stores/{store['id']}/files", params=q, json={"file_id": files[0]}
-        )
-    )
-    batch = _ok(
-        client.post(
-            f"/openai/vector_stores/{store['id']}/file_batches",
-            params=q,
-            json={"file_ids": [files[1]]},
-        )
-    )
-    assistant = _ok(
-        client.post("/openai/assistants", params=q, json={"model": "gpt-4o", "name": namespace})
-    )
-    thread = _ok(
-        client.post(
-            "/openai/threads",
-            params=q,
-            json={"messages": [{"role": "user", "content": f"hello from {namespace}"}]},
-        )
-    )
-    messages = _ok(client.get(f"/openai/threads/{thread['id']}/messages", params=q))
-    with client.stream(
-        "POST",
-        f"/openai/threads/{thread['id']}/runs",
-        params=q,
-        json={"assistant_id": assistant["id"], "stream": True},
-    ) as streamed:
-        assert streamed.status_code == 200
-        run_id = next(
-            json.loads(line[5:])["id"]
-            for line in streamed.iter_lines()
-            if line.startswith("data:") and '"thread.run"' in line
-        )
-        for _ in streamed.iter_lines():
-            pass
-    steps = _ok(client.get(f"/openai/threads/{thread['id']}/runs/{run_id}/steps", params=q))
-    assert vs_file["id"] == files[0]
-    return Tenant(
-        namespace,
-        {
-            "thread_id": thread["id"],
-            "message_id": messages["data"][0]["id"],
-            "run_id": run_id,
-            "step_id": steps["data"][0]["id"],
-            "assistant_id": assistant["id"],
-            "file_id": files[0],
-            "vector_store_id": store["id"],
-            "batch_id": batch["id"],
-        },
-        files,
-    )
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Iterator[World]:
     url = os.environ.get("GATEWAY_TEST_REDIS_URL") or redis_server.url
@@ -176,8 +83,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -
             for ns in (A, B)
         }
         try:
-            a = _make_tenant(stack, clients[A], A)
-            b = _make_tenant(stack, clients[B], B)
+            a = make_tenant(clients[A], A)
+            b = make_tenant(clients[B], B)
             yield World(stack, a, b, clients)
         finally:
             for client in clients.values():
@@ -521,7 +428,7 @@ def test_lists_show_only_the_callers_objects(world: World, row: Operation) -> No
     for tenant in (world.a, world.b):
         response, reached = world.call(tenant.namespace, "GET", row.template, version)
         assert reached, "a list is forwarded"
-        seen[tenant.namespace] = {item["id"] for item in _ok(response)["data"]}
+        seen[tenant.namespace] = {item["id"] for item in ok(response)["data"]}
     mine, theirs = world.a.of(row.lists), world.b.of(row.lists)
     assert mine in seen[A] and theirs not in seen[A]
     assert theirs in seen[B] and mine not in seen[B]
