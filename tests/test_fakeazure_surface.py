@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from tests.fakeazure import FakeAzure
-from tests.fakeazure.openapi import ERRATA, check, errors
+from tests.fakeazure.openapi import ERRATA, check, document_version, errors
 from tests.servers import ThreadedUvicorn, run_app
 
 KEY = "upstream-key-surface"
@@ -518,3 +518,20 @@ def test_v2_stream_event_data_match_the_documented_objects(v2: Azure) -> None:
         check(v2.version, schema, json.loads(data))
         checked += 1
     assert checked >= 10
+
+
+def test_each_version_is_checked_against_its_own_document() -> None:
+    assert document_version(V1, "runObject") == V1
+    assert document_version(V2S[1], "vectorStoreFileObject") == V2S[1]
+    assert document_version(V2S[1], "runObject") == V2S[0]  # not vendored for 2025-04
+    failed = {
+        "id": "f",
+        "object": "vector_store.file",
+        "usage_bytes": 1,
+        "created_at": 1,
+        "vector_store_id": "vs_1",
+        "status": "failed",
+        "last_error": {"code": "internal_error", "message": "m"},
+    }
+    assert not errors(V2S[0], "vectorStoreFileObject", failed)
+    assert errors(V2S[1], "vectorStoreFileObject", failed)  # 2025-04 renamed the codes
