@@ -37,6 +37,7 @@ CORE = {
     "auth.identity",
     "policy.jsonbody",
     "ownership.rules",
+    "ownership.filenames",
     "ownership.stamp",
     "policy.checks",
     "policy.fields",
@@ -50,6 +51,8 @@ CORE = {
     "operations.row",
     "operations.table",
     "operations.assistants",
+    "operations.uploads",
+    "policy.multipart",
     "auth.cache",
     "observability.labels",
     "server.admission",
@@ -87,7 +90,9 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "auth.middleware": (set(), {"auth.authenticator"}),
     "operations.middleware": (set(), set()),
     "ratelimit.middleware": (set(), set()),
-    "policy.middleware": (set(), {"policy.bodyread"}),
+    "policy.middleware": (set(), {"policy.bodyread", "policy.uploads"}),
+    # A file upload's body, read from ASGI as the forwarder sends it (asyncio only).
+    "policy.uploads": (set(), set()),
     "ownership.middleware": (set(), set()),
     "upstream.forwarder": ({"httpx", "aiohttp"}, {"upstream.client"}),
 }

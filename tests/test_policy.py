@@ -22,7 +22,7 @@ from gateway.policy.jsonbody import dump_json
 from tests.policycases import check_request
 
 BODY_OPERATIONS = frozenset(op.name for op in OPERATIONS if op.has_body)
-BODYLESS_OPERATIONS = frozenset(op.name for op in OPERATIONS if not op.has_body)
+BODYLESS_OPERATIONS = frozenset(op.name for op in OPERATIONS if not op.has_body and not op.upload)
 
 
 V1 = KNOWN_VERSIONS["2024-02-15-preview"]

@@ -76,6 +76,16 @@ class PolicySettings:
     max_vector_stores: int = _limit(
         "max_vector_stores", "`file_search` vector stores in a thread's tool resources"
     )
+    max_file_bytes: int = _limit(
+        "max_file_bytes",
+        "bytes per uploaded file (Azure: 512 MB), counted as the upload streams",
+        shown="`536870912` (512 MiB)",
+    )
+    file_purposes: frozenset[str] = _limit(
+        "file_purposes",
+        "`purpose` values a file may be uploaded for (a subset of Azure's: `assistants`, "
+        "`assistants_output`, `batch`, `fine-tune`, `fine-tune-results`, `vision`)",
+    )
 
     def build(self) -> PolicyLimits:
         return PolicyLimits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})

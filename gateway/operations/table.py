@@ -33,9 +33,10 @@ from gateway.errors import BadRequestError, MethodNotAllowedError, NotFoundError
 from gateway.operations.apiversions import KNOWN_VERSIONS, ApiVersion
 from gateway.operations.assistants import ASSISTANTS
 from gateway.operations.row import ID_PATTERNS, Operation
+from gateway.operations.uploads import UPLOADS
 
 #: Every operation, one row each.
-OPERATIONS: tuple[Operation, ...] = ASSISTANTS
+OPERATIONS: tuple[Operation, ...] = ASSISTANTS + UPLOADS
 BY_NAME: Mapping[str, Operation] = {op.name: op for op in OPERATIONS}
 if len(BY_NAME) != len(OPERATIONS):  # pragma: no cover - a table edit error
     raise ValueError("operation names must be unique")
