@@ -4,8 +4,9 @@ The policy stage never reads an upload whole. It checks the framing (one ``Conte
 ``Content-Length`` no larger than the profile's ``max_file_bytes`` plus the multipart framing,
 else 413 ``file_too_large`` before a byte is read), then reads only the body's *head* — up to
 and including the file part's headers, a few KiB at most — through the pure rewriter
-(``multipart.MultipartRewriter``): a wrong purpose, filename or structure is refused there,
-with nothing sent upstream. The rest is read as the forwarder sends it (``UploadBody``): each
+(``multipart.MultipartRewriter``): a wrong purpose, filename or structure, or a declared
+length that leaves more than ``max_file_bytes`` for the file, is refused there, with nothing
+sent upstream. The rest is read as the forwarder sends it (``UploadBody``): each
 chunk the caller sends is checked and passed on, so memory holds one chunk, not the file.
 
 A refusal found later (the file over the limit in a chunked body, junk after the close
@@ -176,6 +177,8 @@ async def read_upload_head(
             rewriter.feed(chunk)
         if body.ended:
             rewriter.finish()
+        elif declared is not None and rewriter.least_file_bytes(declared) > limits.max_file_bytes:
+            raise _too_large(limits)
     except GatewayError as exc:
         if not body.ended:  # the rest of the caller's body is unread
             exc.headers.setdefault("Connection", "close")
