@@ -388,3 +388,11 @@ def test_the_table_covers_every_upload_reason() -> None:
 def test_the_gateways_boundary_must_be_valid() -> None:
     with pytest.raises(ValueError, match="boundary"):
         MultipartRewriter(CT, boundary=b"bad boundary ", purposes=PURPOSES, max_file_bytes=1)
+
+
+def test_the_least_file_size_a_declared_length_allows() -> None:
+    for end in (b"\r\n", b""):
+        raw = body(b"x" * 1234, end=end)
+        r = rewriter()
+        r.feed(raw[:300])
+        assert r.least_file_bytes(len(raw)) == (1234 if end else 1232)

@@ -23,7 +23,7 @@ from tests.policycases import check_request
 from tests.test_policy_assistants import BUILD_REFUSALS
 
 BODY_OPERATIONS = frozenset(op.name for op in OPERATIONS if op.has_body)
-BODYLESS_OPERATIONS = frozenset(op.name for op in OPERATIONS if not op.has_body)
+BODYLESS_OPERATIONS = frozenset(op.name for op in OPERATIONS if not op.has_body and not op.upload)
 
 
 V1 = KNOWN_VERSIONS["2024-02-15-preview"]

@@ -264,6 +264,13 @@ class MultipartRewriter:
         self.hold = False
         return self._drain()
 
+    def least_file_bytes(self, input_length: int) -> int:
+        """The smallest file a body of ``input_length`` bytes can hold (once the head is done):
+        what is left after the head and the longest close delimiter."""
+        if not self.head_done:
+            raise ValueError("the head is not read yet")
+        return input_length - self.head_bytes - len(self._delimiter) - 4
+
     def output_length(self, input_length: int) -> int:
         """The exact length of the output for a caller body of ``input_length`` bytes (once
         the head is done): the framing differs, the content is the same bytes."""
