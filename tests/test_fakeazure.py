@@ -294,9 +294,8 @@ def test_v1_messages_and_message_files(fake: FakeAzure, url: str) -> None:
     assert one.status_code == 200
     assert one.json()["id"] == "file-a"
     assert raw(url, "GET", f"{base}/{message['id']}/files/file-x", V1).status_code == 404
-    # v1 has no message DELETE, no runs; v2 has no message files; v1 takes no "assistant" role
+    # v1 has no message DELETE; v2 has no message files; v1 takes no "assistant" role
     assert raw(url, "DELETE", f"{base}/{message['id']}", V1).status_code == 404
-    assert raw(url, "GET", f"/openai/threads/{thread['id']}/runs", V1).status_code == 404
     assert raw(url, "GET", f"{base}/{message['id']}/files", V2).status_code == 404
     bad = raw(url, "POST", base, V1, body={"role": "assistant", "content": "x"})
     assert bad.status_code == 400
@@ -311,14 +310,15 @@ def test_sdk_v1_client_creates_and_lists(fake: FakeAzure, url: str) -> None:
     assert all(r.query.startswith(f"api-version={V1}") for r in fake.requests)
 
 
-def test_empty_list_has_null_ids(fake: FakeAzure, url: str) -> None:
+def test_empty_list_has_empty_string_ids(fake: FakeAzure, url: str) -> None:
+    """first_id/last_id are required strings (not nullable) in every list schema."""
     thread = raw(url, "POST", "/openai/threads", body={}).json()
     listed = raw(url, "GET", f"/openai/threads/{thread['id']}/messages").json()
     assert listed == {
         "object": "list",
         "data": [],
-        "first_id": None,
-        "last_id": None,
+        "first_id": "",
+        "last_id": "",
         "has_more": False,
     }
 
@@ -409,7 +409,7 @@ def test_invalid_json_unknown_path_and_bad_list_query(fake: FakeAzure, url: str)
     with httpx.Client(base_url=url, headers={"api-key": KEY}) as client:
         bad_json = client.post("/openai/threads", params={"api-version": V2}, content=b"{nope")
         nan = client.post("/openai/threads", params={"api-version": V2}, content=b'{"a": NaN}')
-        unknown = client.get("/openai/assistants", params={"api-version": V2})
+        unknown = client.get("/openai/assistants/a/nope", params={"api-version": V2})
     assert bad_json.status_code == nan.status_code == 400
     assert unknown.status_code == 404
     assert unknown.json() == {"error": {"code": "404", "message": "Resource not found"}}
@@ -848,7 +848,19 @@ def test_list_query_parsing() -> None:
     [
         ("POST", "/openai/threads", "v1", "create_thread"),
         ("POST", "/openai/threads/runs", "v2", "create_thread_and_run"),
-        ("POST", "/openai/threads/runs", "v1", "modify_thread"),
+        ("POST", "/openai/threads/runs", "v1", "create_thread_and_run"),
+        ("GET", "/openai/threads/runs", "v1", None),
+        ("POST", "/openai/threads/t/runs", "v1", "create_run"),
+        ("POST", "/openai/assistants/a/files", "v1", "assistants.files.create"),
+        ("POST", "/openai/assistants/a/files", "v2", None),
+        ("POST", "/openai/vector_stores", "v1", None),
+        (
+            "GET",
+            "/openai/vector_stores/v/file_batches/b/files",
+            "v2",
+            "vector_stores.file_batches.list_files",
+        ),
+        ("GET", "/openai/files/f/content", "v1", "files.content"),
         ("DELETE", "/openai/threads/t/messages/m", "v2", "delete_message"),
         ("DELETE", "/openai/threads/t/messages/m", "v1", None),
         ("GET", "/openai/threads/t/messages/m/files/f", "v1", "get_message_file"),

@@ -38,7 +38,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
-from tests.fakeazure import runs
+from tests.fakeazure import runs, surface
+from tests.fakeazure.files import CONTENT_CHUNK, StoredFile, file_json
 from tests.fakeazure.shapes import (
     VERSIONS,
     FakeError,
@@ -122,6 +123,11 @@ class _Script:
     response: ScriptedResponse
     path_prefix: str | None
     remaining: int
+
+
+@dataclass(frozen=True)
+class _Content:
+    file: StoredFile
 
 
 @dataclass(frozen=True)
@@ -358,6 +364,8 @@ class FakeAzure:
             return
         if isinstance(result, _RunStream):
             await self._stream_run(result, responder)
+        elif isinstance(result, _Content):
+            await self._stream_content(result, responder)
         else:
             await responder.json(200, result)
 
@@ -376,7 +384,7 @@ class FakeAzure:
             )
         )
 
-    def _answer(self, record: RecordedRequest) -> Json | _RunStream:
+    def _answer(self, record: RecordedRequest) -> Json | _RunStream | _Content:
         if not self._authorized(record):
             raise apim_error(401, "401", _DENIED)
         query: dict[str, str] = {}
@@ -390,9 +398,20 @@ class FakeAzure:
         route = match_route(record.method, record.path, gen)
         if route is None:
             raise apim_error(404, "404", "Resource not found")
+        name, params = route
+        if name == "files.upload":
+            with self.store.lock:
+                stored = self.store.files.upload(record.header("content-type"), record.body)
+                return file_json(stored)
         body = parse_body(record.method, record.body)
         with self.store.lock:
-            return self._dispatch(route[0], gen, route[1], query, body)
+            if name == "files.content":
+                return _Content(self.store.files.get(params["file_id"]))
+            if "." in name:
+                return surface.dispatch(
+                    self.store, name, gen, params, parse_list_query(query, gen), body
+                )
+            return self._dispatch(name, gen, params, query, body)
 
     def _dispatch(
         self, name: str, gen: Generation, p: dict[str, str], q: dict[str, str], body: Json
@@ -428,7 +447,7 @@ class FakeAzure:
                 thread, run, stream = runs.create_thread_and_run(s, body, gen, opts)
                 return _streamed(run, [("thread.created", thread_json(thread, gen))], stream)
             case "create_run":
-                run, stream = runs.create_run(s, tid, body, opts)
+                run, stream = runs.create_run(s, tid, body, opts, gen)
                 return _streamed(run, [], stream)
             case "list_runs":
                 return s.list_runs(tid, parse_list_query(q, gen))
@@ -465,6 +484,17 @@ class FakeAzure:
                 if run.streaming:  # the client left before the first frame was asked for
                     run.streaming = False
                     runs.drain(store, run)
+
+    async def _stream_content(self, content: _Content, responder: _Responder) -> None:
+        data, kind = content.file.content, content.file.content_type
+
+        async def chunks() -> AsyncGenerator[bytes, None]:
+            for start in range(0, len(data), CONTENT_CHUNK):
+                yield data[start : start + CONTENT_CHUNK]
+                await asyncio.sleep(0)
+
+        headers = [("content-type", kind or "application/octet-stream")]
+        await responder.stream(200, headers, chunks())
 
     async def _play(self, script: ScriptedResponse, responder: _Responder) -> None:
         if script.delay_headers_s:

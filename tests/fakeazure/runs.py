@@ -21,8 +21,8 @@ import copy
 import json
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
+from tests.fakeazure.assistants import check_tools
 from tests.fakeazure.shapes import (
     Generation,
     Json,
@@ -56,6 +56,9 @@ _RUN_FIELDS = frozenset(_RUN_DEFAULTS) | {
     "metadata",
     "stream",
 }
+#: createRunRequest / createThreadAndRunRequest of 2024-02-15-preview: no streaming, no
+#: sampling or truncation controls, tools code_interpreter | retrieval | function.
+_V1_RUN_FIELDS = frozenset({"assistant_id", "model", "instructions", "tools", "metadata"})
 
 
 def default_answer(prompt: str) -> str:
@@ -87,9 +90,9 @@ def split_answer(text: str, parts: int = 4) -> list[str]:
     return ["".join(tokens[i : i + size]) for i in range(0, len(tokens), size)]
 
 
-def _run_params(body: Json) -> tuple[str, Json, bool]:
+def _run_params(store: Store, body: Json, gen: Generation) -> tuple[str, Json, bool]:
     for key in body:
-        if key not in _RUN_FIELDS:
+        if key not in (_RUN_FIELDS if gen == "v2" else _V1_RUN_FIELDS):
             raise invalid(f"Unknown parameter: '{key}'.", key, "unknown_parameter")
     assistant_id = body.get("assistant_id")
     if not isinstance(assistant_id, str) or not assistant_id:
@@ -101,31 +104,25 @@ def _run_params(body: Json) -> tuple[str, Json, bool]:
     stream = body.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise invalid("Invalid type for 'stream': expected a boolean.", "stream", "invalid_type")
-    tools = body.get("tools") or []
-    if not isinstance(tools, list) or not all(_valid_tool(t) for t in tools):
-        raise invalid("Invalid 'tools': expected an array of tool objects.", "tools")
+    check_tools(body.get("tools"), gen, most=20)
+    defaults = copy.deepcopy(_RUN_DEFAULTS)
+    known = store.assistants.items.get(assistant_id)
+    if known is not None:  # the assistant's settings, as Azure runs it
+        defaults.update(model=known.model, instructions=known.instructions or "", tools=known.tools)
     params = {
-        k: copy.deepcopy(body[k] if body.get(k) is not None else v)
-        for k, v in _RUN_DEFAULTS.items()
+        k: copy.deepcopy(body[k] if body.get(k) is not None else v) for k, v in defaults.items()
     }
     if isinstance(body.get("additional_instructions"), str):
         params["instructions"] += "\n" + body["additional_instructions"]
     return assistant_id, params, bool(stream)
 
 
-def _valid_tool(tool: Any) -> bool:
-    if not isinstance(tool, dict):
-        return False
-    if tool.get("type") == "function":
-        function = tool.get("function")
-        return isinstance(function, dict) and isinstance(function.get("name"), str)
-    return tool.get("type") in ("code_interpreter", "file_search")
-
-
-def create_run(store: Store, thread_id: str, body: Json, opts: RunOptions) -> tuple[Run, bool]:
+def create_run(
+    store: Store, thread_id: str, body: Json, opts: RunOptions, gen: Generation = "v2"
+) -> tuple[Run, bool]:
     """A queued run on ``thread_id`` (after ``additional_messages``); returns it and ``stream``."""
     with store.lock:
-        assistant_id, params, stream = _run_params(body)
+        assistant_id, params, stream = _run_params(store, body, gen)
         extra = body.get("additional_messages") or []
         if not isinstance(extra, list):
             raise invalid("Invalid type for 'additional_messages'.", "additional_messages")
@@ -147,7 +144,10 @@ def create_run(store: Store, thread_id: str, body: Json, opts: RunOptions) -> tu
             params,
             metadata,
             store.clock(),
+            gen=gen,
         )
+        known = store.assistants.items.get(assistant_id)
+        run.file_ids = list(known.file_ids) if known is not None else []
         store.add_run(run)
         run.pending = _lifecycle(store, run, opts)
         return run, stream
@@ -161,9 +161,9 @@ def create_thread_and_run(
         if not isinstance(thread_body, dict):
             raise invalid("Invalid type for 'thread': expected an object.", "thread")
         run_body = {k: v for k, v in body.items() if k != "thread"}
-        _run_params(run_body)  # validate before creating anything
+        _run_params(store, run_body, gen)  # validate before creating anything
         thread = store.create_thread(thread_body, gen)
-        run, stream = create_run(store, thread.id, run_body, opts)
+        run, stream = create_run(store, thread.id, run_body, opts, gen)
         return thread, run, stream
 
 
@@ -311,8 +311,8 @@ def _answer(store: Store, run: Run, answer: str) -> Iterator[Event]:
     )
     yield "thread.run.step.created", step_json(step)
     yield "thread.run.step.in_progress", step_json(step)
-    yield "thread.message.created", message_json(message, "v2")
-    yield "thread.message.in_progress", message_json(message, "v2")
+    yield "thread.message.created", message_json(message, run.gen)
+    yield "thread.message.in_progress", message_json(message, run.gen)
     for piece in split_answer(answer):
         if message.content:
             message.content[0]["text"]["value"] += piece
@@ -324,7 +324,7 @@ def _answer(store: Store, run: Run, answer: str) -> Iterator[Event]:
             {"id": message.id, "object": "thread.message.delta", "delta": delta},
         )
     message.status, message.completed_at = "completed", store.now()
-    yield "thread.message.completed", message_json(message, "v2")
+    yield "thread.message.completed", message_json(message, run.gen)
     prompt = len(store.last_user_text(run.thread_id).split()) + 20
     usage = {
         "prompt_tokens": prompt,

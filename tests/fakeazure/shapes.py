@@ -10,7 +10,8 @@ Rules of this module:
 - Validation is Azure's, loosely: required fields, types, documented limits, unknown fields
   refused (``additionalProperties: false``). Strict policy is the gateway's job, not the fake's.
 - Routes are matched on the raw path's percent-decoded segments and the version's generation
-  (v1 = 2024-02-15-preview has message files and no runs; v2 has runs and message DELETE).
+  (v1 = 2024-02-15-preview has message and assistant files; v2 has vector stores and
+  message DELETE). A path no route matches answers Azure's JSON 404.
 """
 
 from __future__ import annotations
@@ -178,6 +179,8 @@ class ListQuery:
     after: str | None = None
     before: str | None = None
     run_id: str | None = None
+    purpose: str | None = None  # files.list
+    filter: str | None = None  # vector store (batch) files: a status
 
 
 def parse_list_query(query: dict[str, str], gen: Generation) -> ListQuery:
@@ -196,6 +199,8 @@ def parse_list_query(query: dict[str, str], gen: Generation) -> ListQuery:
         query.get("after"),
         query.get("before"),
         query.get("run_id") if gen == "v2" else None,
+        query.get("purpose"),
+        query.get("filter"),
     )
 
 
@@ -216,11 +221,14 @@ def paginate(
 
 
 def list_json(data: list[Json], has_more: bool) -> Json:
+    """A list page. Every list response schema in Microsoft's documents (vendored under
+    tests/specs) has ``first_id`` and ``last_id`` *required* and typed ``string``, not nullable:
+    an empty page answers ``""`` for both, the one string that names no object."""
     return {
         "object": "list",
         "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
+        "first_id": data[0]["id"] if data else "",
+        "last_id": data[-1]["id"] if data else "",
         "has_more": has_more,
     }
 
@@ -232,9 +240,17 @@ _BAD_JSON = (
 _T = "threads/{thread_id}"
 _M = _T + "/messages/{message_id}"
 _R = _T + "/runs/{run_id}"
+_A = "assistants/{assistant_id}"
+_F = "files/{file_id}"
+_VS = "vector_stores/{vector_store_id}"
+_B = _VS + "/file_batches/{batch_id}"
+#: (method, path template, generation it exists in or None for both, operation name). The
+#: names are the gateway's operation names (gateway/operations), except the thread/message/run
+#: ones kept from before. v1 = 2024-02-15-preview: assistant files and message files, no
+#: vector stores, no message DELETE; runs, steps and create_and_run exist in both.
 _ROUTES: tuple[tuple[str, str, Generation | None, str], ...] = (
     ("POST", "threads", None, "create_thread"),
-    ("POST", "threads/runs", "v2", "create_thread_and_run"),
+    ("POST", "threads/runs", None, "create_thread_and_run"),
     ("GET", _T, None, "get_thread"),
     ("POST", _T, None, "modify_thread"),
     ("DELETE", _T, None, "delete_thread"),
@@ -245,14 +261,46 @@ _ROUTES: tuple[tuple[str, str, Generation | None, str], ...] = (
     ("DELETE", _M, "v2", "delete_message"),
     ("GET", _M + "/files", "v1", "list_message_files"),
     ("GET", _M + "/files/{file_id}", "v1", "get_message_file"),
-    ("GET", _T + "/runs", "v2", "list_runs"),
-    ("POST", _T + "/runs", "v2", "create_run"),
-    ("GET", _R, "v2", "get_run"),
-    ("POST", _R, "v2", "modify_run"),
-    ("POST", _R + "/submit_tool_outputs", "v2", "submit_tool_outputs"),
-    ("POST", _R + "/cancel", "v2", "cancel_run"),
-    ("GET", _R + "/steps", "v2", "list_steps"),
-    ("GET", _R + "/steps/{step_id}", "v2", "get_step"),
+    ("GET", _T + "/runs", None, "list_runs"),
+    ("POST", _T + "/runs", None, "create_run"),
+    ("GET", _R, None, "get_run"),
+    ("POST", _R, None, "modify_run"),
+    ("POST", _R + "/submit_tool_outputs", None, "submit_tool_outputs"),
+    ("POST", _R + "/cancel", None, "cancel_run"),
+    ("GET", _R + "/steps", None, "list_steps"),
+    ("GET", _R + "/steps/{step_id}", None, "get_step"),
+    ("POST", "assistants", None, "assistants.create"),
+    ("GET", "assistants", None, "assistants.list"),
+    ("GET", _A, None, "assistants.retrieve"),
+    ("POST", _A, None, "assistants.modify"),
+    ("DELETE", _A, None, "assistants.delete"),
+    ("POST", _A + "/files", "v1", "assistants.files.create"),
+    ("GET", _A + "/files", "v1", "assistants.files.list"),
+    ("GET", _A + "/files/{file_id}", "v1", "assistants.files.retrieve"),
+    ("DELETE", _A + "/files/{file_id}", "v1", "assistants.files.delete"),
+    ("POST", "files", None, "files.upload"),
+    ("GET", "files", None, "files.list"),
+    ("GET", _F, None, "files.retrieve"),
+    ("DELETE", _F, None, "files.delete"),
+    ("GET", _F + "/content", None, "files.content"),
+    ("POST", "vector_stores", "v2", "vector_stores.create"),
+    ("GET", "vector_stores", "v2", "vector_stores.list"),
+    ("GET", _VS, "v2", "vector_stores.retrieve"),
+    ("POST", _VS, "v2", "vector_stores.modify"),
+    ("DELETE", _VS, "v2", "vector_stores.delete"),
+    ("POST", _VS + "/files", "v2", "vector_stores.files.create"),
+    ("GET", _VS + "/files", "v2", "vector_stores.files.list"),
+    ("GET", _VS + "/files/{file_id}", "v2", "vector_stores.files.retrieve"),
+    ("DELETE", _VS + "/files/{file_id}", "v2", "vector_stores.files.delete"),
+    ("POST", _VS + "/file_batches", "v2", "vector_stores.file_batches.create"),
+    ("GET", _B, "v2", "vector_stores.file_batches.retrieve"),
+    ("POST", _B + "/cancel", "v2", "vector_stores.file_batches.cancel"),
+    ("GET", _B + "/files", "v2", "vector_stores.file_batches.list_files"),
+)
+#: Literal path segments: a placeholder never takes one of these (``POST /threads/runs`` is
+#: create_and_run, never "modify thread 'runs'").
+_LITERALS = frozenset(
+    part for _, template, _, _ in _ROUTES for part in template.split("/") if "{" not in part
 )
 
 
@@ -266,7 +314,7 @@ def match_route(method: str, raw_path: str, gen: Generation) -> tuple[str, dict[
             continue
         params: dict[str, str] = {}
         for part, segment in zip(parts, segments, strict=True):
-            if part.startswith("{") and segment:
+            if part.startswith("{") and segment and segment not in _LITERALS:
                 params[part[1:-1]] = segment
             elif part != segment:
                 break

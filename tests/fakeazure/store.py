@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.fakeazure.assistants import Assistants
+from tests.fakeazure.files import Files
 from tests.fakeazure.shapes import (
     Generation,
     Json,
@@ -31,6 +33,7 @@ from tests.fakeazure.shapes import (
     parse_new_message,
     reject_unknown,
 )
+from tests.fakeazure.vectorstores import VectorStores
 
 Event = tuple[str, Json]
 ACTIVE_RUN_STATUSES = frozenset({"queued", "in_progress", "requires_action", "cancelling"})
@@ -84,6 +87,8 @@ class Run:
     usage: Json | None = None
     tool_outputs: list[Json] | None = None
     tool_step_id: str | None = None
+    gen: Generation = "v2"
+    file_ids: list[str] = field(default_factory=list)  # v1: the assistant's files
     streaming: bool = False
     pending: Iterator[Event] | None = None
 
@@ -104,6 +109,7 @@ class Step:
     failed_at: int | None = None
     last_error: Json | None = None
     usage: Json | None = None
+    gen: Generation = "v2"
 
 
 def thread_json(t: Thread, gen: Generation) -> Json:
@@ -139,8 +145,15 @@ def message_json(m: Message, gen: Generation) -> Json:
     return out
 
 
+#: Run parameters a v1 (2024-02-15-preview) run object carries; the rest are v2's.
+V1_RUN_PARAMS = ("model", "instructions", "tools")
+RUN_EXPIRY_S = 600
+
+
 def run_json(r: Run) -> Json:
-    active = r.status in ACTIVE_RUN_STATUSES
+    """A run as its api-version's ``runObject``. ``expires_at`` is typed ``integer`` and not
+    nullable in both documents, so every run carries one (created_at + 10 minutes), finished
+    or not. v1's object has ``file_ids`` and none of v2's sampling/truncation fields."""
     out: Json = {
         "id": r.id,
         "object": "thread.run",
@@ -149,21 +162,26 @@ def run_json(r: Run) -> Json:
         "thread_id": r.thread_id,
         "status": r.status,
         "started_at": r.started_at,
-        "expires_at": r.created_at + 600 if active else None,
+        "expires_at": r.created_at + RUN_EXPIRY_S,
         "cancelled_at": r.cancelled_at,
         "failed_at": r.failed_at,
         "completed_at": r.completed_at,
         "required_action": copy.deepcopy(r.required_action),
         "last_error": copy.deepcopy(r.last_error),
-        "incomplete_details": None,
     }
+    if r.gen == "v1":
+        out.update({k: copy.deepcopy(r.params[k]) for k in V1_RUN_PARAMS})
+        out.update(file_ids=list(r.file_ids), metadata=dict(r.metadata))
+        return out
+    out["incomplete_details"] = None
     out.update(copy.deepcopy(r.params))
     out.update(metadata=dict(r.metadata), usage=copy.deepcopy(r.usage))
     return out
 
 
 def step_json(s: Step) -> Json:
-    return {
+    """A run step; both documents name the expiry field ``expired_at`` (nullable)."""
+    out: Json = {
         "id": s.id,
         "object": "thread.run.step",
         "created_at": s.created_at,
@@ -174,13 +192,15 @@ def step_json(s: Step) -> Json:
         "status": s.status,
         "cancelled_at": s.cancelled_at,
         "completed_at": s.completed_at,
-        "expires_at": None,
+        "expired_at": None,
         "failed_at": s.failed_at,
         "last_error": copy.deepcopy(s.last_error),
         "step_details": copy.deepcopy(s.details),
-        "usage": copy.deepcopy(s.usage),
         "metadata": {},
     }
+    if s.gen == "v2":
+        out["usage"] = copy.deepcopy(s.usage)
+    return out
 
 
 def _by_time(x: Message | Run | Step) -> tuple[int, int]:
@@ -202,6 +222,9 @@ class Store:
             self.runs: dict[str, dict[str, Run]] = {}
             self.steps: dict[str, dict[str, Step]] = {}
             self._seq = 0
+            self.assistants = Assistants(self.now, self.next_seq)
+            self.files = Files(self.now, self.next_seq)
+            self.vector_stores = VectorStores(self.now, self.next_seq, self.files)
 
     def now(self) -> int:
         return int(self.clock())
@@ -348,7 +371,7 @@ class Store:
             raise not_found("run", run_id)
         return self.runs[thread_id][run_id]
 
-    def list_runs(self, thread_id: str, q: ListQuery) -> Json:
+    def list_runs(self, thread_id: str, q: ListQuery) -> Json:  # runs render by their gen
         self.thread(thread_id)
         page, more = paginate(list(self.runs[thread_id].values()), q, _by_time, lambda r: r.id)
         return list_json([run_json(r) for r in page], more)
@@ -370,6 +393,7 @@ class Store:
             self.next_seq(),
             kind,
             details,
+            gen=run.gen,
         )
         self.steps.setdefault(run.id, {})[step.id] = step
         return step
