@@ -438,3 +438,37 @@ def test_the_upstream_query_keeps_the_callers_parameters_and_encodes_cursors() -
         == "api-version=2024-05-01-preview&order=asc&purpose=assistants&limit=100"
     )
     assert scan.limit == 7
+
+
+def test_an_unpaged_list_is_asked_once_and_shows_only_the_callers_objects() -> None:
+    objects = [item(FILE, n, DA if n % 2 else DB) for n in range(30)]
+    scan = ListScan(
+        FILE,
+        [("api-version", "2024-05-01-preview"), ("purpose", "assistants")],
+        tenant=A,
+        unknown="deny",
+        max_pages=10,
+        paged=False,
+    )
+    assert scan.first_query() == "api-version=2024-05-01-preview&purpose=assistants"
+    step = scan.add(json.dumps({"object": "list", "data": objects}).encode())
+    assert isinstance(step, Answer)
+    answer = json.loads(step.body)
+    assert answer == {
+        "object": "list",
+        "data": [{**o, "filename": f"f{n}.txt"} for n, o in enumerate(objects) if n % 2],
+    }
+    step = ListScan(FILE, [], tenant=B, unknown="deny", max_pages=1, paged=False).add(
+        json.dumps(
+            {
+                "object": "list",
+                "data": objects[:1],
+                "first_id": "x",
+                "last_id": "x",
+                "has_more": True,
+            }
+        ).encode()
+    )
+    assert isinstance(step, Answer)
+    assert json.loads(step.body)["first_id"] == objects[0]["id"]
+    assert json.loads(step.body)["has_more"] is True

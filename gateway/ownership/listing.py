@@ -28,6 +28,11 @@ then stops paging). A tenant's objects behind more than ``max_pages`` times 100 
 objects in a row are not shown on that page: raise the bound (each list request may cost up
 to that many upstream calls).
 
+A list that is not paged (``files.list``: its documents give it no ``limit`` or cursors, the
+answer is every file) is asked for once with the caller's query and answered with the
+caller's objects only (``paged=False``; ``first_id`` / ``last_id`` recomputed when upstream
+sends them, ``has_more`` as upstream says).
+
 Anything unreadable in a page (not a list object, an item without a valid id, a malformed
 ``has_more``) is ``ListPageError``: the caller gets a 502, never an unfiltered page.
 """
@@ -84,6 +89,7 @@ class ListScan:
         unknown: UnknownPolicy,
         max_pages: int,
         legacy_tenant: str | None = None,
+        paged: bool = True,
     ) -> None:
         if max_pages < 1:
             raise ValueError("max_pages must be at least 1")
@@ -92,6 +98,7 @@ class ListScan:
         self.legacy_tenant = legacy_tenant
         self.unknown = unknown
         self.max_pages = max_pages
+        self.paged = paged
         pairs = list(query)
         given = dict(pairs)
         self.limit = int(given.get("limit", DEFAULT_LIMIT))
@@ -106,6 +113,8 @@ class ListScan:
         self._shape: dict[str, Any] | None = None
 
     def first_query(self) -> str:
+        if not self.paged:
+            return encode_query(self._base)
         return self._query(self.after, self.before)
 
     def _query(self, after: str | None, before: str | None) -> str:
@@ -132,6 +141,8 @@ class ListScan:
         data, upstream_more = self._read(page)
         mine = [without_stamp(item, self.kind)[0] for item in data if self._mine(item)]
         self.kept = mine + self.kept if self.backward else self.kept + mine
+        if not self.paged:
+            return self._whole(upstream_more)
         if len(self.kept) >= self.limit or not upstream_more or not data:
             return self._answer(upstream_more)
         if self.pages >= self.max_pages:
@@ -157,6 +168,18 @@ class ListScan:
         if self._shape is None:
             self._shape = obj
         return data, more
+
+    def _whole(self, upstream_more: bool) -> Answer:
+        """An unpaged list: upstream's answer, only the caller's objects in it."""
+        shape = self._shape or {"object": "list"}
+        out = {**shape, "data": self.kept}
+        if "first_id" in shape:
+            out["first_id"] = self.kept[0]["id"] if self.kept else ""
+        if "last_id" in shape:
+            out["last_id"] = self.kept[-1]["id"] if self.kept else ""
+        if "has_more" in shape:
+            out["has_more"] = upstream_more
+        return Answer(dump(out))
 
     def _answer(self, upstream_more: bool) -> Answer:
         extra = len(self.kept) > self.limit

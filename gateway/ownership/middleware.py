@@ -205,6 +205,7 @@ class OwnershipMiddleware:
             legacy_tenant=ctx.caller.legacy_tenant,
             unknown=self.unknown,
             max_pages=self.list_scan_pages,
+            paged=any(p.name == "limit" for p in original.row.query),
         )
         query = scan.first_query()
         while True:
