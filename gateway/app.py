@@ -42,9 +42,10 @@ from gateway.observability.metrics import GatewayMetrics, make_registry, metrics
 from gateway.observability.middleware import InFlight, Observers, RequestContextMiddleware
 from gateway.operations.apiversions import KNOWN_VERSIONS
 from gateway.operations.middleware import OperationMiddleware
-from gateway.operations.table import OperationTable
+from gateway.operations.row import KINDS
+from gateway.operations.table import BY_NAME, OperationTable
 from gateway.ownership.azure import AzureOwnerOrigin
-from gateway.ownership.lookup import ThreadOwners
+from gateway.ownership.lookup import ObjectOwners
 from gateway.ownership.middleware import OwnershipMiddleware
 from gateway.ownership.store import RedisOwnerRecords
 from gateway.policy.middleware import PolicyMiddleware
@@ -207,29 +208,45 @@ def issuers_ready(providers: Mapping[str, KeyProvider], checks: dict[str, str]) 
     return any_ok
 
 
-def _thread_owners(
+def _lookup_versions(config: Config) -> dict[str, str]:
+    """Per owned kind, the api-version of its owner lookup: the configured one, or the newest
+    allowed api-version whose generation has the kind's retrieve operation."""
+    chosen = config.ownership.lookup_api_version
+    allowed = [v for v in KNOWN_VERSIONS if v in config.api_versions]
+    versions: dict[str, str] = {}
+    for kind in KINDS.values():
+        lookup = BY_NAME[kind.lookup]
+        fits = [v for v in allowed if KNOWN_VERSIONS[v].generation in lookup.generations]
+        if chosen is not None and chosen in fits:
+            versions[kind.param] = chosen
+        elif fits:
+            versions[kind.param] = fits[-1]
+    return versions
+
+
+def _object_owners(
     config: Config,
     redis_client: RedisClient,
     upstream: UpstreamClient,
     routes: OperationTable,
     api_key: ApiKeySource,
-) -> ThreadOwners:
-    """Owners from the cache, then Redis, then the stamp on the Azure thread (read with the
-    newest allowed api-version)."""
+) -> ObjectOwners:
+    """Owners from the cache, then Redis, then the stamp on the Azure object."""
+    settings = config.ownership
     records = RedisOwnerRecords(
         redis_client,
-        ttl_s=config.threads.record_ttl_days * 86400,
+        ttl_s=settings.record_ttl_days * 86400,
         budget_s=config.rate_limit.budget_s,
     )
     origin = AzureOwnerOrigin(
         upstream,
         routes,
         api_key=api_key.current,
-        api_version=[v for v in KNOWN_VERSIONS if v in config.api_versions][-1],
-        timeout_s=config.threads.lookup_timeout_s,
+        api_versions=_lookup_versions(config),
+        timeout_s=settings.lookup_timeout_s,
         reload_api_key=api_key.reload,
     )
-    return ThreadOwners(records, origin, cache_ttl_s=config.threads.cache_ttl_s)
+    return ObjectOwners(records, origin, cache_ttl_s=settings.cache_ttl_s)
 
 
 def build(
@@ -288,8 +305,8 @@ def build(
         cache_size=config.auth.token_cache_size,
     )
     limiter = None
-    threads = None
-    if redis_client is None and (config.rate_limit.enabled or config.threads.ownership):
+    owners = None
+    if redis_client is None and (config.rate_limit.enabled or config.ownership.enabled):
         redis_client = make_redis_client(
             config.redis.url,
             socket_timeout_s=config.redis.socket_timeout_s,
@@ -297,8 +314,8 @@ def build(
             max_connections=config.redis.max_connections,
             cluster=config.redis.cluster,
         )
-    if config.threads.ownership and redis_client is not None:
-        threads = _thread_owners(config, redis_client, upstream, routes, api_key)
+    if config.ownership.enabled and redis_client is not None:
+        owners = _object_owners(config, redis_client, upstream, routes, api_key)
     if config.rate_limit.enabled and redis_client is not None:
         limiter = RedisRateLimiter(
             redis_client,
@@ -313,10 +330,10 @@ def build(
         )
         metrics.track_limiter(limiter)
     health = None
-    if limiter is not None or threads is not None:
+    if limiter is not None or owners is not None:
         health = RedisHealth(
             limiter=limiter,
-            ownership=redis_client if threads else None,
+            ownership=redis_client if owners else None,
             budget_s=config.rate_limit.budget_s,
             fail_closed=config.rate_limit.fail_mode == "closed",
         )
@@ -354,9 +371,11 @@ def build(
         ),
         Middleware(
             OwnershipMiddleware,
-            owners=threads,
-            unknown=config.threads.unknown,
+            owners=owners,
+            unknown=config.ownership.unknown,
             max_body_bytes=config.server.max_body_bytes,
+            routes=routes,
+            list_scan_pages=config.ownership.list_scan_pages,
         ),
     ]
     forwarder = Forwarder(

@@ -51,8 +51,8 @@ def test_minimal_config_defaults() -> None:
         config.server.max_waiting_connections,
     ) == (10.0, 10.0, 2048)
     assert config.server.max_pending_requests == 256
-    assert config.threads.unknown == "deny"
-    assert (config.threads.cache_ttl_s, config.threads.lookup_timeout_s) == (60.0, 5.0)
+    assert config.ownership.unknown == "deny"
+    assert (config.ownership.cache_ttl_s, config.ownership.lookup_timeout_s) == (60.0, 5.0)
     assert config.profiles["default"].allows("runs.create")
 
 

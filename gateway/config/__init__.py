@@ -35,6 +35,7 @@ from gateway.config.limits import RateLimitConfig, RateLimitSettings, RateSettin
 from gateway.config.profiles import OPERATIONS, PolicySettings, Profile
 from gateway.config.service import (
     ApiConfig,
+    OwnershipConfig,
     RedisConfig,
     ServerConfig,
     ThreadsConfig,
@@ -52,6 +53,7 @@ __all__ = [
     "IssuerConfig",
     "IssuerSettings",
     "JwksConfig",
+    "OwnershipConfig",
     "PolicySettings",
     "Profile",
     "RateLimitConfig",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -14,7 +15,9 @@ from gateway.config.profiles import Profile
 from gateway.config.reader import Problems, read
 from gateway.config.schema import REQUIRED, at, env_overrides, problem, setting
 from gateway.config.service import (
+    THREADS_ALIASES,
     ApiConfig,
+    OwnershipConfig,
     RedisConfig,
     ServerConfig,
     ThreadsConfig,
@@ -41,6 +44,8 @@ class Config:
     )
     redis: RedisConfig = setting(RedisConfig())
     rate_limit: RateLimitConfig = setting(RateLimitConfig())
+    #: As written; ``ownership`` is the effective section (with the deprecated ``[threads]``).
+    ownership_section: OwnershipConfig = setting(OwnershipConfig(), key="ownership")
     threads: ThreadsConfig = setting(ThreadsConfig())
     demo: bool = setting(
         False,
@@ -52,6 +57,12 @@ class Config:
     def api_versions(self) -> tuple[str, ...]:
         return self.api.versions
 
+    @property
+    def ownership(self) -> OwnershipConfig:
+        """``[ownership]``, with what the deprecated ``[threads]`` section gives."""
+        given = self.threads.given()
+        return dataclasses.replace(self.ownership_section, **given)
+
     def __check__(self, path: str) -> Iterable[str]:
         if not self.profiles:
             yield problem(at(path, "profiles"), "define at least one profile")
@@ -59,6 +70,20 @@ class Config:
         default = self.auth.default_profile
         if default is not None and default not in self.profiles:
             yield problem(at(auth, "default_profile"), f"unknown profile {default!r}")
+        defaults = OwnershipConfig()
+        for old, new in THREADS_ALIASES.items():
+            if getattr(self.threads, old) is not None and getattr(
+                self.ownership_section, new
+            ) != getattr(defaults, new):
+                yield problem(
+                    at(at(path, "threads"), old),
+                    f"deprecated alias of ownership.{new}, which is given too: keep that one",
+                )
+        version = self.ownership_section.lookup_api_version
+        if version is not None and version not in self.api.versions:
+            yield problem(
+                at(at(path, "ownership"), "lookup_api_version"), "must be one of api.versions"
+            )
         for index, rule in enumerate(self.auth.callers):
             if rule.profile and rule.profile not in self.profiles:
                 where = at(at(at(auth, "callers"), index), "profile")

@@ -1,4 +1,4 @@
-"""The service's own settings: listeners, the upstream, api-versions, Redis, thread ownership.
+"""The service's own settings: listeners, the upstream, api-versions, Redis, ownership.
 
 Each field is declared once (``gateway.config.schema.setting``): its key, default, check,
 environment variable and the README row come from it.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from gateway.config.schema import REQUIRED, at, between, non_empty, positive, problem, setting
@@ -194,28 +194,83 @@ class RedisConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ThreadsConfig:
-    ownership: bool = setting(
+class OwnershipConfig:
+    """Tenant isolation of every owned kind: threads (their messages, runs and steps),
+    assistants, vector stores and files."""
+
+    enabled: bool = setting(
         True,
-        "stamp the creating tenant on each new thread (cached in Redis and in process); other "
-        "tenants get 404 on it ([Thread ownership](#thread-ownership))",
+        "stamp the creating tenant on each new thread, assistant, vector store and file "
+        "(cached in Redis and in process); other tenants get 404 on it, 400 "
+        "`reference_not_found` naming it, and lists without it "
+        "([Tenant isolation](#tenant-isolation))",
     )
     unknown: Literal["deny", "allow"] = setting(
         "deny",
-        "threads with neither a stamp nor a record (created outside the gateway, or before it "
+        "objects with neither a stamp nor a record (created outside the gateway, or before it "
         "stamped): `deny` or `allow`",
     )
     record_ttl_days: int = setting(
         400,
         "how long a Redis ownership record lives (a cache of the stamp; an expired one is read "
-        "again from the thread)",
+        "again from the object)",
         check=between(1, 3650),
     )
     cache_ttl_s: float = setting(
-        60.0, "how long a thread's owner is kept in process (0: off)", check=between(0, 3600)
+        60.0, "how long an object's owner is kept in process (0: off)", check=between(0, 3600)
     )
     lookup_timeout_s: float = setting(
         5.0,
         "the longest an owner lookup at Azure (reading the stamp) may take; past it: 503",
         check=between(0.1, 60),
     )
+    lookup_api_version: str | None = setting(
+        None,
+        "the api-version of owner lookups at Azure (one of `api.versions`; default: the newest "
+        "allowed one that has the kind's retrieve operation)",
+        shown="newest",
+    )
+    list_scan_pages: int = setting(
+        10,
+        "the most upstream pages (of 100) one list of assistants, vector stores or files reads "
+        "looking for the caller's objects ([Tenant isolation](#tenant-isolation))",
+        check=between(1, 100),
+    )
+
+
+#: ``[threads]`` keys and the ``[ownership]`` keys they stand for.
+THREADS_ALIASES: Mapping[str, str] = {
+    "ownership": "enabled",
+    "unknown": "unknown",
+    "record_ttl_days": "record_ttl_days",
+    "cache_ttl_s": "cache_ttl_s",
+    "lookup_timeout_s": "lookup_timeout_s",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ThreadsConfig:
+    """Deprecated: the ``[ownership]`` keys under their old names (still read; a key given
+    in both sections is refused)."""
+
+    ownership: bool | None = setting(None, "deprecated: `ownership.enabled`", shown="—")
+    unknown: Literal["deny", "allow"] | None = setting(
+        None, "deprecated: `ownership.unknown`", shown="—"
+    )
+    record_ttl_days: int | None = setting(
+        None, "deprecated: `ownership.record_ttl_days`", check=between(1, 3650), shown="—"
+    )
+    cache_ttl_s: float | None = setting(
+        None, "deprecated: `ownership.cache_ttl_s`", check=between(0, 3600), shown="—"
+    )
+    lookup_timeout_s: float | None = setting(
+        None, "deprecated: `ownership.lookup_timeout_s`", check=between(0.1, 60), shown="—"
+    )
+
+    def given(self) -> dict[str, Any]:
+        """The ``[ownership]`` settings this section gives (by their ``[ownership]`` names)."""
+        return {
+            new: getattr(self, old)
+            for old, new in THREADS_ALIASES.items()
+            if getattr(self, old) is not None
+        }

@@ -17,6 +17,8 @@ from gateway.operations.apiversions import Generation
 from gateway.operations.row import (
     ASSISTANT,
     FILE,
+    NEW_THREAD_VECTOR_STORES,
+    NEW_VECTOR_STORES,
     THREAD,
     VECTOR_STORE,
     Creation,
@@ -93,7 +95,9 @@ _ASSISTANT_ROWS: tuple[Operation, ...] = (
         "write",
         body=check_create_assistant,
         returns=ASSISTANT,
-        creates=Creation(ASSISTANT, id_field="id", stamp_at=("metadata",)),
+        creates=Creation(
+            ASSISTANT, id_field="id", stamp_at=("metadata",), inline=(NEW_VECTOR_STORES,)
+        ),
         refs=_ASSISTANT_REFS,
     ),
     Operation(
@@ -141,7 +145,9 @@ _THREAD_ROWS: tuple[Operation, ...] = (
         "write",
         body=check_create_thread,
         returns=THREAD,
-        creates=Creation(THREAD, id_field="id", stamp_at=("metadata",)),
+        creates=Creation(
+            THREAD, id_field="id", stamp_at=("metadata",), inline=(NEW_VECTOR_STORES,)
+        ),
         refs=_THREAD_REFS,
     ),
     Operation("threads.retrieve", "GET", _T, V1V2, "read", returns=THREAD),
@@ -192,6 +198,7 @@ _THREAD_ROWS: tuple[Operation, ...] = (
             id_field="thread_id",
             stamp_at=("thread", "metadata"),
             sse_event="thread.created",
+            inline=(NEW_THREAD_VECTOR_STORES,),
         ),
         refs=_CREATE_AND_RUN_REFS,
     ),

@@ -10,6 +10,8 @@ may stream, and what it does to owned objects:
   are reached through their thread, so ``thread_id`` is their owner);
 * ``creates``: the kind it creates, where the new id is in the answer (a JSON field, or the
   ``data.id`` of a named server-sent event), and where the owner stamp goes in the body;
+  ``creates.inline``: objects of another kind it makes along the way (vector stores
+  described in ``tool_resources``), each stamped too;
 * ``restamp_at``: a body field that replaces the object's metadata (the stamp is put back);
 * ``returns``: its JSON answer is an object of that kind (the stamp is taken off);
 * ``deletes``: a success removes the path's owned object;
@@ -105,6 +107,34 @@ class Creation:
     stamp_at: tuple[str, ...]
     #: A streamed answer: the event whose ``data`` is the new object (its ``id``, its stamp).
     sse_event: str | None = None
+    #: Objects of other kinds made along the way (a thread's or an assistant's new vector
+    #: stores): stamped where the body describes them, recorded from the answer.
+    inline: tuple[Inline, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Inline:
+    """Objects a creating request makes along the way, described in its body (``file_search.
+    vector_stores[]`` of a new thread or assistant)."""
+
+    kind: Kind
+    #: The body path of each new object's description (a ``Ref``-style path); each gets the
+    #: owner stamp in its ``metadata`` map (created when absent).
+    at: str
+    #: The answer's path listing the new objects' ids (recorded as the tenant's when the body
+    #: described any); None: the answer does not show them (the stamp alone then holds).
+    ids_at: str | None = None
+
+
+#: Vector stores made inline by a thread or assistant create (Azure then answers with their
+#: ids in ``tool_resources.file_search.vector_store_ids``).
+NEW_VECTOR_STORES = Inline(
+    VECTOR_STORE,
+    "tool_resources.file_search.vector_stores[]",
+    ids_at="tool_resources.file_search.vector_store_ids[]",
+)
+#: Those of a create-and-run's new thread (the answer is a run: it does not list them).
+NEW_THREAD_VECTOR_STORES = Inline(VECTOR_STORE, "thread.tool_resources.file_search.vector_stores[]")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,22 +1,25 @@
-"""Who owns a thread: the in-process cache, then the Redis records, then the stamp on the Azure
-thread itself (no I/O library here: the records and the origin are ports).
+"""Who owns an object: the in-process cache, then the Redis records, then the stamp on the
+Azure object itself (no I/O library here: the records and the origin are ports).
 
-Lookup order for a thread id, each step only on a miss of the one before:
+Lookup order for an object (a kind and an id), each step only on a miss of the one before:
 
 1. the in-process cache (``cache_ttl_s``; 0 turns it off): no I/O at all;
 2. the owner records (Redis): one ``GET``;
-3. the origin (Azure): one ``GET`` of the thread with the gateway's own credential, reading
-   the owner stamp. A stamp is written back to the records (best effort) and cached; at most
-   one such lookup per thread runs at a time in this process, concurrent requests share it.
+3. the origin (Azure): one ``GET`` of the object (the kind's ``lookup`` row) with the
+   gateway's own credential, reading the owner stamp. A stamp is written back to the records
+   (best effort) and cached; at most one such lookup per object runs at a time in this
+   process, concurrent requests share it.
 
-Outcomes: an owner digest; None (no record and no stamp: a thread created outside the gateway,
-for ``threads.unknown`` to decide); a 404 when Azure has no such thread; a 503 when the origin
-cannot answer, or when it finds no stamp while the records could not be read (an older record
-may exist there: guessing "unknown" could hand the thread to anyone).
+Outcomes: an owner digest; None (no record and no stamp: an object created outside the
+gateway, for ``ownership.unknown`` to decide); a 404 when Azure has no such object; a 503 when
+the origin cannot answer, or when it finds no stamp while the records could not be read (an
+older record may exist there: guessing "unknown" could hand the object to anyone).
 
-The cache is safe because a thread's owner never changes (Azure never reuses a thread id; the
-stamp is written once at creation and callers cannot touch it). A known-unowned thread (no
-record, no stamp) is cached too: nothing stamps an unowned thread later. A stale entry after a
+Cache and records are keyed by the object's id: the kinds' ids have distinct prefixes.
+
+The cache is safe because an object's owner never changes (Azure never reuses an id; the
+stamp is written once at creation and callers cannot touch it). A known-unowned object (no
+record, no stamp) is cached too: nothing stamps an unowned object later. A stale entry after a
 delete on another replica only lets the owner itself reach Azure, which answers 404.
 """
 
@@ -29,6 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
+from gateway.operations.row import Kind
 from gateway.ownership.rules import RecordsUnavailableError, ownership_unavailable
 
 log = logging.getLogger("gateway.ownership")
@@ -38,24 +42,24 @@ _MISS = object()
 
 
 class OwnerRecords(Protocol):
-    """Owner records (``ownership_redis.RedisOwnerRecords``)."""
+    """Owner records (``store.RedisOwnerRecords``), by object id."""
 
-    async def get(self, thread_id: str) -> str | None:
+    async def get(self, object_id: str) -> str | None:
         """The recorded owner, None when there is no record; ``RecordsUnavailableError``."""
 
-    async def put(self, thread_id: str, owner: str) -> bool: ...
-    async def delete(self, thread_id: str) -> None: ...
+    async def put(self, object_id: str, owner: str) -> bool: ...
+    async def delete(self, object_id: str) -> None: ...
 
 
 class OwnerOrigin(Protocol):
-    """The thread's own stamp (``ownership_azure.AzureOwnerOrigin``)."""
+    """The object's own stamp (``azure.AzureOwnerOrigin``)."""
 
-    async def stamp(self, thread_id: str) -> str | None:
-        """The stamped owner, None for an unstamped thread; 404 or 503 as gateway errors."""
+    async def stamp(self, kind: Kind, object_id: str) -> str | None:
+        """The stamped owner, None for an unstamped object; 404 or 503 as gateway errors."""
 
 
-class ThreadOwners:
-    """The ``proxy.OwnershipStore``: cache → records → origin."""
+class ObjectOwners:
+    """The middleware's ``Owners``: cache → records → origin."""
 
     def __init__(
         self,
@@ -76,56 +80,56 @@ class ThreadOwners:
         #: Lookups answered by the origin (Azure), for tests and the benchmark's figures.
         self.origin_lookups = 0
 
-    def _cached(self, thread_id: str) -> object:
-        known = self._known.get(thread_id)
+    def _cached(self, object_id: str) -> object:
+        known = self._known.get(object_id)
         if known is None:
             return _MISS
         if known[1] > self.clock():
             return known[0]
-        del self._known[thread_id]
+        del self._known[object_id]
         return _MISS
 
-    def _remember(self, thread_id: str, owner: str | None) -> None:
+    def _remember(self, object_id: str, owner: str | None) -> None:
         if self.cache_ttl_s <= 0:
             return
-        self._known[thread_id] = (owner, self.clock() + self.cache_ttl_s)
-        self._known.move_to_end(thread_id)
+        self._known[object_id] = (owner, self.clock() + self.cache_ttl_s)
+        self._known.move_to_end(object_id)
         if len(self._known) > self.cache_size:
             self._known.popitem(last=False)
 
-    async def owner(self, thread_id: str) -> str | None:
-        cached = self._cached(thread_id)
+    async def owner(self, kind: Kind, object_id: str) -> str | None:
+        cached = self._cached(object_id)
         if cached is not _MISS:
             return cached if isinstance(cached, str) else None
         try:
-            owner = await self.records.get(thread_id)
+            owner = await self.records.get(object_id)
             records_answered = True
         except RecordsUnavailableError:
             owner, records_answered = None, False
         if owner is not None:
-            self._remember(thread_id, owner)
+            self._remember(object_id, owner)
             return owner
-        stamp = await self._ask_origin(thread_id)
+        stamp = await self._ask_origin(kind, object_id)
         if stamp is None:
             if not records_answered:
                 raise ownership_unavailable()
-            self._remember(thread_id, None)
+            self._remember(object_id, None)
             return None
-        self._remember(thread_id, stamp)
-        if records_answered and not await self.records.put(thread_id, stamp):
-            log.warning("could not write back a thread owner read from its stamp")
+        self._remember(object_id, stamp)
+        if records_answered and not await self.records.put(object_id, stamp):
+            log.warning("could not write back an owner read from its stamp")
         return stamp
 
-    async def _ask_origin(self, thread_id: str) -> str | None:
-        asking = self._asking.get(thread_id)
+    async def _ask_origin(self, kind: Kind, object_id: str) -> str | None:
+        asking = self._asking.get(object_id)
         if asking is None:
-            asking = asyncio.ensure_future(self.origin.stamp(thread_id))
-            self._asking[thread_id] = asking
+            asking = asyncio.ensure_future(self.origin.stamp(kind, object_id))
+            self._asking[object_id] = asking
             self.origin_lookups += 1
 
             def done(task: asyncio.Future[str | None]) -> None:
-                if self._asking.get(thread_id) is task:
-                    del self._asking[thread_id]
+                if self._asking.get(object_id) is task:
+                    del self._asking[object_id]
                 if not task.cancelled():
                     task.exception()  # retrieved: every waiter may have gone away
 
@@ -133,11 +137,11 @@ class ThreadOwners:
         # A waiter that goes away (client disconnect) leaves the lookup to the others.
         return await asyncio.shield(asking)
 
-    async def record(self, thread_id: str, owner: str) -> bool:
-        """A new thread's owner (already stamped on it): cached, and recorded in Redis."""
-        self._remember(thread_id, owner)
-        return await self.records.put(thread_id, owner)
+    async def record(self, object_id: str, owner: str) -> bool:
+        """A new object's owner (already stamped on it): cached, and recorded in Redis."""
+        self._remember(object_id, owner)
+        return await self.records.put(object_id, owner)
 
-    async def forget(self, thread_id: str) -> None:
-        self._known.pop(thread_id, None)
-        await self.records.delete(thread_id)
+    async def forget(self, object_id: str) -> None:
+        self._known.pop(object_id, None)
+        await self.records.delete(object_id)

@@ -5,16 +5,24 @@ Redis the owner is read at Azure, a call only a request that passed every other 
 cause):
 
 * a request on an owned object (the row's ``owner``: the path's thread for messages, runs and
-  steps) must be the caller's tenant's, else 404 (``rules.check_owner``), nothing forwarded;
+  steps, the assistant of its files, the vector store of its files and batches) must be the
+  caller's tenant's, else 404 with the kind's code (``rules.check_owner``), nothing forwarded;
+* every object the validated body names (the row's ``refs``) and a list's cursors must be the
+  caller's tenant's too, else 400 ``reference_not_found`` naming the path
+  (``refs``); each object is looked up once, at most ``REF_LOOKUPS`` at a time;
 * a creating request carries the owner stamp (``stamp.stamp_request``), as does a
   metadata-replacing modify of an owned object.
 
 On the way back (before the caller sees anything of a 2xx answer):
 
 * a creating operation's new id is read (the JSON answer's ``creates.id_field``, or the
-  ``creates.sse_event`` that opens a stream) and recorded (Redis, the in-process cache);
+  ``creates.sse_event`` that opens a stream) and recorded (Redis, the in-process cache), as
+  are the ids of inline-made objects (``creates.inline``) the answer lists;
 * every answer that carries an owned object has the stamp taken off (``returns``: the whole
   JSON body, held until complete — it is bounded; a stream: each ``sse_event`` as it passes);
+* a list of owned objects (``lists``) shows only the caller's: its pages are fetched by
+  invoking the inner app (the forwarder) again with the next upstream query, at most
+  ``list_scan_pages`` times, and the answer is built by ``listing.ListScan``;
 * a successful delete forgets the record.
 
 What cannot be read is not relayed unchecked: before the response starts it is a 502, after
@@ -23,48 +31,78 @@ it the stream is cut (``errors.ResponseCut``).
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
 from typing import Protocol
 
 from gateway.asgi import ASGIApp, Message, Receive, Scope, Send
 from gateway.context import RequestContext, context_of
-from gateway.errors import BadGatewayError, ResponseCut
-from gateway.operations.row import Operation
+from gateway.errors import BadGatewayError, GatewayError, NotFoundError, ResponseCut
+from gateway.operations.row import Kind, Operation
+from gateway.operations.table import OperationTable
+from gateway.ownership import paths
+from gateway.ownership.listing import Answer, ListPageError, ListScan
+from gateway.ownership.refs import (
+    Reference,
+    body_references,
+    cursor_references,
+    distinct,
+    first_malformed,
+)
 from gateway.ownership.rules import (
     SSE_PEEK_LIMIT,
     UnknownPolicy,
     check_owner,
     created_id,
     first_event_complete,
+    may_use,
+    reference_not_found,
     tenant_digest,
+    valid_id,
 )
 from gateway.ownership.stamp import (
     SseStampFilter,
     StampFilterError,
+    inline_described,
     stamp_request,
     strip_object_json,
 )
 
 log = logging.getLogger("gateway.proxy")
 
+#: Owner lookups of one request's references running at once.
+REF_LOOKUPS = 8
+#: The largest upstream list page read (100 objects; assistants' instructions make the most).
+MAX_LIST_PAGE_BYTES = 32 * 1024 * 1024
+
 
 class Owners(Protocol):
-    """Who owns each object (``lookup.ThreadOwners``): owner digests in, out."""
+    """Who owns each object (``lookup.ObjectOwners``): owner digests in, out."""
 
-    async def owner(self, thread_id: str) -> str | None: ...
-    async def record(self, thread_id: str, owner: str) -> bool: ...
-    async def forget(self, thread_id: str) -> None: ...
+    async def owner(self, kind: Kind, object_id: str) -> str | None: ...
+    async def record(self, object_id: str, owner: str) -> bool: ...
+    async def forget(self, object_id: str) -> None: ...
 
 
 class OwnershipMiddleware:
     def __init__(
-        self, app: ASGIApp, *, owners: Owners | None, unknown: UnknownPolicy, max_body_bytes: int
+        self,
+        app: ASGIApp,
+        *,
+        owners: Owners | None,
+        unknown: UnknownPolicy,
+        max_body_bytes: int,
+        routes: OperationTable | None = None,
+        list_scan_pages: int = 10,
     ) -> None:
         self.app = app
         self.owners = owners
         self.unknown = unknown
         self.max_body_bytes = max_body_bytes
+        self.routes = routes
+        self.list_scan_pages = list_scan_pages
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = context_of(scope)
@@ -74,8 +112,19 @@ class OwnershipMiddleware:
         if owners is None:
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         ctx.owner = await self._owner(ctx, owners, row)
+        await self._check_references(
+            ctx,
+            owners,
+            [*body_references(row, ctx.body), *cursor_references(row, ctx.match.query)],
+        )
+        if row.owner is not None or row.refs or row.lists is not None:
+            ctx.stages["ownership"] = time.perf_counter() - started
         ctx.body = stamp_request(row, ctx.body, ctx.owner)
+        if row.lists is not None:
+            await self._list(scope, receive, send, ctx, row.lists)
+            return
         if row.creates is None and row.returns is None and not row.deletes:
             await self.app(scope, receive, send)
             return
@@ -93,13 +142,135 @@ class OwnershipMiddleware:
             return tenant_digest(ctx.caller.tenant)
         if row.owner is None:
             return None
-        started = time.perf_counter()
-        owner = await owners.owner(ctx.match.ids[row.owner.param])
+        owner = await owners.owner(row.owner, ctx.match.ids[row.owner.param])
         check_owner(owner, ctx.caller.tenant, self.unknown, ctx.caller.legacy_tenant, row.owner)
-        ctx.stages["ownership"] = time.perf_counter() - started
         # The caller's tenant owns it: a stamp written now names the qualified tenant, also
         # for an object whose record predates qualified tenants.
         return None if owner is None else tenant_digest(ctx.caller.tenant)
+
+    async def _check_references(
+        self, ctx: RequestContext, owners: Owners, references: list[Reference]
+    ) -> None:
+        """Every referenced object is the caller's tenant's (or unknown, when allowed), else
+        400 ``reference_not_found`` at the first failing path (in body order)."""
+        if not references:
+            return
+        malformed = first_malformed(references)
+        if malformed is not None:
+            raise reference_not_found(malformed.kind, malformed.path)
+        caller = ctx.caller
+        assert caller is not None
+        gate = asyncio.Semaphore(REF_LOOKUPS)
+        refused = asyncio.Event()
+
+        async def usable(ref: Reference) -> bool | GatewayError:
+            async with gate:
+                if refused.is_set():
+                    return False  # another reference is refused already: no more lookups
+                assert ref.object_id is not None
+                try:
+                    owner = await owners.owner(ref.kind, ref.object_id)
+                except NotFoundError:
+                    owner, ok = None, False  # Azure has no such object
+                except GatewayError as exc:
+                    return exc
+                else:
+                    ok = may_use(owner, caller.tenant, self.unknown, caller.legacy_tenant)
+                if not ok:
+                    refused.set()
+                return ok
+
+        unique = distinct(references)
+        outcomes = await asyncio.gather(*(usable(ref) for ref in unique))
+        failed = {r.object_id for r, ok in zip(unique, outcomes, strict=True) if ok is False}
+        for ref in references:
+            if ref.object_id in failed:
+                raise reference_not_found(ref.kind, ref.path)
+        for outcome in outcomes:
+            if isinstance(outcome, GatewayError):
+                raise outcome
+
+    async def _list(
+        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, kind: Kind
+    ) -> None:
+        """The caller's page of a list of owned objects, from as many upstream pages as it
+        takes (``listing``)."""
+        assert ctx.caller is not None and ctx.match is not None
+        original = ctx.match
+        routes = self.routes
+        scan = ListScan(
+            kind,
+            original.query,
+            tenant=ctx.caller.tenant,
+            legacy_tenant=ctx.caller.legacy_tenant,
+            unknown=self.unknown,
+            max_pages=self.list_scan_pages,
+            paged=any(p.name == "limit" for p in original.row.query),
+        )
+        query = scan.first_query()
+        while True:
+            if routes is not None:
+                # The same strict table builds (and checks) every upstream page's target.
+                ctx.match = routes.match(
+                    original.row.method,
+                    original.upstream_path.encode("ascii"),
+                    query.encode("ascii"),
+                )
+                if ctx.match.row is not original.row:
+                    raise BadGatewayError("A list page could not be asked for.")
+            page = _Page(MAX_LIST_PAGE_BYTES)
+            await self.app(scope, receive, page)
+            if page.start is None or not page.complete:
+                ctx.stream_cut = False  # nothing reached the caller yet
+                raise BadGatewayError("The upstream response ended abnormally.")
+            if page.start["status"] != 200:
+                await page.relay(send)  # Azure's refusal, as the forwarder relays it
+                return
+            try:
+                step = scan.add(bytes(page.body))
+            except ListPageError as exc:
+                log.error("unreadable list page from upstream: %s", exc)
+                raise BadGatewayError(
+                    "The upstream service answered with an unreadable list."
+                ) from None
+            if isinstance(step, Answer):
+                await _send_json(send, page.start, step.body)
+                return
+            if routes is None:
+                raise BadGatewayError("A list page could not be asked for.")
+            query = step.query
+
+
+class _Page:
+    """The send of one upstream list page: held whole (bounded), for ``ListScan``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.start: Message | None = None
+        self.body = bytearray()
+        self.complete = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.start = message
+        elif message["type"] == "http.response.body":
+            self.body += message.get("body", b"")
+            if len(self.body) > self.limit:
+                raise _unreadable("a list page is too large")
+            if not message.get("more_body", False):
+                self.complete = True
+
+    async def relay(self, send: Send) -> None:
+        assert self.start is not None
+        await send(self.start)
+        await send({"type": "http.response.body", "body": bytes(self.body), "more_body": False})
+
+
+async def _send_json(send: Send, start: Message, body: bytes) -> None:
+    headers = [(n, v) for n, v in start["headers"] if n != b"content-length"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({**start, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class _Effects:
@@ -159,17 +330,38 @@ class _Effects:
         row, body = self.row, bytes(self.held)
         if row.creates is not None and self.ctx.owner is not None:
             await self._record(created_id(row.creates, body))
+            await self._record_inline(body)
         if row.returns is not None:
             try:
-                body = strip_object_json(body)
+                body = strip_object_json(body, row.returns)
             except StampFilterError as exc:
                 raise _unreadable(str(exc)) from None
         start, self.start, self.mode = self.start, None, "pass"
         assert start is not None
-        headers = [(n, v) for n, v in start["headers"] if n != b"content-length"]
-        headers.append((b"content-length", str(len(body)).encode()))
-        await self.send({**start, "headers": headers})
-        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+        await _send_json(self.send, start, body)
+
+    async def _record_inline(self, body: bytes) -> None:
+        """The ids of the objects the request described inline, as the answer lists them
+        (stamped already; recorded for speed)."""
+        row, owner = self.row, self.ctx.owner
+        assert row.creates is not None and owner is not None
+        if not inline_described(row, self.ctx.body):
+            return
+        try:
+            answer = json.loads(body)
+        except (ValueError, RecursionError):
+            return  # the creation's own id could not be read either: logged there
+        for inline in row.creates.inline:
+            if inline.ids_at is None:
+                continue
+            for _where, value in paths.find(answer, inline.ids_at):
+                object_id = valid_id(inline.kind, value)
+                if object_id is not None and not await self.owners.record(object_id, owner):
+                    log.warning(
+                        "owner of an inline-made %s not recorded in Redis (it is stamped)",
+                        inline.kind.name,
+                        extra={"request_id": self.ctx.request_id},
+                    )
 
     async def _sse(self, chunk: bytes, more: bool) -> None:
         assert self.stamps is not None
@@ -204,13 +396,13 @@ class _Effects:
         assert self.ctx.owner is not None
         if object_id is None:
             log.error(
-                "the id of a new thread could not be read",
+                "the id of a new object could not be read",
                 extra={"request_id": self.ctx.request_id},
             )
             self.ctx.reason = "ownership_not_recorded"
         elif not await self.owners.record(object_id, self.ctx.owner):
             log.warning(
-                "owner of a new thread not recorded in Redis (it is stamped on the thread)",
+                "owner of a new object not recorded in Redis (it is stamped on the object)",
                 extra={"request_id": self.ctx.request_id},
             )
 
@@ -224,4 +416,4 @@ def _is_event_stream(message: Message) -> bool:
 
 def _unreadable(why: str) -> BadGatewayError:
     log.error("unreadable object from upstream: %s", why)
-    return BadGatewayError("The upstream service answered with an unreadable thread.")
+    return BadGatewayError("The upstream service answered with an unreadable object.")

@@ -1,21 +1,23 @@
-"""Thread ownership between tenants (pure).
+"""Ownership of objects between tenants (pure): threads, assistants, vector stores, files.
 
-With one shared Azure key every thread is reachable by every caller who knows its id. The
-gateway therefore keeps track of which tenant created each thread *through it* and refuses any
-other tenant's request on that thread with a 404 (not 403: it does not confirm the thread
-exists), before anything is forwarded.
+With one shared Azure key every object is reachable by every caller who knows its id. The
+gateway therefore keeps track of which tenant created each object *through it* and refuses any
+other tenant's request on that object with a 404 (not 403: it does not confirm the object
+exists), and any body or list cursor naming it with a 400 ``reference_not_found``, before
+anything is forwarded.
 
-* The owner is stamped on the Azure thread itself: every thread-creating request carries the
-  reserved metadata key ``STAMP_KEY`` whose value is the owner's tenant digest (see
-  ``ownership_stamp``). Callers can neither set, change, remove nor see it. That stamp is the
-  durable truth; Redis records (``ownership_redis``) and the in-process cache
-  (``ownership_lookup``) are rebuildable caches of it.
-* Also recorded in Redis from the responses of ``threads.create`` (the thread's ``id``) and
-  ``threads.create_and_run`` (the run's ``thread_id``, or, when streamed, the ``id`` of the
-  ``thread.created`` event that opens the stream), before the caller sees the response.
-* ``threads.delete`` that succeeds removes the record.
-* A thread with neither a record nor a stamp (created before the gateway was deployed, or
-  outside it) follows the config: ``deny`` (default) or ``allow``.
+* The owner is stamped on the Azure object itself: every creating request carries the
+  owner's tenant digest, in the reserved metadata key ``STAMP_KEY`` (threads, assistants,
+  vector stores; see ``stamp``) or as a reserved filename prefix (files; see ``filenames``).
+  Callers can neither set, change, remove nor see it. That stamp is the durable truth; Redis
+  records (``store``) and the in-process cache (``lookup``) are rebuildable caches of it.
+* Also recorded in Redis from the answer of the creating operation (the row's
+  ``creates.id_field``, or, when streamed, the ``id`` of the event that opens the stream),
+  before the caller sees the answer. Records are keyed by the object's id alone: the kinds'
+  ids have distinct prefixes (``thread_``, ``asst_``, ``vs_``, ``file-``/``assistant-``).
+* A delete that succeeds removes the record.
+* An object with neither a record nor a stamp (created before the gateway was deployed, or
+  outside it) follows the config: ``ownership.unknown``, ``deny`` (default) or ``allow``.
 * Owners are stored as a hash of the tenant, never the tenant name; ``owned_by`` is the one
   place an owner is compared with a caller's tenant.
 """
@@ -28,12 +30,12 @@ import json
 import re
 from typing import Literal
 
-from gateway.errors import NotFoundError, ServiceUnavailableError
+from gateway.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 from gateway.operations.row import THREAD, Creation, Kind
 
 UnknownPolicy = Literal["deny", "allow"]
 KEY_PREFIX = "gw:own:"
-#: The reserved thread-metadata key that carries the owner's digest on the Azure object.
+#: The reserved metadata key that carries the owner's digest on the Azure object.
 STAMP_KEY = "gateway_owner"
 #: What a stored owner (a record's value, a stamp) may look like: a digest, never free text.
 _OWNER = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -47,7 +49,7 @@ class RecordsUnavailableError(Exception):
 
 def ownership_unavailable() -> ServiceUnavailableError:
     return ServiceUnavailableError(
-        "Thread ownership cannot be checked right now; retry shortly.",
+        "Ownership cannot be checked right now; retry shortly.",
         code="ownership_unavailable",
         headers={"Retry-After": "1"},
     )
@@ -65,8 +67,23 @@ def thread_not_found() -> NotFoundError:
     return not_found(THREAD)
 
 
-def owner_key(thread_id: str) -> str:
-    return f"{KEY_PREFIX}{{{thread_id}}}"
+#: The code of a body field or list cursor naming an object the caller's tenant does not own.
+REFERENCE_NOT_FOUND = "reference_not_found"
+
+
+def reference_not_found(kind: Kind, path: str) -> BadRequestError:
+    """The 400 of a body field (or list cursor) at ``path`` (with indices:
+    ``attachments[0].file_id``) naming a foreign, unknown (under ``deny``) or missing object."""
+    return BadRequestError(
+        f"No {kind.name} found with the id given at {path}.",
+        code=REFERENCE_NOT_FOUND,
+        param=path,
+    )
+
+
+def owner_key(object_id: str) -> str:
+    """The Redis key of an object's owner record (by id: the kinds' ids never collide)."""
+    return f"{KEY_PREFIX}{{{object_id}}}"
 
 
 def tenant_digest(tenant: str) -> str:
@@ -94,6 +111,16 @@ def owned_by(owner: str, tenant: str, legacy_tenant: str | None = None) -> bool:
     )
 
 
+def may_use(
+    owner: str | None, tenant: str, unknown: UnknownPolicy, legacy_tenant: str | None = None
+) -> bool:
+    """Whether the caller's ``tenant`` may use an object whose owner is ``owner`` (None: no
+    record and no stamp, for ``unknown`` to decide)."""
+    if owner is None:
+        return unknown == "allow"
+    return owned_by(owner, tenant, legacy_tenant)
+
+
 def check_owner(
     owner: str | None,
     tenant: str,
@@ -102,11 +129,7 @@ def check_owner(
     kind: Kind = THREAD,
 ) -> None:
     """Raise the 404 a foreign (or, under ``deny``, unrecorded) object gets."""
-    if owner is None:
-        if unknown == "allow":
-            return
-        raise not_found(kind)
-    if not owned_by(owner, tenant, legacy_tenant):
+    if not may_use(owner, tenant, unknown, legacy_tenant):
         raise not_found(kind)
 
 

@@ -1,20 +1,26 @@
-"""The owner stamp on Azure threads: put on requests, taken off responses (pure).
+"""The owner stamp on Azure objects: put on requests, taken off answers (pure).
 
 Rules:
 
-* Thread-creating requests carry the stamp, ``{STAMP_KEY: owner digest}`` in the thread's
-  metadata: ``threads.create`` in ``metadata``, ``threads.create_and_run`` in
-  ``thread.metadata`` (``thread: {}`` is added when absent: Azure then creates an empty thread).
-* ``threads.modify`` with ``metadata`` gets the thread's stamp back: Azure replaces the whole
-  metadata map on modify, so a caller's map without it would drop it (were Azure to merge
-  instead, re-adding the same value changes nothing). A modify without ``metadata`` leaves
-  Azure's map as it is. A thread with no known owner is never stamped by a modify.
-* Policy has already refused any metadata naming ``STAMP_KEY`` and limited thread metadata to
-  15 pairs, so the stamp always fits in Azure's 16.
-* Every response that carries the thread object has the stamp removed: the JSON thread of
-  ``threads.create`` / ``retrieve`` / ``modify`` (``strip_thread_json``) and each
-  ``thread.created`` event of a streamed ``threads.create_and_run`` (``SseStampFilter``, event
-  by event as they pass, never the whole stream).
+* Creating requests carry the stamp, ``{STAMP_KEY: owner digest}`` in the new object's
+  metadata at the row's ``creates.stamp_at`` (``threads.create``, ``assistants.create`` and
+  ``vector_stores.create`` in ``metadata``, ``threads.create_and_run`` in
+  ``thread.metadata``: ``thread: {}`` is added when absent, Azure then creates an empty
+  thread). Files have no metadata: the upload rewriter puts the stamp in the filename
+  (``filenames``). Vector stores a create describes inline (``creates.inline``: a new
+  thread's or assistant's ``tool_resources.file_search.vector_stores[]``) get the stamp in
+  each description's ``metadata``.
+* A modify with the row's ``restamp_at`` field (``metadata``) gets the object's stamp back:
+  Azure replaces the whole metadata map on modify, so a caller's map without it would drop it
+  (were Azure to merge instead, re-adding the same value changes nothing). A modify without
+  ``metadata`` leaves Azure's map as it is. An object with no known owner is never stamped by
+  a modify.
+* Policy has already refused any metadata naming ``STAMP_KEY`` and limited the metadata of
+  stamped kinds to 15 pairs, so the stamp always fits in Azure's 16.
+* Every answer that carries an owned object has the stamp removed: the JSON object of a row's
+  ``returns`` (``strip_object_json``), each item of a ``lists`` answer (``listing``), and each
+  opening event of a streamed create (``SseStampFilter``, event by event as they pass, never
+  the whole stream). A file's filename is given back without its prefix.
 * Nothing that cannot be read is relayed unchecked: ``StampFilterError`` (the proxy answers 502,
   or cuts a stream that has started).
 """
@@ -26,6 +32,8 @@ import re
 from typing import Any
 
 from gateway.operations.row import THREAD, Kind, Operation
+from gateway.ownership import paths
+from gateway.ownership.filenames import FILENAME_STAMP_PREFIX, split_filename
 from gateway.ownership.rules import SSE_PEEK_LIMIT, STAMP_KEY, valid_id
 
 _STAMP_BYTES = STAMP_KEY.encode()
@@ -44,15 +52,34 @@ def stamp_request(
     row: Operation, body: dict[str, Any] | None, owner: str | None
 ) -> dict[str, Any] | None:
     """The validated body to forward, with the owner stamp where the row puts one: a creating
-    operation at its ``creates.stamp_at`` (missing objects on the way are created), a
-    metadata-replacing one at ``restamp_at`` when the body has that field."""
+    operation at its ``creates.stamp_at`` (missing objects on the way are created) and in
+    each inline object's description, a metadata-replacing one at ``restamp_at`` when the
+    body has that field."""
     if owner is None or body is None:
         return body
     if row.creates is not None:
-        return _stamp_at(body, row.creates.stamp_at, owner)
+        if row.creates.kind.stamp == "metadata" and row.creates.stamp_at:
+            body = _stamp_at(body, row.creates.stamp_at, owner)
+        for inline in row.creates.inline:
+            body = paths.update(body, inline.at, lambda item: _stamp_description(item, owner))
+        return body
     if row.restamp_at is not None and _has(body, row.restamp_at):
         return _stamp_at(body, row.restamp_at, owner)
     return body
+
+
+def _stamp_description(item: Any, owner: str) -> Any:
+    if not isinstance(item, dict):
+        return item
+    return {**item, "metadata": _stamped(item.get("metadata"), owner)}
+
+
+def inline_described(row: Operation, body: dict[str, Any] | None) -> bool:
+    """Whether a creating request's body describes inline objects (whose ids its answer
+    then lists: ``inline.ids_at``)."""
+    if row.creates is None or body is None:
+        return False
+    return any(any(True for _ in paths.find(body, i.at)) for i in row.creates.inline)
 
 
 def _has(body: dict[str, Any], path: tuple[str, ...]) -> bool:
@@ -72,37 +99,52 @@ def _stamp_at(body: dict[str, Any], path: tuple[str, ...], owner: str) -> dict[s
     return {**body, head: _stamp_at(given if isinstance(given, dict) else {}, tuple(rest), owner)}
 
 
-def _without_stamp(obj: Any) -> tuple[Any, bool]:
-    """``obj`` (a parsed thread object) without the stamp; True when it carried one."""
+def without_stamp(obj: Any, kind: Kind = THREAD) -> tuple[Any, bool]:
+    """``obj`` (a parsed object of ``kind``) without the stamp; True when it carried one."""
     if not isinstance(obj, dict):
         return obj, False
+    if kind.stamp == "filename":
+        filename = obj.get("filename")
+        if not isinstance(filename, str) or not filename.startswith(FILENAME_STAMP_PREFIX):
+            return obj, False
+        return {**obj, "filename": split_filename(filename)[1]}, True
     metadata = obj.get("metadata")
     if not isinstance(metadata, dict) or STAMP_KEY not in metadata:
         return obj, False
     return {**obj, "metadata": {k: v for k, v in metadata.items() if k != STAMP_KEY}}, True
 
 
-def _dump(obj: Any) -> bytes:
+def dump(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def strip_object_json(body: bytes) -> bytes:
+def _marker(kind: Kind) -> bytes:
+    return FILENAME_STAMP_PREFIX.encode() if kind.stamp == "filename" else _STAMP_BYTES
+
+
+def strip_object_json(body: bytes, kind: Kind = THREAD) -> bytes:
     """An owned object's JSON without the stamp (the same bytes when it has none)."""
     try:
         obj = json.loads(body)
     except (ValueError, RecursionError):
-        raise StampFilterError("unreadable thread object") from None
+        raise StampFilterError(f"unreadable {kind.name} object") from None
     if not isinstance(obj, dict):
-        raise StampFilterError("the thread object is not a JSON object")
-    stripped, had = _without_stamp(obj)
+        raise StampFilterError(f"the {kind.name} object is not a JSON object")
+    stripped, had = without_stamp(obj, kind)
     # The bytes may name the key where the parsed object no longer shows it (a duplicate key
     # that the parser collapsed): re-serialise then too.
-    return _dump(stripped) if had or _STAMP_BYTES in body else body
+    return dump(stripped) if had or _marker(kind) in body else body
 
 
-def stamp_in_object(obj: Any) -> Any:
-    """The stamp's raw value in a parsed owned object, or None."""
-    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+def stamp_in_object(obj: Any, kind: Kind = THREAD) -> Any:
+    """The stamp's raw value in a parsed owned object (a metadata value, or a stamped
+    filename's owner digest), or None."""
+    if not isinstance(obj, dict):
+        return None
+    if kind.stamp == "filename":
+        filename = obj.get("filename")
+        return split_filename(filename)[0] if isinstance(filename, str) else None
+    metadata = obj.get("metadata")
     return metadata.get(STAMP_KEY) if isinstance(metadata, dict) else None
 
 
@@ -199,8 +241,8 @@ class SseStampFilter:
             raise StampFilterError("unreadable thread.created event") from None
         if self.object_id is None and isinstance(obj, dict):
             self.object_id = valid_id(self.kind, obj.get("id"))
-        stripped, had = _without_stamp(obj)
-        if not had and _STAMP_BYTES not in data:
+        stripped, had = without_stamp(obj, self.kind)
+        if not had and _marker(self.kind) not in data:
             return raw
         eol = _EOL.search(lines[-1])
         end = eol.group() if eol else b"\n"
@@ -209,6 +251,6 @@ class SseStampFilter:
             if name != b"data":
                 out.append(line)
             elif not replaced:
-                out.append(b"data: " + _dump(stripped) + end)
+                out.append(b"data: " + dump(stripped) + end)
                 replaced = True
         return b"".join(out) + lines[-1]

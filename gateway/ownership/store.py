@@ -1,10 +1,11 @@
-"""Thread-owner records in Redis (adapter; redis-py asyncio only).
+"""Owner records in Redis (adapter; redis-py asyncio only), one key per object id
+(``rules.owner_key``: ``gw:own:{<id>}``, for every kind: their ids have distinct prefixes).
 
-The records are a cache of the owner stamp on each Azure thread (``ownership_stamp``), kept
-so the usual lookup costs one Redis ``GET`` rather than an Azure call. Losing them (an empty
-restart, eviction, expiry) loses no ownership: ``ownership_lookup`` then reads the stamp and
-writes the record back. Records written before stamping existed are the only copy of their
-thread's owner for as long as Redis keeps them.
+The records are a cache of the owner stamp on each Azure object (``stamp``, ``filenames``),
+kept so the usual lookup costs one Redis ``GET`` rather than an Azure call. Losing them (an
+empty restart, eviction, expiry) loses no ownership: ``lookup`` then reads the stamp and
+writes the record back. Thread records written before stamping existed are the only copy of
+their thread's owner for as long as Redis keeps them.
 
 Every call is bounded by ``budget_s``. A read that fails raises ``RecordsUnavailableError`` (the
 lookup then asks Azure); a write or delete that fails is logged and reported, never raised.
@@ -37,10 +38,10 @@ class RedisOwnerRecords:
         self.ttl_s = ttl_s
         self.budget_s = budget_s
 
-    async def get(self, thread_id: str) -> str | None:
+    async def get(self, object_id: str) -> str | None:
         try:
             async with asyncio.timeout(self.budget_s):
-                value = await self.client.get(owner_key(thread_id))
+                value = await self.client.get(owner_key(object_id))
         except _FAILURES as exc:
             log.warning("ownership record lookup failed: %s", type(exc).__name__)
             raise RecordsUnavailableError from None
@@ -53,18 +54,18 @@ class RedisOwnerRecords:
             log.error("malformed ownership record ignored")
         return owner
 
-    async def put(self, thread_id: str, owner: str) -> bool:
+    async def put(self, object_id: str, owner: str) -> bool:
         try:
             async with asyncio.timeout(self.budget_s):
-                await self.client.set(owner_key(thread_id), owner, ex=self.ttl_s)
+                await self.client.set(owner_key(object_id), owner, ex=self.ttl_s)
         except _FAILURES as exc:
             log.warning("ownership record write failed: %s", type(exc).__name__)
             return False
         return True
 
-    async def delete(self, thread_id: str) -> None:
+    async def delete(self, object_id: str) -> None:
         try:
             async with asyncio.timeout(self.budget_s):
-                await self.client.delete(owner_key(thread_id))
+                await self.client.delete(owner_key(object_id))
         except _FAILURES as exc:
             log.warning("ownership record delete failed: %s", type(exc).__name__)
