@@ -295,6 +295,9 @@ _PROBE_IDS = {
 REF_CASES = _ref_cases()
 OWNED_ROWS = [row for row in OPERATIONS if row.owner is not None]
 LIST_ROWS = [row for row in OPERATIONS if row.lists is not None]
+CURSOR_CASES = [
+    (row, q.name) for row in LIST_ROWS for q in row.query if q.name in ("after", "before")
+]
 
 
 def _owned_cases() -> list[tuple[Operation, str]]:
@@ -307,7 +310,7 @@ def test_every_reference_is_exercised() -> None:
     covered = {(c.row.name, c.ref.path) for c in REF_CASES}
     missing = [(row.name, ref.path) for row in OPERATIONS for ref in row.refs]
     assert [m for m in missing if m not in covered] == []
-    assert REF_CASES and OWNED_ROWS and LIST_ROWS
+    assert REF_CASES and OWNED_ROWS and LIST_ROWS and CURSOR_CASES
 
 
 def owned_id_paths(body: Any, ids: set[str], at: str = "") -> set[str]:
@@ -435,8 +438,9 @@ def test_lists_show_only_the_callers_objects(world: World, row: Operation) -> No
     assert not seen[A] & seen[B]
 
 
-@pytest.mark.parametrize("cursor", ["after", "before"])
-@pytest.mark.parametrize("row", LIST_ROWS, ids=[row.name for row in LIST_ROWS])
+@pytest.mark.parametrize(
+    ("row", "cursor"), CURSOR_CASES, ids=[f"{row.name}-{c}" for row, c in CURSOR_CASES]
+)
 def test_a_foreign_cursor_is_refused(world: World, row: Operation, cursor: str) -> None:
     assert row.lists is not None
     version = versions_of(row)[-1]
