@@ -1,28 +1,34 @@
 """Conformance from Microsoft's OpenAPI documents themselves (issue 14, item 6).
 
-For every Assistants operation (paths under ``/assistants``, ``/threads``, ``/files`` and
-``/vector_stores``) of each vendored document (``tests/specs``), schemathesis generates requests
-the document allows (positive mode: bodies, query parameters and multipart uploads valid
-against its schemas) and sends them as a writer tenant through a real gateway (real uvicorn,
-the session's real Redis, ownership on) to the recording fake Azure. Path ids are the tenant's
-own objects (a fresh set per operation: deletes do not starve the others), and body fields
-that name owned objects (``assistant_id``, ``file_id(s)``, ``vector_store_ids``) are pointed
-at them too, so the generated requests can get past ownership to Azure.
+The documents are the vendored ones (``tests/specs``, see its SOURCES.md): the Assistants
+operations (``paths``) and schemas of the 2024-02-15-preview and 2024-05-01-preview inference
+documents, and the files operations of the 2024-05-01-preview authoring document (Swagger
+2.0). The schemas' known defects are fixed on load as the fake's own checks fix them
+(``tests.fakeazure.openapi.ERRATA``), the operations' ones by ``PATH_ERRATA`` below.
+
+For every operation, schemathesis generates requests the document allows (positive mode:
+bodies, query parameters and multipart uploads valid against its schemas) and sends them as a
+writer tenant through a real gateway (real uvicorn, the session's real Redis, ownership on) to
+the recording fake Azure. Path ids are the tenant's own objects (a fresh set per operation:
+deletes do not starve the others), and body fields that name owned objects (``assistant_id``,
+``file_id(s)``, ``vector_store_ids``) are pointed at them too, so generated requests can get
+past ownership to Azure.
 
 Properties, per generated request:
 
 * no 5xx;
-* it reached the fake Azure, or the gateway refused it itself with Azure's error shape and a
-  documented code (one of the fixed refusal sets: ``POLICY_REASONS``, the route and intake
-  codes, ownership's; ``gateway.observability.labels.refusal``), nothing forwarded;
-* what was relayed from Azure matches the document's response schema for its status.
+* it reached the fake Azure, or the gateway refused it itself, nothing forwarded, with Azure's
+  error shape and a documented code of a stage that may refuse a request the document allows
+  (policy, intake, ownership; of the route stage only a query value outside the documented
+  ranges): ``gateway.observability.labels.refusal`` names the fixed sets;
+* what was relayed from Azure with a documented status matches that status's schema.
 
 And per operation: at least one generated request reached Azure (an operation the document
 defines is never refused wholesale).
 
-Bounded: ``GATEWAY_CONFORMANCE_EXAMPLES`` examples per operation (default 15), derandomized
-(the same cases every run; no example database), a deadline per example. It runs in the
-README's ``python -m pytest`` like every other test.
+Bounded: ``GATEWAY_CONFORMANCE_EXAMPLES`` examples per operation (default 15, about 700
+requests in all), derandomized (the same cases every run, no example database), a deadline per
+example. It runs in the README's ``python -m pytest`` like every other test.
 """
 
 from __future__ import annotations
