@@ -535,3 +535,24 @@ def test_each_version_is_checked_against_its_own_document() -> None:
     }
     assert not errors(V2S[0], "vectorStoreFileObject", failed)
     assert errors(V2S[1], "vectorStoreFileObject", failed)  # 2025-04 renamed the codes
+
+
+def test_vector_store_helper_in_tool_resources_makes_vector_stores(v2: Azure) -> None:
+    up = v2.upload("kb.txt", b"knowledge")
+    helper = {"file_search": {"vector_stores": [{"file_ids": [up["id"]], "metadata": {"m": "1"}}]}}
+    asst = v2.call(
+        "POST",
+        "assistants",
+        "assistantObject",
+        json={"model": "m", "tools": [{"type": "file_search"}], "tool_resources": helper},
+    )
+    (vs_id,) = asst["tool_resources"]["file_search"]["vector_store_ids"]
+    assert "vector_stores" not in asst["tool_resources"]["file_search"]
+    made = v2.call("GET", f"vector_stores/{vs_id}", "vectorStoreObject")
+    assert made["metadata"] == {"m": "1"} and made["file_counts"]["total"] == 1
+    thread = v2.call("POST", "threads", "threadObject", json={"tool_resources": helper})
+    (thread_vs,) = thread["tool_resources"]["file_search"]["vector_store_ids"]
+    assert thread_vs != vs_id
+    v2.call("GET", f"vector_stores/{thread_vs}/files/{up['id']}", "vectorStoreFileObject")
+    missing = {"file_search": {"vector_stores": [{"file_ids": ["assistant-nope"]}]}}
+    assert v2.send("POST", "threads", json={"tool_resources": missing}).status_code == 404
