@@ -20,6 +20,7 @@ from gateway.policy.checks import (
 from gateway.policy.fields import UPLOAD_REASONS
 from gateway.policy.jsonbody import dump_json
 from tests.policycases import check_request
+from tests.test_policy_assistants import BUILD_REFUSALS
 
 BODY_OPERATIONS = frozenset(op.name for op in OPERATIONS if op.has_body)
 BODYLESS_OPERATIONS = frozenset(op.name for op in OPERATIONS if not op.has_body and not op.upload)
@@ -528,7 +529,7 @@ def resources(**kinds: Any) -> dict[str, Any]:
 # fmt: off
 THREAD_REFUSALS = [
     case(T, V2, {"messages": msg()}, "invalid_type", "messages"),
-    case(T, V2, {"messages": [msg()] * 33}, "too_many_messages", "messages"),
+    case(T, V2, {"messages": [msg()] * 101}, "too_many_messages", "messages"),
     case(T, V2, {"messages": [], "title": "x"}, "unknown_field", "title"),
     case(T, V1, resources(), "field_not_allowed_in_version", "tool_resources"),
     case(T, V2, {"tool_resources": []}, "invalid_type", "tool_resources"),
@@ -554,7 +555,7 @@ THREAD_REFUSALS = [
     case(T, V2, resources(file_search={"vector_stores": [{}, {}]}), "too_many_vector_stores",
         "tool_resources.file_search.vector_stores"),
     case(T, V2, resources(file_search={"vector_stores": [{"chunking_strategy": {}}]}),
-        "unknown_field", "tool_resources.file_search.vector_stores[0].chunking_strategy"),
+        "missing_field", "tool_resources.file_search.vector_stores[0].chunking_strategy.type"),
     case(T, V2, resources(file_search={"vector_stores": [{"file_ids": ["bad"]}]}),
         "invalid_file_id", "tool_resources.file_search.vector_stores[0].file_ids[0]"),
     case(T, V2, resources(file_search={"vector_stores": [{"metadata": meta(17)}]}),
@@ -692,7 +693,7 @@ RUN_REFUSALS = [
     case(R, V2, run(top_p=1.01), "invalid_value", "top_p"),
     case(R, V2, run(top_p=float("nan")), "invalid_value", "top_p"),
     case(R, V2, run(max_prompt_tokens=255), "invalid_value", "max_prompt_tokens"),
-    case(R, V2, run(max_completion_tokens=256.0), "invalid_type", "max_completion_tokens"),
+    case(R, V2, run(max_completion_tokens=256.5), "invalid_type", "max_completion_tokens"),
     case(R, V2, run(max_completion_tokens=False), "invalid_type", "max_completion_tokens"),
     case(R, V2, run(stream="true"), "invalid_type", "stream"),
     case(R, V2, run(stream=1), "invalid_type", "stream"),
@@ -700,7 +701,8 @@ RUN_REFUSALS = [
     case(R, V2, run(tool_resources={}), "unknown_field", "tool_resources"),
     case(R, V2, run(thread={}), "unknown_field", "thread"),
     case(R, V2, run(additional_messages=msg()), "invalid_type", "additional_messages"),
-    case(R, V2, run(additional_messages=[msg()] * 33), "too_many_messages", "additional_messages"),
+    case(R, V2, run(additional_messages=[msg()] * 101), "too_many_messages",
+        "additional_messages"),
     case(R, V2, run(truncation_strategy={}), "missing_field", "truncation_strategy.type"),
     case(R, V2, run(truncation_strategy={"type": "first"}), "invalid_value",
         "truncation_strategy.type"),
@@ -710,7 +712,8 @@ RUN_REFUSALS = [
         "truncation_strategy.x"),
     case(R, V2, run(tool_choice="always"), "invalid_value", "tool_choice"),
     case(R, V2, run(tool_choice=1), "invalid_type", "tool_choice"),
-    case(R, V2, run(tool_choice={"type": "function"}), "missing_field", "tool_choice.function"),
+    case(R, V2, run(tool_choice={"type": "function", "function": {}}), "missing_field",
+        "tool_choice.function.name"),
     case(R, V2, run(tool_choice={"type": "function", "function": {"name": "a b"}}), "invalid_value",
         "tool_choice.function.name"),
     case(R, V2, run(tool_choice={"type": "file_search", "function": {"name": "f"}}),
@@ -730,8 +733,11 @@ RUN_REFUSALS = [
     case(R, V2, run(tools={"type": "code_interpreter"}), "invalid_type", "tools"),
     case(R, V2, run(tools=[{"type": "code_interpreter"}] * 21), "invalid_value", "tools"),
     case(R, V2, run(tools=[{}]), "missing_field", "tools[0].type"),
-    case(R, V2, run(tools=[{"type": "retrieval"}]), "invalid_value", "tools[0].type"),
-    case(R, V1, run(tools=[{"type": "file_search"}]), "invalid_value", "tools[0].type"),
+    case(R, V2, run(tools=[{"type": "retrieval"}]), "field_not_allowed_in_version",
+        "tools[0].type"),
+    case(R, V1, run(tools=[{"type": "file_search"}]), "field_not_allowed_in_version",
+        "tools[0].type"),
+    case(R, V2, run(tools=[{"type": "browser"}]), "invalid_value", "tools[0].type"),
     case(R, V2, run(tools=[{"type": "code_interpreter", "function": {}}]), "unknown_field",
         "tools[0].function"),
     case(R, V2, run(tools=[{"type": "function"}]), "missing_field", "tools[0].function"),
@@ -971,12 +977,19 @@ def test_operation_table_matches_the_route_names() -> None:
         "threads.create_and_run",
         "runs.modify",
         "runs.submit_tool_outputs",
+        "assistants.create",
+        "assistants.modify",
+        "assistants.files.create",
+        "vector_stores.create",
+        "vector_stores.modify",
+        "vector_stores.files.create",
+        "vector_stores.file_batches.create",
     } == BODY_OPERATIONS
-    assert len(BODYLESS_OPERATIONS) == 12
+    assert len(BODYLESS_OPERATIONS) == 31
     assert not BODY_OPERATIONS & BODYLESS_OPERATIONS
 
 
-@pytest.mark.parametrize("op", ["", "messages.update", "assistants.create", "Messages.create"])
+@pytest.mark.parametrize("op", ["", "messages.update", "assistant.create", "Messages.create"])
 def test_unknown_operations_are_a_programming_error(op: str) -> None:
     with pytest.raises(ValueError, match="unknown operation"):
         check_request(op, V2, {}, D)
@@ -1117,7 +1130,13 @@ def test_limit_problems_reports_everything_at_once() -> None:
 
 
 def test_the_tables_cover_every_reason_code() -> None:
-    tables = [*MESSAGE_REFUSALS, *PROFILE_REFUSALS, *THREAD_REFUSALS, *RUN_REFUSALS]
+    tables = [
+        *MESSAGE_REFUSALS,
+        *PROFILE_REFUSALS,
+        *THREAD_REFUSALS,
+        *RUN_REFUSALS,
+        *BUILD_REFUSALS,
+    ]
     table_codes = {p.values[4] for p in tables} | {code for _, code, _ in BAD_MESSAGES}
     # The upload codes have their own table (tests/test_multipart.py).
     assert table_codes | {"body_not_allowed"} | UPLOAD_REASONS == POLICY_REASONS

@@ -15,6 +15,10 @@ V25 = "2025-03-01-preview"
 T = "thread_abc123"
 M = "msg_abc123"
 R = "run_abc123"
+A = "asst_abc123"
+VS = "vs_abc123"
+F = "assistant-abc123"
+B = "vsfb_abc123"
 
 table = OperationTable(DEFAULT_VERSIONS)
 
@@ -90,7 +94,11 @@ def test_include_is_encoded_and_only_where_the_version_has_it() -> None:
 @pytest.mark.parametrize(
     ("method", "path", "error"),
     [
-        ("GET", "/openai/assistants", NotFoundError),
+        ("GET", "/openai/assistant", NotFoundError),
+        ("GET", "/openai/assistants/thread_abc", NotFoundError),
+        ("GET", "/openai/vector_stores/vs_abc/file_batches/vs_b_abc", NotFoundError),
+        ("GET", "/openai/files/vs_abc", NotFoundError),
+        ("GET", "/openai/files/file-abc/content/x", NotFoundError),
         ("POST", "/openai/deployments/gpt/chat/completions", NotFoundError),
         ("GET", "/openai/threads/", NotFoundError),
         ("GET", "/openai/threads//messages", NotFoundError),
@@ -175,7 +183,9 @@ def test_operation_not_in_version() -> None:
     with pytest.raises(BadRequestError):
         match("GET", f"/openai/threads/{T}/messages/{M}/files", f"api-version={V2}")
     with pytest.raises(BadRequestError):
-        match("POST", f"/openai/threads/{T}/runs", f"api-version={V1}")
+        match("GET", f"/openai/assistants/{A}/files", f"api-version={V2}")
+    with pytest.raises(BadRequestError):
+        match("GET", "/openai/vector_stores", f"api-version={V1}")
 
 
 def test_allowed_versions_come_from_config() -> None:
@@ -197,3 +207,155 @@ def test_every_route_template_has_known_placeholders_only() -> None:
     for route in ROUTES:
         for segment in route.segments:
             assert segment.startswith("{") or segment.replace("_", "").isalnum()
+
+
+# --- issue 14: the whole Assistants surface, per api-version ---------------------------------
+
+ALL = tuple(DEFAULT_VERSIONS)
+V2S = tuple(v for v in ALL if v != V1)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "operation", "versions"),
+    [
+        ("POST", "/openai/assistants", "assistants.create", ALL),
+        ("GET", "/openai/assistants", "assistants.list", ALL),
+        ("GET", f"/openai/assistants/{A}", "assistants.retrieve", ALL),
+        ("POST", f"/openai/assistants/{A}", "assistants.modify", ALL),
+        ("DELETE", f"/openai/assistants/{A}", "assistants.delete", ALL),
+        ("POST", f"/openai/assistants/{A}/files", "assistants.files.create", (V1,)),
+        ("GET", f"/openai/assistants/{A}/files", "assistants.files.list", (V1,)),
+        ("GET", f"/openai/assistants/{A}/files/{F}", "assistants.files.retrieve", (V1,)),
+        ("DELETE", f"/openai/assistants/{A}/files/{F}", "assistants.files.delete", (V1,)),
+        ("GET", "/openai/files", "files.list", ALL),
+        ("GET", f"/openai/files/{F}", "files.retrieve", ALL),
+        ("DELETE", f"/openai/files/{F}", "files.delete", ALL),
+        ("GET", f"/openai/files/{F}/content", "files.content", ALL),
+        ("POST", "/openai/vector_stores", "vector_stores.create", V2S),
+        ("GET", "/openai/vector_stores", "vector_stores.list", V2S),
+        ("GET", f"/openai/vector_stores/{VS}", "vector_stores.retrieve", V2S),
+        ("POST", f"/openai/vector_stores/{VS}", "vector_stores.modify", V2S),
+        ("DELETE", f"/openai/vector_stores/{VS}", "vector_stores.delete", V2S),
+        ("POST", f"/openai/vector_stores/{VS}/files", "vector_stores.files.create", V2S),
+        ("GET", f"/openai/vector_stores/{VS}/files", "vector_stores.files.list", V2S),
+        ("GET", f"/openai/vector_stores/{VS}/files/{F}", "vector_stores.files.retrieve", V2S),
+        ("DELETE", f"/openai/vector_stores/{VS}/files/{F}", "vector_stores.files.delete", V2S),
+        (
+            "POST",
+            f"/openai/vector_stores/{VS}/file_batches",
+            "vector_stores.file_batches.create",
+            V2S,
+        ),
+        (
+            "GET",
+            f"/openai/vector_stores/{VS}/file_batches/{B}",
+            "vector_stores.file_batches.retrieve",
+            V2S,
+        ),
+        (
+            "POST",
+            f"/openai/vector_stores/{VS}/file_batches/{B}/cancel",
+            "vector_stores.file_batches.cancel",
+            V2S,
+        ),
+        (
+            "GET",
+            f"/openai/vector_stores/{VS}/file_batches/{B}/files",
+            "vector_stores.file_batches.list_files",
+            V2S,
+        ),
+        # v1 runs (2024-02-15-preview defines all nine)
+        ("POST", "/openai/threads/runs", "threads.create_and_run", ALL),
+        ("POST", f"/openai/threads/{T}/runs", "runs.create", ALL),
+        ("GET", f"/openai/threads/{T}/runs", "runs.list", ALL),
+        ("GET", f"/openai/threads/{T}/runs/{R}", "runs.retrieve", ALL),
+        ("POST", f"/openai/threads/{T}/runs/{R}", "runs.modify", ALL),
+        ("POST", f"/openai/threads/{T}/runs/{R}/cancel", "runs.cancel", ALL),
+        (
+            "POST",
+            f"/openai/threads/{T}/runs/{R}/submit_tool_outputs",
+            "runs.submit_tool_outputs",
+            ALL,
+        ),
+        ("GET", f"/openai/threads/{T}/runs/{R}/steps", "runs.steps.list", ALL),
+        ("GET", f"/openai/threads/{T}/runs/{R}/steps/step_1", "runs.steps.retrieve", ALL),
+    ],
+)
+def test_the_surface_per_api_version(
+    method: str, path: str, operation: str, versions: tuple[str, ...]
+) -> None:
+    for version in ALL:
+        if version in versions:
+            assert match(method, path, f"api-version={version}").operation == operation
+        else:
+            with pytest.raises(BadRequestError) as err:
+                match(method, path, f"api-version={version}")
+            assert err.value.code == "operation_not_in_api_version"
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/openai/assistants", "limit=5&order=asc&after=asst_a&before=asst_b"),
+        ("/openai/vector_stores", "limit=100&order=desc&after=vs_a"),
+        (f"/openai/vector_stores/{VS}/files", "limit=1&after=file-a&filter=completed"),
+        (f"/openai/vector_stores/{VS}/file_batches/{B}/files", "filter=in_progress&before=file-b"),
+        ("/openai/files", "purpose=assistants"),
+        (f"/openai/assistants/{A}/files", "limit=2&after=assistant-x"),
+    ],
+)
+def test_list_queries_are_kept(path: str, query: str) -> None:
+    version = V1 if "/files" in path and path.startswith("/openai/assistants/") else V2
+    found = match("GET", path, f"api-version={version}&{query}")
+    assert found.upstream_query == f"api-version={version}&{query}"
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "code", "param"),
+    [
+        ("/openai/assistants", "after=vs_a", "invalid_query_parameter", "after"),
+        ("/openai/vector_stores", "before=asst_a", "invalid_query_parameter", "before"),
+        ("/openai/vector_stores", "filter=completed", "unknown_query_parameter", "filter"),
+        (f"/openai/vector_stores/{VS}/files", "filter=done", "invalid_query_parameter", "filter"),
+        ("/openai/files", "purpose=anything", "invalid_query_parameter", "purpose"),
+        (
+            "/openai/files",
+            "purpose=assistants&purpose=batch",
+            "duplicate_query_parameter",
+            "purpose",
+        ),
+        ("/openai/files", "limit=5", "unknown_query_parameter", "limit"),
+        (f"/openai/files/{F}", "purpose=assistants", "unknown_query_parameter", "purpose"),
+    ],
+)
+def test_list_queries_are_validated(path: str, query: str, code: str, param: str) -> None:
+    with pytest.raises(BadRequestError) as err:
+        match("GET", path, f"api-version={V2}&{query}")
+    assert (err.value.code, err.value.param) == (code, param)
+
+
+INCLUDE = "step_details.tool_calls%5B%2A%5D.file_search.results%5B%2A%5D.content"
+V2504 = "2025-04-01-preview"
+
+
+def test_an_array_parameter_may_repeat_and_every_value_is_kept() -> None:
+    """Issue 14 item 4: ``include[]`` given twice was refused as a duplicate."""
+    query = f"api-version={V2504}&include%5B%5D={INCLUDE}&include%5B%5D={INCLUDE}"
+    for path in (f"/openai/threads/{T}/runs/{R}/steps", f"/openai/threads/{T}/runs"):
+        method = "GET" if path.endswith("steps") else "POST"
+        found = match(method, path, query)
+        assert [k for k, _ in found.query] == ["api-version", "include[]", "include[]"]
+        assert found.upstream_query == query
+
+
+def test_a_repeated_array_parameter_is_still_validated() -> None:
+    query = f"api-version={V2504}&include%5B%5D={INCLUDE}&include%5B%5D=secrets"
+    with pytest.raises(BadRequestError) as err:
+        match("GET", f"/openai/threads/{T}/runs/{R}/steps", query)
+    assert (err.value.code, err.value.param) == ("invalid_query_parameter", "include[]")
+
+
+def test_other_parameters_still_appear_once() -> None:
+    with pytest.raises(BadRequestError) as err:
+        match("GET", f"/openai/threads/{T}/runs/{R}/steps", f"api-version={V2504}&limit=1&limit=2")
+    assert (err.value.code, err.value.param) == ("duplicate_query_parameter", "limit")

@@ -68,13 +68,38 @@ class PolicySettings:
     )
     max_thread_messages: int = _limit(
         "max_thread_messages",
-        "messages in create-thread `messages` and run `additional_messages` (at most 100)",
+        "messages in create-thread `messages` and run `additional_messages` (at most 100: a "
+        "gateway rule, the documents set none)",
     )
     max_code_interpreter_files: int = _limit(
         "max_code_interpreter_files", "`code_interpreter` files in a thread's tool resources"
     )
     max_vector_stores: int = _limit(
         "max_vector_stores", "`file_search` vector stores in a thread's tool resources"
+    )
+    models: frozenset[str] = _limit(
+        "models",
+        "deployment names an assistant's `model` and a run's or create-and-run's `model` "
+        "override may name (empty: any)",
+    )
+    tools: frozenset[str] = _limit(
+        "tools",
+        "tool types assistants and runs may use, and tool resources they may carry "
+        "(`code_interpreter`, `file_search`, `function`, `retrieval` (v1))",
+    )
+    max_instructions_chars: int | None = _limit(
+        "max_instructions_chars",
+        "code points of assistant and run `instructions` / `additional_instructions`",
+        shown="the api-version's maximum",
+    )
+    max_assistant_files: int = _limit(
+        "max_assistant_files",
+        "files on one assistant: v1 `file_ids`, v2 `tool_resources.code_interpreter.file_ids`",
+    )
+    max_vector_store_files: int = _limit(
+        "max_vector_store_files",
+        "files named when a vector store or a file batch is made (Azure: 500 a request; "
+        "10,000 for a store made inside a thread or assistant)",
     )
     max_file_bytes: int = _limit(
         "max_file_bytes",

@@ -22,6 +22,8 @@ class ApiVersion:
     #: ``include[]`` accepted on run creation / run-step reads.
     run_step_include: bool = False
     create_run_include: bool = False
+    #: ``stream_options`` on create-thread-and-run (``createThreadAndRunRequest``).
+    create_and_run_stream_options: bool = False
 
     @property
     def is_v1(self) -> bool:
@@ -47,7 +49,12 @@ KNOWN_VERSIONS: dict[str, ApiVersion] = {
             "2025-03-01-preview", "v2", _V2_MAX, run_step_include=True, create_run_include=True
         ),
         ApiVersion(
-            "2025-04-01-preview", "v2", _V2_MAX, run_step_include=True, create_run_include=True
+            "2025-04-01-preview",
+            "v2",
+            _V2_MAX,
+            run_step_include=True,
+            create_run_include=True,
+            create_and_run_stream_options=True,
         ),
     )
 }

@@ -90,7 +90,7 @@ FILE = Kind(
 #: The owned kinds by path parameter. A kind is enabled in the table only once its lookup row
 #: exists (``table`` checks it), so the Assistants surface adds them with their rows.
 ALL_KINDS: tuple[Kind, ...] = (THREAD, ASSISTANT, VECTOR_STORE, FILE)
-KINDS: dict[str, Kind] = {k.param: k for k in (THREAD,)}
+KINDS: dict[str, Kind] = {k.param: k for k in ALL_KINDS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +123,9 @@ class QueryParam:
     validate: Callable[[str, ApiVersion], bool]
     #: The parameter exists only where this returns True for the request's api-version.
     available: Callable[[ApiVersion], bool] = lambda v: True
+    #: An array parameter (``include[]``): it may be given more than once, every value is
+    #: validated and kept in order. Every other parameter is given at most once.
+    repeats: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +185,11 @@ def id_of(param: str) -> Callable[[str, ApiVersion], bool]:
 
 def include(value: str, _: ApiVersion) -> bool:
     return value in INCLUDE_VALUES
+
+
+def choice(*values: str) -> Callable[[str, ApiVersion], bool]:
+    allowed = frozenset(values)
+    return lambda value, _: value in allowed
 
 
 def pager(item_param: str) -> tuple[QueryParam, ...]:

@@ -12,7 +12,8 @@ Rules, in the order they are applied:
 3. No route for the path → 404; the path exists but not for the method → 405.
 4. The query is split on ``&`` and each key and value percent-decoded strictly (UTF-8).
    ``api-version`` is required, must appear once, and must be an allowed version that has the
-   operation. Every other key must be allowed for the operation and version, appear once, and
+   operation. Every other key must be allowed for the operation and version, appear once (an
+   array parameter such as ``include[]`` may repeat: every value is validated and kept), and
    pass its validator. Anything else is a 400 naming the parameter.
 5. The upstream URL is built only from the configured base, the template's literal segments,
    the validated ids, and the validated query values re-encoded here; the result is checked
@@ -32,11 +33,12 @@ from urllib.parse import quote, unquote, urlsplit
 from gateway.errors import BadRequestError, MethodNotAllowedError, NotFoundError
 from gateway.operations.apiversions import KNOWN_VERSIONS, ApiVersion
 from gateway.operations.assistants import ASSISTANTS
+from gateway.operations.files import FILES
 from gateway.operations.row import ID_PATTERNS, Operation
-from gateway.operations.uploads import UPLOADS
+from gateway.operations.vector_stores import VECTOR_STORES
 
 #: Every operation, one row each.
-OPERATIONS: tuple[Operation, ...] = ASSISTANTS + UPLOADS
+OPERATIONS: tuple[Operation, ...] = ASSISTANTS + FILES + VECTOR_STORES
 BY_NAME: Mapping[str, Operation] = {op.name: op for op in OPERATIONS}
 if len(BY_NAME) != len(OPERATIONS):  # pragma: no cover - a table edit error
     raise ValueError("operation names must be unique")
@@ -135,7 +137,7 @@ class OperationTable:
                     code="unknown_query_parameter",
                     param=_safe_param(key),
                 )
-            if key in seen:
+            if key in seen and not param.repeats:
                 raise BadRequestError(
                     "Query parameter given more than once.",
                     code="duplicate_query_parameter",

@@ -57,6 +57,8 @@ TOO_MANY_MESSAGES = "too_many_messages"
 TOO_MANY_CODE_INTERPRETER_FILES = "too_many_code_interpreter_files"
 TOO_MANY_VECTOR_STORES = "too_many_vector_stores"
 BODY_NOT_ALLOWED = "body_not_allowed"
+MODEL_NOT_ALLOWED = "model_not_allowed"
+TOOL_NOT_ALLOWED = "tool_not_allowed"
 #: A file upload's refusals (``gateway.policy.multipart``: 400, ``file_too_large`` 413).
 UPLOAD_REASONS: frozenset[str] = frozenset(
     {FILE_TOO_LARGE, PURPOSE_NOT_ALLOWED, INVALID_FILENAME, INVALID_MULTIPART}
@@ -89,6 +91,8 @@ POLICY_REASONS: frozenset[str] = frozenset(
         TOO_MANY_CODE_INTERPRETER_FILES,
         TOO_MANY_VECTOR_STORES,
         BODY_NOT_ALLOWED,
+        MODEL_NOT_ALLOWED,
+        TOOL_NOT_ALLOWED,
         *UPLOAD_REASONS,
     }
 )
@@ -148,7 +152,15 @@ def as_bool(value: Any, path: str) -> bool:
     return value
 
 
+#: Largest float accepted for an integer field (beyond it a float is not exact).
+_EXACT_FLOAT = 2**53
+
+
 def as_int(value: Any, path: str, minimum: int) -> int:
+    """An integer; an integral float (``256.0``: JSON Schema's integer includes it) is
+    accepted and forwarded as the integer."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT_FLOAT:
+        value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         refuse(INVALID_TYPE, path, "Expected an integer.")
     if value < minimum:

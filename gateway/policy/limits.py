@@ -6,8 +6,15 @@ again at request time, so even an unchecked profile never lets the gateway forwa
 Azure's ceilings.
 
 Counts are 0-based where 0 means "none allowed" (``max_files=0`` forbids files on messages).
-``max_thread_messages`` has no documented Azure maximum: its ceiling is a gateway choice
-(``THREAD_MESSAGES_CEILING``), its default (32) a sane size for seeding a conversation.
+``max_thread_messages`` has no documented Azure maximum: its ceiling (and default) is a
+deliberate gateway rule (``THREAD_MESSAGES_CEILING``, 100 messages seeding one thread or run;
+more are added one by one with ``messages.create``), documented in the README.
+
+What a tenant may build: ``models`` (deployment names for assistants and run overrides; empty =
+any), ``tools`` (tool types), ``max_instructions_chars`` (None = the api-version's maximum),
+``max_assistant_files`` (files on one assistant: v1 ``file_ids``, v2 code-interpreter files;
+Azure: 20) and ``max_vector_store_files`` (files given when a vector store or a file batch is
+made; Azure: 500 per request, 10,000 for a store made inside a thread or assistant).
 """
 
 from __future__ import annotations
@@ -21,10 +28,20 @@ from gateway.ownership.rules import STAMP_KEY
 
 AZURE_ROLES: frozenset[str] = frozenset({"user", "assistant"})
 AZURE_ATTACHMENT_TOOLS: frozenset[str] = frozenset({"code_interpreter", "file_search"})
+#: Every tool type of every api-version (``retrieval`` is v1's, ``file_search`` v2's).
+AZURE_TOOLS: frozenset[str] = frozenset(
+    {"code_interpreter", "file_search", "function", "retrieval"}
+)
+#: Files on one assistant (v1 ``file_ids`` maxItems, v2 ``code_interpreter.file_ids``).
+AZURE_ASSISTANT_FILES = 20
+#: Files named when a store is made inside a thread or assistant (``vector_stores[].file_ids``).
+AZURE_VECTOR_STORE_FILES = 10_000
 #: Largest create-message ``content`` over every known api-version (code points).
 AZURE_MAX_CONTENT_CHARS = max(v.max_content_chars for v in KNOWN_VERSIONS.values())
 #: Gateway ceiling for messages in one create-thread / ``additional_messages`` list.
 THREAD_MESSAGES_CEILING = 100
+#: Longest model (deployment) name a body may carry.
+MAX_MODEL_CHARS = 256
 #: Azure's largest file (512 MB per file: the Assistants quotas and limits page).
 AZURE_MAX_FILE_BYTES = 512 * 1024 * 1024
 #: The ``purpose`` values Microsoft's documents accept on ``POST /files`` (the authoring
@@ -62,18 +79,24 @@ class PolicyLimits:
     #: Keys every created thread, message and run must carry (e.g. a cost-centre tag).
     required_metadata_keys: frozenset[str] = frozenset()
     #: Messages in create-thread ``messages`` and run ``additional_messages``.
-    max_thread_messages: int = 32
+    max_thread_messages: int = THREAD_MESSAGES_CEILING
     max_code_interpreter_files: int = 20
     max_vector_stores: int = 1
+    #: Deployment names assistants and run ``model`` overrides may name (empty: any).
+    models: frozenset[str] = frozenset()
+    #: Tool types assistants and runs may use (and tool resources they may carry).
+    tools: frozenset[str] = AZURE_TOOLS
+    #: Code points of assistant and run ``instructions``; None = the api-version's maximum.
+    max_instructions_chars: int | None = None
+    max_assistant_files: int = AZURE_ASSISTANT_FILES
+    max_vector_store_files: int = AZURE_VECTOR_STORE_FILES
     #: Bytes per uploaded file.
     max_file_bytes: int = AZURE_MAX_FILE_BYTES
     #: Purposes a file may be uploaded for (the Assistants' own by default).
     file_purposes: frozenset[str] = frozenset({"assistants"})
 
 
-AZURE_LIMITS = PolicyLimits(
-    max_thread_messages=THREAD_MESSAGES_CEILING, file_purposes=AZURE_FILE_PURPOSES
-)
+AZURE_LIMITS = PolicyLimits(file_purposes=AZURE_FILE_PURPOSES)
 #: Thread metadata leaves one of Azure's 16 pairs to the gateway's owner stamp.
 THREAD_METADATA_PAIRS = AZURE_LIMITS.max_metadata_pairs - 1
 
@@ -86,6 +109,8 @@ _COUNTS: tuple[tuple[str, int], ...] = (
     ("max_thread_messages", 0),
     ("max_code_interpreter_files", 0),
     ("max_vector_stores", 0),
+    ("max_assistant_files", 0),
+    ("max_vector_store_files", 0),
     ("max_file_bytes", 1),
 )
 _FLAGS = (
@@ -117,6 +142,21 @@ def limit_problems(limits: PolicyLimits, prefix: str) -> list[str]:
         problems.append(
             f"{prefix}.max_content_chars: must be null or an integer between 1 and "
             f"{AZURE_MAX_CONTENT_CHARS}"
+        )
+    chars = limits.max_instructions_chars
+    if chars is not None and (not _is_int(chars) or not 1 <= chars <= AZURE_MAX_CONTENT_CHARS):
+        problems.append(
+            f"{prefix}.max_instructions_chars: must be null or an integer between 1 and "
+            f"{AZURE_MAX_CONTENT_CHARS}"
+        )
+    if not _is_str_set(limits.tools) or not limits.tools <= AZURE_TOOLS:
+        problems.append(f"{prefix}.tools: must be a subset of {sorted(AZURE_TOOLS)}")
+    if not _is_str_set(limits.models) or not all(
+        0 < len(model) <= MAX_MODEL_CHARS for model in limits.models
+    ):
+        problems.append(
+            f"{prefix}.models: must be a set of deployment names of 1 to {MAX_MODEL_CHARS} "
+            "characters"
         )
     problems.extend(
         f"{prefix}.{name}: must be true or false"
@@ -164,11 +204,16 @@ def _required_key_problems(limits: PolicyLimits, prefix: str) -> list[str]:
 def effective_limits(limits: PolicyLimits) -> PolicyLimits:
     """``limits`` clamped to ``AZURE_LIMITS`` (defence in depth behind ``limit_problems``)."""
     az, chars = AZURE_LIMITS, limits.max_content_chars
+    instructions = limits.max_instructions_chars
     return dataclasses.replace(
         limits,
         roles=limits.roles & az.roles,
         attachment_tools=limits.attachment_tools & az.attachment_tools,
+        tools=limits.tools & az.tools,
         file_purposes=limits.file_purposes & az.file_purposes,
         max_content_chars=None if chars is None else min(chars, AZURE_MAX_CONTENT_CHARS),
+        max_instructions_chars=None
+        if instructions is None
+        else min(instructions, AZURE_MAX_CONTENT_CHARS),
         **{name: min(getattr(limits, name), getattr(az, name)) for name, _ in _COUNTS},
     )

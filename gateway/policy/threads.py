@@ -2,9 +2,12 @@
 modifies (pure).
 
 v1 threads carry ``messages`` and ``metadata``; v2 adds ``tool_resources``:
-``code_interpreter.file_ids`` (<= ``max_code_interpreter_files``) and ``file_search`` with
-exactly one of ``vector_store_ids`` or (on creation only) ``vector_stores`` (each
-<= ``max_vector_stores``; a new store takes ``file_ids`` <= 10,000 and ``metadata``).
+``code_interpreter.file_ids`` (<= ``max_code_interpreter_files``; on an assistant
+``max_assistant_files``) and ``file_search`` with exactly one of ``vector_store_ids`` or (on
+creation only) ``vector_stores`` (each <= ``max_vector_stores``; a new store takes ``file_ids``
+<= 10,000 and <= ``max_vector_store_files``, ``chunking_strategy`` and ``metadata``). A tool
+resource for a tool the profile's ``tools`` leaves out is ``tool_not_allowed``. The same
+checker serves assistants (``tool_resources_checker``).
 Every created thread must carry the profile's required metadata keys; a modify may leave
 metadata out but may not set it to null or drop a required key. A thread's metadata holds at
 most 15 of the caller's pairs: the gateway adds its owner stamp as the 16th.
@@ -42,6 +45,8 @@ from gateway.policy.fields import (
 from gateway.policy.jsonbody import child_path, item_path
 from gateway.policy.limits import PolicyLimits
 from gateway.policy.messages import check_message
+from gateway.policy.tooling import tool_type_allowed
+from gateway.policy.vectorstores import chunking_strategy
 
 MAX_VECTOR_STORE_FILES = 10_000
 
@@ -69,18 +74,19 @@ def _file_id_list(value: Any, path: str, max_items: int, too_many: str) -> list[
     )
 
 
-def _code_interpreter(value: Any, path: str, _v: ApiVersion, limits: PolicyLimits) -> Any:
-    obj = as_object(value, path)
-    check_keys(obj, path, frozenset({"file_ids"}), frozenset())
-    return {
-        key: _file_id_list(
-            item,
-            child_path(path, key),
-            limits.max_code_interpreter_files,
-            TOO_MANY_CODE_INTERPRETER_FILES,
-        )
-        for key, item in obj.items()
-    }
+def _code_interpreter_checker(*, assistant: bool) -> Field:
+    def code_interpreter(value: Any, path: str, _v: ApiVersion, limits: PolicyLimits) -> Any:
+        obj = as_object(value, path)
+        check_keys(obj, path, frozenset({"file_ids"}), frozenset())
+        most = limits.max_code_interpreter_files
+        if assistant:
+            most = min(most, limits.max_assistant_files)
+        return {
+            key: _file_id_list(item, child_path(path, key), most, TOO_MANY_CODE_INTERPRETER_FILES)
+            for key, item in obj.items()
+        }
+
+    return code_interpreter
 
 
 def _vector_store_ids(value: Any, path: str, _v: ApiVersion, limits: PolicyLimits) -> Any:
@@ -95,16 +101,19 @@ def _vector_store_ids(value: Any, path: str, _v: ApiVersion, limits: PolicyLimit
     )
 
 
-def _new_vector_store(value: Any, path: str, _v: ApiVersion, limits: PolicyLimits) -> Any:
+def _new_vector_store(value: Any, path: str, version: ApiVersion, limits: PolicyLimits) -> Any:
     obj = as_object(value, path)
-    check_keys(obj, path, frozenset({"file_ids", "metadata"}), frozenset())
+    check_keys(obj, path, frozenset({"file_ids", "chunking_strategy", "metadata"}), frozenset())
+    most = min(MAX_VECTOR_STORE_FILES, limits.max_vector_store_files)
     out: dict[str, Any] = {}
     for key, item in obj.items():
         where = child_path(path, key)
         if key == "metadata":
-            out[key] = check_metadata(as_object(item, where), where, limits)
+            out[key] = check_metadata(as_object(item, where), where, limits, thread=True)
+        elif key == "chunking_strategy":
+            out[key] = chunking_strategy(item, where, version, limits)
         else:
-            out[key] = _file_id_list(item, where, MAX_VECTOR_STORE_FILES, TOO_MANY_FILES)
+            out[key] = _file_id_list(item, where, most, TOO_MANY_FILES)
     return out
 
 
@@ -121,7 +130,7 @@ def _vector_stores(value: Any, path: str, version: ApiVersion, limits: PolicyLim
     ]
 
 
-def _tool_resources_checker(*, new_stores: bool) -> Field:
+def tool_resources_checker(*, new_stores: bool, assistant: bool = False) -> Field:
     search_fields: dict[str, Field] = {"vector_store_ids": _vector_store_ids}
     if new_stores:
         search_fields["vector_stores"] = _vector_stores
@@ -138,22 +147,26 @@ def _tool_resources_checker(*, new_stores: bool) -> Field:
         return out
 
     resources: dict[str, Field] = {
-        "code_interpreter": _code_interpreter,
+        "code_interpreter": _code_interpreter_checker(assistant=assistant),
         "file_search": file_search,
     }
 
     def tool_resources(value: Any, path: str, version: ApiVersion, limits: PolicyLimits) -> Any:
-        return build(as_object(value, path), path, version, limits, resources)
+        obj = as_object(value, path)
+        for key in obj:
+            if key in resources:
+                tool_type_allowed(key, child_path(path, key), limits)
+        return build(obj, path, version, limits, resources)
 
     return nullable(tool_resources)
 
 
 _THREAD_FIELDS: dict[str, Field] = {
     "messages": messages_field,
-    "tool_resources": _tool_resources_checker(new_stores=True),
+    "tool_resources": tool_resources_checker(new_stores=True),
     "metadata": thread_metadata_field,
 }
-TOOL_RESOURCES = _tool_resources_checker(new_stores=False)
+TOOL_RESOURCES = tool_resources_checker(new_stores=False)
 _MODIFY_THREAD_FIELDS: dict[str, Field] = {
     "tool_resources": TOOL_RESOURCES,
     "metadata": thread_metadata_field,

@@ -44,6 +44,8 @@ class StoredFile:
 
 
 def file_json(f: StoredFile) -> Json:
+    """The ``File`` of the authoring document (2024-05-01-preview): ``status_details`` is a
+    non-nullable string sent only when processing failed, so a processed file has none."""
     return {
         "id": f.id,
         "object": "file",
@@ -52,7 +54,6 @@ def file_json(f: StoredFile) -> Json:
         "filename": f.filename,
         "purpose": f.purpose,
         "status": "processed",
-        "status_details": None,
     }
 
 

@@ -1,0 +1,181 @@
+"""Microsoft's documents (vendored under tests/specs, see its SOURCES.md) as JSON Schema
+validators, per api-version and schema name.
+
+    check("2024-05-01-preview", "vectorStoreObject", answer)   # raises jsonschema.ValidationError
+    errors("2024-02-15-preview", "runObject", answer)          # -> list of messages
+
+OpenAPI 3.0 (inference) and Swagger 2.0 (authoring: files) schemas are turned into JSON Schema
+2020-12: ``nullable: true`` becomes a ``null`` alternative; ``$ref`` resolves inside the same
+document. Documents are used as published except the ERRATA below: each is a defect of the
+document itself (a reference to a property that is not defined, or an ``object`` value the
+service and every SDK contradict), named with its reason so a reader can judge it.
+
+Version mapping: 2024-02-15-preview has its own document; every v2 version is checked against
+the 2024-05-01-preview document (the only v2 one vendored: later versions add fields, which the
+response schemas tolerate as they set no ``additionalProperties: false``). Files (all versions)
+are checked against the 2024-05-01-preview authoring document.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+V1 = "2024-02-15-preview"
+V2 = "2024-05-01-preview"
+_INFERENCE = {
+    V1: SPECS / V1 / "inference.assistants.json",
+    V2: SPECS / V2 / "inference.assistants.json",
+}
+_FILES = SPECS / V2 / "azureopenai.files.json"
+FILE_SCHEMAS = frozenset({"File", "FileList", "ErrorResponse"})
+
+#: (document version, schema, JSON pointer inside it, value to set, why). Applied on load.
+ERRATA: tuple[tuple[str, str, str, Any, str], ...] = (
+    (
+        V1,
+        "runObject",
+        "properties/object/enum",
+        ["thread.run"],
+        "the v1 document says 'assistant.run'; the service, its v2 document and every SDK "
+        "(openai 1.x Run.object: Literal['thread.run']) use 'thread.run'",
+    ),
+    (
+        V1,
+        "runStepObject",
+        "properties/object/enum",
+        ["thread.run.step"],
+        "the document says 'assistant.run.step'; the service and the SDKs use 'thread.run.step'",
+    ),
+    (
+        V2,
+        "runStepObject",
+        "properties/object/enum",
+        ["thread.run.step"],
+        "the document says 'assistant.run.step'; the service and the SDKs use 'thread.run.step'",
+    ),
+    (
+        V1,
+        "listAssistantFilesResponse",
+        "required",
+        ["object", "data", "first_id", "last_id", "has_more"],
+        "'items' is listed under required but no such property is defined (data holds the items)",
+    ),
+    (
+        V1,
+        "listMessageFilesResponse",
+        "required",
+        ["object", "data", "first_id", "last_id", "has_more"],
+        "'items' is listed under required but no such property is defined (data holds the items)",
+    ),
+    (
+        V1,
+        "createRunRequest",
+        "required",
+        ["assistant_id"],
+        "'thread_id' is a path parameter, listed by mistake as a required body field",
+    ),
+    (
+        V1,
+        "createThreadAndRunRequest",
+        "required",
+        ["assistant_id"],
+        "'thread_id' is listed as required, but create_and_run makes the thread",
+    ),
+    (
+        V2,
+        "createRunRequest",
+        "required",
+        ["assistant_id"],
+        "'thread_id' is a path parameter, listed by mistake as a required body field",
+    ),
+    (
+        V2,
+        "createThreadAndRunRequest",
+        "required",
+        ["assistant_id"],
+        "'thread_id' is listed as required, but create_and_run makes the thread",
+    ),
+)
+#: Referenced by assistantToolsFunction but not vendored (a chat-completions schema: "the
+#: parameters the functions accepts, described as a JSON Schema object"): any object.
+_NOT_VENDORED = {"chatCompletionFunctionParameters": {"type": "object"}}
+
+
+def document_version(api_version: str) -> str:
+    return V1 if api_version == V1 else V2
+
+
+def _nullable(node: Any) -> Any:
+    """OpenAPI 3.0 ``nullable`` → JSON Schema, recursively."""
+    if isinstance(node, list):
+        return [_nullable(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _nullable(v) for k, v in node.items() if k != "nullable"}
+    if node.get("nullable") is True:
+        if "type" in out and "$ref" not in out and not any(k in out for k in ("oneOf", "anyOf")):
+            out["type"] = [out["type"], "null"]
+            if "enum" in out:
+                out["enum"] = [*out["enum"], None]
+        else:
+            return {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+def _set(schema: dict[str, Any], pointer: str, value: Any) -> None:
+    *path, last = pointer.split("/")
+    node = schema
+    for key in path:
+        node = node[key]
+    if last not in node:
+        raise KeyError(f"erratum target {pointer} is not in the document")
+    node[last] = value
+
+
+@functools.cache
+def _document(version: str) -> dict[str, Any]:
+    doc = json.loads(_INFERENCE[version].read_text())
+    schemas = doc["components"]["schemas"]
+    for erratum_version, name, pointer, value, _why in ERRATA:
+        if erratum_version == version:
+            _set(schemas[name], pointer, copy.deepcopy(value))
+    for name, schema in _NOT_VENDORED.items():
+        schemas.setdefault(name, schema)
+    return {"components": {"schemas": _nullable(schemas)}}
+
+
+@functools.cache
+def _files_document() -> dict[str, Any]:
+    return {"definitions": json.loads(_FILES.read_text())["definitions"]}
+
+
+@functools.cache
+def validator(api_version: str, schema: str) -> jsonschema.Draft202012Validator:
+    """A validator of the named schema as documented for ``api_version``."""
+    if schema in FILE_SCHEMAS:
+        root = {**_files_document(), "$ref": f"#/definitions/{schema}"}
+    else:
+        doc = _document(document_version(api_version))
+        if schema not in doc["components"]["schemas"]:
+            raise KeyError(f"{schema} is not in the {document_version(api_version)} document")
+        root = {**doc, "$ref": f"#/components/schemas/{schema}"}
+    return jsonschema.Draft202012Validator(root)
+
+
+def errors(api_version: str, schema: str, instance: Any) -> list[str]:
+    found = validator(api_version, schema).iter_errors(instance)
+    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in found]
+
+
+def check(api_version: str, schema: str, instance: Any) -> None:
+    """Raises AssertionError listing every way ``instance`` departs from the document."""
+    problems = errors(api_version, schema, instance)
+    if problems:
+        raise AssertionError(f"{schema} @ {api_version}:\n  " + "\n  ".join(problems))
