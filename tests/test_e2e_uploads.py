@@ -155,6 +155,19 @@ def test_a_stalled_upload_is_408_and_azure_keeps_nothing(up: Stack) -> None:
     assert up.fake.store.files.items == {}
 
 
+def test_a_slow_upload_longer_than_the_upstream_read_timeout_succeeds(up: Stack) -> None:
+    """Each chunk within ``body_timeout_s`` (1 s), the whole upload longer than Azure's
+    ``read_timeout_s`` (5 s): the upstream read timeout does not run while the body is sent."""
+    assert up.config.upstream.read_timeout_s < 7 * 0.9
+    content = b"w" * 7000
+    started = time.monotonic()
+    answer = send_chunked(up, multipart(content, "slow.txt"), [1000] * 7, gap_s=0.9)
+    assert time.monotonic() - started > up.config.upstream.read_timeout_s
+    assert answer.status == 200, answer.body
+    (stored,) = up.fake.store.files.items.values()
+    assert stored.content == content
+
+
 def test_an_upload_that_is_not_multipart_is_refused(up: Stack) -> None:
     raw = send_chunked(up, b'{"purpose": "assistants"}', [], content_type="application/json")
     assert raw.status == 400 and raw.json()["error"]["code"] == "invalid_multipart"
@@ -200,10 +213,11 @@ def send_chunked(
     sizes: Iterable[int],
     *,
     pause_s: float = 0.0,
+    gap_s: float = 0.0,
     content_type: str = f"multipart/form-data; boundary={BOUNDARY}",
 ) -> RawResponse:
     """POST /openai/files with ``Transfer-Encoding: chunked``, ``body`` cut at ``sizes``
-    (``pause_s`` before the last chunk); the response, read even when the gateway answered
+    (``pause_s`` before the last chunk, ``gap_s`` before every other); the response, read even when the gateway answered
     before the body ended."""
     host, port = stack.url.split("//", 1)[1].split(":")
     head = (
@@ -218,6 +232,8 @@ def send_chunked(
             for i, piece in enumerate(pieces):
                 if pause_s and i == len(pieces) - 1:
                     time.sleep(pause_s)
+                elif gap_s and i:
+                    time.sleep(gap_s)
                 sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
             sock.sendall(b"0\r\n\r\n")
         except OSError:
