@@ -217,8 +217,8 @@ def send_chunked(
     content_type: str = f"multipart/form-data; boundary={BOUNDARY}",
 ) -> RawResponse:
     """POST /openai/files with ``Transfer-Encoding: chunked``, ``body`` cut at ``sizes``
-    (``pause_s`` before the last chunk, ``gap_s`` before every other); the response, read even when the gateway answered
-    before the body ended."""
+    (``pause_s`` before the last chunk, ``gap_s`` before every other); the response, read
+    even when the gateway answered before the body ended."""
     host, port = stack.url.split("//", 1)[1].split(":")
     head = (
         f"POST /openai/files?api-version={V2} HTTP/1.1\r\nHost: gateway.test\r\n"
