@@ -168,6 +168,27 @@ def test_a_slow_upload_longer_than_the_upstream_read_timeout_succeeds(up: Stack)
     assert stored.content == content
 
 
+def test_a_caller_gone_midway_leaves_nothing_at_azure(up: Stack) -> None:
+    body = multipart(b"g" * 50_000, "gone.txt")
+    host, port = up.url.split("//", 1)[1].split(":")
+    head = (
+        f"POST /openai/files?api-version={V2} HTTP/1.1\r\nHost: gateway.test\r\n"
+        f"Authorization: Bearer {make_token(A)}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head + body[:20_000])
+        time.sleep(0.3)  # the upstream request is under way (the fake records it at its end)
+    gone = time.monotonic()
+    while not uploads(up.fake) and time.monotonic() < gone + 5:
+        time.sleep(0.01)
+    (record,) = uploads(up.fake)
+    # Cut when the caller went, not by the 1 s body timeout.
+    assert record.closed_early.is_set() and time.monotonic() - gone < 0.8
+    assert up.fake.store.files.items == {}
+
+
 def test_an_upload_that_is_not_multipart_is_refused(up: Stack) -> None:
     raw = send_chunked(up, b'{"purpose": "assistants"}', [], content_type="application/json")
     assert raw.status == 400 and raw.json()["error"]["code"] == "invalid_multipart"
