@@ -21,7 +21,7 @@ from gateway.ownership.rules import tenant_digest
 from tests.fakeazure import FakeAzure, RecordedRequest
 from tests.rawhttp import RawResponse
 from tests.servers import RedisServer
-from tests.stack import ISSUER, V1, V2, Stack, make_token, running_stack
+from tests.stack import ISSUER, V1, V2, Stack, deep_merge, make_token, running_stack
 
 A = "team-a"
 MAX_FILE = 200_000
@@ -41,13 +41,17 @@ def owner_of(namespace: str) -> str:
     return tenant_digest(f"{default_domain(ISSUER)}:{namespace}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["aiohttp", "httpx"])
 def upload_stack(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_server: RedisServer,
 ) -> Iterator[Stack]:
+    """Both upstream transports stream the upload (and abort it) the same way."""
     url = os.environ.get("GATEWAY_TEST_REDIS_URL") or redis_server.url
+    overrides = deep_merge(OVERRIDES, {"upstream": {"transport": request.param}})
     with running_stack(
-        tmp_path_factory.mktemp("uploads"), redis_url=url, overrides=OVERRIDES
+        tmp_path_factory.mktemp("uploads"), redis_url=url, overrides=overrides
     ) as running:
         yield running
 
