@@ -35,11 +35,10 @@ from gateway.operations.apiversions import KNOWN_VERSIONS, ApiVersion
 from gateway.operations.assistants import ASSISTANTS
 from gateway.operations.files import FILES
 from gateway.operations.row import ID_PATTERNS, Operation
-from gateway.operations.uploads import UPLOADS
 from gateway.operations.vector_stores import VECTOR_STORES
 
 #: Every operation, one row each.
-OPERATIONS: tuple[Operation, ...] = ASSISTANTS + FILES + VECTOR_STORES + UPLOADS
+OPERATIONS: tuple[Operation, ...] = ASSISTANTS + FILES + VECTOR_STORES
 BY_NAME: Mapping[str, Operation] = {op.name: op for op in OPERATIONS}
 if len(BY_NAME) != len(OPERATIONS):  # pragma: no cover - a table edit error
     raise ValueError("operation names must be unique")

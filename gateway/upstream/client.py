@@ -183,8 +183,9 @@ class UpstreamClient:
         transport: httpx.AsyncBaseTransport | None = None,
         upload_read_timeout_s: float = 900.0,
     ) -> None:
-        """``upload_read_timeout_s`` bounds the wait for Azure's answer to a streamed upload
-        (aiohttp counts its read timeout while the body is still being sent)."""
+        """``upload_read_timeout_s`` (at least ``read_timeout_s``) bounds each read of the
+        answer to a streamed upload: Azure stores the whole file before it answers. Neither
+        transport runs a read timeout while the body is still being sent."""
         self.config = config
         self.base = httpx.URL(config.endpoint)
         aiohttp_default = transport is None and config.transport == "aiohttp"
