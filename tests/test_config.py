@@ -124,6 +124,26 @@ def test_minimal_config_defaults() -> None:
             "profiles.default.policy.unknown_limit: unknown key",
         ),
         (
+            {"profiles": {"default": {"policy": {"tools": ["code_interpreter", "browser"]}}}},
+            "profiles.default.policy.tools: must be a subset of",
+        ),
+        (
+            {"profiles": {"default": {"policy": {"max_assistant_files": 21}}}},
+            "profiles.default.policy.max_assistant_files: must be an integer between 0 and 20",
+        ),
+        (
+            {"profiles": {"default": {"policy": {"max_vector_store_files": 10_001}}}},
+            "profiles.default.policy.max_vector_store_files",
+        ),
+        (
+            {"profiles": {"default": {"policy": {"max_instructions_chars": 0}}}},
+            "profiles.default.policy.max_instructions_chars",
+        ),
+        (
+            {"profiles": {"default": {"policy": {"models": [""]}}}},
+            "profiles.default.policy.models",
+        ),
+        (
             {"profiles": {"default": {"policy": {"deny_private_image_urls": "no"}}}},
             "profiles.default.policy.deny_private_image_urls: must be true or false",
         ),
@@ -381,3 +401,21 @@ def test_serve_refuses_demo_config_and_missing_key(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "no usable Azure API key" in result.stderr or "api_key_file" in result.stderr
+
+
+def test_profile_policy_reads_what_a_tenant_may_build() -> None:
+    policy = {
+        "models": ["gpt-4o", "gpt-4o-mini"],
+        "tools": ["function", "file_search"],
+        "max_instructions_chars": 2000,
+        "max_assistant_files": 5,
+        "max_vector_store_files": 50,
+    }
+    config = parse(deep_merge(MINIMAL, {"profiles": {"default": {"policy": policy}}}))
+    limits = config.profiles["default"].policy
+    assert limits.models == frozenset({"gpt-4o", "gpt-4o-mini"})
+    assert limits.tools == frozenset({"function", "file_search"})
+    assert (limits.max_instructions_chars, limits.max_assistant_files) == (2000, 5)
+    assert limits.max_vector_store_files == 50
+    default = parse(MINIMAL).profiles["default"].policy
+    assert default.models == frozenset() and "code_interpreter" in default.tools

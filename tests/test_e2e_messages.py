@@ -153,7 +153,7 @@ def test_request_id_is_propagated_or_generated(gw: Stack) -> None:
         assert len(generated.headers["x-request-id"]) == 36
         assert generated.headers["x-upstream-request-id"]
         refused = h.get(
-            "/openai/assistants",
+            "/openai/assistant",
             params={"api-version": V2},
             headers={"x-request-id": "bad id with spaces"},
         )

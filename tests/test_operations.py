@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gateway.operations.apiversions import KNOWN_VERSIONS
 from gateway.operations.row import KINDS, Operation
 from gateway.operations.table import BY_NAME, OPERATIONS
+from gateway.policy.checks import PolicyLimits, check_body
 
 PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
 NAMES = frozenset(BY_NAME)
@@ -78,3 +81,86 @@ def test_every_kind_has_its_lookup_row() -> None:
 def test_rows_are_unique_by_method_and_template() -> None:
     keys = [(op.method, op.template) for op in OPERATIONS]
     assert len(keys) == len(set(keys))
+
+
+# --- refs: the validated body keeps every reference at the row's path ---------------------
+
+V1 = KNOWN_VERSIONS["2024-02-15-preview"]
+V2 = KNOWN_VERSIONS["2024-05-01-preview"]
+_MSG_V1 = {"role": "user", "content": "hi", "file_ids": ["file-m1"]}
+_MSG_V2 = {
+    "role": "user",
+    "content": "hi",
+    "attachments": [{"file_id": "file-m2", "tools": [{"type": "file_search"}]}],
+}
+_NEW = {
+    "code_interpreter": {"file_ids": ["file-ci"]},
+    "file_search": {"vector_stores": [{"file_ids": ["file-vs"]}]},
+}
+_OLD = {
+    "code_interpreter": {"file_ids": ["file-ci"]},
+    "file_search": {"vector_store_ids": ["vs_1"]},
+}
+
+#: A body per (row, version) that names something at every one of the row's ref paths that the
+#: version has (several bodies per row where one object cannot hold all: vector_stores vs ids).
+REF_BODIES: list[tuple[str, Any, dict[str, Any]]] = [
+    ("assistants.create", V1, {"model": "m", "file_ids": ["file-a"]}),
+    ("assistants.create", V2, {"model": "m", "tool_resources": _NEW}),
+    ("assistants.create", V2, {"model": "m", "tool_resources": _OLD}),
+    ("assistants.modify", V1, {"file_ids": ["file-a"]}),
+    ("assistants.modify", V2, {"tool_resources": _OLD}),
+    ("assistants.files.create", V1, {"file_id": "file-a"}),
+    ("threads.create", V1, {"messages": [_MSG_V1]}),
+    ("threads.create", V2, {"messages": [_MSG_V2], "tool_resources": _NEW}),
+    ("threads.create", V2, {"tool_resources": _OLD}),
+    ("threads.modify", V2, {"tool_resources": _OLD}),
+    ("messages.create", V1, _MSG_V1),
+    ("messages.create", V2, _MSG_V2),
+    ("runs.create", V1, {"assistant_id": "asst_1"}),
+    ("runs.create", V2, {"assistant_id": "asst_1", "additional_messages": [_MSG_V2]}),
+    ("threads.create_and_run", V1, {"assistant_id": "asst_1", "thread": {"messages": [_MSG_V1]}}),
+    (
+        "threads.create_and_run",
+        V2,
+        {
+            "assistant_id": "asst_1",
+            "tool_resources": _OLD,
+            "thread": {"messages": [_MSG_V2], "tool_resources": _NEW},
+        },
+    ),
+    ("threads.create_and_run", V2, {"assistant_id": "asst_1", "thread": {"tool_resources": _OLD}}),
+    ("vector_stores.create", V2, {"file_ids": ["file-a"]}),
+    ("vector_stores.files.create", V2, {"file_id": "file-a"}),
+    ("vector_stores.file_batches.create", V2, {"file_ids": ["file-a"]}),
+]
+
+
+def _walk(value: Any, steps: list[str]) -> list[Any]:
+    if not steps:
+        return [value]
+    step, rest = steps[0], steps[1:]
+    name, many = (step[:-2], True) if step.endswith("[]") else (step, False)
+    if not isinstance(value, dict) or name not in value:
+        return []
+    inner = value[name]
+    items = inner if many else [inner]
+    return [found for item in items for found in _walk(item, rest)]
+
+
+def test_every_ref_path_is_kept_by_the_checker() -> None:
+    seen: set[tuple[str, str]] = set()
+    for name, version, body in REF_BODIES:
+        row = BY_NAME[name]
+        assert row.refs, name
+        out = check_body(row.body, version, body, PolicyLimits())
+        assert out is not None
+        for ref in row.refs:
+            values = _walk(out, ref.path.split("."))
+            if values:
+                assert all(ref.kind.pattern.fullmatch(v) for v in values), (name, ref.path)
+                assert values == _walk(body, ref.path.split("."))
+                seen.add((name, ref.path))
+    every = {(row.name, ref.path) for row in OPERATIONS for ref in row.refs}
+    # v1-only and v2-only paths are each covered by a body of their version
+    assert every == seen, sorted(every - seen)

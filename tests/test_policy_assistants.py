@@ -5,14 +5,16 @@ and the false refusals of issue 14 (each accepted now, as Microsoft's documents 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
 
 from gateway.errors import BadRequestError
 from gateway.operations.apiversions import KNOWN_VERSIONS, ApiVersion
-from gateway.policy.checks import POLICY_REASONS, PolicyLimits
+from gateway.policy.checks import POLICY_REASONS, PolicyLimits, limit_problems
 from gateway.policy.jsonbody import dump_json
+from gateway.policy.limits import effective_limits
 from tests.policycases import check_request
 
 V1 = KNOWN_VERSIONS["2024-02-15-preview"]
@@ -254,3 +256,64 @@ def test_a_thread_may_be_seeded_with_up_to_100_messages() -> None:
     assert check_request(T, V25, {"messages": messages}, D) == {"messages": messages}
     body = run(additional_messages=messages)
     assert check_request(R, V25, body, D) == body
+
+
+# --- the new profile keys only tighten Azure's ceilings -------------------------------------
+
+P = "profiles.x.policy"
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        (
+            {"max_assistant_files": 21},
+            f"{P}.max_assistant_files: must be an integer between 0 and 20",
+        ),
+        (
+            {"max_assistant_files": -1},
+            f"{P}.max_assistant_files: must be an integer between 0 and 20",
+        ),
+        (
+            {"max_vector_store_files": 10_001},
+            f"{P}.max_vector_store_files: must be an integer between 0 and 10000",
+        ),
+        (
+            {"max_instructions_chars": 256_001},
+            f"{P}.max_instructions_chars: must be null or an integer between 1 and 256000",
+        ),
+        (
+            {"max_instructions_chars": 0},
+            f"{P}.max_instructions_chars: must be null or an integer between 1 and 256000",
+        ),
+        (
+            {"tools": frozenset({"browser"})},
+            f"{P}.tools: must be a subset of "
+            "['code_interpreter', 'file_search', 'function', 'retrieval']",
+        ),
+        (
+            {"models": frozenset({""})},
+            f"{P}.models: must be a set of deployment names of 1 to 256 characters",
+        ),
+        (
+            {"models": frozenset({"m" * 257})},
+            f"{P}.models: must be a set of deployment names of 1 to 256 characters",
+        ),
+    ],
+)
+def test_limit_problems_of_the_new_keys(changes: dict[str, Any], problem: str) -> None:
+    assert limit_problems(dataclasses.replace(D, **changes), P) == [problem]
+
+
+def test_tight_new_keys_have_no_problems_and_are_clamped() -> None:
+    tight = PolicyLimits(
+        models=frozenset({"gpt-4o"}),
+        tools=frozenset(),
+        max_instructions_chars=1,
+        max_assistant_files=0,
+        max_vector_store_files=0,
+    )
+    assert limit_problems(tight, P) == []
+    loose = dataclasses.replace(D, max_instructions_chars=10**9, max_vector_store_files=10**9)
+    clamped = effective_limits(loose)
+    assert (clamped.max_instructions_chars, clamped.max_vector_store_files) == (256_000, 10_000)

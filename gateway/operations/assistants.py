@@ -74,7 +74,11 @@ def _message_files(prefix: str) -> tuple[Ref, ...]:
 _ASSISTANT_REFS = (Ref("file_ids[]", FILE), *_resources("", new_stores=True))
 _ASSISTANT_MODIFY_REFS = (Ref("file_ids[]", FILE), *_resources("", new_stores=False))
 _THREAD_REFS = (*_message_files("messages[]."), *_resources("", new_stores=True))
-_RUN_REFS = (Ref("assistant_id", ASSISTANT), *_message_files("additional_messages[]."))
+#: ``additional_messages`` is v2 only: its messages carry ``attachments``, never ``file_ids``.
+_RUN_REFS = (
+    Ref("assistant_id", ASSISTANT),
+    Ref("additional_messages[].attachments[].file_id", FILE),
+)
 _CREATE_AND_RUN_REFS = (
     Ref("assistant_id", ASSISTANT),
     *_message_files("thread.messages[]."),

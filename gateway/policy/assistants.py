@@ -30,7 +30,7 @@ from gateway.policy.fields import (
     build,
     nullable,
     refuse,
-    thread_metadata_field,
+    stamped_metadata_field,
 )
 from gateway.policy.limits import AZURE_ASSISTANT_FILES, PolicyLimits
 from gateway.policy.threads import tool_resources_checker
@@ -77,7 +77,7 @@ def _fields(*, creating: bool) -> dict[str, Field]:
         "tools": tools_checker(MAX_ASSISTANT_TOOLS),
         "file_ids": _file_ids,
         "tool_resources": tool_resources_checker(new_stores=creating, assistant=True),
-        "metadata": thread_metadata_field,
+        "metadata": stamped_metadata_field,
         "temperature": nullable(temperature_field),
         "top_p": nullable(top_p_field),
         "response_format": nullable(response_format_field),

@@ -214,8 +214,9 @@ def check_metadata(
 ) -> dict[str, str] | None:
     """``metadata``: an object (or null) of string pairs within the profile's limits.
 
-    The key ``ownership.STAMP_KEY`` is reserved for the gateway in every metadata map; a
-    thread's map (``thread``) may hold at most ``THREAD_METADATA_PAIRS`` of the caller's pairs.
+    The key ``ownership.STAMP_KEY`` is reserved for the gateway in every metadata map; the map
+    of an object the gateway stamps (``thread``: threads, assistants, vector stores) may hold at
+    most ``THREAD_METADATA_PAIRS`` of the caller's pairs.
     """
     if value is None:
         return None
@@ -324,4 +325,9 @@ def metadata_field(value: Any, path: str, _version: ApiVersion, limits: PolicyLi
 
 
 def thread_metadata_field(value: Any, path: str, _version: ApiVersion, limits: PolicyLimits) -> Any:
+    """The metadata of an object the gateway stamps (threads, assistants, vector stores): at
+    most ``THREAD_METADATA_PAIRS`` of the caller's pairs."""
     return check_metadata(value, path, limits, thread=True)
+
+
+stamped_metadata_field = thread_metadata_field

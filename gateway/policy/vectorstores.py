@@ -37,7 +37,7 @@ from gateway.policy.fields import (
     nullable,
     refuse,
     require_fields,
-    thread_metadata_field,
+    stamped_metadata_field,
 )
 from gateway.policy.jsonbody import child_path
 from gateway.policy.limits import PolicyLimits
@@ -119,12 +119,12 @@ _CREATE: dict[str, Field] = {
     "name": _name,
     "expires_after": _expires_after,
     "chunking_strategy": chunking_strategy,
-    "metadata": thread_metadata_field,
+    "metadata": stamped_metadata_field,
 }
 _MODIFY: dict[str, Field] = {
     "name": nullable(_name),
     "expires_after": nullable(_expires_after),
-    "metadata": thread_metadata_field,
+    "metadata": stamped_metadata_field,
 }
 
 

@@ -9,8 +9,15 @@
     fake.script(ScriptedResponse(status=429, headers=(("retry-after", "1"),)))
 
 Modules, each layer importing only the ones before it: ``shapes`` (versions, errors, validation,
-pagination, routes; pure), ``store`` (state and rendering per api-version; no I/O), ``runs``
-(run simulation as stream events), ``app`` (the Starlette app: recording, auth, scripts, SSE).
+pagination, routes; pure), ``assistants`` / ``files`` / ``vectorstores`` (those objects' state
+and rendering per api-version; files parse multipart themselves), ``store`` (threads, messages,
+runs, steps, and the registries above; no I/O), ``runs`` (run simulation as stream events),
+``surface`` (dispatch of the assistants/files/vector store operations), ``app`` (the Starlette
+app: recording, auth, scripts, SSE, streamed file content). ``openapi`` checks answers against
+Microsoft's documents vendored under tests/specs (tests only; the fake does not import it).
+
+    fake.store.files.items[file_id].filename      # the filename exactly as uploaded
+    fake.store.assistants.items[asst_id].metadata # metadata exactly as sent (gateway_owner...)
 """
 
 from tests.fakeazure.app import FakeAzure, RecordedRequest, RequestOutcome, ScriptedResponse
