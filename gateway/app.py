@@ -273,7 +273,11 @@ def build(
         api_key.on_error = metrics.on_key_reload_error
     if api_key.on_reload is None:
         api_key.on_reload = metrics.on_key_reload
-    upstream = UpstreamClient(config.upstream, transport=upstream_transport)
+    upstream = UpstreamClient(
+        config.upstream,
+        transport=upstream_transport,
+        upload_read_timeout_s=config.server.upload_timeout_s,
+    )
     metrics.track_pool(upstream.pool_connections)
     jwks_http = make_jwks_http_client()
     # An issuer that names its own CA bundle (the cluster CA for the API server's JWKS) gets
@@ -363,6 +367,7 @@ def build(
             PolicyMiddleware,
             max_body_bytes=config.server.max_body_bytes,
             body_timeout_s=config.server.body_timeout_s,
+            upload_timeout_s=config.server.upload_timeout_s,
         ),
         Middleware(
             OwnershipMiddleware,

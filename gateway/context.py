@@ -4,9 +4,10 @@ and headers. One travels in every request's scope (``scope[CONTEXT]``, ``context
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.asgi import Scope
 from gateway.auth.caller import Caller
@@ -24,6 +25,24 @@ CONTEXT = "gateway.context"
 #: line written while a request is served carries its id. uvicorn runs each request in its own
 #: task, whose context is a copy: the value never leaks into another request.
 current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
+
+
+class UploadStream(Protocol):
+    """A request body streamed to Azure as the caller sends it (``policy.uploads.UploadBody``):
+    what the forwarder needs of it."""
+
+    #: The upstream ``Content-Type`` (the body is re-emitted with the gateway's boundary).
+    @property
+    def content_type(self) -> bytes: ...
+
+    #: Why the body stopped before its end (raised out of the iterator; None: it did not).
+    failure: Exception | None
+
+    def length(self) -> int | None:
+        """The exact upstream length, or None (sent chunked)."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
 
 
 @dataclass(slots=True)
@@ -62,6 +81,9 @@ class RequestContext:
     body: dict[str, Any] | None = None
     #: The owner digest of the object the request acts on or creates (None: not owned).
     owner: str | None = None
+    #: A file upload's body, streamed to Azure as the caller sends it (``policy.uploads``;
+    #: None: not an upload, the body is ``body``).
+    upload: UploadStream | None = None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

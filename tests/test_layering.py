@@ -56,6 +56,7 @@ CORE = {
     "operations.assistants",
     "operations.files",
     "operations.vector_stores",
+    "policy.multipart",
     "auth.cache",
     "observability.labels",
     "server.admission",
@@ -93,7 +94,9 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "auth.middleware": (set(), {"auth.authenticator"}),
     "operations.middleware": (set(), set()),
     "ratelimit.middleware": (set(), set()),
-    "policy.middleware": (set(), {"policy.bodyread"}),
+    "policy.middleware": (set(), {"policy.bodyread", "policy.uploads"}),
+    # A file upload's body, read from ASGI as the forwarder sends it (asyncio only).
+    "policy.uploads": (set(), set()),
     "ownership.middleware": (set(), set()),
     "upstream.forwarder": ({"httpx", "aiohttp"}, {"upstream.client"}),
 }

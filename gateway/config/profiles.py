@@ -101,6 +101,16 @@ class PolicySettings:
         "files named when a vector store or a file batch is made (Azure: 500 a request; "
         "10,000 for a store made inside a thread or assistant)",
     )
+    max_file_bytes: int = _limit(
+        "max_file_bytes",
+        "bytes per uploaded file (Azure: 512 MB), counted as the upload streams",
+        shown="`536870912` (512 MiB)",
+    )
+    file_purposes: frozenset[str] = _limit(
+        "file_purposes",
+        "`purpose` values a file may be uploaded for (a subset of Azure's: `assistants`, "
+        "`assistants_output`, `batch`, `fine-tune`, `fine-tune-results`, `vision`)",
+    )
 
     def build(self) -> PolicyLimits:
         return PolicyLimits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})

@@ -56,6 +56,12 @@ class ServerConfig:
     )
     max_header_bytes: int = setting(32_768, "larger header sets → 431", check=between(4096, MiB))
     body_timeout_s: float = setting(30.0, "a body not fully received by then → 408", check=positive)
+    upload_timeout_s: float = setting(
+        900.0,
+        "a file upload's body not fully received by then → 408 (streamed to Azure: each wait "
+        "for its next chunk is bounded by `body_timeout_s`)",
+        check=positive,
+    )
     drain_timeout_s: float = setting(
         25.0, "on SIGTERM, time for in-flight requests and streams", check=positive
     )

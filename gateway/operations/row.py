@@ -17,7 +17,8 @@ may stream, and what it does to owned objects:
 * ``deletes``: a success removes the path's owned object;
 * ``refs``: body fields that name owned objects (each must be the caller's tenant's);
 * ``lists``: its answer is a list of owned objects of that kind (only the caller's tenant's
-  are shown, the pagination kept right).
+  are shown, the pagination kept right);
+* ``upload``: the body is a streamed file upload (multipart), not JSON.
 
 Every middleware reads the row; none compares operation names (``tests/test_operations``
 holds that). Adding an operation is adding a row (and a body checker when it has a body).
@@ -175,6 +176,9 @@ class Operation:
     deletes: bool = False
     refs: tuple[Ref, ...] = ()
     lists: Kind | None = None
+    #: The body is a file upload (``multipart/form-data``): never read whole, checked and
+    #: re-emitted as it streams to Azure (``policy.uploads``); ``body`` is None.
+    upload: bool = False
     segments: tuple[str, ...] = field(init=False)
     #: The kind of the owned object the request acts on, and its path parameter.
     owner: Kind | None = field(init=False)

@@ -22,6 +22,12 @@ from gateway.operations.apiversions import ApiVersion
 from gateway.ownership.rules import STAMP_KEY
 from gateway.policy.jsonbody import child_path, item_path
 from gateway.policy.limits import THREAD_METADATA_PAIRS, PolicyLimits
+from gateway.policy.multipart import (
+    FILE_TOO_LARGE,
+    INVALID_FILENAME,
+    INVALID_MULTIPART,
+    PURPOSE_NOT_ALLOWED,
+)
 
 #: A field checker: (value, JSON path, api-version, limits) -> the value to forward.
 Field = Callable[[Any, str, ApiVersion, PolicyLimits], Any]
@@ -53,6 +59,10 @@ TOO_MANY_VECTOR_STORES = "too_many_vector_stores"
 BODY_NOT_ALLOWED = "body_not_allowed"
 MODEL_NOT_ALLOWED = "model_not_allowed"
 TOOL_NOT_ALLOWED = "tool_not_allowed"
+#: A file upload's refusals (``gateway.policy.multipart``: 400, ``file_too_large`` 413).
+UPLOAD_REASONS: frozenset[str] = frozenset(
+    {FILE_TOO_LARGE, PURPOSE_NOT_ALLOWED, INVALID_FILENAME, INVALID_MULTIPART}
+)
 
 POLICY_REASONS: frozenset[str] = frozenset(
     {
@@ -83,6 +93,7 @@ POLICY_REASONS: frozenset[str] = frozenset(
         BODY_NOT_ALLOWED,
         MODEL_NOT_ALLOWED,
         TOOL_NOT_ALLOWED,
+        *UPLOAD_REASONS,
     }
 )
 

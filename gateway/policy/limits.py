@@ -42,6 +42,14 @@ AZURE_MAX_CONTENT_CHARS = max(v.max_content_chars for v in KNOWN_VERSIONS.values
 THREAD_MESSAGES_CEILING = 100
 #: Longest model (deployment) name a body may carry.
 MAX_MODEL_CHARS = 256
+#: Azure's largest file (512 MB per file: the Assistants quotas and limits page).
+AZURE_MAX_FILE_BYTES = 512 * 1024 * 1024
+#: The ``purpose`` values Microsoft's documents accept on ``POST /files`` (the authoring
+#: documents' ``Purpose`` enum for 2024-02-15/2024-05-01-preview, and ``batch``/``vision`` of
+#: the later inference documents).
+AZURE_FILE_PURPOSES: frozenset[str] = frozenset(
+    {"assistants", "assistants_output", "batch", "fine-tune", "fine-tune-results", "vision"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +90,13 @@ class PolicyLimits:
     max_instructions_chars: int | None = None
     max_assistant_files: int = AZURE_ASSISTANT_FILES
     max_vector_store_files: int = AZURE_VECTOR_STORE_FILES
+    #: Bytes per uploaded file.
+    max_file_bytes: int = AZURE_MAX_FILE_BYTES
+    #: Purposes a file may be uploaded for (the Assistants' own by default).
+    file_purposes: frozenset[str] = frozenset({"assistants"})
 
 
-AZURE_LIMITS = PolicyLimits()
+AZURE_LIMITS = PolicyLimits(file_purposes=AZURE_FILE_PURPOSES)
 #: Thread metadata leaves one of Azure's 16 pairs to the gateway's owner stamp.
 THREAD_METADATA_PAIRS = AZURE_LIMITS.max_metadata_pairs - 1
 
@@ -99,6 +111,7 @@ _COUNTS: tuple[tuple[str, int], ...] = (
     ("max_vector_stores", 0),
     ("max_assistant_files", 0),
     ("max_vector_store_files", 0),
+    ("max_file_bytes", 1),
 )
 _FLAGS = (
     "allow_content_parts",
@@ -158,6 +171,10 @@ def limit_problems(limits: PolicyLimits, prefix: str) -> list[str]:
         problems.append(
             f"{prefix}.attachment_tools: must be a subset of {sorted(AZURE_ATTACHMENT_TOOLS)}"
         )
+    if not _is_str_set(limits.file_purposes) or not (limits.file_purposes <= AZURE_FILE_PURPOSES):
+        problems.append(
+            f"{prefix}.file_purposes: must be a subset of {sorted(AZURE_FILE_PURPOSES)}"
+        )
     problems.extend(_required_key_problems(limits, prefix))
     return problems
 
@@ -193,6 +210,7 @@ def effective_limits(limits: PolicyLimits) -> PolicyLimits:
         roles=limits.roles & az.roles,
         attachment_tools=limits.attachment_tools & az.attachment_tools,
         tools=limits.tools & az.tools,
+        file_purposes=limits.file_purposes & az.file_purposes,
         max_content_chars=None if chars is None else min(chars, AZURE_MAX_CONTENT_CHARS),
         max_instructions_chars=None
         if instructions is None

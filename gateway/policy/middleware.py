@@ -1,6 +1,9 @@
 """Body policy: the bounded body (``bodyread``), strict JSON (``jsonbody``) and the profile's
 policy for the operation (the row's checker, ``checks``). What is forwarded is the validated,
-re-serialised object in ``ctx.body``, never the caller's bytes."""
+re-serialised object in ``ctx.body``, never the caller's bytes.
+
+A file upload (the row's ``upload``) is not read whole: its head is checked here and the rest
+streams to Azure through ``ctx.upload`` (``uploads``), re-emitted by the multipart rewriter."""
 
 from __future__ import annotations
 
@@ -15,22 +18,44 @@ from gateway.operations.table import OperationMatch
 from gateway.policy.bodyread import read_body
 from gateway.policy.checks import check_body
 from gateway.policy.jsonbody import parse_json_object
+from gateway.policy.limits import effective_limits
+from gateway.policy.uploads import read_upload_head
 from gateway.upstream.headers import header_values
 
 
 class PolicyMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_timeout_s: float) -> None:
-        if max_body_bytes < 1 or body_timeout_s <= 0:
-            raise ValueError("max_body_bytes and body_timeout_s must be positive")
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        body_timeout_s: float,
+        upload_timeout_s: float = 900.0,
+    ) -> None:
+        if max_body_bytes < 1 or body_timeout_s <= 0 or upload_timeout_s <= 0:
+            raise ValueError("max_body_bytes and the body timeouts must be positive")
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
+        self.upload_timeout_s = upload_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = context_of(scope)
         assert ctx.match is not None  # the operation middleware runs first
         headers: Sequence[tuple[bytes, bytes]] = scope["headers"]
         started = time.perf_counter()
+        if ctx.match.row.upload:
+            ctx.upload = await read_upload_head(
+                receive,
+                headers,
+                effective_limits(ctx.profile.policy),
+                idle_timeout_s=self.body_timeout_s,
+                total_timeout_s=self.upload_timeout_s,
+                owner=lambda: ctx.owner,
+            )
+            ctx.stages["policy"] = time.perf_counter() - started
+            await self.app(scope, receive, send)
+            return
         raw = await read_body(
             receive, headers, max_bytes=self.max_body_bytes, timeout_s=self.body_timeout_s
         )

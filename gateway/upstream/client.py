@@ -29,7 +29,7 @@ timeout of the answer that does not come.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from types import TracebackType
 
 import aiohttp
@@ -177,8 +177,15 @@ class UpstreamResponse:
 
 class UpstreamClient:
     def __init__(
-        self, config: UpstreamConfig, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        config: UpstreamConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        upload_read_timeout_s: float = 900.0,
     ) -> None:
+        """``upload_read_timeout_s`` (at least ``read_timeout_s``) bounds each read of the
+        answer to a streamed upload: Azure stores the whole file before it answers. Neither
+        transport runs a read timeout while the body is still being sent."""
         self.config = config
         self.base = httpx.URL(config.endpoint)
         aiohttp_default = transport is None and config.transport == "aiohttp"
@@ -192,6 +199,7 @@ class UpstreamClient:
 
         self.timeout = phases(config.read_timeout_s)
         self.stream_timeout = phases(config.stream_read_timeout_s)
+        self._upload_timeout = phases(max(config.read_timeout_s, upload_read_timeout_s)).as_dict()
         self._session: aiohttp.ClientSession | None = None
         if aiohttp_default:
             transport = AiohttpTransport(client=self._new_session, trust_env=False)
@@ -212,17 +220,20 @@ class UpstreamClient:
         path: str,
         query: str,
         headers: Sequence[tuple[bytes, bytes]],
-        body: bytes | None,
+        body: bytes | AsyncIterable[bytes] | None,
         *,
         stream: bool,
     ) -> UpstreamResponse:
+        """Send one request; a body given as an async iterable is streamed (``Content-Length``
+        when the headers carry one, else chunked)."""
         expected = f"{self._base_path}{path}?{query}".encode("ascii")
+        streamed = body is not None and not isinstance(body, bytes)
         request = httpx.Request(
             method,
             self.base.copy_with(raw_path=expected),
             headers=list(headers),
             content=body,
-            extensions={"timeout": self._timeouts[stream]},
+            extensions={"timeout": self._upload_timeout if streamed else self._timeouts[stream]},
         )
         if (
             request.url.raw_path != expected

@@ -22,10 +22,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from gateway.asgi import Receive, Scope, Send
-from gateway.context import RequestContext, context_of
+from gateway.context import RequestContext, UploadStream, context_of
 from gateway.errors import BadGatewayError, ClientGoneError, GatewayError, ResponseCut
 from gateway.operations.table import OperationMatch
 from gateway.policy.jsonbody import dump_json
@@ -53,13 +53,20 @@ class Forwarder:
         ctx = context_of(scope)
         match = ctx.match
         assert match is not None  # the operation middleware runs first
-        payload = dump_json(ctx.body) if ctx.body is not None else None
+        upload = ctx.upload
+        payload: bytes | UploadStream | None = upload
+        if upload is None:
+            payload = dump_json(ctx.body) if ctx.body is not None else None
         headers = upstream_request_headers(
             scope["headers"],
             api_key=self.api_key(),
             request_id=ctx.request_id,
             has_body=payload is not None,
+            content_type=upload.content_type if upload is not None else None,
         )
+        length = upload.length() if upload is not None else None
+        if length is not None:
+            headers.append((b"content-length", str(length).encode("ascii")))
         ctx.upstream_started = time.perf_counter()
         response = await self._send_upstream(ctx, scope, match, headers, payload, receive)
         try:
@@ -96,7 +103,7 @@ class Forwarder:
         scope: Scope,
         match: OperationMatch,
         headers: list[tuple[bytes, bytes]],
-        payload: bytes | None,
+        payload: bytes | UploadStream | None,
         receive: Receive,
     ) -> UpstreamResponse:
         sent = self.upstream.send(
@@ -107,6 +114,8 @@ class Forwarder:
             payload,
             stream=ctx.stream,
         )
+        if ctx.upload is not None:
+            return await _uploaded(ctx.upload, sent)
         if not ctx.stream and match.row.op_class != "read":
             return await sent
         sending = asyncio.ensure_future(sent)
@@ -166,6 +175,21 @@ class Forwarder:
             ctx.client_disconnected = True
         elif failure is not None:
             raise failure
+
+
+async def _uploaded(upload: UploadStream, sent: Awaitable[UpstreamResponse]) -> UpstreamResponse:
+    """Azure's answer to a streamed upload; when the caller's body was refused (or stopped)
+    midway, the upstream request was aborted before its end and the refusal is the answer."""
+    try:
+        response = await sent
+    except GatewayError:
+        if upload.failure is not None:
+            raise upload.failure from None
+        raise
+    if upload.failure is not None:  # Azure answered before the body ended (an early refusal)
+        await response.aclose()
+        raise upload.failure
+    return response
 
 
 def _mark_cut(ctx: RequestContext, broken: Exception) -> None:

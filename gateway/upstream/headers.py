@@ -93,9 +93,15 @@ def _connection_named(headers: RawHeaders) -> set[bytes]:
 
 
 def upstream_request_headers(
-    headers: RawHeaders, *, api_key: str, request_id: str, has_body: bool
+    headers: RawHeaders,
+    *,
+    api_key: str,
+    request_id: str,
+    has_body: bool,
+    content_type: bytes | None = None,
 ) -> list[tuple[bytes, bytes]]:
-    """The exact header list sent to Azure."""
+    """The exact header list sent to Azure. ``content_type`` replaces the caller's (a
+    re-emitted upload carries the gateway's own multipart boundary)."""
     nominated = _connection_named(headers)
     out: list[tuple[bytes, bytes]] = []
     seen: set[bytes] = set()
@@ -103,14 +109,14 @@ def upstream_request_headers(
         name = raw_name.lower()
         if name not in REQUEST_ALLOW or name in nominated or name in seen:
             continue
-        if name == b"content-type" and not has_body:
+        if name == b"content-type" and (not has_body or content_type is not None):
             continue
         if not _VISIBLE.fullmatch(value):
             continue
         seen.add(name)
         out.append((name, value))
     if has_body and b"content-type" not in seen:
-        out.append((b"content-type", b"application/json"))
+        out.append((b"content-type", content_type or b"application/json"))
     # Never the caller's choice: the gateway reads thread ids and owner stamps in Azure's
     # answers (and, without it, the HTTP client could ask for gzip on its own).
     out.append((b"accept-encoding", b"identity"))
