@@ -645,3 +645,28 @@ def test_vector_stores_made_inline_are_stamped_and_recorded(
         assert recorded(private, "vs_inline1") == owner_of(A).encode()
         response = Caller(stack, B).call("GET", "vector_stores/vs_inline1")
         assert (response.status_code, error_of(response)["code"]) == (404, "vector_store_not_found")
+
+
+# ----------------------------------------------------------------------------- uploads
+
+
+def test_an_upload_through_the_gateway_is_the_uploaders_and_its_stamp_never_shows(
+    tmp_path: Path, private: RedisServer
+) -> None:
+    with owned_stack(tmp_path, private) as stack:
+        client = openai.AzureOpenAI(
+            azure_endpoint=stack.url, api_version=V2, max_retries=0, azure_ad_token=stack.token()
+        )
+        with client:
+            uploaded = client.files.create(file=("notes.txt", b"hello"), purpose="assistants")
+        assert uploaded.filename == "notes.txt"
+        with stack.fake.store.lock:
+            stored = stack.fake.store.files.get(uploaded.id).filename
+        assert stored == stamp_filename(owner_of(A), "notes.txt")
+        assert recorded(private, uploaded.id) == owner_of(A).encode()
+        a, b = Caller(stack, A), Caller(stack, B)
+        assert a.ok("GET", f"files/{uploaded.id}")["filename"] == "notes.txt"
+        assert [x["filename"] for x in a.ok("GET", "files")["data"]] == ["notes.txt"]
+        assert b.ok("GET", "files")["data"] == []
+        response = b.call("GET", f"files/{uploaded.id}/content")
+        assert (response.status_code, error_of(response)["code"]) == (404, "file_not_found")
