@@ -670,3 +670,43 @@ def test_an_upload_through_the_gateway_is_the_uploaders_and_its_stamp_never_show
         assert b.ok("GET", "files")["data"] == []
         response = b.call("GET", f"files/{uploaded.id}/content")
         assert (response.status_code, error_of(response)["code"]) == (404, "file_not_found")
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+def test_what_cannot_be_checked_is_never_passed_on(tmp_path: Path, private: RedisServer) -> None:
+    json_headers = (("content-type", "application/json"),)
+    with owned_stack(tmp_path, private) as stack:
+        a = Caller(stack, A)
+        # Azure's own refusal of a list page is relayed as it is.
+        refusal = {"error": {"code": "server_error", "message": "boom", "param": None}}
+        stack.fake.script(
+            ScriptedResponse(500, json_headers, (json.dumps(refusal).encode(),)),
+            path_prefix="/openai/assistants",
+        )
+        response = a.call("GET", "assistants")
+        assert (response.status_code, response.json()) == (500, refusal)
+        # A page the gateway cannot read: 502, none of it shown.
+        unreadable = {
+            "object": "list",
+            "data": [{"id": "x/../y", "metadata": {}}],
+            "has_more": False,
+        }
+        stack.fake.script(
+            ScriptedResponse(200, json_headers, (json.dumps(unreadable).encode(),)),
+            path_prefix="/openai/assistants",
+        )
+        response = a.call("GET", "assistants")
+        assert response.status_code == 502 and "x/../y" not in response.text
+        # A referenced file whose owner neither Redis nor Azure can tell: 503, not forwarded.
+        file_id = put_file(stack, "unsure.txt", owner_of(A))
+        stack.fake.script(
+            ScriptedResponse(500, json_headers, (b"{}",)), path_prefix=f"/openai/files/{file_id}"
+        )
+        before = len(stack.fake.requests)
+        response = a.call("POST", "vector_stores", {"file_ids": [file_id]})
+        assert (response.status_code, error_of(response)["code"]) == (503, "ownership_unavailable")
+        assert forwarded(stack.fake, before) == []
+        # Azure answers again: the same request goes through.
+        assert a.ok("POST", "vector_stores", {"file_ids": [file_id]})["object"] == "vector_store"

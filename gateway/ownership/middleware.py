@@ -152,7 +152,8 @@ class OwnershipMiddleware:
         self, ctx: RequestContext, owners: Owners, references: list[Reference]
     ) -> None:
         """Every referenced object is the caller's tenant's (or unknown, when allowed), else
-        400 ``reference_not_found`` at the first failing path (in body order)."""
+        400 ``reference_not_found`` at the first refused path (in body order; once one is
+        refused, lookups not yet started are skipped)."""
         if not references:
             return
         malformed = first_malformed(references)
@@ -163,10 +164,10 @@ class OwnershipMiddleware:
         gate = asyncio.Semaphore(REF_LOOKUPS)
         refused = asyncio.Event()
 
-        async def usable(ref: Reference) -> bool | GatewayError:
+        async def usable(ref: Reference) -> bool | GatewayError | None:
             async with gate:
                 if refused.is_set():
-                    return False  # another reference is refused already: no more lookups
+                    return None  # another reference is refused already: no more lookups
                 assert ref.object_id is not None
                 try:
                     owner = await owners.owner(ref.kind, ref.object_id)
