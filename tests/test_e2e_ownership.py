@@ -110,6 +110,19 @@ def create_thread(stack: Stack, url: str | None = None, **body: Any) -> str:
     return thread_id
 
 
+def create_assistant(stack: Stack, url: str | None = None) -> str:
+    """An assistant of team-a's (runs name one: ownership checks the reference)."""
+    response = httpx.post(
+        f"{url or stack.url}/openai/assistants",
+        params=Q,
+        json={"model": "gpt-4o"},
+        headers={**stack.auth(), "Accept-Encoding": "identity"},
+    )
+    assert response.status_code == 200, response.text
+    assistant_id: str = response.json()["id"]
+    return assistant_id
+
+
 def restart_empty(server: RedisServer) -> None:
     """Kill the private redis-server and start an empty one on the same port."""
     assert server.proc is not None
@@ -364,13 +377,14 @@ def test_the_stamp_is_on_azure_and_never_shown(gw: Stack) -> None:
 
 def test_streamed_create_and_run_hides_the_stamp(gw: Stack) -> None:
     gw.fake.run_event_delay_s = 0.01
+    assistant_id = create_assistant(gw)
     with httpx.stream(
         "POST",
         f"{gw.url}/openai/threads/runs",
         params=Q,
         headers=gw.auth(),
         json={
-            "assistant_id": "asst_abc123",
+            "assistant_id": assistant_id,
             "stream": True,
             "thread": {"metadata": {"k": "v"}, "messages": [{"role": "user", "content": "hi"}]},
         },
@@ -388,7 +402,7 @@ def test_streamed_create_and_run_hides_the_stamp(gw: Stack) -> None:
     assert azure_thread(gw.fake, created["id"])[STAMP_KEY] == owner_of(A)
     # The SDK reads the rewritten event like any other; a thread made without one is stamped.
     events = list(
-        sdk(gw.url, gw).beta.threads.create_and_run(assistant_id="asst_abc123", stream=True)
+        sdk(gw.url, gw).beta.threads.create_and_run(assistant_id=assistant_id, stream=True)
     )
     assert events[0].event == "thread.created"
     assert events[0].data.metadata == {}
@@ -422,7 +436,8 @@ def test_metadata_pairs_boundary_with_the_stamp(gw: Stack) -> None:
     assert thread.metadata == _pairs(15)
     assert len(azure_thread(gw.fake, thread.id)) == 16
     assert owner.beta.threads.update(thread.id, metadata=_pairs(15)).metadata == _pairs(15)
-    run_body = {"assistant_id": "asst_abc123", "thread": {"metadata": _pairs(15)}}
+    assistant_id = create_assistant(gw)
+    run_body = {"assistant_id": assistant_id, "thread": {"metadata": _pairs(15)}}
     assert _post(gw, "/threads/runs", run_body).status_code == 200
     before = len(gw.fake.requests)
     for path, body, param in (
@@ -430,7 +445,7 @@ def test_metadata_pairs_boundary_with_the_stamp(gw: Stack) -> None:
         (f"/threads/{thread.id}", {"metadata": _pairs(16)}, "metadata"),
         (
             "/threads/runs",
-            {"assistant_id": "asst_abc123", "thread": {"metadata": _pairs(16)}},
+            {"assistant_id": assistant_id, "thread": {"metadata": _pairs(16)}},
             "thread.metadata",
         ),
     ):

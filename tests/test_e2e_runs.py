@@ -76,8 +76,16 @@ def test_sdk_run_stream_helper_gets_the_final_message(gw: Stack) -> None:
 
 def test_create_thread_and_run_streamed_records_the_new_thread(isolated: Stack) -> None:
     client = sdk(isolated)
+    # With ownership on, the run's assistant must be the caller's own (a reference).
+    made = httpx.post(
+        f"{isolated.url}/openai/assistants",
+        params={"api-version": V2},
+        json={"model": "gpt-4o"},
+        headers=isolated.auth(),
+    )
+    assert made.status_code == 200, made.text
     stream = client.beta.threads.create_and_run(
-        assistant_id="asst_abc123",
+        assistant_id=made.json()["id"],
         stream=True,
         thread={"messages": [{"role": "user", "content": "hi"}]},
     )

@@ -94,7 +94,7 @@ class OwnershipMiddleware:
         owners: Owners | None,
         unknown: UnknownPolicy,
         max_body_bytes: int,
-        routes: OperationTable | None = None,
+        routes: OperationTable,
         list_scan_pages: int = 10,
     ) -> None:
         self.app = app
@@ -152,7 +152,8 @@ class OwnershipMiddleware:
         self, ctx: RequestContext, owners: Owners, references: list[Reference]
     ) -> None:
         """Every referenced object is the caller's tenant's (or unknown, when allowed), else
-        400 ``reference_not_found`` at the first failing path (in body order)."""
+        400 ``reference_not_found`` at the first refused path (in body order; once one is
+        refused, lookups not yet started are skipped)."""
         if not references:
             return
         malformed = first_malformed(references)
@@ -163,10 +164,10 @@ class OwnershipMiddleware:
         gate = asyncio.Semaphore(REF_LOOKUPS)
         refused = asyncio.Event()
 
-        async def usable(ref: Reference) -> bool | GatewayError:
+        async def usable(ref: Reference) -> bool | GatewayError | None:
             async with gate:
                 if refused.is_set():
-                    return False  # another reference is refused already: no more lookups
+                    return None  # another reference is refused already: no more lookups
                 assert ref.object_id is not None
                 try:
                     owner = await owners.owner(ref.kind, ref.object_id)
@@ -197,7 +198,6 @@ class OwnershipMiddleware:
         takes (``listing``)."""
         assert ctx.caller is not None and ctx.match is not None
         original = ctx.match
-        routes = self.routes
         scan = ListScan(
             kind,
             original.query,
@@ -208,37 +208,40 @@ class OwnershipMiddleware:
             paged=any(p.name == "limit" for p in original.row.query),
         )
         query = scan.first_query()
-        while True:
-            if routes is not None:
-                # The same strict table builds (and checks) every upstream page's target.
-                ctx.match = routes.match(
-                    original.row.method,
-                    original.upstream_path.encode("ascii"),
-                    query.encode("ascii"),
-                )
-                if ctx.match.row is not original.row:
+        try:
+            while True:
+                try:
+                    # The same strict table builds (and checks) every upstream page's target.
+                    ctx.match = self.routes.match(
+                        original.row.method,
+                        original.upstream_path.encode("ascii"),
+                        query.encode("ascii"),
+                    )
+                except GatewayError:
+                    ctx.match = None
+                if ctx.match is None or ctx.match.row is not original.row:
                     raise BadGatewayError("A list page could not be asked for.")
-            page = _Page(MAX_LIST_PAGE_BYTES)
-            await self.app(scope, receive, page)
-            if page.start is None or not page.complete:
-                ctx.stream_cut = False  # nothing reached the caller yet
-                raise BadGatewayError("The upstream response ended abnormally.")
-            if page.start["status"] != 200:
-                await page.relay(send)  # Azure's refusal, as the forwarder relays it
-                return
-            try:
-                step = scan.add(bytes(page.body))
-            except ListPageError as exc:
-                log.error("unreadable list page from upstream: %s", exc)
-                raise BadGatewayError(
-                    "The upstream service answered with an unreadable list."
-                ) from None
-            if isinstance(step, Answer):
-                await _send_json(send, page.start, step.body)
-                return
-            if routes is None:
-                raise BadGatewayError("A list page could not be asked for.")
-            query = step.query
+                page = _Page(MAX_LIST_PAGE_BYTES)
+                await self.app(scope, receive, page)
+                if page.start is None or not page.complete:
+                    ctx.stream_cut = False  # nothing reached the caller yet
+                    raise BadGatewayError("The upstream response ended abnormally.")
+                if page.start["status"] != 200:
+                    await page.relay(send)  # Azure's refusal, as the forwarder relays it
+                    return
+                try:
+                    step = scan.add(bytes(page.body))
+                except ListPageError as exc:
+                    log.error("unreadable list page from upstream: %s", exc)
+                    raise BadGatewayError(
+                        "The upstream service answered with an unreadable list."
+                    ) from None
+                if isinstance(step, Answer):
+                    await _send_json(send, page.start, step.body)
+                    return
+                query = step.query
+        finally:
+            ctx.match = original
 
 
 class _Page:
@@ -396,13 +399,16 @@ class _Effects:
         assert self.ctx.owner is not None
         if object_id is None:
             log.error(
-                "the id of a new object could not be read",
+                "the id of a new owned object could not be read",
                 extra={"request_id": self.ctx.request_id},
             )
             self.ctx.reason = "ownership_not_recorded"
         elif not await self.owners.record(object_id, self.ctx.owner):
+            kind = self.row.creates.kind.name if self.row.creates is not None else "object"
             log.warning(
-                "owner of a new object not recorded in Redis (it is stamped on the object)",
+                "owner of a new %s not recorded in Redis (it is stamped on the %s)",
+                kind,
+                kind,
                 extra={"request_id": self.ctx.request_id},
             )
 
