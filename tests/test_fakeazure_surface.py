@@ -556,3 +556,27 @@ def test_vector_store_helper_in_tool_resources_makes_vector_stores(v2: Azure) ->
     v2.call("GET", f"vector_stores/{thread_vs}/files/{up['id']}", "vectorStoreFileObject")
     missing = {"file_search": {"vector_stores": [{"file_ids": ["assistant-nope"]}]}}
     assert v2.send("POST", "threads", json={"tool_resources": missing}).status_code == 404
+
+
+@pytest.mark.parametrize("version", [V1, *V2S])
+def test_threads_and_messages_match_their_documents(
+    fake: FakeAzure, served: tuple[FakeAzure, ThreadedUvicorn], version: str
+) -> None:
+    az = Azure(served[1].url, version)
+    files = {"file_ids": ["assistant-f1"]} if version == V1 else {}
+    thread = az.call("POST", "threads", "threadObject", json={"metadata": {"gateway_owner": "t"}})
+    assert az.call("GET", f"threads/{thread['id']}", "threadObject") == thread
+    changed = az.call("POST", f"threads/{thread['id']}", "threadObject", json={"metadata": {}})
+    assert changed["metadata"] == {}
+    base = f"threads/{thread['id']}/messages"
+    message = az.call("POST", base, "messageObject", json={"role": "user", "content": "q", **files})
+    assert az.call("GET", f"{base}/{message['id']}", "messageObject") == message
+    az.call("POST", f"{base}/{message['id']}", "messageObject", json={"metadata": {"a": "b"}})
+    az.call("GET", base, "listMessagesResponse")
+    if version == V1:
+        az.call("GET", f"{base}/{message['id']}/files", "listMessageFilesResponse")
+        az.call("GET", f"{base}/{message['id']}/files/assistant-f1", "messageFileObject")
+    else:
+        az.call("DELETE", f"{base}/{message['id']}", "deleteMessageResponse")
+    az.call("DELETE", f"threads/{thread['id']}", "deleteThreadResponse")
+    az.http.close()
