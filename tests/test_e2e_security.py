@@ -55,9 +55,11 @@ SMUGGLING = [
     ("GET", f"/openai/threads/{T}/messages?api-version={V2}&limit=1000", 400),
     ("GET", f"/openai/threads/{T}/messages?api-version={V2}&order=asc%23", 400),
     # C9 routes: no generic passthrough
-    ("GET", "/openai/assistants?api-version=" + V2, 404),
+    ("GET", "/openai/fine_tuning/jobs?api-version=" + V2, 404),
     ("POST", "/openai/deployments/gpt-4/chat/completions?api-version=" + V2, 404),
-    ("GET", "/openai/files?api-version=" + V2, 404),
+    ("GET", "/openai/batches?api-version=" + V2, 404),
+    ("POST", "/openai/vector_stores/vs_abc/search?api-version=" + V2, 404),
+    ("GET", "/openai/files/file-abc/content/extra?api-version=" + V2, 404),
     ("GET", "/?api-version=" + V2, 404),
     ("PUT", f"/openai/threads/{T}?api-version={V2}", 405),
     ("PATCH", f"/openai/threads/{T}/messages?api-version={V2}", 405),
