@@ -14,6 +14,10 @@ as they arrive — server-sent events included, never buffered.
   has a total deadline (``upstream.stream_max_duration_s``) on top of the per-read timeouts.
 * A broken upstream body after the response started ends the caller's response without its
   terminating chunk (never a made-up ``[DONE]``), counted as a cut.
+* A file upload's body (``ctx.upload``) is sent as the caller sends it, with the gateway's
+  multipart ``Content-Type`` and, when the caller declared its length, the exact upstream
+  ``Content-Length`` (else chunked); when it stops midway (a refusal, the caller gone, too
+  slow) the upstream request is aborted and that refusal is the answer.
 """
 
 from __future__ import annotations
