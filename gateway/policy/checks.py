@@ -14,7 +14,9 @@ refused, and the same message policy applies wherever a message can enter: ``mes
 an operation that takes one is treated as ``{}``.
 
 Modules: ``limits`` (profiles, Azure ceilings, config check), ``fields`` (reason codes, typed
-readers, metadata), ``messages``, ``threads``, ``runs``, ``urls``.
+readers, metadata), ``messages``, ``threads``, ``runs``, ``tooling`` (models, tools,
+instructions, formats: what a tenant may build with), ``assistants``, ``vectorstores``,
+``urls``.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ create-and-run); every sampling, token, streaming, ``additional_*`` and ``tool_r
 field is v2-only and refused on v1 with ``field_not_allowed_in_version``.
 ``parallel_tool_calls``, ``tool_choice: "required"`` and ``response_format`` ``json_schema``
 come from later v2 versions and are accepted on every v2 version (Azure decides);
-``stream_options`` on create-and-run only where the version's document has it
-(``ApiVersion.create_and_run_stream_options``). Models, tools, instructions and formats are
+``stream_options`` (``{"include_usage": bool}``) on create-and-run only on 2025-04-01-preview
+(``ApiVersion.create_and_run_stream_options``; issue 14 found it refused there by a run over
+that version's document). Models, tools, instructions and formats are
 checked by ``tooling`` (the profile's ``models``, ``tools``, ``max_instructions_chars``);
 ``instructions`` and ``additional_instructions`` share the message content limit too, so a
 profile's ``max_content_chars`` cannot be bypassed through them. Free-form JSON (function
