@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from tests.fakeazure import FakeAzure
-from tests.fakeazure.openapi import ERRATA, check, errors
+from tests.fakeazure.openapi import ERRATA, check, document_version, errors
 from tests.servers import ThreadedUvicorn, run_app
 
 KEY = "upstream-key-surface"
@@ -518,3 +518,41 @@ def test_v2_stream_event_data_match_the_documented_objects(v2: Azure) -> None:
         check(v2.version, schema, json.loads(data))
         checked += 1
     assert checked >= 10
+
+
+def test_each_version_is_checked_against_its_own_document() -> None:
+    assert document_version(V1, "runObject") == V1
+    assert document_version(V2S[1], "vectorStoreFileObject") == V2S[1]
+    assert document_version(V2S[1], "runObject") == V2S[0]  # not vendored for 2025-04
+    failed = {
+        "id": "f",
+        "object": "vector_store.file",
+        "usage_bytes": 1,
+        "created_at": 1,
+        "vector_store_id": "vs_1",
+        "status": "failed",
+        "last_error": {"code": "internal_error", "message": "m"},
+    }
+    assert not errors(V2S[0], "vectorStoreFileObject", failed)
+    assert errors(V2S[1], "vectorStoreFileObject", failed)  # 2025-04 renamed the codes
+
+
+def test_vector_store_helper_in_tool_resources_makes_vector_stores(v2: Azure) -> None:
+    up = v2.upload("kb.txt", b"knowledge")
+    helper = {"file_search": {"vector_stores": [{"file_ids": [up["id"]], "metadata": {"m": "1"}}]}}
+    asst = v2.call(
+        "POST",
+        "assistants",
+        "assistantObject",
+        json={"model": "m", "tools": [{"type": "file_search"}], "tool_resources": helper},
+    )
+    (vs_id,) = asst["tool_resources"]["file_search"]["vector_store_ids"]
+    assert "vector_stores" not in asst["tool_resources"]["file_search"]
+    made = v2.call("GET", f"vector_stores/{vs_id}", "vectorStoreObject")
+    assert made["metadata"] == {"m": "1"} and made["file_counts"]["total"] == 1
+    thread = v2.call("POST", "threads", "threadObject", json={"tool_resources": helper})
+    (thread_vs,) = thread["tool_resources"]["file_search"]["vector_store_ids"]
+    assert thread_vs != vs_id
+    v2.call("GET", f"vector_stores/{thread_vs}/files/{up['id']}", "vectorStoreFileObject")
+    missing = {"file_search": {"vector_stores": [{"file_ids": ["assistant-nope"]}]}}
+    assert v2.send("POST", "threads", json={"tool_resources": missing}).status_code == 404

@@ -6,8 +6,9 @@ How a request is handled (one pure ASGI handler mounted at ``/``):
   3. the ``api-key`` header (or the optional bearer token) → else 401 in Azure's words;
   4. ``api-version`` present (else 404 "Resource not found") and known (else 400);
   5. route on the raw path's segments and the version's generation → else 404;
-  6. store and run simulation under the store lock → a JSON body, or an SSE stream of run
-     events with ``run_event_delay_s`` between events.
+  6. store and run simulation under the store lock → a JSON body, an SSE stream of run
+     events with ``run_event_delay_s`` between events, or a file's content in 64 KiB body
+     chunks (no content-length: chunked). ``files.upload`` parses the raw multipart body.
 
 JSON answers are gzip-compressed (``content-encoding: gzip``) when the request's
 ``Accept-Encoding`` accepts gzip, as Azure's front end does; event streams never are.
@@ -486,14 +487,15 @@ class FakeAzure:
                     runs.drain(store, run)
 
     async def _stream_content(self, content: _Content, responder: _Responder) -> None:
-        data, kind = content.file.content, content.file.content_type
+        data = content.file.content
 
         async def chunks() -> AsyncGenerator[bytes, None]:
             for start in range(0, len(data), CONTENT_CHUNK):
                 yield data[start : start + CONTENT_CHUNK]
                 await asyncio.sleep(0)
 
-        headers = [("content-type", kind or "application/octet-stream")]
+        # The authoring document's files content operation produces application/octet-stream.
+        headers = [("content-type", "application/octet-stream")]
         await responder.stream(200, headers, chunks())
 
     async def _play(self, script: ScriptedResponse, responder: _Responder) -> None:

@@ -137,8 +137,15 @@ def _check_file_ids(value: Any, param: str, most: int) -> list[str]:
 class Assistants:
     """The assistants of one fake resource."""
 
-    def __init__(self, now: Callable[[], int], next_seq: Callable[[], int]) -> None:
-        self._now, self._next_seq = now, next_seq
+    def __init__(
+        self,
+        now: Callable[[], int],
+        next_seq: Callable[[], int],
+        expand: Callable[[Json], Json] = copy.deepcopy,
+    ) -> None:
+        """``expand`` turns ``tool_resources`` as sent into what Azure stores (the
+        ``file_search.vector_stores`` helper becomes new vector stores)."""
+        self._now, self._next_seq, self._expand = now, next_seq, expand
         self.items: dict[str, Assistant] = {}
 
     def _apply(self, a: Assistant, body: Json, gen: Generation) -> None:
@@ -166,7 +173,7 @@ class Assistants:
             if body.get("tool_resources") is not None:
                 if not isinstance(body["tool_resources"], dict):
                     raise invalid("Invalid 'tool_resources': expected an object.", "tool_resources")
-                a.tool_resources = copy.deepcopy(body["tool_resources"])
+                a.tool_resources = self._expand(body["tool_resources"])
             for name in ("temperature", "top_p"):
                 if name in body:
                     value = body[name]

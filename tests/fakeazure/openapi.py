@@ -10,10 +10,11 @@ document. Documents are used as published except the ERRATA below: each is a def
 document itself (a reference to a property that is not defined, or an ``object`` value the
 service and every SDK contradict), named with its reason so a reader can judge it.
 
-Version mapping: 2024-02-15-preview has its own document; every v2 version is checked against
-the 2024-05-01-preview document (the only v2 one vendored: later versions add fields, which the
-response schemas tolerate as they set no ``additionalProperties: false``). Files (all versions)
-are checked against the 2024-05-01-preview authoring document.
+Version mapping: 2024-02-15-preview has its own document. 2025-04-01-preview has its vector
+store schemas vendored (``V2504_SCHEMAS``, checked against those); everything else of a v2
+version is checked against the 2024-05-01-preview document (later versions add fields, which
+the response schemas tolerate as they set no ``additionalProperties: false``). Files (all
+versions) are checked against the 2024-05-01-preview authoring document.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ import jsonschema
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 V1 = "2024-02-15-preview"
 V2 = "2024-05-01-preview"
+V2504 = "2025-04-01-preview"
 _INFERENCE = {
     V1: SPECS / V1 / "inference.assistants.json",
     V2: SPECS / V2 / "inference.assistants.json",
+    V2504: SPECS / V2504 / "inference.vector_stores.json",
 }
 _FILES = SPECS / V2 / "azureopenai.files.json"
 FILE_SCHEMAS = frozenset({"File", "FileList", "ErrorResponse"})
@@ -108,8 +111,13 @@ ERRATA: tuple[tuple[str, str, str, Any, str], ...] = (
 _NOT_VENDORED = {"chatCompletionFunctionParameters": {"type": "object"}}
 
 
-def document_version(api_version: str) -> str:
-    return V1 if api_version == V1 else V2
+def document_version(api_version: str, schema: str = "") -> str:
+    """Which vendored document checks ``schema`` for ``api_version``."""
+    if api_version == V1:
+        return V1
+    if api_version == V2504 and schema in _document(V2504)["components"]["schemas"]:
+        return V2504
+    return V2
 
 
 def _nullable(node: Any) -> Any:
@@ -162,9 +170,10 @@ def validator(api_version: str, schema: str) -> jsonschema.Draft202012Validator:
     if schema in FILE_SCHEMAS:
         root = {**_files_document(), "$ref": f"#/definitions/{schema}"}
     else:
-        doc = _document(document_version(api_version))
+        version = document_version(api_version, schema)
+        doc = _document(version)
         if schema not in doc["components"]["schemas"]:
-            raise KeyError(f"{schema} is not in the {document_version(api_version)} document")
+            raise KeyError(f"{schema} is not in the {version} document")
         root = {**doc, "$ref": f"#/components/schemas/{schema}"}
     return jsonschema.Draft202012Validator(root)
 

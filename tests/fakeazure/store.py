@@ -222,9 +222,9 @@ class Store:
             self.runs: dict[str, dict[str, Run]] = {}
             self.steps: dict[str, dict[str, Step]] = {}
             self._seq = 0
-            self.assistants = Assistants(self.now, self.next_seq)
             self.files = Files(self.now, self.next_seq)
             self.vector_stores = VectorStores(self.now, self.next_seq, self.files)
+            self.assistants = Assistants(self.now, self.next_seq, self.vector_stores.expand)
 
     def now(self) -> int:
         return int(self.clock())
@@ -247,7 +247,7 @@ class Store:
             self.now(),
             self.next_seq(),
             check_metadata(body.get("metadata")),
-            copy.deepcopy(body.get("tool_resources") or {}),
+            self.vector_stores.expand(body.get("tool_resources") or {}),
         )
         self.threads[thread.id] = thread
         self.messages[thread.id], self.runs[thread.id] = {}, {}

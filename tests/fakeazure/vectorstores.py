@@ -171,6 +171,24 @@ class VectorStores:
         self.items[vs.id] = vs
         return vs
 
+    def expand(self, tool_resources: Json) -> Json:
+        """``tool_resources`` with each ``file_search.vector_stores[]`` helper turned into a new
+        vector store (its ``file_ids``, ``metadata``, ``chunking_strategy``), named by id in
+        ``file_search.vector_store_ids``, as Azure answers it."""
+        out = copy.deepcopy(tool_resources)
+        search = out.get("file_search")
+        if not isinstance(search, dict) or "vector_stores" not in search:
+            return out
+        helpers = search.pop("vector_stores")
+        if not isinstance(helpers, list) or not all(isinstance(h, dict) for h in helpers):
+            raise invalid(
+                "Invalid 'tool_resources.file_search.vector_stores': an array of objects.",
+                "tool_resources.file_search.vector_stores",
+            )
+        made = [self.create(helper) for helper in helpers]
+        search["vector_store_ids"] = [*search.get("vector_store_ids", []), *(v.id for v in made)]
+        return out
+
     def get(self, vector_store_id: str) -> VectorStore:
         if vector_store_id not in self.items:
             raise not_found("vector store", vector_store_id)
