@@ -21,7 +21,7 @@ from gateway.ownership.rules import tenant_digest
 from tests.fakeazure import FakeAzure, RecordedRequest
 from tests.rawhttp import RawResponse
 from tests.servers import RedisServer
-from tests.stack import ISSUER, V1, V2, Stack, make_token, running_stack
+from tests.stack import ISSUER, V1, V2, Stack, deep_merge, make_token, running_stack
 
 A = "team-a"
 MAX_FILE = 200_000
@@ -41,13 +41,17 @@ def owner_of(namespace: str) -> str:
     return tenant_digest(f"{default_domain(ISSUER)}:{namespace}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["aiohttp", "httpx"])
 def upload_stack(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_server: RedisServer,
 ) -> Iterator[Stack]:
+    """Both upstream transports stream the upload (and abort it) the same way."""
     url = os.environ.get("GATEWAY_TEST_REDIS_URL") or redis_server.url
+    overrides = deep_merge(OVERRIDES, {"upstream": {"transport": request.param}})
     with running_stack(
-        tmp_path_factory.mktemp("uploads"), redis_url=url, overrides=OVERRIDES
+        tmp_path_factory.mktemp("uploads"), redis_url=url, overrides=overrides
     ) as running:
         yield running
 
@@ -166,6 +170,27 @@ def test_a_slow_upload_longer_than_the_upstream_read_timeout_succeeds(up: Stack)
     assert answer.status == 200, answer.body
     (stored,) = up.fake.store.files.items.values()
     assert stored.content == content
+
+
+def test_a_caller_gone_midway_leaves_nothing_at_azure(up: Stack) -> None:
+    body = multipart(b"g" * 50_000, "gone.txt")
+    host, port = up.url.split("//", 1)[1].split(":")
+    head = (
+        f"POST /openai/files?api-version={V2} HTTP/1.1\r\nHost: gateway.test\r\n"
+        f"Authorization: Bearer {make_token(A)}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head + body[:20_000])
+        time.sleep(0.3)  # the upstream request is under way (the fake records it at its end)
+    gone = time.monotonic()
+    while not uploads(up.fake) and time.monotonic() < gone + 5:
+        time.sleep(0.01)
+    (record,) = uploads(up.fake)
+    # Cut when the caller went, not by the 1 s body timeout.
+    assert record.closed_early.is_set() and time.monotonic() - gone < 0.8
+    assert up.fake.store.files.items == {}
 
 
 def test_an_upload_that_is_not_multipart_is_refused(up: Stack) -> None:

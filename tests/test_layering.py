@@ -60,6 +60,7 @@ CORE = {
     "operations.files",
     "operations.vector_stores",
     "policy.multipart",
+    "policy.formparts",
     "auth.cache",
     "observability.labels",
     "server.admission",

@@ -396,3 +396,8 @@ def test_the_least_file_size_a_declared_length_allows() -> None:
         r = rewriter()
         r.feed(raw[:300])
         assert r.least_file_bytes(len(raw)) == (1234 if end else 1232)
+
+
+def test_a_quoted_boundary_and_parameter_spacing_are_accepted() -> None:
+    quoted = 'Multipart/Form-Data ; boundary="' + B.decode() + '"'
+    assert run(body(), content_type=quoted) == expected()

@@ -35,154 +35,45 @@ part's header is first emitted, or when ``output_length`` is asked, whichever co
 
 ``hold=True`` keeps every emitted byte inside until ``release()``: the policy stage reads the
 body's head (up to the file part's header) before anything goes upstream, and the stamp is
-read later, when the forwarder pulls the body.
+read later, when the forwarder pulls the body. One part's rules (headers, filename, content
+type: rules 1, 4, 6, 7) are in ``formparts``.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable
 
-from gateway.errors import BadRequestError, PayloadTooLargeError
-from gateway.ownership.filenames import FILENAME_STAMP_PREFIX, stamp_filename
+from gateway.errors import PayloadTooLargeError
+from gateway.ownership.filenames import stamp_filename
+from gateway.policy.formparts import (
+    BCHARS,
+    INVALID_FILENAME,
+    INVALID_MULTIPART,
+    MAX_FILENAME_CHARS,
+    MAX_PART_HEADER_BYTES,
+    boundary_of,
+    check_filename,
+    file_content_type,
+    parse_part_headers,
+    refuse,
+)
 
-INVALID_MULTIPART = "invalid_multipart"
-INVALID_FILENAME = "invalid_filename"
 PURPOSE_NOT_ALLOWED = "purpose_not_allowed"
 FILE_TOO_LARGE = "file_too_large"
-
-MAX_PART_HEADER_BYTES = 2048
 MAX_PURPOSE_BYTES = 64
-MAX_FILENAME_CHARS = 200
-OCTET_STREAM = "application/octet-stream"
-
 _CRLF = b"\r\n"
-_BCHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
-_TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_MEDIA_TYPE = re.compile(rf"({_TCHARS})/({_TCHARS})", re.ASCII)
-_CONTENT_TYPE = re.compile(
-    rf"multipart/form-data[ \t]*;[ \t]*boundary=(?:\"([^\"]*)\"|({_TCHARS}))[ \t]*",
-    re.IGNORECASE | re.ASCII,
-)
-# One ``; name=value`` parameter of a Content-Disposition header (value quoted or a token).
-_PARAM = re.compile(rb'[ \t]*;[ \t]*([A-Za-z*]+)=(?:"([^"\r\n]*)"|([!#$%&\'*+.^_`|~0-9A-Za-z-]+))')
 _BARE_EOL = re.compile(rb"\r(?!\n)|(?<!\r)\n")
-_HEADER_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_FORBIDDEN_CHARS = frozenset({"/", "\\", "\u2028", "\u2029"}) | {
-    chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))
-}
 
-
-def _refuse(
-    message: str, param: str | None = None, code: str = INVALID_MULTIPART
-) -> BadRequestError:
-    return BadRequestError(message, code=code, param=param)
-
-
-def boundary_of(content_type: str | None) -> bytes:
-    """The caller's boundary (rule 1)."""
-    found = _CONTENT_TYPE.fullmatch(content_type or "")
-    boundary = None if found is None else (found.group(1) or found.group(2))
-    if not boundary or not _BCHARS.fullmatch(boundary):
-        raise BadRequestError(
-            "A file upload must be multipart/form-data with one boundary parameter.",
-            code=INVALID_MULTIPART,
-        )
-    return boundary.encode("ascii")
-
-
-def check_filename(name: bytes) -> str:
-    """The caller's filename, decoded, or 400 ``invalid_filename`` (rule 6)."""
-    try:
-        text = name.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _refuse("The filename must be UTF-8.", "file", INVALID_FILENAME) from None
-    if not 1 <= len(text) <= MAX_FILENAME_CHARS:
-        raise _refuse(
-            f"The filename must have 1 to {MAX_FILENAME_CHARS} characters.",
-            "file",
-            INVALID_FILENAME,
-        )
-    if text in (".", "..") or any(
-        ch in _FORBIDDEN_CHARS or unicodedata.category(ch) == "Cc" for ch in text
-    ):
-        raise _refuse(
-            "The filename may not hold path separators or control characters.",
-            "file",
-            INVALID_FILENAME,
-        )
-    if text[: len(FILENAME_STAMP_PREFIX)].lower() == FILENAME_STAMP_PREFIX:
-        raise _refuse(
-            f"Filenames starting with {FILENAME_STAMP_PREFIX!r} are reserved for the gateway.",
-            "file",
-            INVALID_FILENAME,
-        )
-    return text
-
-
-def file_content_type(value: bytes | None) -> str:
-    """The file part's content type to forward (rule 7)."""
-    if value is None:
-        return OCTET_STREAM
-    text = value.decode("latin-1").split(";", 1)[0].strip().lower()
-    found = _MEDIA_TYPE.fullmatch(text)
-    if found is None:
-        return OCTET_STREAM
-    if found.group(1) == "multipart":
-        raise _refuse("A file part may not be multipart itself.", "file")
-    return text
-
-
-class _Part:
-    """One part's parsed headers."""
-
-    def __init__(self, name: str, filename: bytes | None, content_type: bytes | None) -> None:
-        self.name, self.filename, self.content_type = name, filename, content_type
-
-
-def parse_part_headers(block: bytes) -> _Part:
-    """A part's header block (without its final CRLF CRLF) → its name, filename, type (rule 4)."""
-    disposition: bytes | None = None
-    content_type: bytes | None = None
-    for line in block.split(_CRLF):
-        if b"\r" in line or b"\n" in line:
-            raise _refuse("Multipart lines must end with CRLF.")
-        name, colon, value = line.partition(b":")
-        if not colon or not _HEADER_NAME.fullmatch(name):
-            raise _refuse("Malformed multipart part header.")
-        value = value.strip(b" \t")
-        lowered = name.lower()
-        if lowered == b"content-disposition" and disposition is None:
-            disposition = value
-        elif lowered == b"content-type" and content_type is None:
-            content_type = value
-        else:
-            raise _refuse("A multipart part may carry only Content-Disposition and Content-Type.")
-    if disposition is None:
-        raise _refuse("A multipart part needs a Content-Disposition header.")
-    return _disposition(disposition, content_type)
-
-
-def _disposition(value: bytes, content_type: bytes | None) -> _Part:
-    head, sep, _ = value.partition(b";")
-    if head.strip(b" \t").lower() != b"form-data" or not sep:
-        raise _refuse("A multipart part must be form-data with a name.")
-    params: dict[bytes, bytes] = {}
-    at = len(head)
-    while at < len(value):
-        found = _PARAM.match(value, at)
-        if found is None:
-            raise _refuse("Malformed Content-Disposition parameters.")
-        key = found.group(1).lower()
-        if key in params or key not in (b"name", b"filename"):
-            raise _refuse("Content-Disposition may name only name and filename, each once.")
-        params[key] = found.group(2) if found.group(2) is not None else found.group(3)
-        at = found.end()
-    name = params.get(b"name")
-    if name is None:
-        raise _refuse("A multipart part must be form-data with a name.")
-    return _Part(name.decode("latin-1"), params.get(b"filename"), content_type)
+__all__ = [
+    "FILE_TOO_LARGE",
+    "INVALID_FILENAME",
+    "INVALID_MULTIPART",
+    "MAX_FILENAME_CHARS",
+    "MAX_PART_HEADER_BYTES",
+    "PURPOSE_NOT_ALLOWED",
+    "MultipartRewriter",
+]
 
 
 # Parser states.
@@ -203,7 +94,7 @@ class MultipartRewriter:
         owner: Callable[[], str | None] = lambda: None,
         hold: bool = False,
     ) -> None:
-        if not _BCHARS.fullmatch(boundary.decode("ascii")) or boundary.endswith(b" "):
+        if not BCHARS.fullmatch(boundary.decode("ascii")) or boundary.endswith(b" "):
             raise ValueError("the gateway's boundary must be a valid multipart boundary")
         self.source = boundary_of(content_type)
         self.boundary = boundary
@@ -254,7 +145,7 @@ class MultipartRewriter:
     def finish(self) -> bytes:
         """The end of the caller's body: the close delimiter, or 400 if the body is cut short."""
         if self._state != _CLOSE or self._buf == b"\r":
-            raise _refuse("The multipart body ended early.")
+            raise refuse("The multipart body ended early.")
         self._state = _DONE
         self._emit(_CRLF + self._ours + b"--" + (_CRLF if self._final_crlf else b""))
         return self._drain()
@@ -305,7 +196,7 @@ class MultipartRewriter:
     def _start(self) -> bool:
         first = b"--" + self.source + _CRLF
         if not first.startswith(bytes(self._buf[: len(first)])):
-            raise _refuse("The multipart body must start with its boundary (no preamble).")
+            raise refuse("The multipart body must start with its boundary (no preamble).")
         if len(self._buf) < len(first):
             return False
         self._take(len(first))
@@ -319,24 +210,24 @@ class MultipartRewriter:
         if bare is not None and not (
             end < 0 and bare.start() == len(seen) - 1 == len(self._buf) - 1
         ):
-            raise _refuse("Multipart lines must end with CRLF.")
+            raise refuse("Multipart lines must end with CRLF.")
         if end < 0:
             if len(self._buf) >= MAX_PART_HEADER_BYTES + 4:
-                raise _refuse("Multipart part headers are too long.")
+                raise refuse("Multipart part headers are too long.")
             return False
         part = parse_part_headers(bytes(self._buf[:end]))
         self._take(end + 4)
         if self.purpose is None:
             if part.name != "purpose" or part.filename is not None:
-                raise _refuse("The first part must be purpose (before the file).", "purpose")
+                raise refuse("The first part must be purpose (before the file).", "purpose")
             if part.content_type is not None and not (
                 part.content_type.split(b";")[0].strip().lower() == b"text/plain"
             ):
-                raise _refuse("The purpose part must be text.", "purpose")
+                raise refuse("The purpose part must be text.", "purpose")
             self._state = _PURPOSE
             return True
         if part.name != "file" or part.filename is None or self._seen_file:
-            raise _refuse("After purpose, the only part is file (with a filename).", "file")
+            raise refuse("After purpose, the only part is file (with a filename).", "file")
         self.filename = check_filename(part.filename)
         self.content_type = file_content_type(part.content_type)
         self._seen_file = True
@@ -350,7 +241,7 @@ class MultipartRewriter:
         end = self._buf.find(self._delimiter, 0, MAX_PURPOSE_BYTES + len(self._delimiter))
         if end < 0:
             if len(self._buf) >= MAX_PURPOSE_BYTES + len(self._delimiter):
-                raise _refuse(
+                raise refuse(
                     "The purpose is not one this profile may upload for.",
                     "purpose",
                     PURPOSE_NOT_ALLOWED,
@@ -359,7 +250,7 @@ class MultipartRewriter:
         value = bytes(self._buf[:end])
         text = value.decode("latin-1")
         if not value.isascii() or text not in self.purposes:
-            raise _refuse(
+            raise refuse(
                 "The purpose is not one this profile may upload for.",
                 "purpose",
                 PURPOSE_NOT_ALLOWED,
@@ -372,7 +263,7 @@ class MultipartRewriter:
     def _after(self) -> bool:
         if len(self._buf) < 2:
             if self._buf and bytes(self._buf) not in (b"\r", b"-"):
-                raise _refuse("Malformed multipart delimiter.")
+                raise refuse("Malformed multipart delimiter.")
             return False
         two = bytes(self._buf[:2])
         self._take(2)
@@ -383,10 +274,10 @@ class MultipartRewriter:
             self._state = _CLOSE
             return True
         if two == b"--":
-            raise _refuse("The upload has no file part.", "file")
+            raise refuse("The upload has no file part.", "file")
         if two == _CRLF:
-            raise _refuse("After the file, a multipart upload may hold no other part.")
-        raise _refuse("Malformed multipart delimiter.")
+            raise refuse("After the file, a multipart upload may hold no other part.")
+        raise refuse("Malformed multipart delimiter.")
 
     def _content(self) -> bool:
         buf, delimiter = self._buf, self._delimiter
@@ -415,7 +306,7 @@ class MultipartRewriter:
         # Defence in depth: the gateway's boundary (random per request) never in the content.
         seam = self._tail + data[: len(self._ours) - 1]
         if self._ours in data or self._ours in seam:
-            raise _refuse("The file holds the multipart boundary.", "file")
+            raise refuse("The file holds the multipart boundary.", "file")
         keep = len(self._ours) - 1
         self._tail = data[-keep:] if len(data) >= keep else (self._tail + data)[-keep:]
         self._emit(data)
@@ -428,7 +319,7 @@ class MultipartRewriter:
             self._final_crlf = True
             self._take(2)
             return False
-        raise _refuse("Nothing may follow the multipart close delimiter.")
+        raise refuse("Nothing may follow the multipart close delimiter.")
 
     # ------------------------------------------------------------------ output
 
