@@ -321,6 +321,17 @@ class Bench:
         )
         if response.status_code != 200 or response.json().get("id") != THREAD_ID:
             raise RuntimeError(f"thread create through the gateway failed: {response.text}")
+        # The runs' assistant, the tenant's own (a gateway without assistant routes: 404, and
+        # it does not check a run's assistant either).
+        response = httpx.post(
+            f"{server.url}/openai/assistants",
+            params={"api-version": V2},
+            headers=_headers(self.token),
+            json={"model": "gpt-4o"},
+        )
+        made = response.status_code == 200 and response.json().get("id") == ASSISTANT_ID
+        if not made and response.status_code != 404:
+            raise RuntimeError(f"assistant create through the gateway failed: {response.text}")
 
 
 @contextlib.contextmanager

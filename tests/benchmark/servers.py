@@ -105,6 +105,19 @@ def _json_response(obj: dict[str, Any]) -> tuple[list[tuple[bytes, bytes]], byte
 
 #: The created thread's metadata (with the gateway's owner stamp), kept as Azure keeps it.
 _THREAD_METADATA: dict[str, str] = {}
+#: The created assistant's (the runs name it: ownership checks that reference).
+_ASSISTANT_METADATA: dict[str, str] = {}
+ASSISTANT = {
+    "id": ASSISTANT_ID,
+    "object": "assistant",
+    "created_at": 1767225600,
+    "name": None,
+    "description": None,
+    "model": "gpt-4o",
+    "instructions": None,
+    "tools": [],
+    "metadata": {},
+}
 _MESSAGE_RESPONSE = _json_response(MESSAGE)
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), *_COMMON]
 
@@ -122,6 +135,13 @@ async def upstream_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["method"] == "POST":
             _THREAD_METADATA.update(json.loads(received or b"{}").get("metadata") or {})
         headers, data = _json_response({**THREAD, "metadata": _THREAD_METADATA})
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+        return
+    if path in ("/openai/assistants", f"/openai/assistants/{ASSISTANT_ID}"):  # create, retrieve
+        if scope["method"] == "POST":
+            _ASSISTANT_METADATA.update(json.loads(received or b"{}").get("metadata") or {})
+        headers, data = _json_response({**ASSISTANT, "metadata": _ASSISTANT_METADATA})
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": data})
         return

@@ -71,6 +71,8 @@ class Soak:
     token: str
     threads: list[str]
     run_threads: list[str]
+    #: The soak tenant's own assistant (ownership checks a run's ``assistant_id``).
+    assistant_id: str
     window: Window = field(default_factory=Window)
     all_latencies_ms: list[float] = field(default_factory=list)
     all_run_ms: list[float] = field(default_factory=list)
@@ -137,7 +139,7 @@ class Soak:
                 f"{base}/{thread}/runs",
                 params=q,
                 headers=auth,
-                json={"assistant_id": "asst_soak", "stream": True},
+                json={"assistant_id": self.assistant_id, "stream": True},
             ) as r:
                 stream = await r.read()
                 done = b"event: done" in stream
@@ -296,6 +298,13 @@ def main(argv: list[str] | None = None) -> int:
                 ).json()["id"]
                 for _ in range(args.threads + args.run_threads)
             ]
+            assistant_id = httpx.post(
+                f"{proc.url}/openai/assistants",
+                params={"api-version": V2},
+                json={"model": "gpt-4o"},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+            ).json()["id"]
             gateway = Gateway(proc)
             print(
                 f"soak: {args.minutes:g} min at {args.rate:g} req/s against gateway serve "
@@ -303,7 +312,12 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             soak = Soak(
-                proc.url, args.rate, token, threads[: args.threads], threads[args.threads :]
+                proc.url,
+                args.rate,
+                token,
+                threads[: args.threads],
+                threads[args.threads :],
+                assistant_id,
             )
             asyncio.run(soak.run(seconds, args.report_s, gateway))
             gauges = in_flight(metrics_port)
