@@ -2,8 +2,9 @@
 
 The documents are the vendored ones (``tests/specs``, see its SOURCES.md): the Assistants
 operations (``paths``) and schemas of the 2024-02-15-preview and 2024-05-01-preview inference
-documents, and the files operations of the 2024-05-01-preview authoring document (Swagger
-2.0). The schemas' known defects are fixed on load as the fake's own checks fix them
+documents, the files operations of the 2024-05-01-preview authoring document (Swagger 2.0),
+and the vector store operations of the 2025-04-01-preview document (chunking strategies).
+The schemas' known defects are fixed on load as the fake's own checks fix them
 (``tests.fakeazure.openapi.ERRATA``), the operations' ones by ``PATH_ERRATA`` below.
 
 For every operation, schemathesis generates requests the document allows (positive mode:
@@ -58,12 +59,17 @@ from tests.tenantobjects import Tenant, make_tenant
 pytestmark = pytest.mark.conformance
 
 SPECS = Path(__file__).resolve().parent / "specs"
-V1, V2 = "2024-02-15-preview", "2024-05-01-preview"
+V1, V2, V2504 = "2024-02-15-preview", "2024-05-01-preview", "2025-04-01-preview"
 #: The documents tried: (label, api-version sent, the vendored files: paths, schemas).
 DOCUMENTS: dict[str, tuple[str, str, str]] = {
     V1: (V1, f"{V1}/inference.paths.json", f"{V1}/inference.assistants.json"),
     V2: (V2, f"{V2}/inference.paths.json", f"{V2}/inference.assistants.json"),
     f"{V2} files": (V2, f"{V2}/azureopenai.files.paths.json", f"{V2}/azureopenai.files.json"),
+    f"{V2504} vector stores": (
+        V2504,
+        f"{V2504}/inference.vector_stores.paths.json",
+        f"{V2504}/inference.vector_stores.json",
+    ),
 }
 EXAMPLES = int(os.environ.get("GATEWAY_CONFORMANCE_EXAMPLES", "25"))
 #: Refusals a request the document allows may meet: the gateway's own stricter rules (each a
@@ -280,6 +286,6 @@ def test_the_documents_define_the_operations_tried() -> None:
     """What is generated from: every Assistants operation of each document (the counts are
     the documents': v1 has assistant and message files, 2024-05-01-preview vector stores)."""
     counts = Counter(name for name, _ in CASES)
-    assert counts == {V1: 28, V2: 35, f"{V2} files": 5}, counts
+    assert counts == {V1: 28, V2: 35, f"{V2} files": 5, f"{V2504} vector stores": 13}, counts
     assert (V1, "GET /threads/{thread_id}/messages/{message_id}/files") in CASES
     assert (V2, "POST /vector_stores/{vector_store_id}/file_batches") in CASES
