@@ -12,6 +12,7 @@ no stamp ever shown to the caller.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -268,3 +269,52 @@ def test_another_tenant_sees_none_of_it(stack: Stack) -> None:
     assert store.id not in [s.id for s in b.vector_stores.list()]
     assert assistant.id not in [x.id for x in b.beta.assistants.list()]
     assert uploaded.id in [f.id for f in a.files.list()]
+
+
+def test_async_sdk_streams_a_run_with_file_search(stack: Stack) -> None:
+    """The async client, the same surface: upload, vector store, assistant, thread with an
+    attachment, a streamed run, everything deleted; each object stamped at Azure."""
+    token = stack.token()
+
+    async def scenario() -> list[str]:
+        async with openai.AsyncAzureOpenAI(
+            azure_endpoint=stack.url, api_version=V2, azure_ad_token=token, max_retries=0
+        ) as c:
+            uploaded = await c.files.create(file=("async.txt", NOTES), purpose="assistants")
+            store = await c.vector_stores.create(name="async", file_ids=[uploaded.id])
+            assistant = await c.beta.assistants.create(
+                model="gpt-4o",
+                tools=[{"type": "file_search"}],
+                tool_resources={"file_search": {"vector_store_ids": [store.id]}},
+            )
+            thread = await c.beta.threads.create(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": "Summarise.",
+                        "attachments": [
+                            {"file_id": uploaded.id, "tools": [{"type": "file_search"}]}
+                        ],
+                    }
+                ]
+            )
+            async with c.beta.threads.runs.stream(
+                thread_id=thread.id, assistant_id=assistant.id
+            ) as events:
+                names: list[str] = [event.event async for event in events]
+                run = await events.get_final_run()
+            assert run.status == "completed"
+            assert (await c.beta.threads.delete(thread.id)).deleted
+            assert (await c.beta.assistants.delete(assistant.id)).deleted
+            assert (await c.vector_stores.delete(store.id)).deleted
+            assert (await c.files.delete(uploaded.id)).deleted
+            return names
+
+    names = asyncio.run(scenario())
+    assert names[0] == "thread.run.created" and names[-1] == "thread.run.completed"
+    assert_only_gateway_credentials(stack, token)
+    mine = owner_digest()
+    assert uploaded_filenames(stack.fake) == [stamp_filename(mine, "async.txt")]
+    for path in ("/openai/vector_stores", "/openai/assistants", "/openai/threads"):
+        (made,) = json_bodies(stack.fake, "POST", path)
+        assert made["metadata"] == {STAMP_KEY: mine}, path
