@@ -167,5 +167,10 @@ def test_readme_migration_example_is_a_valid_config() -> None:
     data = tomllib.loads(example.group(1))
     config = parse({**base_config("https://example.invalid", "/dev/null", None), **data})
     profile = config.profiles["support-bot"]
-    for op in ("messages.create", "conversations.items.create", "responses.create", "files.v1.upload"):
+    for op in (
+        "messages.create",
+        "conversations.items.create",
+        "responses.create",
+        "files.v1.upload",
+    ):
         assert profile.allows(op), op
