@@ -200,17 +200,7 @@ class SseStampFilter:
 
     def feed(self, chunk: bytes) -> bytes:
         self._buffer += chunk
-        out = bytearray()
-        start = 0
-        for eol in _EOL.finditer(self._buffer):
-            if eol.group() == b"\r" and eol.end() == len(self._buffer):
-                break  # perhaps the first half of a CRLF
-            line = bytes(self._buffer[start : eol.end()])
-            blank = eol.start() == start and not self._mid_line
-            self._mid_line = False
-            out += self._line(line, blank)
-            start = eol.end()
-        del self._buffer[:start]
+        out = self._lines(final=False)
         if self._passing and self._buffer:
             # Relay the unfinished line of a passing event now, not when it ends.
             tail = self._buffer[:-1] if self._buffer.endswith(b"\r") else self._buffer[:]
@@ -223,11 +213,28 @@ class SseStampFilter:
         return bytes(out)
 
     def finish(self) -> bytes:
-        """What is left at the end of the stream (a passing event's last bytes)."""
+        """What is left at the end of the stream: a passing event's last bytes, or the event
+        a last CR completes (at the end of the stream it is a line end, not half a CRLF)."""
+        out = self._lines(final=True)
         rest = bytes(self._buffer) if self._passing else b""
         self._buffer.clear()
         self._held, self._held_size = [], 0
-        return rest
+        return bytes(out) + rest
+
+    def _lines(self, *, final: bool) -> bytearray:
+        """The output of every complete line in the buffer (which keeps the rest)."""
+        out = bytearray()
+        start = 0
+        for eol in _EOL.finditer(self._buffer):
+            if not final and eol.group() == b"\r" and eol.end() == len(self._buffer):
+                break  # perhaps the first half of a CRLF
+            line = bytes(self._buffer[start : eol.end()])
+            blank = eol.start() == start and not self._mid_line
+            self._mid_line = False
+            out += self._line(line, blank)
+            start = eol.end()
+        del self._buffer[:start]
+        return out
 
     def _line(self, line: bytes, blank: bool) -> bytes:
         if self._passing:
