@@ -50,7 +50,7 @@ def event(kind: str, data: Any, eol: str, *, named: bool = True) -> bytes:
     return (head + "data: " + json.dumps(data) + eol + eol).encode()
 
 
-TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=0, max_size=12)
+TEXT = st.text(st.characters(codec="utf-8"), min_size=0, max_size=12)
 
 
 @st.composite
