@@ -47,10 +47,31 @@ ID_PATTERNS: dict[str, re.Pattern[str]] = {
     "assistant_id": re.compile(r"asst_[A-Za-z0-9]{1,64}"),
     "vector_store_id": re.compile(r"vs_[A-Za-z0-9]{1,64}"),
     "batch_id": re.compile(r"vsfb_[A-Za-z0-9]{1,64}"),
+    # The v1 API (``/openai/v1/``): OpenAI's ids are ``resp_``/``conv_`` and 48 hex digits,
+    # Azure's may be longer (up to 128 allowed). An item id is any documented item prefix
+    # (``msg_``, ``fc_``, ``rs_``, ``fs_``, ``ws_``, ``ci_``, ``ig_``, ``mcp_``, ``mcpl_``,
+    # ``mcpr_``, ``cu_``, ``lsh_`` ...): lower-case letters, ``_``, then the id.
+    "response_id": re.compile(r"resp_[A-Za-z0-9]{1,128}"),
+    "conversation_id": re.compile(r"conv_[A-Za-z0-9]{1,128}"),
+    "item_id": re.compile(r"[a-z]{2,8}_[A-Za-z0-9]{1,128}"),
 }
 
 INCLUDE_VALUES = frozenset({"step_details.tool_calls[*].file_search.results[*].content"})
-_LIMIT = re.compile(r"[1-9][0-9]{0,2}")
+#: ``include[]`` of the v1 API (``OpenAI.IncludeEnum``; the SDK's ``ResponseIncludable``).
+RESPONSE_INCLUDE_VALUES = frozenset(
+    {
+        "file_search_call.results",
+        "web_search_call.results",
+        "web_search_call.action.sources",
+        "message.input_image.image_url",
+        "computer_call_output.output.image_url",
+        "code_interpreter_call.outputs",
+        "reasoning.encrypted_content",
+        "message.output_text.logprobs",
+    }
+)
+_LIMIT = re.compile(r"[1-9][0-9]{0,4}")
+_SEQUENCE = re.compile(r"0|[1-9][0-9]{0,9}")
 
 
 #: Where an object carries its owner stamp: a reserved key of its ``metadata`` map, or (for
@@ -89,9 +110,20 @@ VECTOR_STORE = Kind(
 FILE = Kind(
     "file", "file_id", lookup="files.retrieve", not_found_code="file_not_found", stamp="filename"
 )
+#: The v1 API's: conversation items are reached through their conversation, a response's
+#: input items through the response.
+CONVERSATION = Kind(
+    "conversation",
+    "conversation_id",
+    lookup="conversations.retrieve",
+    not_found_code="conversation_not_found",
+)
+RESPONSE = Kind(
+    "response", "response_id", lookup="responses.retrieve", not_found_code="response_not_found"
+)
 #: The owned kinds by path parameter. A kind is enabled in the table only once its lookup row
 #: exists (``table`` checks it), so the Assistants surface adds them with their rows.
-ALL_KINDS: tuple[Kind, ...] = (THREAD, ASSISTANT, VECTOR_STORE, FILE)
+ALL_KINDS: tuple[Kind, ...] = (THREAD, ASSISTANT, VECTOR_STORE, FILE, CONVERSATION, RESPONSE)
 KINDS: dict[str, Kind] = {k.param: k for k in ALL_KINDS}
 
 
@@ -170,6 +202,9 @@ class Operation:
     body: BodyCheck | None = None
     #: May answer with ``text/event-stream`` when the body says ``"stream": true``.
     streams: bool = False
+    #: A read that answers ``text/event-stream`` when this query parameter is ``true``
+    #: (``responses.retrieve?stream=true``: the stored response's events, replayed).
+    stream_query: str | None = None
     creates: Creation | None = None
     returns: Kind | None = None
     restamp_at: tuple[str, ...] | None = None
@@ -202,6 +237,24 @@ class Operation:
 
 def limit(value: str, _: ApiVersion) -> bool:
     return bool(_LIMIT.fullmatch(value)) and 1 <= int(value) <= 100
+
+
+def limit_upto(most: int) -> Callable[[str, ApiVersion], bool]:
+    return lambda value, _: bool(_LIMIT.fullmatch(value)) and 1 <= int(value) <= most
+
+
+def boolean(value: str, _: ApiVersion) -> bool:
+    """A query boolean as the SDKs send it."""
+    return value in ("true", "false")
+
+
+def sequence_number(value: str, _: ApiVersion) -> bool:
+    """A stream's event sequence number (``starting_after``: int32, not negative)."""
+    return bool(_SEQUENCE.fullmatch(value)) and int(value) <= 2**31 - 1
+
+
+def response_include(value: str, _: ApiVersion) -> bool:
+    return value in RESPONSE_INCLUDE_VALUES
 
 
 def order(value: str, _: ApiVersion) -> bool:
