@@ -57,7 +57,21 @@ ID_PATTERNS: dict[str, re.Pattern[str]] = {
 }
 
 INCLUDE_VALUES = frozenset({"step_details.tool_calls[*].file_search.results[*].content"})
-_LIMIT = re.compile(r"[1-9][0-9]{0,2}")
+#: ``include[]`` of the v1 API (``OpenAI.IncludeEnum``; the SDK's ``ResponseIncludable``).
+RESPONSE_INCLUDE_VALUES = frozenset(
+    {
+        "file_search_call.results",
+        "web_search_call.results",
+        "web_search_call.action.sources",
+        "message.input_image.image_url",
+        "computer_call_output.output.image_url",
+        "code_interpreter_call.outputs",
+        "reasoning.encrypted_content",
+        "message.output_text.logprobs",
+    }
+)
+_LIMIT = re.compile(r"[1-9][0-9]{0,4}")
+_SEQUENCE = re.compile(r"0|[1-9][0-9]{0,9}")
 
 
 #: Where an object carries its owner stamp: a reserved key of its ``metadata`` map, or (for
@@ -225,6 +239,9 @@ class Operation:
     body: BodyCheck | None = None
     #: May answer with ``text/event-stream`` when the body says ``"stream": true``.
     streams: bool = False
+    #: A read that answers ``text/event-stream`` when this query parameter is ``true``
+    #: (``responses.retrieve?stream=true``: the stored response's events, replayed).
+    stream_query: str | None = None
     creates: Creation | None = None
     returns: Kind | None = None
     restamp_at: tuple[str, ...] | None = None
@@ -257,6 +274,24 @@ class Operation:
 
 def limit(value: str, _: ApiVersion) -> bool:
     return bool(_LIMIT.fullmatch(value)) and 1 <= int(value) <= 100
+
+
+def limit_upto(most: int) -> Callable[[str, ApiVersion], bool]:
+    return lambda value, _: bool(_LIMIT.fullmatch(value)) and 1 <= int(value) <= most
+
+
+def boolean(value: str, _: ApiVersion) -> bool:
+    """A query boolean as the SDKs send it."""
+    return value in ("true", "false")
+
+
+def sequence_number(value: str, _: ApiVersion) -> bool:
+    """A stream's event sequence number (``starting_after``: int32, not negative)."""
+    return bool(_SEQUENCE.fullmatch(value)) and int(value) <= 2**31 - 1
+
+
+def response_include(value: str, _: ApiVersion) -> bool:
+    return value in RESPONSE_INCLUDE_VALUES
 
 
 def order(value: str, _: ApiVersion) -> bool:
