@@ -215,7 +215,9 @@ def _lookup_versions(config: Config) -> dict[str, str]:
     allowed = [v for v in KNOWN_VERSIONS if v in config.api_versions]
     versions: dict[str, str] = {}
     for kind in KINDS.values():
-        lookup = BY_NAME[kind.lookup]
+        lookup = BY_NAME.get(kind.lookup)
+        if lookup is None:
+            continue  # a kind whose rows are not in the table: nothing can name one
         fits = [v for v in allowed if KNOWN_VERSIONS[v].generation in lookup.generations]
         if chosen is not None and chosen in fits:
             versions[kind.param] = chosen

@@ -58,6 +58,9 @@ class RequestContext:
     #: Stable reason code of a refusal (``errors.GatewayError.code`` or an auth reason).
     reason: str | None = None
     stream: bool = False
+    #: Seconds from arrival until a streamed response's first event bytes were sent to the
+    #: caller (None: not a stream, or nothing of it sent).
+    first_event_s: float | None = None
     upstream_request_id: str | None = None
     #: Seconds spent per stage (``auth``, ``policy``, ``ratelimit``, ``upstream_ttfb``, ...).
     stages: dict[str, float] = field(default_factory=dict)

@@ -6,6 +6,7 @@ The end-to-end proof against a real Prometheus is ``test_prometheus.py``.
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import secrets
 from collections.abc import Iterator
@@ -17,11 +18,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from gateway.asgi import Receive, Scope, Send
 from gateway.auth.caller import Caller
 from gateway.auth.tokens import AUTH_REASONS
-from gateway.context import RequestContext
+from gateway.context import CONTEXT, RequestContext
 from gateway.observability import labels as lbl
 from gateway.observability.metrics import GatewayMetrics, make_registry
+from gateway.observability.middleware import InFlight, RequestContextMiddleware
 from gateway.operations.table import OPERATIONS as ROUTES
 from gateway.policy.checks import POLICY_REASONS
 from gateway.ratelimit.gcra import RATELIMIT_REASONS, Decision
@@ -92,6 +95,10 @@ def ctx_for(
         (405, "method_not_allowed", None, ("route", "method_not_allowed")),
         (400, "unsupported_api_version", None, ("route", "unsupported_api_version")),
         (404, "thread_not_found", None, ("ownership", "thread_not_found")),
+        (404, "response_not_found", None, ("ownership", "response_not_found")),
+        (404, "conversation_not_found", None, ("ownership", "conversation_not_found")),
+        (404, "file_not_found", None, ("ownership", "file_not_found")),
+        (400, "reference_not_found", None, ("ownership", "reference_not_found")),
         (429, "rate_limit_exceeded", "caller-write", ("ratelimit", "caller-write")),
         (429, "rate_limit_exceeded", None, ("ratelimit", "other")),
         (429, "concurrency_limit_exceeded", None, ("ratelimit", "concurrency")),
@@ -271,6 +278,69 @@ def test_observer_refusals_errors_and_streams() -> None:
         value(r, "gateway_request_duration_seconds_count", operation="runs.create", stream="true")
         == 1
     )
+
+
+def test_time_to_first_event_is_observed_for_streamed_answers_only() -> None:
+    m = fresh()
+    r = m.registry
+    streamed = ctx_for(200, operation="threads.create_and_run", stream=True, first_event_s=0.3)
+    plain = ctx_for(200, operation="threads.create")
+    nothing_sent = ctx_for(200, operation="runs.create", stream=True)  # cut before any event
+    for ctx in (streamed, plain, nothing_sent):
+        m.request_started(ctx)
+        m.request_finished(ctx)
+    name = "gateway_time_to_first_event_seconds"
+    assert value(r, f"{name}_count", operation="threads.create_and_run") == 1
+    assert value(r, f"{name}_sum", operation="threads.create_and_run") == pytest.approx(0.3)
+    assert value(r, f"{name}_bucket", operation="threads.create_and_run", le="0.25") == 0
+    assert value(r, f"{name}_bucket", operation="threads.create_and_run", le="0.5") == 1
+    assert value(r, f"{name}_count", operation="threads.create") == 0
+    assert value(r, f"{name}_count", operation="runs.create") == 0
+    # The operation label is bounded like every other: an unknown name is "other".
+    odd = ctx_for(200, operation="/openai/v1/responses/resp_1", stream=True, first_event_s=0.1)
+    m.request_started(odd)
+    m.request_finished(odd)
+    assert value(r, f"{name}_count", operation="other") == 1
+
+
+def test_the_first_event_is_timed_when_it_is_sent() -> None:
+    """The request-context middleware stamps ``first_event_s`` on the first non-empty body
+    message of a stream, not on its start, and never on a non-streamed answer."""
+    seen: dict[str, float | None] = {}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: RequestContext = scope[CONTEXT]
+        ctx.stream = scope["path"] == "/stream"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        seen["after_start"] = ctx.first_event_s
+        await send({"type": "http.response.body", "body": b"", "more_body": True})
+        seen["after_empty"] = ctx.first_event_s
+        await asyncio.sleep(0.05)
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        seen["first"] = ctx.first_event_s
+        await send({"type": "http.response.body", "body": b"data: 2\n\n", "more_body": False})
+        seen["last"] = ctx.first_event_s
+
+    async def run(path: str) -> dict[str, float | None]:
+        seen.clear()
+        middleware = RequestContextMiddleware(app, observer=InFlight())
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(_message: Any) -> None:
+            return None
+
+        scope = {"type": "http", "method": "POST", "path": path, "headers": []}
+        await middleware(scope, receive, send)
+        return dict(seen)
+
+    streamed = asyncio.run(run("/stream"))
+    assert streamed["after_start"] is None and streamed["after_empty"] is None
+    first = streamed["first"]
+    assert first is not None and first >= 0.05
+    assert streamed["last"] == first  # the first event's time, not the last's
+    assert all(v is None for v in asyncio.run(run("/json")).values())
 
 
 def test_observer_survives_a_broken_context() -> None:

@@ -73,6 +73,8 @@ def test_every_row_is_consistent(row: Operation) -> None:
         assert row.owner is not None and row.body is not None
     if row.streams:
         assert row.body is not None, "a stream is asked for in the body"
+    if row.stream_query is not None:
+        assert row.method == "GET" and any(p.name == row.stream_query for p in row.query)
 
 
 def test_every_kind_has_its_lookup_row() -> None:
@@ -105,6 +107,18 @@ _OLD = {
     "file_search": {"vector_store_ids": ["vs_1"]},
 }
 
+V1_API = KNOWN_VERSIONS["v1"]
+#: Input items naming files: a message's ``input_file``/``input_image`` parts and a function
+#: output's parts.
+_V1_ITEMS = [
+    {"role": "user", "content": [{"type": "input_file", "file_id": "file-a"}]},
+    {
+        "type": "function_call_output",
+        "call_id": "call_1",
+        "output": [{"type": "input_image", "file_id": "file-b"}],
+    },
+]
+
 #: A body per (row, version) that names something at every one of the row's ref paths that the
 #: version has (several bodies per row where one object cannot hold all: vector_stores vs ids).
 REF_BODIES: list[tuple[str, Any, dict[str, Any]]] = [
@@ -136,6 +150,23 @@ REF_BODIES: list[tuple[str, Any, dict[str, Any]]] = [
     ("vector_stores.create", V2, {"file_ids": ["file-a"]}),
     ("vector_stores.files.create", V2, {"file_id": "file-a"}),
     ("vector_stores.file_batches.create", V2, {"file_ids": ["file-a"]}),
+    (
+        "responses.create",
+        V1_API,
+        {
+            "model": "m",
+            "conversation": "conv_1",
+            "input": _V1_ITEMS,
+            "tools": [
+                {"type": "file_search", "vector_store_ids": ["vs_1"]},
+                {"type": "code_interpreter", "container": {"type": "auto", "file_ids": ["file-c"]}},
+            ],
+        },
+    ),
+    ("responses.create", V1_API, {"model": "m", "conversation": {"id": "conv_1"}}),
+    ("responses.create", V1_API, {"model": "m", "previous_response_id": "resp_1"}),
+    ("conversations.create", V1_API, {"items": _V1_ITEMS}),
+    ("conversations.items.create", V1_API, {"items": _V1_ITEMS}),
 ]
 
 
@@ -159,10 +190,12 @@ def test_every_ref_path_is_kept_by_the_checker() -> None:
         out = check_body(row.body, version, body, PolicyLimits())
         assert out is not None
         for ref in row.refs:
-            values = _walk(out, ref.path.split("."))
+            # only strings are references (``conversation`` may also be an object: its id is
+            # the ``conversation.id`` ref)
+            values = [v for v in _walk(out, ref.path.split(".")) if isinstance(v, str)]
             if values:
                 assert all(ref.kind.pattern.fullmatch(v) for v in values), (name, ref.path)
-                assert values == _walk(body, ref.path.split("."))
+                assert values == [v for v in _walk(body, ref.path.split(".")) if isinstance(v, str)]
                 seen.add((name, ref.path))
     every = {(row.name, ref.path) for row in OPERATIONS for ref in row.refs}
     # v1-only and v2-only paths are each covered by a body of their version

@@ -17,7 +17,7 @@ from gateway.policy.checks import (
     PolicyLimits,
     limit_problems,
 )
-from gateway.policy.fields import UPLOAD_REASONS
+from gateway.policy.fields import UPLOAD_REASONS, V1_API_REASONS
 from gateway.policy.jsonbody import dump_json
 from tests.policycases import check_request
 from tests.test_policy_assistants import BUILD_REFUSALS
@@ -984,8 +984,13 @@ def test_operation_table_matches_the_route_names() -> None:
         "vector_stores.modify",
         "vector_stores.files.create",
         "vector_stores.file_batches.create",
+        "responses.create",
+        "conversations.create",
+        "conversations.update",
+        "conversations.items.create",
     } == BODY_OPERATIONS
-    assert len(BODYLESS_OPERATIONS) == 31
+    # 31 Assistants-API rows, 13 of the v1 API's (its reads, deletes and cancel)
+    assert len(BODYLESS_OPERATIONS) == 31 + 13
     assert not BODY_OPERATIONS & BODYLESS_OPERATIONS
 
 
@@ -1138,5 +1143,6 @@ def test_the_tables_cover_every_reason_code() -> None:
         *BUILD_REFUSALS,
     ]
     table_codes = {p.values[4] for p in tables} | {code for _, code, _ in BAD_MESSAGES}
-    # The upload codes have their own table (tests/test_multipart.py).
-    assert table_codes | {"body_not_allowed"} | UPLOAD_REASONS == POLICY_REASONS
+    # The upload codes have their own table (tests/test_multipart.py), the v1 API's theirs
+    # (tests/test_policy_responses.py holds that it covers every one).
+    assert table_codes | {"body_not_allowed"} | UPLOAD_REASONS | V1_API_REASONS == POLICY_REASONS

@@ -289,7 +289,9 @@ P = "profiles.x.policy"
         (
             {"tools": frozenset({"browser"})},
             f"{P}.tools: must be a subset of "
-            "['code_interpreter', 'file_search', 'function', 'retrieval']",
+            "['code_interpreter', 'computer_use_preview', 'file_search', 'function', "
+            "'image_generation', 'local_shell', 'mcp', 'retrieval', 'web_search', "
+            "'web_search_preview']",
         ),
         (
             {"models": frozenset({""})},

@@ -84,8 +84,10 @@ class PolicySettings:
     )
     tools: frozenset[str] = _limit(
         "tools",
-        "tool types assistants and runs may use, and tool resources they may carry "
-        "(`code_interpreter`, `file_search`, `function`, `retrieval` (v1))",
+        "tool types assistants, runs and responses may use, and tool resources they may carry "
+        "(Assistants: `code_interpreter`, `file_search`, `function`, `retrieval` (v1); the v1 "
+        "API also `web_search`, `web_search_preview`, `mcp`, `image_generation`, "
+        "`computer_use_preview`, `local_shell`)",
     )
     max_instructions_chars: int | None = _limit(
         "max_instructions_chars",
@@ -110,6 +112,41 @@ class PolicySettings:
         "file_purposes",
         "`purpose` values a file may be uploaded for (a subset of Azure's: `assistants`, "
         "`assistants_output`, `batch`, `fine-tune`, `fine-tune-results`, `vision`)",
+    )
+
+    input_roles: frozenset[str] = _limit(
+        "input_roles", "roles of v1 API input messages (responses `input`, conversation `items`)"
+    )
+    max_input_items: int = _limit(
+        "max_input_items",
+        "input items per request (responses `input`; conversation `items`: Azure's 20 too; "
+        "1000 is a gateway rule, the documents set none)",
+    )
+    max_request_content_chars: int | None = _limit(
+        "max_request_content_chars",
+        "code points of all the text one v1 API request carries (`instructions` and every "
+        "text part)",
+        shown="no limit beyond `max_content_chars` per text",
+    )
+    max_input_files: int = _limit(
+        "max_input_files", "`input_file` parts per v1 API request (100: a gateway rule)"
+    )
+    max_input_images: int = _limit(
+        "max_input_images", "`input_image` parts per v1 API request (500: a gateway rule)"
+    )
+    mcp_server_urls: frozenset[str] = _limit(
+        "mcp_server_urls",
+        "exact `https://` `server_url`s an `mcp` tool may name (empty: no `mcp` tool)",
+    )
+    allow_store: bool = _limit(
+        "allow_store",
+        "stored responses (false: `store: true` is refused, an absent `store` is sent false)",
+    )
+    allow_background: bool = _limit("allow_background", "`background: true` responses")
+    max_output_tokens: int | None = _limit(
+        "max_output_tokens",
+        "ceiling of a response's `max_output_tokens` (set: an absent one is sent as it)",
+        shown="Azure's",
     )
 
     def build(self) -> PolicyLimits:

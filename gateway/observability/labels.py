@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Set
 
 from gateway.auth.tokens import AUTH_REASONS
+from gateway.operations.row import ALL_KINDS
+from gateway.ownership.rules import REFERENCE_NOT_FOUND
 from gateway.policy.checks import POLICY_REASONS
 from gateway.policy.jsonbody import JSON_REASONS
 from gateway.ratelimit.gcra import RATELIMIT_REASONS
@@ -60,8 +62,12 @@ INTAKE_REASONS: frozenset[str] = JSON_REASONS | frozenset(
 )
 #: 403 codes raised outside ``AUTH_REASONS`` (the caller matches no profile rule).
 PERMISSION_REASONS: frozenset[str] = frozenset({"caller_not_allowed"})
-#: Thread-ownership refusals (``ownership.py``): an unknown or foreign thread reads as 404.
-OWNERSHIP_REASONS: frozenset[str] = frozenset({"thread_not_found"})
+#: Ownership refusals (``ownership``): an unknown or foreign object reads as its kind's 404
+#: (``thread_not_found``, ``response_not_found`` ...), a body reference to one as 400
+#: ``reference_not_found``.
+OWNERSHIP_REASONS: frozenset[str] = frozenset(
+    {kind.not_found_code for kind in ALL_KINDS} | {REFERENCE_NOT_FOUND}
+)
 #: The 429's error codes (``ratelimit.refusal_error``); the rule is ``ctx.ratelimit_rule``.
 RATELIMIT_CODES: frozenset[str] = frozenset({"rate_limit_exceeded", "concurrency_limit_exceeded"})
 

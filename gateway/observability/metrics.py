@@ -11,6 +11,7 @@ operations, status classes, fixed reason codes and configured profile names only
 
     gateway_requests_total{operation,method,status_class}        counter
     gateway_request_duration_seconds{operation,stream}           histogram
+    gateway_time_to_first_event_seconds{operation}               histogram  (streamed answers)
     gateway_overhead_seconds                                     histogram  (forwarded requests)
     gateway_stage_duration_seconds{stage}                        histogram
     gateway_requests_in_flight / gateway_streams_in_flight       gauges
@@ -177,6 +178,14 @@ class GatewayMetrics:
             buckets=REQUEST_BUCKETS,
             registry=r,
         )
+        self.first_event = Histogram(
+            "gateway_time_to_first_event_seconds",
+            "Time from request arrival until a streamed response's first event reaches the "
+            "caller (every streamed operation: runs, responses, streamed retrievals).",
+            ["operation"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
         self.overhead = Histogram(
             "gateway_overhead_seconds",
             "Gateway time of a forwarded request: total minus time spent on Azure.",
@@ -304,6 +313,7 @@ class GatewayMetrics:
         self._redis_errors = {k: self.redis_errors.labels(k) for k in lbl.REDIS_ERROR_KINDS}
         self._requests: dict[tuple[str, str, str], Any] = {}
         self._durations: dict[tuple[str, str], Any] = {}
+        self._first_events: dict[str, Any] = {}
         self._refusals: dict[tuple[str, str, str], Any] = {}
         self._upstream_status: dict[str, Any] = {}
         self._checks: dict[str, Any] = {}
@@ -350,6 +360,9 @@ class GatewayMetrics:
         self._child(self._requests, key, lambda: self.requests.labels(*key)).inc()
         dkey = (op, "true" if ctx.stream else "false")
         self._child(self._durations, dkey, lambda: self.duration.labels(*dkey)).observe(elapsed)
+        if ctx.first_event_s is not None:
+            child = self._child(self._first_events, op, lambda: self.first_event.labels(op))
+            child.observe(ctx.first_event_s)
         for stage, seconds in ctx.stages.items():
             child = self._stage.get(stage)
             if child is not None:

@@ -2,7 +2,8 @@
 
 It puts a :class:`~gateway.context.RequestContext` in the scope (every later stage reads and
 writes it), tells the observers (metrics, access log) when the request starts, when its
-response starts and when it is over, and renders every ``GatewayError`` raised by a later stage
+response starts and when it is over (a stream's first event bytes sent to the caller are
+timed: ``ctx.first_event_s``), and renders every ``GatewayError`` raised by a later stage
 in Azure's error shape — here and nowhere else. After the response has started the only honest
 signal left is to cut the connection, so an error then is logged, never rendered.
 
@@ -99,6 +100,8 @@ class RequestContextMiddleware:
                 await send(message)
                 self.observer.response_started(ctx)
                 return
+            if ctx.stream and ctx.first_event_s is None and message.get("body"):
+                ctx.first_event_s = ctx.elapsed()  # the time to first event, as sent
             await send(message)
 
         async def error_send(message: Message) -> None:

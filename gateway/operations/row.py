@@ -47,10 +47,31 @@ ID_PATTERNS: dict[str, re.Pattern[str]] = {
     "assistant_id": re.compile(r"asst_[A-Za-z0-9]{1,64}"),
     "vector_store_id": re.compile(r"vs_[A-Za-z0-9]{1,64}"),
     "batch_id": re.compile(r"vsfb_[A-Za-z0-9]{1,64}"),
+    # The v1 API (``/openai/v1/``): OpenAI's ids are ``resp_``/``conv_`` and 48 hex digits,
+    # Azure's may be longer (up to 128 allowed). An item id is any documented item prefix
+    # (``msg_``, ``fc_``, ``rs_``, ``fs_``, ``ws_``, ``ci_``, ``ig_``, ``mcp_``, ``mcpl_``,
+    # ``mcpr_``, ``cu_``, ``lsh_`` ...): lower-case letters, ``_``, then the id.
+    "response_id": re.compile(r"resp_[A-Za-z0-9]{1,128}"),
+    "conversation_id": re.compile(r"conv_[A-Za-z0-9]{1,128}"),
+    "item_id": re.compile(r"[a-z]{2,8}_[A-Za-z0-9]{1,128}"),
 }
 
 INCLUDE_VALUES = frozenset({"step_details.tool_calls[*].file_search.results[*].content"})
-_LIMIT = re.compile(r"[1-9][0-9]{0,2}")
+#: ``include[]`` of the v1 API (``OpenAI.IncludeEnum``; the SDK's ``ResponseIncludable``).
+RESPONSE_INCLUDE_VALUES = frozenset(
+    {
+        "file_search_call.results",
+        "web_search_call.results",
+        "web_search_call.action.sources",
+        "message.input_image.image_url",
+        "computer_call_output.output.image_url",
+        "code_interpreter_call.outputs",
+        "reasoning.encrypted_content",
+        "message.output_text.logprobs",
+    }
+)
+_LIMIT = re.compile(r"[1-9][0-9]{0,4}")
+_SEQUENCE = re.compile(r"0|[1-9][0-9]{0,9}")
 
 
 #: Where an object carries its owner stamp: a reserved key of its ``metadata`` map, or (for
@@ -75,6 +96,36 @@ class Kind:
     def pattern(self) -> re.Pattern[str]:
         return ID_PATTERNS[self.param]
 
+    @property
+    def events(self) -> EventShape | None:
+        """How its objects travel in server-sent events (``EVENT_SHAPES``), if they do."""
+        return EVENT_SHAPES.get(self.param)
+
+
+@dataclass(frozen=True, slots=True)
+class EventShape:
+    """Where a kind's objects are in the server-sent events of a stream (the owner stamp is
+    taken off each, event by event; the opening one gives a new object's id).
+
+    ``events``: the event types that may carry one (``event:`` field); None: every event,
+    whatever its type (the SDKs read a Responses event's type from its ``data``, so its
+    ``event:`` line is no safe filter). ``at``: the object's path in an event's ``data``
+    (``()``: the data is the object). ``max_event_bytes``: the largest event held to check.
+    """
+
+    events: tuple[str, ...] | None
+    at: tuple[str, ...] = ()
+    max_event_bytes: int = 256 * 1024
+
+
+#: The kinds whose objects stream, by path parameter. A ``response.*`` event carries the
+#: whole response at ``data.response`` (``response.created`` … ``response.completed``: with
+#: its output, hence the larger bound). A thread streams only in its ``thread.created`` event
+#: (the default shape of a creating row's ``sse_event``).
+EVENT_SHAPES: dict[str, EventShape] = {
+    "response_id": EventShape(None, at=("response",), max_event_bytes=16 * 1024 * 1024),
+}
+
 
 THREAD = Kind("thread", "thread_id", lookup="threads.retrieve", not_found_code="thread_not_found")
 ASSISTANT = Kind(
@@ -89,9 +140,20 @@ VECTOR_STORE = Kind(
 FILE = Kind(
     "file", "file_id", lookup="files.retrieve", not_found_code="file_not_found", stamp="filename"
 )
+#: The v1 API's: conversation items are reached through their conversation, a response's
+#: input items through the response.
+CONVERSATION = Kind(
+    "conversation",
+    "conversation_id",
+    lookup="conversations.retrieve",
+    not_found_code="conversation_not_found",
+)
+RESPONSE = Kind(
+    "response", "response_id", lookup="responses.retrieve", not_found_code="response_not_found"
+)
 #: The owned kinds by path parameter. A kind is enabled in the table only once its lookup row
 #: exists (``table`` checks it), so the Assistants surface adds them with their rows.
-ALL_KINDS: tuple[Kind, ...] = (THREAD, ASSISTANT, VECTOR_STORE, FILE)
+ALL_KINDS: tuple[Kind, ...] = (THREAD, ASSISTANT, VECTOR_STORE, FILE, CONVERSATION, RESPONSE)
 KINDS: dict[str, Kind] = {k.param: k for k in ALL_KINDS}
 
 
@@ -105,11 +167,17 @@ class Creation:
     #: Where the owner stamp goes in the request body (a path of object keys; the object at
     #: the last key is the metadata map; missing objects on the way are created).
     stamp_at: tuple[str, ...]
-    #: A streamed answer: the event whose ``data`` is the new object (its ``id``, its stamp).
+    #: A streamed answer: the event that opens the stream with the new object (its ``id``,
+    #: its stamp), in its ``data`` or where the kind's ``events`` shape says (``response.
+    #: created``: ``data.response``).
     sse_event: str | None = None
     #: Objects of other kinds made along the way (a thread's or an assistant's new vector
     #: stores): stamped where the body describes them, recorded from the answer.
     inline: tuple[Inline, ...] = ()
+    #: A body field and the value that means Azure keeps no object (``("store", False)``: a
+    #: response not stored): then nothing is recorded (there is nothing to look up later;
+    #: the request is stamped all the same and its answer has the stamp taken off).
+    not_kept_when: tuple[str, object] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +209,8 @@ NEW_THREAD_VECTOR_STORES = Inline(VECTOR_STORE, "thread.tool_resources.file_sear
 class Ref:
     """A body field naming an owned object: ``path`` is a dotted path where ``[]`` steps into
     every item of a list (``attachments[].file_id``, ``tool_resources.file_search.
-    vector_store_ids[]``)."""
+    vector_store_ids[]``). The value there is an id, or an object naming one in its ``id``
+    (``conversation``: ``"conv_…"`` or ``{"id": "conv_…"}``)."""
 
     path: str
     kind: Kind
@@ -170,6 +239,9 @@ class Operation:
     body: BodyCheck | None = None
     #: May answer with ``text/event-stream`` when the body says ``"stream": true``.
     streams: bool = False
+    #: A read that answers ``text/event-stream`` when this query parameter is ``true``
+    #: (``responses.retrieve?stream=true``: the stored response's events, replayed).
+    stream_query: str | None = None
     creates: Creation | None = None
     returns: Kind | None = None
     restamp_at: tuple[str, ...] | None = None
@@ -202,6 +274,24 @@ class Operation:
 
 def limit(value: str, _: ApiVersion) -> bool:
     return bool(_LIMIT.fullmatch(value)) and 1 <= int(value) <= 100
+
+
+def limit_upto(most: int) -> Callable[[str, ApiVersion], bool]:
+    return lambda value, _: bool(_LIMIT.fullmatch(value)) and 1 <= int(value) <= most
+
+
+def boolean(value: str, _: ApiVersion) -> bool:
+    """A query boolean as the SDKs send it."""
+    return value in ("true", "false")
+
+
+def sequence_number(value: str, _: ApiVersion) -> bool:
+    """A stream's event sequence number (``starting_after``: int32, not negative)."""
+    return bool(_SEQUENCE.fullmatch(value)) and int(value) <= 2**31 - 1
+
+
+def response_include(value: str, _: ApiVersion) -> bool:
+    return value in RESPONSE_INCLUDE_VALUES
 
 
 def order(value: str, _: ApiVersion) -> bool:

@@ -11,10 +11,12 @@ Rules, in the order they are applied:
    ``.``, ``?``, ``#`` and encoded slashes can never be part of an id.
 3. No route for the path → 404; the path exists but not for the method → 405.
 4. The query is split on ``&`` and each key and value percent-decoded strictly (UTF-8).
-   ``api-version`` is required, must appear once, and must be an allowed version that has the
-   operation. Every other key must be allowed for the operation and version, appear once (an
-   array parameter such as ``include[]`` may repeat: every value is validated and kept), and
-   pass its validator. Anything else is a 400 naming the parameter.
+   ``api-version`` is required on the Assistants rows (a dated version), must appear once, and
+   must be an allowed version that has the operation. Under ``/openai/v1/`` it is optional
+   (``v1`` or ``preview``; absent stands for ``v1`` and is forwarded absent, accepted only when
+   ``v1`` is allowed). Every other key must be allowed for the operation and version, appear
+   once (an array parameter such as ``include[]`` may repeat: every value is validated and
+   kept), and pass its validator. Anything else is a 400 naming the parameter.
 5. The upstream URL is built only from the configured base, the template's literal segments,
    the validated ids, and the validated query values re-encoded here; the result is checked
    against the template before it is returned.
@@ -31,14 +33,15 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
 from gateway.errors import BadRequestError, MethodNotAllowedError, NotFoundError
-from gateway.operations.apiversions import KNOWN_VERSIONS, ApiVersion
+from gateway.operations.apiversions import KNOWN_VERSIONS, OPTIONAL_DEFAULT, ApiVersion
 from gateway.operations.assistants import ASSISTANTS
 from gateway.operations.files import FILES
 from gateway.operations.row import ID_PATTERNS, Operation
+from gateway.operations.v1 import V1_ROWS
 from gateway.operations.vector_stores import VECTOR_STORES
 
 #: Every operation, one row each.
-OPERATIONS: tuple[Operation, ...] = ASSISTANTS + FILES + VECTOR_STORES
+OPERATIONS: tuple[Operation, ...] = ASSISTANTS + FILES + VECTOR_STORES + V1_ROWS
 BY_NAME: Mapping[str, Operation] = {op.name: op for op in OPERATIONS}
 if len(BY_NAME) != len(OPERATIONS):  # pragma: no cover - a table edit error
     raise ValueError("operation names must be unique")
@@ -52,7 +55,8 @@ class OperationMatch:
     row: Operation
     version: ApiVersion
     ids: Mapping[str, str]
-    #: Validated query parameters, ``api-version`` first, in the order the caller sent them.
+    #: Validated query parameters, ``api-version`` first (when given: it is optional under
+    #: ``/openai/v1/``), in the order the caller sent them.
     query: tuple[tuple[str, str], ...]
     #: Path and query as they will be sent upstream (already encoded).
     upstream_path: str
@@ -63,8 +67,20 @@ class OperationMatch:
         """The operation's name."""
         return self.row.name
 
+    def wants_stream(self, body: Mapping[str, object] | None) -> bool:
+        """The request asks for an event stream: ``"stream": true`` in the body of a row that
+        streams, or its ``stream_query`` parameter ``true`` (``responses.retrieve``)."""
+        row = self.row
+        if row.streams and body is not None and body.get("stream") is True:
+            return True
+        return row.stream_query is not None and (row.stream_query, "true") in self.query
+
     @property
     def upstream_target(self) -> str:
+        """Path and query (no ``?`` when the query is empty: an absent optional
+        api-version and no other parameter)."""
+        if not self.upstream_query:
+            return self.upstream_path
         return f"{self.upstream_path}?{self.upstream_query}"
 
 
@@ -98,35 +114,10 @@ class OperationTable:
 
     def _finish(self, route: Operation, ids: dict[str, str], raw_query: bytes) -> OperationMatch:
         pairs = _split_query(raw_query)
-        versions = [v for k, v in pairs if k == "api-version"]
-        if not versions:
-            raise BadRequestError(
-                "The api-version query parameter is required.",
-                code="missing_api_version",
-                param="api-version",
-            )
-        if len(versions) > 1:
-            raise BadRequestError(
-                "The api-version query parameter must be given once.",
-                code="duplicate_query_parameter",
-                param="api-version",
-            )
-        version = self.versions.get(versions[0])
-        if version is None:
-            raise BadRequestError(
-                "Unsupported api-version. Supported versions: " + ", ".join(self.versions),
-                code="unsupported_api_version",
-                param="api-version",
-            )
-        if version.generation not in route.generations:
-            raise BadRequestError(
-                f"Operation {route.name} is not available in api-version {version.name}.",
-                code="operation_not_in_api_version",
-                param="api-version",
-            )
+        version, given = self._version(route, [v for k, v in pairs if k == "api-version"])
         allowed = {p.name: p for p in route.query if p.available(version)}
         seen: set[str] = set()
-        query: list[tuple[str, str]] = [("api-version", version.name)]
+        query: list[tuple[str, str]] = [("api-version", version.name)] if given else []
         for key, value in pairs:
             if key == "api-version":
                 continue
@@ -157,6 +148,42 @@ class OperationTable:
         encoded = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query)
         _assert_target(route, ids, path, encoded, query)
         return OperationMatch(route, version, ids, tuple(query), path, encoded)
+
+    def _version(self, route: Operation, given: list[str]) -> tuple[ApiVersion, bool]:
+        """The request's api-version, and whether it was given (an optional one may be
+        absent: it then stands for its generation's default and is forwarded absent)."""
+        if not given:
+            default = next(
+                (OPTIONAL_DEFAULT[g] for g in sorted(route.generations) if g in OPTIONAL_DEFAULT),
+                None,
+            )
+            if default is None or default not in self.versions:
+                raise BadRequestError(
+                    "The api-version query parameter is required.",
+                    code="missing_api_version",
+                    param="api-version",
+                )
+            return self.versions[default], False
+        if len(given) > 1:
+            raise BadRequestError(
+                "The api-version query parameter must be given once.",
+                code="duplicate_query_parameter",
+                param="api-version",
+            )
+        version = self.versions.get(given[0])
+        if version is None:
+            raise BadRequestError(
+                "Unsupported api-version. Supported versions: " + ", ".join(self.versions),
+                code="unsupported_api_version",
+                param="api-version",
+            )
+        if version.generation not in route.generations:
+            raise BadRequestError(
+                f"Operation {route.name} is not available in api-version {version.name}.",
+                code="operation_not_in_api_version",
+                param="api-version",
+            )
+        return version, True
 
 
 def _split_path(raw_path: bytes) -> list[str]:
@@ -216,7 +243,7 @@ def _assert_target(
     """Backstop: the built target must re-parse to exactly the template and validated query."""
     parts = urlsplit(f"https://upstream.invalid{path}?{query}")
     expected = route.template.format(**ids)
-    decoded = [tuple(p.split("=", 1)) for p in parts.query.split("&")]
+    decoded = [tuple(p.split("=", 1)) for p in parts.query.split("&")] if parts.query else []
     if (
         parts.path != expected
         or parts.fragment

@@ -16,10 +16,15 @@ cause):
 On the way back (before the caller sees anything of a 2xx answer):
 
 * a creating operation's new id is read (the JSON answer's ``creates.id_field``, or the
-  ``creates.sse_event`` that opens a stream) and recorded (Redis, the in-process cache), as
-  are the ids of inline-made objects (``creates.inline``) the answer lists;
+  ``creates.sse_event`` that opens a stream: ``thread.created``'s ``data.id``,
+  ``response.created``'s ``data.response.id``) and recorded (Redis, the in-process cache),
+  as are the ids of inline-made objects (``creates.inline``) the answer lists; a stream's
+  response start is held until then, no longer. A create whose body asks Azure to keep
+  nothing (``creates.not_kept_when``: a response with ``store: false``) is not recorded;
 * every answer that carries an owned object has the stamp taken off (``returns``: the whole
-  JSON body, held until complete — it is bounded; a stream: each ``sse_event`` as it passes);
+  JSON body, held until complete — it is bounded; a stream: each event that may carry one,
+  event by event as it passes — a created thread's opening event, every event of a
+  response's stream, created or retrieved with ``stream=true``; ``stamp.SseStampFilter``);
 * a list of owned objects (``lists``) shows only the caller's: its pages are fetched by
   invoking the inner app (the forwarder) again with the next upstream query, at most
   ``list_scan_pages`` times, and the answer is built by ``listing.ListScan``;
@@ -52,12 +57,12 @@ from gateway.ownership.refs import (
     first_malformed,
 )
 from gateway.ownership.rules import (
-    SSE_PEEK_LIMIT,
     UnknownPolicy,
     check_owner,
     created_id,
     first_event_complete,
     may_use,
+    not_kept,
     reference_not_found,
     tenant_digest,
     valid_id,
@@ -307,16 +312,29 @@ class _Effects:
             await self.owners.forget(self.ctx.match.ids[row.owner.param])
             await self.send(message)
             return
-        event_stream = _is_event_stream(message)
-        sse_event = row.creates.sse_event if row.creates is not None else None
-        if event_stream and row.creates is not None and sse_event is not None:
-            self.mode, self.stamps = "sse", SseStampFilter(sse_event, row.creates.kind)
-        elif not event_stream and (row.returns is not None or row.creates is not None):
-            self.mode = "json"
-        else:
+        if _is_event_stream(message):
+            self.stamps = _stream_filter(row)
+            if self.stamps is None:
+                await self.send(message)
+                return
+            self.mode = "sse"
+            if self._recording():
+                self.start = message  # held until the opening event is recorded
+            else:
+                await self.send(message)
+            return
+        if row.returns is None and row.creates is None:
             await self.send(message)
             return
-        self.start = message
+        self.mode, self.start = "json", message
+
+    def _recording(self) -> bool:
+        """Whether the answer's new object is to be recorded: a creating row, an owner, and
+        an object Azure keeps (not a response with ``store: false``)."""
+        creation, body = self.row.creates, self.ctx.body
+        if creation is None or self.ctx.owner is None:
+            return False
+        return not (body is not None and not_kept(creation, body))
 
     async def _body(self, message: Message) -> None:
         chunk, more = message.get("body", b""), message.get("more_body", False)
@@ -331,7 +349,7 @@ class _Effects:
 
     async def _json_complete(self) -> None:
         row, body = self.row, bytes(self.held)
-        if row.creates is not None and self.ctx.owner is not None:
+        if row.creates is not None and self._recording():
             await self._record(created_id(row.creates, body))
             await self._record_inline(body)
         if row.returns is not None:
@@ -382,11 +400,10 @@ class _Effects:
             # its owner recorded, as a non-streamed create's is before its answer.
             self.held += chunk
             self.held_out += out
-            opened = first_event_complete(bytes(self.held)) or len(self.held) >= SSE_PEEK_LIMIT
+            opened = first_event_complete(bytes(self.held)) or len(self.held) >= self.stamps.limit
             if more and not opened:
                 return
-            if self.ctx.owner is not None:
-                await self._record(self.stamps.object_id)
+            await self._record(self.stamps.object_id)
             start, self.start = self.start, None
             await self.send(start)
             out, self.held_out = bytes(self.held_out), bytearray()
@@ -411,6 +428,18 @@ class _Effects:
                 kind,
                 extra={"request_id": self.ctx.request_id},
             )
+
+
+def _stream_filter(row: Operation) -> SseStampFilter | None:
+    """The stamp filter of a row's streamed answer: a create's (its opening event gives the
+    id), or a read's whose kind streams (``responses.retrieve?stream=true``); None: nothing
+    owned is in the stream."""
+    creation = row.creates
+    if creation is not None and creation.sse_event is not None:
+        return SseStampFilter(creation.sse_event, creation.kind)
+    if row.returns is not None and row.returns.events is not None:
+        return SseStampFilter(None, row.returns)
+    return None
 
 
 def _is_event_stream(message: Message) -> bool:

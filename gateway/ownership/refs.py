@@ -3,8 +3,10 @@
 
 * Body references: every value at each of the row's ``refs`` paths (``Ref.path``, walked
   over the validated body, ``paths.find``), with the concrete path of each
-  (``attachments[0].file_id``). Only strings are references (the body policy has checked the
-  types; anything else names nothing).
+  (``attachments[0].file_id``). A string there is a reference; so is an object there, by
+  its ``id`` (``conversation: {"id": "conv_…"}``, path ``conversation.id``): an object
+  without a string ``id`` is refused as malformed, never forwarded unchecked. Anything else
+  names nothing (the body policy has checked the types).
 * List cursors: a ``lists`` row's ``after`` / ``before`` query values name objects of the
   listed kind (the path is the parameter's name).
 
@@ -44,6 +46,11 @@ def body_references(row: Operation, body: dict[str, Any] | None) -> list[Referen
     found: list[Reference] = []
     for ref in row.refs:
         for where, value in paths.find(body, ref.path):
+            if isinstance(value, dict):
+                where, value = f"{where}.id", value.get("id")
+                if not isinstance(value, str):
+                    found.append(Reference(where, ref.kind, None))
+                    continue
             if isinstance(value, str):
                 found.append(Reference(where, ref.kind, valid_id(ref.kind, value)))
     return found

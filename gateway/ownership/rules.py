@@ -1,4 +1,5 @@
-"""Ownership of objects between tenants (pure): threads, assistants, vector stores, files.
+"""Ownership of objects between tenants (pure): threads, assistants, vector stores, files,
+and the v1 API's conversations and responses.
 
 With one shared Azure key every object is reachable by every caller who knows its id. The
 gateway therefore keeps track of which tenant created each object *through it* and refuses any
@@ -14,7 +15,13 @@ anything is forwarded.
 * Also recorded in Redis from the answer of the creating operation (the row's
   ``creates.id_field``, or, when streamed, the ``id`` of the event that opens the stream),
   before the caller sees the answer. Records are keyed by the object's id alone: the kinds'
-  ids have distinct prefixes (``thread_``, ``asst_``, ``vs_``, ``file-``/``assistant-``).
+  ids have distinct prefixes (``thread_``, ``asst_``, ``vs_``, ``file-``/``assistant-``,
+  ``conv_``, ``resp_``). A response created with ``store: false`` is not recorded: Azure
+  keeps nothing to look up later (its stamp is sent all the same, and taken off its answer).
+* A response created inside a conversation (``conversation``) is the creating tenant's, like
+  any new object; the conversation must be the caller's tenant's (a body reference, as is
+  ``previous_response_id``). A conversation's items and a response's input items are reached
+  through their conversation or response: its owner is theirs.
 * A delete that succeeds removes the record.
 * An object with neither a record nor a stamp (created before the gateway was deployed, or
   outside it) follows the config: ``ownership.unknown``, ``deny`` (default) or ``allow``.
@@ -28,7 +35,7 @@ import hashlib
 import hmac
 import json
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from gateway.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 from gateway.operations.row import THREAD, Creation, Kind
@@ -142,6 +149,19 @@ def created_id(creation: Creation, body: bytes) -> str | None:
     if not isinstance(obj, dict):
         return None
     return valid_id(creation.kind, obj.get(creation.id_field))
+
+
+def not_kept(creation: Creation, body: dict[str, Any]) -> bool:
+    """Whether a creating request asks Azure to keep no object (``creates.not_kept_when``:
+    a response with ``store: false``): then there is nothing to record."""
+    if creation.not_kept_when is None:
+        return False
+    field, value = creation.not_kept_when
+    given = body.get(field, _ABSENT)
+    return type(given) is type(value) and given == value
+
+
+_ABSENT = object()
 
 
 def valid_id(kind: Kind, value: object) -> str | None:

@@ -19,8 +19,11 @@ Rules:
   stamped kinds to 15 pairs, so the stamp always fits in Azure's 16.
 * Every answer that carries an owned object has the stamp removed: the JSON object of a row's
   ``returns`` (``strip_object_json``), each item of a ``lists`` answer (``listing``), and each
-  opening event of a streamed create (``SseStampFilter``, event by event as they pass, never
-  the whole stream). A file's filename is given back without its prefix.
+  event of a stream that carries one (``SseStampFilter``, event by event as they pass, never
+  the whole stream): the opening event of a streamed create (``thread.created``), and every
+  event of a response's stream, created or retrieved (``response.created`` …
+  ``response.completed``, the response at ``data.response``: the kind's ``EventShape``). A
+  file's filename is given back without its prefix.
 * Nothing that cannot be read is relayed unchecked: ``StampFilterError`` (the proxy answers 502,
   or cuts a stream that has started).
 """
@@ -31,10 +34,10 @@ import json
 import re
 from typing import Any
 
-from gateway.operations.row import THREAD, Kind, Operation
+from gateway.operations.row import THREAD, EventShape, Kind, Operation
 from gateway.ownership import paths
 from gateway.ownership.filenames import FILENAME_STAMP_PREFIX, split_filename
-from gateway.ownership.rules import SSE_PEEK_LIMIT, STAMP_KEY, valid_id
+from gateway.ownership.rules import STAMP_KEY, valid_id
 
 _STAMP_BYTES = STAMP_KEY.encode()
 _EOL = re.compile(rb"\r\n|\n|\r")
@@ -157,22 +160,36 @@ def _field(line: bytes) -> tuple[bytes, bytes]:
 
 
 class SseStampFilter:
-    """Removes the stamp from the ``thread.created`` events of a stream as they pass.
+    """Removes the stamp from the events of a stream that carry an owned object, as they pass.
 
-    Events are delimited by a blank line (CRLF, LF or CR line ends). An event whose first line
-    names another event type passes through at once, byte for byte; a ``thread.created`` event
-    (or one whose type is not known from its first line) is held until complete, at most
-    ``limit`` bytes, and relayed without the stamp. ``object_id`` is the id of the first
-    ``thread.created`` event. An incomplete event at the end of the stream is dropped, as an
-    SSE client would.
+    Events are delimited by a blank line (CRLF, LF or CR line ends). Which events are checked
+    is the kind's ``EventShape`` (``Kind.events``; by default only ``event``, the opening
+    event, with the object as its ``data``): a response stream's every event, its object at
+    ``data.response``; a thread's ``thread.created``. An event whose first line names a type
+    that is not checked passes through at once, byte for byte; a checked event (or one whose
+    type is not known from its first line) is held until complete, at most ``limit`` bytes
+    (the shape's ``max_event_bytes``), and relayed without the stamp — byte for byte when its
+    data cannot hold one (neither the key nor a ``\\u`` escape in it). ``object_id`` is the
+    id of the object in the first ``event`` (named by its ``event:`` line or, for a shape
+    checking every event, its data's ``type``). An incomplete event at the end of the stream
+    is dropped, as an SSE client would.
     """
 
     def __init__(
-        self, event: str = "thread.created", kind: Kind = THREAD, limit: int = SSE_PEEK_LIMIT
+        self,
+        event: str | None = "thread.created",
+        kind: Kind = THREAD,
+        limit: int | None = None,
     ) -> None:
-        self.event = event.encode("ascii")
+        self.event = event.encode("ascii") if event is not None else None
         self.kind = kind
-        self.limit = limit
+        self.shape = kind.events or EventShape((event,) if event is not None else ())
+        self.limit = limit if limit is not None else self.shape.max_event_bytes
+        self._checked = (
+            None
+            if self.shape.events is None
+            else frozenset(e.encode("ascii") for e in self.shape.events)
+        )
         #: The id of the first ``event`` (the new object's), once it has passed.
         self.object_id: str | None = None
         self._buffer = bytearray()  # bytes not yet split into lines
@@ -183,17 +200,7 @@ class SseStampFilter:
 
     def feed(self, chunk: bytes) -> bytes:
         self._buffer += chunk
-        out = bytearray()
-        start = 0
-        for eol in _EOL.finditer(self._buffer):
-            if eol.group() == b"\r" and eol.end() == len(self._buffer):
-                break  # perhaps the first half of a CRLF
-            line = bytes(self._buffer[start : eol.end()])
-            blank = eol.start() == start and not self._mid_line
-            self._mid_line = False
-            out += self._line(line, blank)
-            start = eol.end()
-        del self._buffer[:start]
+        out = self._lines(final=False)
         if self._passing and self._buffer:
             # Relay the unfinished line of a passing event now, not when it ends.
             tail = self._buffer[:-1] if self._buffer.endswith(b"\r") else self._buffer[:]
@@ -202,15 +209,32 @@ class SseStampFilter:
                 del self._buffer[: len(tail)]
                 self._mid_line = True
         if self._held_size + len(self._buffer) > self.limit:
-            raise StampFilterError("a thread.created event is too large to check")
+            raise StampFilterError(f"a {self.kind.name} event is too large to check")
         return bytes(out)
 
     def finish(self) -> bytes:
-        """What is left at the end of the stream (a passing event's last bytes)."""
+        """What is left at the end of the stream: a passing event's last bytes, or the event
+        a last CR completes (at the end of the stream it is a line end, not half a CRLF)."""
+        out = self._lines(final=True)
         rest = bytes(self._buffer) if self._passing else b""
         self._buffer.clear()
         self._held, self._held_size = [], 0
-        return rest
+        return bytes(out) + rest
+
+    def _lines(self, *, final: bool) -> bytearray:
+        """The output of every complete line in the buffer (which keeps the rest)."""
+        out = bytearray()
+        start = 0
+        for eol in _EOL.finditer(self._buffer):
+            if not final and eol.group() == b"\r" and eol.end() == len(self._buffer):
+                break  # perhaps the first half of a CRLF
+            line = bytes(self._buffer[start : eol.end()])
+            blank = eol.start() == start and not self._mid_line
+            self._mid_line = False
+            out += self._line(line, blank)
+            start = eol.end()
+        del self._buffer[:start]
+        return out
 
     def _line(self, line: bytes, blank: bool) -> bytes:
         if self._passing:
@@ -218,9 +242,9 @@ class SseStampFilter:
             return line
         if blank and not self._held:
             return line  # a blank line between events
-        if not self._held and not blank:
+        if not self._held and not blank and self._checked is not None:
             name, value = _field(_EOL.sub(b"", line))
-            if name == b"event" and value != self.event:
+            if name == b"event" and value not in self._checked:
                 self._passing = True
                 return line
         self._held.append(line)
@@ -232,16 +256,25 @@ class SseStampFilter:
         raw = b"".join(lines)
         fields = [_field(_EOL.sub(b"", line)) for line in lines[:-1]]
         events = [value for name, value in fields if name == b"event"]
-        if not events or events[-1] != self.event:
+        etype = events[-1] if events else None
+        if self._checked is not None and (etype is None or etype not in self._checked):
             return raw
         data = b"\n".join(value for name, value in fields if name == b"data")
+        marked = _marker(self.kind) in data or b"\\u" in data
+        wants_id = self.object_id is None and self.event is not None
+        if not marked and not wants_id:
+            return raw  # no stamp can be in it: as it was
         try:
             obj = json.loads(data)
         except (ValueError, RecursionError):
-            raise StampFilterError("unreadable thread.created event") from None
-        if self.object_id is None and isinstance(obj, dict):
-            self.object_id = valid_id(self.kind, obj.get("id"))
-        stripped, had = without_stamp(obj, self.kind)
+            if marked or (self.event is not None and etype == self.event):
+                raise StampFilterError(f"unreadable {self.kind.name} event") from None
+            return raw  # not JSON (``[DONE]``), and no stamp in it
+        if wants_id and self._opens(etype, obj):
+            found = _object_at(obj, self.shape.at)
+            if isinstance(found, dict):
+                self.object_id = valid_id(self.kind, found.get("id"))
+        stripped, had = _without_stamp_at(obj, self.shape.at, self.kind)
         if not had and _marker(self.kind) not in data:
             return raw
         eol = _EOL.search(lines[-1])
@@ -254,3 +287,31 @@ class SseStampFilter:
                 out.append(b"data: " + dump(stripped) + end)
                 replaced = True
         return b"".join(out) + lines[-1]
+
+    def _opens(self, etype: bytes | None, obj: Any) -> bool:
+        """Whether an event is the opening one: named so by its ``event:`` line, or (a shape
+        that checks every event) by its data's ``type``."""
+        if etype is not None and etype == self.event:
+            return True
+        if self._checked is not None or not isinstance(obj, dict) or self.event is None:
+            return False
+        return bool(obj.get("type") == self.event.decode("ascii"))
+
+
+def _object_at(obj: Any, at: tuple[str, ...]) -> Any:
+    for key in at:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _without_stamp_at(obj: Any, at: tuple[str, ...], kind: Kind) -> tuple[Any, bool]:
+    """``obj`` with the object at ``at`` (``()``: ``obj`` itself) without its stamp."""
+    if not at:
+        return without_stamp(obj, kind)
+    head, rest = at[0], at[1:]
+    if not isinstance(obj, dict) or not isinstance(obj.get(head), dict):
+        return obj, False
+    inner, had = _without_stamp_at(obj[head], rest, kind)
+    return ({**obj, head: inner}, True) if had else (obj, False)

@@ -59,6 +59,27 @@ TOO_MANY_VECTOR_STORES = "too_many_vector_stores"
 BODY_NOT_ALLOWED = "body_not_allowed"
 MODEL_NOT_ALLOWED = "model_not_allowed"
 TOOL_NOT_ALLOWED = "tool_not_allowed"
+#: The v1 API's (responses, conversations).
+TOO_MANY_INPUT_ITEMS = "too_many_input_items"
+TOO_MANY_IMAGES = "too_many_images"
+REQUEST_CONTENT_TOO_LONG = "request_content_too_long"
+MCP_SERVER_NOT_ALLOWED = "mcp_server_not_allowed"
+STORE_NOT_ALLOWED = "store_not_allowed"
+BACKGROUND_NOT_ALLOWED = "background_not_allowed"
+MAX_OUTPUT_TOKENS_TOO_LARGE = "max_output_tokens_too_large"
+INPUT_ITEM_ID_NOT_ALLOWED = "input_item_id_not_allowed"
+V1_API_REASONS: frozenset[str] = frozenset(
+    {
+        TOO_MANY_INPUT_ITEMS,
+        TOO_MANY_IMAGES,
+        REQUEST_CONTENT_TOO_LONG,
+        MCP_SERVER_NOT_ALLOWED,
+        STORE_NOT_ALLOWED,
+        BACKGROUND_NOT_ALLOWED,
+        MAX_OUTPUT_TOKENS_TOO_LARGE,
+        INPUT_ITEM_ID_NOT_ALLOWED,
+    }
+)
 #: A file upload's refusals (``gateway.policy.multipart``: 400, ``file_too_large`` 413).
 UPLOAD_REASONS: frozenset[str] = frozenset(
     {FILE_TOO_LARGE, PURPOSE_NOT_ALLOWED, INVALID_FILENAME, INVALID_MULTIPART}
@@ -94,6 +115,7 @@ POLICY_REASONS: frozenset[str] = frozenset(
         MODEL_NOT_ALLOWED,
         TOOL_NOT_ALLOWED,
         *UPLOAD_REASONS,
+        *V1_API_REASONS,
     }
 )
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from gateway.operations.apiversions import KNOWN_VERSIONS
 from gateway.ownership.rules import STAMP_KEY
+from gateway.policy.urls import UrlError, parse_https_url
 
 AZURE_ROLES: frozenset[str] = frozenset({"user", "assistant"})
 AZURE_ATTACHMENT_TOOLS: frozenset[str] = frozenset({"code_interpreter", "file_search"})
@@ -32,6 +33,31 @@ AZURE_ATTACHMENT_TOOLS: frozenset[str] = frozenset({"code_interpreter", "file_se
 AZURE_TOOLS: frozenset[str] = frozenset(
     {"code_interpreter", "file_search", "function", "retrieval"}
 )
+#: The v1 API's tool types (``OpenAI.Tool`` of ``azure-v1-v1-generated.json``; each Assistants
+#: checker still accepts only its own api-version's types).
+V1_API_TOOLS: frozenset[str] = frozenset(
+    {
+        "function",
+        "file_search",
+        "web_search",
+        "web_search_preview",
+        "code_interpreter",
+        "mcp",
+        "image_generation",
+        "computer_use_preview",
+        "local_shell",
+    }
+)
+ALL_TOOLS: frozenset[str] = AZURE_TOOLS | V1_API_TOOLS
+#: Roles of v1 API input messages (``OpenAI.EasyInputMessage``/``InputMessage``).
+AZURE_INPUT_ROLES: frozenset[str] = frozenset({"user", "assistant", "system", "developer"})
+#: Items one conversations create / items create may carry (Azure: "up to 20 at a time").
+AZURE_CONVERSATION_ITEMS = 20
+#: Gateway ceilings (the documents set none): input items per request (``input`` of
+#: responses create), ``input_file`` and ``input_image`` parts per request.
+INPUT_ITEMS_CEILING = 1000
+INPUT_FILES_CEILING = 100
+INPUT_IMAGES_CEILING = 500
 #: Files on one assistant (v1 ``file_ids`` maxItems, v2 ``code_interpreter.file_ids``).
 AZURE_ASSISTANT_FILES = 20
 #: Files named when a store is made inside a thread or assistant (``vector_stores[].file_ids``).
@@ -84,8 +110,8 @@ class PolicyLimits:
     max_vector_stores: int = 1
     #: Deployment names assistants and run ``model`` overrides may name (empty: any).
     models: frozenset[str] = frozenset()
-    #: Tool types assistants and runs may use (and tool resources they may carry).
-    tools: frozenset[str] = AZURE_TOOLS
+    #: Tool types assistants, runs and responses may use (and tool resources they may carry).
+    tools: frozenset[str] = ALL_TOOLS
     #: Code points of assistant and run ``instructions``; None = the api-version's maximum.
     max_instructions_chars: int | None = None
     max_assistant_files: int = AZURE_ASSISTANT_FILES
@@ -94,6 +120,24 @@ class PolicyLimits:
     max_file_bytes: int = AZURE_MAX_FILE_BYTES
     #: Purposes a file may be uploaded for (the Assistants' own by default).
     file_purposes: frozenset[str] = frozenset({"assistants"})
+    # -- the v1 API (responses, conversations) ------------------------------------------
+    #: Roles of input messages (``input``, conversation ``items``).
+    input_roles: frozenset[str] = AZURE_INPUT_ROLES
+    #: Input items per request (responses ``input``; conversation ``items``: also at most 20).
+    max_input_items: int = INPUT_ITEMS_CEILING
+    #: Code points of all the text one request carries (instructions and every text part);
+    #: None: only the per-item limit (``max_content_chars``).
+    max_request_content_chars: int | None = None
+    #: ``input_file`` and ``input_image`` parts per request.
+    max_input_files: int = INPUT_FILES_CEILING
+    max_input_images: int = INPUT_IMAGES_CEILING
+    #: The exact ``https`` ``server_url`` an ``mcp`` tool may name (empty: no ``mcp`` tool).
+    mcp_server_urls: frozenset[str] = frozenset()
+    #: ``store`` (false: ``store: true`` is refused, an absent ``store`` is sent as false).
+    allow_store: bool = True
+    allow_background: bool = True
+    #: Ceiling of ``max_output_tokens`` (None: Azure's; set: an absent one is sent as it).
+    max_output_tokens: int | None = None
 
 
 AZURE_LIMITS = PolicyLimits(file_purposes=AZURE_FILE_PURPOSES)
@@ -112,6 +156,9 @@ _COUNTS: tuple[tuple[str, int], ...] = (
     ("max_assistant_files", 0),
     ("max_vector_store_files", 0),
     ("max_file_bytes", 1),
+    ("max_input_items", 0),
+    ("max_input_files", 0),
+    ("max_input_images", 0),
 )
 _FLAGS = (
     "allow_content_parts",
@@ -119,7 +166,13 @@ _FLAGS = (
     "allow_image_url",
     "allow_external_image_urls",
     "deny_private_image_urls",
+    "allow_store",
+    "allow_background",
 )
+#: The smallest ``max_output_tokens`` Azure accepts.
+MIN_OUTPUT_TOKENS = 16
+#: Largest integer a count may hold (int32, as the documents type them).
+_INT32 = 2**31 - 1
 
 
 def _is_int(value: object) -> bool:
@@ -149,8 +202,8 @@ def limit_problems(limits: PolicyLimits, prefix: str) -> list[str]:
             f"{prefix}.max_instructions_chars: must be null or an integer between 1 and "
             f"{AZURE_MAX_CONTENT_CHARS}"
         )
-    if not _is_str_set(limits.tools) or not limits.tools <= AZURE_TOOLS:
-        problems.append(f"{prefix}.tools: must be a subset of {sorted(AZURE_TOOLS)}")
+    if not _is_str_set(limits.tools) or not limits.tools <= ALL_TOOLS:
+        problems.append(f"{prefix}.tools: must be a subset of {sorted(ALL_TOOLS)}")
     if not _is_str_set(limits.models) or not all(
         0 < len(model) <= MAX_MODEL_CHARS for model in limits.models
     ):
@@ -176,7 +229,45 @@ def limit_problems(limits: PolicyLimits, prefix: str) -> list[str]:
             f"{prefix}.file_purposes: must be a subset of {sorted(AZURE_FILE_PURPOSES)}"
         )
     problems.extend(_required_key_problems(limits, prefix))
+    problems.extend(_v1_api_problems(limits, prefix))
     return problems
+
+
+def _v1_api_problems(limits: PolicyLimits, prefix: str) -> list[str]:
+    """The v1 API's keys (responses, conversations)."""
+    problems: list[str] = []
+    roles = limits.input_roles
+    if not _is_str_set(roles) or not roles or not roles <= AZURE_INPUT_ROLES:
+        problems.append(
+            f"{prefix}.input_roles: must be a non-empty subset of {sorted(AZURE_INPUT_ROLES)}"
+        )
+    chars = limits.max_request_content_chars
+    if chars is not None and (not _is_int(chars) or not 1 <= chars <= _INT32):
+        problems.append(
+            f"{prefix}.max_request_content_chars: must be null or an integer between 1 and {_INT32}"
+        )
+    tokens = limits.max_output_tokens
+    if tokens is not None and (not _is_int(tokens) or not MIN_OUTPUT_TOKENS <= tokens <= _INT32):
+        problems.append(
+            f"{prefix}.max_output_tokens: must be null or an integer between "
+            f"{MIN_OUTPUT_TOKENS} and {_INT32}"
+        )
+    urls = limits.mcp_server_urls
+    if not _is_str_set(urls) or not all(_is_exact_https(url) for url in urls):
+        problems.append(f"{prefix}.mcp_server_urls: must be a set of exact https:// URLs")
+    return problems
+
+
+def _is_exact_https(url: str) -> bool:
+    """An allow-listed MCP server: a plain ``https://host[:port]/path`` (no userinfo, query
+    or fragment; compared exactly, so written as callers send it)."""
+    if not url.startswith("https://") or any(c in url for c in "?#@"):
+        return False
+    try:
+        parse_https_url(url)
+    except UrlError:
+        return False
+    return True
 
 
 def _required_key_problems(limits: PolicyLimits, prefix: str) -> list[str]:
@@ -209,11 +300,15 @@ def effective_limits(limits: PolicyLimits) -> PolicyLimits:
         limits,
         roles=limits.roles & az.roles,
         attachment_tools=limits.attachment_tools & az.attachment_tools,
-        tools=limits.tools & az.tools,
+        tools=limits.tools & ALL_TOOLS,
+        input_roles=limits.input_roles & az.input_roles,
         file_purposes=limits.file_purposes & az.file_purposes,
         max_content_chars=None if chars is None else min(chars, AZURE_MAX_CONTENT_CHARS),
         max_instructions_chars=None
         if instructions is None
         else min(instructions, AZURE_MAX_CONTENT_CHARS),
+        max_output_tokens=None
+        if limits.max_output_tokens is None
+        else max(limits.max_output_tokens, MIN_OUTPUT_TOKENS),
         **{name: min(getattr(limits, name), getattr(az, name)) for name, _ in _COUNTS},
     )

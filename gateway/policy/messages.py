@@ -173,6 +173,11 @@ def _part(value: Any, path: str, limits: PolicyLimits, max_chars: int) -> dict[s
     return {"type": kind, kind: out}
 
 
+def check_image_url(value: Any, path: str, limits: PolicyLimits) -> str:
+    """An image (or v1 API ``input_file``) URL under the profile's URL rules."""
+    return _image_url(value, path, limits)
+
+
 def _image_url(value: Any, path: str, limits: PolicyLimits) -> str:
     url = as_str(value, path)
     if url[:5].lower() == "data:":

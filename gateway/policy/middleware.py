@@ -62,7 +62,7 @@ class PolicyMiddleware:
         body = _checked(ctx.match, raw, headers, ctx.profile.policy)
         ctx.body = body
         ctx.stages["policy"] = time.perf_counter() - started
-        ctx.stream = bool(ctx.match.row.streams and body and body.get("stream") is True)
+        ctx.stream = ctx.match.wants_stream(body)
         await self.app(scope, receive, send)
 
 

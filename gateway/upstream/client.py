@@ -226,7 +226,9 @@ class UpstreamClient:
     ) -> UpstreamResponse:
         """Send one request; a body given as an async iterable is streamed (``Content-Length``
         when the headers carry one, else chunked)."""
-        expected = f"{self._base_path}{path}?{query}".encode("ascii")
+        # An empty query (the v1 API without its optional api-version) is sent without ``?``.
+        target = f"{self._base_path}{path}?{query}" if query else f"{self._base_path}{path}"
+        expected = target.encode("ascii")
         streamed = body is not None and not isinstance(body, bytes)
         request = httpx.Request(
             method,
