@@ -28,7 +28,7 @@ from gateway.config.document import OTHER_VARIABLES
 from gateway.config.schema import is_section
 from gateway.policy.limits import PolicyLimits
 from gateway.ratelimit.gcra import Rate, RateLimitProfile
-from tests.stack import base_config
+from tests.stack import base_config, deep_merge
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -165,7 +165,7 @@ def test_readme_migration_example_is_a_valid_config() -> None:
     example = re.search(r"```toml\n(.*?)```", section, re.S)
     assert example is not None
     data = tomllib.loads(example.group(1))
-    config = parse({**base_config("https://example.invalid", "/dev/null", None), **data})
+    config = parse(deep_merge(base_config("https://example.invalid", "/dev/null", None), data))
     profile = config.profiles["support-bot"]
     for op in (
         "messages.create",

@@ -41,7 +41,7 @@ STRICT_POLICY: dict[str, Any] = {
     "allow_background": False,
 }
 OWNED: dict[str, Any] = {
-    "ownership": {"enabled": True, "unknown": "deny"},
+    "threads": {"ownership": True, "unknown": "deny"},
     "rate_limit": {"enabled": False},
     "auth": {
         "callers": [
