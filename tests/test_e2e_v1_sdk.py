@@ -26,10 +26,11 @@ import openai
 import pytest
 
 from gateway.auth.tokens import default_domain
+from gateway.ownership.filenames import stamp_filename
 from gateway.ownership.rules import tenant_digest
 from tests.fakeazure import FakeAzure
 from tests.servers import RedisServer
-from tests.stack import ISSUER, Stack, running_stack
+from tests.stack import ISSUER, V2, Stack, running_stack
 
 STAMP_KEY = "gateway_owner"
 MODEL = "gpt-4o"
@@ -334,3 +335,47 @@ def test_another_tenants_objects_via_the_sdk(stack: Stack) -> None:
     assert len(stack.fake.requests) == before, stack.fake.requests[before:]
     # Still the owner's.
     assert a.conversations.retrieve(conv.id).id == conv.id
+
+
+def file_input(file_id: str) -> Any:
+    return {
+        "type": "message",
+        "role": "user",
+        "content": [
+            {"type": "input_text", "text": "What does the file say?"},
+            {"type": "input_file", "file_id": file_id},
+        ],
+    }
+
+
+def test_v1_files_are_the_assistants_files(stack: Stack) -> None:
+    """A file uploaded on /openai/v1/files is the same owned FILE: stamped in its name at
+    Azure, named by a response's ``input_file``, seen by the Assistants client, another
+    tenant's 404 and ``reference_not_found``."""
+    token = stack.token()
+    c = sdk(stack, token)
+    uploaded = c.files.create(file=("notes.txt", b"The plan is secret.\n"), purpose="assistants")
+    assert uploaded.filename == "notes.txt"
+    answer = c.responses.create(model=MODEL, input=[file_input(uploaded.id)])
+    assert answer.status == "completed"
+    assistants = openai.AzureOpenAI(
+        azure_endpoint=stack.url, api_version=V2, azure_ad_token=token, max_retries=0
+    )
+    assert assistants.files.retrieve(uploaded.id).filename == "notes.txt"
+    uploads = [r for r in stack.fake.requests if (r.method, r.path) == ("POST", "/openai/v1/files")]
+    assert len(uploads) == 1
+    assert f'filename="{stamp_filename(owner_digest(), "notes.txt")}"'.encode() in uploads[0].body
+    (sent,) = bodies(stack.fake, "POST", "/openai/v1/responses")
+    assert sent["input"][0]["content"][1] == {"type": "input_file", "file_id": uploaded.id}
+    assert_only_gateway_credentials(stack, token)
+
+    before = len(stack.fake.requests)
+    other = sdk(stack, stack.token(namespace="team-b"))
+    with pytest.raises(openai.NotFoundError) as not_found:
+        other.files.retrieve(uploaded.id)
+    assert not_found.value.code == "file_not_found"
+    with pytest.raises(openai.BadRequestError) as refused:
+        other.responses.create(model=MODEL, input=[file_input(uploaded.id)])
+    assert refused.value.code == "reference_not_found"
+    assert refused.value.param == "input[0].content[1].file_id"
+    assert len(stack.fake.requests) == before
