@@ -545,3 +545,15 @@ def test_stock_sdk_against_the_fake(
     assert [i.type for i in inputs] == ["message"]
     assert fake.requests[-1].header("authorization") == f"Bearer {KEY}"
     client.close()
+
+
+def test_a_stream_left_early_finishes_server_side(fake: FakeAzure, az: V1) -> None:
+    fake.response_event_delay_s = 0.05
+    body = {"model": "m", "input": "leave early please", "stream": True}
+    with az.http.stream("POST", "/openai/v1/responses", json=body) as response:
+        first = next(line for line in response.iter_lines() if line.startswith("data: "))
+    rid = json.loads(first[6:])["response"]["id"]
+    assert fake.requests[-1].outcome.ended.wait(5)
+    assert fake.requests[-1].closed_early.is_set()
+    done = az.call("GET", f"responses/{rid}", "AzureResponse")
+    assert done["status"] == "completed" and done["output"][0]["status"] == "completed"
