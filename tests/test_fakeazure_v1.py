@@ -124,6 +124,16 @@ def test_validators_catch_what_the_documents_forbid() -> None:
     assert errors(V1_API, "AzureOpenAIFile", {"id": "f", "purpose": "vision"})
     assert errors(CONVERSATIONS, "Conversation", {"id": "c", "object": "thread"})
     assert errors(V1_API, DELETED_RESPONSE, {"id": "r", "object": "response", "deleted": True})
+    item = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed"}
+    text = {"type": "output_text", "text": "x"}
+    assert any(
+        "annotations" in e
+        for e in errors(V1_API, "OpenAI.ItemResource", {**item, "content": [text]})
+    )
+    assert not errors(
+        V1_API, "OpenAI.ItemResource", {**item, "content": [{**text, "annotations": []}]}
+    )
+    assert errors(V1_API, "OpenAI.ResponseUsage", {"input_tokens": 1})
 
 
 # ----------------------------------------------------------------- responses
@@ -203,6 +213,20 @@ def test_refusals(az: V1) -> None:
         ({"model": "m", "max_output_tokens": 3}, "max_output_tokens"),
         ({"model": "m", "input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
         ({"model": "m", "conversation": {"id": 3}}, "conversation"),
+        (
+            {
+                "model": "m",
+                "input": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "input_image", "image_url": "https://x/y.png", "detail": "max"}
+                        ],
+                    }
+                ],
+            },
+            "input[0].content[0].detail",
+        ),
     ):
         answer = az.send("POST", "responses", json=body)
         assert answer.status_code == 400, body
@@ -545,3 +569,15 @@ def test_stock_sdk_against_the_fake(
     assert [i.type for i in inputs] == ["message"]
     assert fake.requests[-1].header("authorization") == f"Bearer {KEY}"
     client.close()
+
+
+def test_a_stream_left_early_finishes_server_side(fake: FakeAzure, az: V1) -> None:
+    fake.response_event_delay_s = 0.05
+    body = {"model": "m", "input": "leave early please", "stream": True}
+    with az.http.stream("POST", "/openai/v1/responses", json=body) as response:
+        first = next(line for line in response.iter_lines() if line.startswith("data: "))
+    rid = json.loads(first[6:])["response"]["id"]
+    assert fake.requests[-1].outcome.ended.wait(5)
+    assert fake.requests[-1].closed_early.is_set()
+    done = az.call("GET", f"responses/{rid}", "AzureResponse")
+    assert done["status"] == "completed" and done["output"][0]["status"] == "completed"
