@@ -39,15 +39,20 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
-from tests.fakeazure import runs, surface
+from tests.fakeazure import responses, runs, surface
 from tests.fakeazure.files import CONTENT_CHUNK, StoredFile, file_json
+from tests.fakeazure.responses import Response, response_json
 from tests.fakeazure.shapes import (
+    V1_API_VERSIONS,
+    V1_PREFIX,
     VERSIONS,
     FakeError,
     Generation,
     Json,
     apim_error,
+    invalid,
     match_route,
+    match_v1_route,
     parse_body,
     parse_list_query,
 )
@@ -135,6 +140,13 @@ class _Content:
 class _RunStream:
     run: Run
     prelude: list[Event]
+
+
+@dataclass(frozen=True)
+class _ResponseStream:
+    response: Response
+    starting_after: int  # sequence number; -1: from the first event
+    drain_on_exit: bool  # a foreground response finishes server-side if the client leaves
 
 
 class _Responder:
@@ -266,6 +278,13 @@ class FakeAzure:
     fail_runs: bool = False
     #: Unstreamed runs complete on their own once this old (each retrieve also advances them).
     run_complete_after_s: float = 2.0
+    #: v1 API: pause between live events of a streamed response.
+    response_event_delay_s: float = 0.02
+    #: Background responses not being streamed complete once this old (checked on every v1
+    #: request; each retrieve also moves a queued one to ``in_progress``).
+    response_complete_after_s: float = 2.0
+    #: v1 responses end in ``failed`` (``response.failed``, error server_error).
+    fail_responses: bool = False
 
     def __init__(
         self,
@@ -293,6 +312,7 @@ class FakeAzure:
         self.store.reset()
         self.fail_runs_after_events = None
         self.fail_runs = False
+        self.fail_responses = False
 
     def script(
         self, response: ScriptedResponse, *, path_prefix: str | None = None, count: int = 1
@@ -365,6 +385,8 @@ class FakeAzure:
             return
         if isinstance(result, _RunStream):
             await self._stream_run(result, responder)
+        elif isinstance(result, _ResponseStream):
+            await self._stream_response(result, responder)
         elif isinstance(result, _Content):
             await self._stream_content(result, responder)
         else:
@@ -385,12 +407,14 @@ class FakeAzure:
             )
         )
 
-    def _answer(self, record: RecordedRequest) -> Json | _RunStream | _Content:
+    def _answer(self, record: RecordedRequest) -> Json | _RunStream | _ResponseStream | _Content:
         if not self._authorized(record):
             raise apim_error(401, "401", _DENIED)
         query: dict[str, str] = {}
         for key, value in parse_qsl(record.query, keep_blank_values=True):
             query.setdefault(key, value)
+        if record.path.startswith(V1_PREFIX):
+            return self._answer_v1(record, query)
         if "api-version" not in query:
             raise apim_error(404, "404", "Resource not found")
         gen = VERSIONS.get(query["api-version"])
@@ -413,6 +437,60 @@ class FakeAzure:
                     self.store, name, gen, params, parse_list_query(query, gen), body
                 )
             return self._dispatch(name, gen, params, query, body)
+
+    def _answer_v1(
+        self, record: RecordedRequest, query: dict[str, str]
+    ) -> Json | _ResponseStream | _Content:
+        """The v1 API: ``api-version`` absent (Azure's default, v1), ``v1`` or ``preview``."""
+        version = query.get("api-version")
+        if version is not None and version not in V1_API_VERSIONS:
+            raise apim_error(400, "BadRequest", "API version not supported")
+        route = match_v1_route(record.method, record.path)
+        if route is None:
+            raise apim_error(404, "404", "Resource not found")
+        name, params = route
+        if name == "files.v1.upload":
+            with self.store.lock:
+                return file_json(
+                    self.store.files.upload(record.header("content-type"), record.body)
+                )
+        body = parse_body(record.method, record.body)
+        with self.store.lock:
+            rs = self.store.responses
+            rs.catch_up(self.response_complete_after_s)
+            if name == "responses.create":
+                return self._create_response(body)
+            if name == "responses.retrieve":
+                r = rs.get(params["response_id"])
+                if query.get("stream", "false").lower() == "true":
+                    if not r.background:
+                        raise invalid(
+                            "Only responses created with background=true can be streamed.",
+                            "stream",
+                            "invalid_request",
+                        )
+                    r.streaming = True
+                    return _ResponseStream(r, responses.parse_starting_after(query), False)
+                responses.poll(r)
+                return response_json(r)
+            result = surface.dispatch_v1(
+                self.store, name, params, parse_list_query(query, "v2"), body
+            )
+            return _Content(result) if isinstance(result, StoredFile) else result
+
+    def _create_response(self, body: Json) -> Json | _ResponseStream:
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise invalid(
+                "Invalid type for 'stream': expected a boolean.", "stream", "invalid_type"
+            )
+        r = self.store.responses.create(body, self.answer, self.fail_responses)
+        if stream:
+            r.streaming = True
+            return _ResponseStream(r, -1, not r.background)
+        if not r.background:
+            responses.drain(r)
+        return response_json(r)
 
     def _dispatch(
         self, name: str, gen: Generation, p: dict[str, str], q: dict[str, str], body: Json
@@ -485,6 +563,22 @@ class FakeAzure:
                 if run.streaming:  # the client left before the first frame was asked for
                     run.streaming = False
                     runs.drain(store, run)
+
+    async def _stream_response(self, plan: _ResponseStream, responder: _Responder) -> None:
+        store, r = self.store, plan.response
+        frames = responses.stream_frames(
+            store.lock, r, plan.starting_after, self.response_event_delay_s, plan.drain_on_exit
+        )
+        try:
+            await responder.stream(
+                200, [("content-type", "text/event-stream"), ("cache-control", "no-cache")], frames
+            )
+        finally:
+            with store.lock:
+                if r.streaming:  # the client left before the first frame was asked for
+                    r.streaming = False
+                    if plan.drain_on_exit:
+                        responses.drain(r)
 
     async def _stream_content(self, content: _Content, responder: _Responder) -> None:
         data = content.file.content

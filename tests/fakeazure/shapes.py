@@ -70,6 +70,17 @@ def not_found(kind: str, obj_id: str) -> FakeError:
     return FakeError(404, {"error": error})
 
 
+def v1_not_found(kind: str, obj_id: str, param: str | None = None) -> FakeError:
+    """The v1 service's 404 for an id it does not have (the OpenAI reference's wording)."""
+    error = {
+        "code": "not_found",
+        "message": f"{kind} with id '{obj_id}' not found.",
+        "param": param,
+        "type": "invalid_request_error",
+    }
+    return FakeError(404, {"error": error})
+
+
 def apim_error(status: int, code: str, message: str) -> FakeError:
     """The short ``{"error": {"code", "message"}}`` shape Azure's front door answers with."""
     return FakeError(status, {"error": {"code": code, "message": message}})
@@ -304,23 +315,70 @@ _LITERALS = frozenset(
 )
 
 
-def match_route(method: str, raw_path: str, gen: Generation) -> tuple[str, dict[str, str]] | None:
-    if not raw_path.startswith("/openai/"):
-        return None
-    segments = [unquote(s) for s in raw_path[len("/openai/") :].split("/")]
-    for route_method, template, needs, name in _ROUTES:
+#: The v1 API (``/openai/v1/``): api-version optional, ``v1`` or ``preview``.
+V1_PREFIX = "/openai/v1/"
+V1_API_VERSIONS = frozenset({"v1", "preview"})
+_RS = "responses/{response_id}"
+_CV = "conversations/{conversation_id}"
+#: (method, path template under /openai/v1/, operation name as gateway/operations names it).
+_V1_ROUTES: tuple[tuple[str, str, str], ...] = (
+    ("POST", "responses", "responses.create"),
+    ("GET", _RS, "responses.retrieve"),
+    ("DELETE", _RS, "responses.delete"),
+    ("POST", _RS + "/cancel", "responses.cancel"),
+    ("GET", _RS + "/input_items", "responses.input_items.list"),
+    ("POST", "conversations", "conversations.create"),
+    ("GET", _CV, "conversations.retrieve"),
+    ("POST", _CV, "conversations.update"),
+    ("DELETE", _CV, "conversations.delete"),
+    ("POST", _CV + "/items", "conversations.items.create"),
+    ("GET", _CV + "/items", "conversations.items.list"),
+    ("GET", _CV + "/items/{item_id}", "conversations.items.retrieve"),
+    ("DELETE", _CV + "/items/{item_id}", "conversations.items.delete"),
+    ("POST", "files", "files.v1.upload"),
+    ("GET", "files", "files.v1.list"),
+    ("GET", _F, "files.v1.retrieve"),
+    ("DELETE", _F, "files.v1.delete"),
+    ("GET", _F + "/content", "files.v1.content"),
+)
+_V1_LITERALS = frozenset(
+    part for _, template, _ in _V1_ROUTES for part in template.split("/") if "{" not in part
+)
+
+
+def _match(
+    method: str,
+    segments: list[str],
+    routes: Sequence[tuple[str, str, str]],
+    literals: frozenset[str],
+) -> tuple[str, dict[str, str]] | None:
+    for route_method, template, name in routes:
         parts = template.split("/")
-        if route_method != method or needs not in (None, gen) or len(parts) != len(segments):
+        if route_method != method or len(parts) != len(segments):
             continue
         params: dict[str, str] = {}
         for part, segment in zip(parts, segments, strict=True):
-            if part.startswith("{") and segment and segment not in _LITERALS:
+            if part.startswith("{") and segment and segment not in literals:
                 params[part[1:-1]] = segment
             elif part != segment:
                 break
         else:
             return name, params
     return None
+
+
+def match_route(method: str, raw_path: str, gen: Generation) -> tuple[str, dict[str, str]] | None:
+    if not raw_path.startswith("/openai/"):
+        return None
+    segments = [unquote(s) for s in raw_path[len("/openai/") :].split("/")]
+    routes = [(m, t, n) for m, t, needs, n in _ROUTES if needs in (None, gen)]
+    return _match(method, segments, routes, _LITERALS)
+
+
+def match_v1_route(method: str, raw_path: str) -> tuple[str, dict[str, str]] | None:
+    """A route of the v1 API; ``raw_path`` starts with ``V1_PREFIX``."""
+    segments = [unquote(s) for s in raw_path[len(V1_PREFIX) :].split("/")]
+    return _match(method, segments, _V1_ROUTES, _V1_LITERALS)
 
 
 def parse_body(method: str, body: bytes) -> Json:

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.fakeazure.assistants import Assistants
+from tests.fakeazure.conversations import Conversations
 from tests.fakeazure.files import Files
+from tests.fakeazure.responses import Responses
 from tests.fakeazure.shapes import (
     Generation,
     Json,
@@ -225,6 +227,10 @@ class Store:
             self.files = Files(self.now, self.next_seq)
             self.vector_stores = VectorStores(self.now, self.next_seq, self.files)
             self.assistants = Assistants(self.now, self.next_seq, self.vector_stores.expand)
+            self.conversations = Conversations(self.now, self.next_seq, self.files)
+            self.responses = Responses(
+                self.now, self.clock, self.next_seq, self.files, self.conversations
+            )
 
     def now(self) -> int:
         return int(self.clock())
