@@ -124,7 +124,6 @@ def test_a_given_api_version_is_forwarded_and_a_dated_one_refused(gw: Stack) -> 
 
 
 Call = Callable[[openai.OpenAI], Any]
-USER = {"role": "user", "content": "hi"}
 REFUSALS: list[tuple[str, Call, str, str]] = [
     (
         "mcp to another server",
@@ -199,7 +198,7 @@ REFUSALS: list[tuple[str, Call, str, str]] = [
     ),
     (
         "four items in a conversation",
-        lambda c: c.conversations.create(items=[USER] * 4),
+        lambda c: c.conversations.create(items=[{"role": "user", "content": "hi"}] * 4),
         "too_many_input_items",
         "items",
     ),
