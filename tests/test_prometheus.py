@@ -189,6 +189,15 @@ def mixed_traffic(gw: Stack) -> None:
             c.get(f"/openai/threads/{tid}/messages", params=q, headers=gw.auth()),
         ]
         assert [r.status_code for r in ok] == [200, 200, 200]
+        # A streamed answer (the v1 API's streamed response): its time to first event.
+        with c.stream(
+            "POST",
+            "/openai/v1/responses",
+            headers=gw.auth(),
+            json={"model": "gpt-4o", "input": "hello", "stream": True},
+        ) as streamed_response:
+            assert streamed_response.status_code == 200
+            assert b"response.completed" in streamed_response.read()
         refused = {
             401: c.get(f"/openai/threads/{tid}", params=q),
             403: c.post("/openai/threads", params=q, json={}, headers=gw.auth(namespace="readers")),

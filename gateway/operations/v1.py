@@ -98,8 +98,13 @@ _RESPONSE_ROWS: tuple[Operation, ...] = (
         "write",
         body=check_create_response,
         streams=True,
+        # A response with ``store: false`` is not kept by Azure: nothing is recorded.
         creates=Creation(
-            RESPONSE, id_field="id", stamp_at=("metadata",), sse_event="response.created"
+            RESPONSE,
+            id_field="id",
+            stamp_at=("metadata",),
+            sse_event="response.created",
+            not_kept_when=("store", False),
         ),
         returns=RESPONSE,
         refs=_RESPONSE_REFS,
