@@ -418,8 +418,13 @@ def test_a_streamed_response_holds_the_concurrency_slot(
         # The time to first event of both streamed operations is in the metrics.
         metrics = stack.gateway.metrics
         assert metrics is not None
+        # Observed when the request finishes, just after its last bytes reached the client.
         for operation in ("responses.create", "responses.retrieve"):
-            count = metrics.registry.get_sample_value(
-                "gateway_time_to_first_event_seconds_count", {"operation": operation}
-            )
+            deadline = time.monotonic() + 5
+            count = None
+            while (count is None or count < 1) and time.monotonic() < deadline:
+                count = metrics.registry.get_sample_value(
+                    "gateway_time_to_first_event_seconds_count", {"operation": operation}
+                )
+                time.sleep(0.02)
             assert count is not None and count >= 1, operation
