@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -380,3 +381,18 @@ def test_v1_files_are_the_assistants_files(stack: Stack) -> None:
     assert refused.value.code == "reference_not_found"
     assert refused.value.param == "input[0].content[1].file_id"
     assert len(stack.fake.requests) == before
+
+
+def test_a_token_provider_is_read_per_request(stack: Stack) -> None:
+    """``api_key`` as a callable (what the README recommends for a projected token that
+    rotates): the SDK asks it before each request, and the gateway takes each token."""
+    issued: list[str] = []
+
+    def provider() -> str:
+        issued.append(stack.token(now=time.time() - len(issued)))  # each one distinct
+        return issued[-1]
+
+    c = openai.OpenAI(base_url=f"{stack.url}/openai/v1/", api_key=provider, max_retries=0)
+    conv = c.conversations.create()
+    assert c.conversations.retrieve(conv.id).id == conv.id
+    assert len(issued) >= 2 and len(set(issued)) == len(issued)
