@@ -55,6 +55,7 @@ from tests.fakeazure.shapes import (
     match_v1_route,
     parse_body,
     parse_list_query,
+    v1_error,
 )
 from tests.fakeazure.store import (
     Event,
@@ -414,7 +415,10 @@ class FakeAzure:
         for key, value in parse_qsl(record.query, keep_blank_values=True):
             query.setdefault(key, value)
         if record.path.startswith(V1_PREFIX):
-            return self._answer_v1(record, query)
+            try:
+                return self._answer_v1(record, query)
+            except FakeError as error:
+                raise FakeError(error.status, v1_error(error.body)) from None
         if "api-version" not in query:
             raise apim_error(404, "404", "Resource not found")
         gen = VERSIONS.get(query["api-version"])
@@ -451,9 +455,10 @@ class FakeAzure:
         name, params = route
         if name == "files.v1.upload":
             with self.store.lock:
-                return file_json(
-                    self.store.files.upload(record.header("content-type"), record.body)
+                upload = self.store.files.upload(
+                    record.header("content-type"), record.body, v1=True
                 )
+                return file_json(upload)
         body = parse_body(record.method, record.body)
         with self.store.lock:
             rs = self.store.responses
