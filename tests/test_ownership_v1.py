@@ -25,6 +25,7 @@ from gateway.operations.row import (
     Operation,
     Ref,
 )
+from gateway.operations.table import BY_NAME
 from gateway.ownership.refs import Reference, body_references, first_malformed
 from gateway.ownership.rules import STAMP_KEY, not_kept, tenant_digest
 from gateway.ownership.stamp import SseStampFilter, StampFilterError
@@ -348,3 +349,38 @@ def test_a_response_azure_does_not_keep_is_not_recorded(body: dict[str, Any], ke
     )
     assert not_kept(creation, body) is (not kept)
     assert not not_kept(Creation(RESPONSE, "id", ("metadata",)), {"store": False})
+
+
+# ------------------------------------------------------------------------- the v1 rows
+
+
+def test_the_v1_rows_carry_what_ownership_and_limits_read() -> None:
+    """The real table: what each v1 row acts on, creates, returns and streams, its class."""
+    expected = {
+        "responses.create": ("write", None, RESPONSE),
+        "responses.retrieve": ("read", RESPONSE, RESPONSE),
+        "responses.delete": ("write", RESPONSE, None),
+        "responses.cancel": ("write", RESPONSE, RESPONSE),
+        "responses.input_items.list": ("read", RESPONSE, None),
+        "conversations.create": ("write", None, CONVERSATION),
+        "conversations.retrieve": ("read", CONVERSATION, CONVERSATION),
+        "conversations.update": ("write", CONVERSATION, CONVERSATION),
+        "conversations.delete": ("write", CONVERSATION, None),
+        "conversations.items.create": ("write", CONVERSATION, None),
+        "conversations.items.list": ("read", CONVERSATION, None),
+        "conversations.items.retrieve": ("read", CONVERSATION, None),
+        "conversations.items.delete": ("write", CONVERSATION, CONVERSATION),
+        "files.v1.retrieve": ("read", FILE, FILE),
+        "files.v1.delete": ("write", FILE, None),
+    }
+    for name, (op_class, owner, returns) in expected.items():
+        row = BY_NAME[name]
+        assert (row.op_class, row.owner, row.returns) == (op_class, owner, returns), name
+    create = BY_NAME["responses.create"]
+    assert create.creates is not None and create.streams
+    assert (create.creates.kind, create.creates.sse_event) == (RESPONSE, "response.created")
+    assert create.creates.not_kept_when == ("store", False)
+    assert BY_NAME["responses.retrieve"].stream_query == "stream"
+    assert RESPONSE.events is not None and RESPONSE.events.at == ("response",)
+    assert BY_NAME["conversations.update"].restamp_at == ("metadata",)
+    assert BY_NAME["responses.delete"].deletes and BY_NAME["conversations.delete"].deletes
