@@ -6,6 +6,7 @@ define, the OpenAI reference's shapes; then the stock SDK against the fake direc
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,9 +69,14 @@ class V1:
         assert isinstance(body["error"].get("message"), str)
         return body["error"]
 
-    def events(self, method: str, path: str, **kw: Any) -> list[dict[str, Any]]:
+    def events(
+        self, method: str, path: str, *, obfuscated: bool = True, **kw: Any
+    ) -> list[dict[str, Any]]:
         """An SSE answer's events, each checked: the ``event:`` name is the data's ``type``
-        and the data is a documented ResponseStreamEvent."""
+        and the data is a documented ResponseStreamEvent. With ``obfuscated=False``
+        (``include_obfuscation: false``) no event may carry ``obfuscation``: the document says
+        the field is then left out, while its ResponseTextDeltaEvent lists it as required,
+        so a delta is checked as if it had one."""
         params = dict(kw.pop("params", {}))
         if self.version is not None:
             params["api-version"] = self.version
@@ -85,7 +91,12 @@ class V1:
                 elif line.startswith("data: "):
                     data = json.loads(line[len("data: ") :])
                     assert data["type"] == name
-                    check(V1_API, "OpenAI.ResponseStreamEvent", data)
+                    shown = data
+                    if not obfuscated:
+                        assert "obfuscation" not in data
+                        if data["type"] == "response.output_text.delta":
+                            shown = {**data, "obfuscation": ""}
+                    check(V1_API, "OpenAI.ResponseStreamEvent", shown)
                     out.append(data)
         return out
 
@@ -597,3 +608,40 @@ def test_a_stream_left_early_finishes_server_side(fake: FakeAzure, az: V1) -> No
     assert fake.requests[-1].closed_early.is_set()
     done = az.call("GET", f"responses/{rid}", "AzureResponse")
     assert done["status"] == "completed" and done["output"][0]["status"] == "completed"
+
+
+def test_stream_knobs_first_event_delay_cut_and_obfuscation(fake: FakeAzure, az: V1) -> None:
+    fake.response_first_event_delay_s = 0.3
+    body: dict[str, Any] = {"model": "m", "input": "slow start", "stream": True}
+    with az.http.stream("POST", "/openai/v1/responses", json=body) as response:
+        opened = time.monotonic()
+        lines = response.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        assert time.monotonic() - opened >= 0.25  # headers first, then the delay
+        assert json.loads(first[6:])["type"] == "response.created"
+    fake.response_first_event_delay_s = 0.0
+    quiet_body = {**body, "stream_options": {"include_obfuscation": False}}
+    quiet = az.events("POST", "responses", obfuscated=False, json=quiet_body)
+    deltas = [e for e in quiet if e["type"] == "response.output_text.delta"]
+    assert deltas and all("obfuscation" not in e for e in deltas)  # as the service leaves it out
+    fake.fail_responses_after_events = 4
+    seen: list[str] = []
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        az.http.stream("POST", "/openai/v1/responses", json=body) as response,
+    ):
+        seen.extend(line for line in response.iter_lines() if line.startswith("data: "))
+    assert len(seen) == 4
+    rid = json.loads(seen[0][6:])["response"]["id"]
+    failed = az.call("GET", f"responses/{rid}", "AzureResponse")
+    assert failed["status"] == "failed" and failed["error"]["code"] == "server_error"
+    fake.fail_responses_after_events = None
+    bg = az.events("POST", "responses", json={**body, "background": True})
+    replay = az.events(
+        "GET",
+        f"responses/{bg[0]['response']['id']}",
+        obfuscated=False,
+        params={"stream": "true", "include_obfuscation": "false"},
+    )
+    assert [e["sequence_number"] for e in replay] == [e["sequence_number"] for e in bg]
+    assert all("obfuscation" not in e for e in replay)

@@ -50,6 +50,10 @@ def new_id(prefix: str) -> str:
     return prefix + "".join(secrets.choice(_ALNUM) for _ in range(24))
 
 
+class CutStreamError(Exception):
+    """Raised by a body iterator to end the response without its final body message."""
+
+
 class FakeError(Exception):
     """A refusal: the HTTP ``status`` and the JSON ``body`` to answer with."""
 
