@@ -3,8 +3,9 @@ tests that need a populated world: the cross-tenant matrix, the conformance run)
 
 Each tenant gets three uploaded files, a vector store holding the first (a vector store file)
 and a batch of the second, an assistant, and a thread with one message and one finished
-(streamed) run with its steps. ``Tenant.ids`` maps every path parameter of the operation table
-to one of these objects.
+(streamed) run with its steps; and, through the v1 API (``/openai/v1/``, no api-version), a
+conversation with one item and a response in it. ``Tenant.ids`` maps every path parameter of
+the operation table to one of these objects.
 """
 
 from __future__ import annotations
@@ -100,6 +101,19 @@ def make_tenant(client: httpx.Client, namespace: str) -> Tenant:
     messages = ok(client.get(f"/openai/threads/{thread['id']}/messages", params=q))
     run_id = streamed_run(client, thread["id"], assistant["id"])
     steps = ok(client.get(f"/openai/threads/{thread['id']}/runs/{run_id}/steps", params=q))
+    conversation = ok(
+        client.post(
+            "/openai/v1/conversations",
+            json={"items": [{"role": "user", "content": f"hello from {namespace}"}]},
+        )
+    )
+    items = ok(client.get(f"/openai/v1/conversations/{conversation['id']}/items"))
+    response = ok(
+        client.post(
+            "/openai/v1/responses",
+            json={"model": "gpt-4o", "input": "hi", "conversation": conversation["id"]},
+        )
+    )
     return Tenant(
         namespace,
         {
@@ -111,6 +125,9 @@ def make_tenant(client: httpx.Client, namespace: str) -> Tenant:
             "file_id": files[0],
             "vector_store_id": store["id"],
             "batch_id": batch["id"],
+            "conversation_id": conversation["id"],
+            "item_id": items["data"][0]["id"],
+            "response_id": response["id"],
         },
         files,
     )

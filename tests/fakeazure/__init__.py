@@ -18,6 +18,20 @@ Microsoft's documents vendored under tests/specs (tests only; the fake does not 
 
     fake.store.files.items[file_id].filename      # the filename exactly as uploaded
     fake.store.assistants.items[asst_id].metadata # metadata exactly as sent (gateway_owner...)
+
+The v1 API under ``/openai/v1/`` (``api-version`` absent, ``v1`` or ``preview``; anything else
+400 "API version not supported"): ``responses`` (create as JSON or SSE, retrieve, streamed
+retrieval ``?stream=true&starting_after=N`` of background responses, delete, cancel,
+input_items), ``conversations`` and their ``items``, and ``files`` on the same store as the
+dated files paths. Modules ``items`` (input items, pure), ``conversations``, ``responses``
+(state and the event sequence); the app streams. Knobs on the instance:
+
+    fake.response_event_delay_s = 0.02     # pause between live SSE events
+    fake.response_complete_after_s = 2.0   # background responses complete once this old
+    fake.fail_responses = True             # responses end in response.failed
+    fake.store.responses.items[resp_id].metadata        # as sent; store:false ones never here
+    fake.store.responses.items[resp_id].events          # every event sent or to replay
+    fake.store.conversations.items[conv_id].items       # (seq, item) in order
 """
 
 from tests.fakeazure.app import FakeAzure, RecordedRequest, RequestOutcome, ScriptedResponse

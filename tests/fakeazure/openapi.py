@@ -128,7 +128,10 @@ def _nullable(node: Any) -> Any:
         return node
     out = {k: _nullable(v) for k, v in node.items() if k != "nullable"}
     if node.get("nullable") is True:
-        if "type" in out and "$ref" not in out and not any(k in out for k in ("oneOf", "anyOf")):
+        # ``allOf`` too: ``{type: object, allOf: [$ref X], nullable}`` (the v1 document's
+        # way of writing "X or null") must let null past the referenced schema as well.
+        composed = ("oneOf", "anyOf", "allOf")
+        if "type" in out and "$ref" not in out and not any(k in out for k in composed):
             out["type"] = [out["type"], "null"]
             if "enum" in out:
                 out["enum"] = [*out["enum"], None]
@@ -178,7 +181,90 @@ def validator(api_version: str, schema: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(root)
 
 
+#: The v1 API (``/openai/v1/``): Microsoft's GA document, extract (tests/specs/v1/SOURCES).
+V1_API = "v1"
+#: Conversations, which neither v1 document defines: the OpenAI reference's shapes as the
+#: stock SDK reads them (openai 2.x types/conversations), written out as a schema.
+CONVERSATIONS = "openai-conversations"
+_V1_DOCS = {
+    V1_API: SPECS / "v1" / "azure-v1-v1.responses.json",
+    CONVERSATIONS: SPECS / "v1" / "openai.conversations.json",
+}
+#: Referenced by the vendored v1 schemas but not vendored (big unions of tools, input
+#: params and output items read from other pages of the document): any object / any value.
+#: Output items are also checked against the conversations item schema by the tests.
+_V1_NOT_VENDORED: dict[str, Any] = {
+    "OpenAI.ItemResource": {"type": "object", "required": ["type"]},
+    "OpenAI.ItemContent": {"type": "object", "required": ["type"]},
+    "OpenAI.ItemParam": {"type": "object"},
+    "OpenAI.ResponseUsage": {"type": "object"},
+    "OpenAI.Tool": {"type": "object", "required": ["type"]},
+    "OpenAI.ToolChoiceOptions": {"type": "string", "enum": ["none", "auto", "required"]},
+    "OpenAI.ToolChoiceObject": {"type": "object", "required": ["type"]},
+    "OpenAI.ResponseTextFormatConfigurationType": {"type": "string"},
+}
+#: The inline schema of ``DELETE /responses/{response_id}``'s 200 answer, by a name.
+DELETED_RESPONSE = "(paths) deleteResponse 200"
+
+
+def _discriminated(schemas: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI ``discriminator.mapping`` → JSON Schema. A base ``X`` with a mapping gets one
+    ``if type == k then $ref mapping[k]`` per entry (so an event is checked against its own
+    schema, not only the base's two fields); the derived schemas' ``allOf: [$ref X]`` point at
+    ``X`` without its discriminator, ``X (base)``, so the check does not loop."""
+    out = copy.deepcopy(schemas)
+    bases = {n for n, sc in schemas.items() if isinstance(sc.get("discriminator"), dict)}
+    for name in bases:
+        base = {k: v for k, v in out[name].items() if k != "discriminator"}
+        out[f"{name} (base)"] = base
+        disc = schemas[name]["discriminator"]
+        prop, mapping = disc["propertyName"], disc.get("mapping", {})
+        out[name] = {
+            **base,
+            "allOf": [
+                {
+                    "if": {"properties": {prop: {"const": key}}, "required": [prop]},
+                    "then": {"$ref": target},
+                }
+                for key, target in mapping.items()
+            ],
+        }
+    refs = {f"#/components/schemas/{n}": f"#/components/schemas/{n} (base)" for n in bases}
+    for name, sc in out.items():
+        if name in bases or name.endswith(" (base)"):
+            continue
+        for entry in sc.get("allOf", []):
+            if isinstance(entry, dict) and entry.get("$ref") in refs:
+                entry["$ref"] = refs[entry["$ref"]]
+    return out
+
+
+@functools.cache
+def _v1_document(which: str) -> dict[str, Any]:
+    doc = json.loads(_V1_DOCS[which].read_text())
+    schemas = doc["components"]["schemas"]
+    if which == V1_API:
+        for name, schema in _V1_NOT_VENDORED.items():
+            schemas.setdefault(name, schema)
+        inline = doc["paths"]["/responses/{response_id}"]["delete"]["responses"]["200"]
+        schemas[DELETED_RESPONSE] = inline["content"]["application/json"]["schema"]
+    return {"components": {"schemas": _nullable(_discriminated(schemas))}}
+
+
+@functools.cache
+def v1_validator(which: str, schema: str) -> jsonschema.Draft202012Validator:
+    doc = _v1_document(which)
+    if schema not in doc["components"]["schemas"]:
+        raise KeyError(f"{schema} is not in the {which} document")
+    return jsonschema.Draft202012Validator({**doc, "$ref": f"#/components/schemas/{schema}"})
+
+
 def errors(api_version: str, schema: str, instance: Any) -> list[str]:
+    """Problems of ``instance`` against ``schema``; ``api_version`` a dated version, or
+    ``V1_API`` / ``CONVERSATIONS`` for the v1 API's documents."""
+    if api_version in _V1_DOCS:
+        found = v1_validator(api_version, schema).iter_errors(instance)
+        return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in found]
     found = validator(api_version, schema).iter_errors(instance)
     return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in found]
 

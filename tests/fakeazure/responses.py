@@ -155,8 +155,9 @@ def response_json(r: Response) -> Json:
         "output": copy.deepcopy(r.output),
         "previous_response_id": r.previous_response_id,
         "store": r.store,
-        "usage": copy.deepcopy(r.usage),
     }
+    if r.usage is not None:  # the document's ``usage`` is an object, not nullable: omitted
+        out["usage"] = copy.deepcopy(r.usage)
     for key, default in _DEFAULTS.items():
         out[key] = copy.deepcopy(r.params.get(key, default))
     return out
@@ -290,7 +291,16 @@ class Responses:
         yield {"type": "response.content_part.added", **at, "part": copy.deepcopy(part)}
         for piece in split_text(r.answer):
             part["text"] += piece
-            yield {"type": "response.output_text.delta", **at, "delta": piece, "logprobs": []}
+            # ``obfuscation`` (random characters evening out payload sizes) is required by
+            # the document's ResponseTextDeltaEvent; the service sends it by default.
+            noise = secrets.token_urlsafe(8)[: max(1, 16 - len(piece) % 16)]
+            yield {
+                "type": "response.output_text.delta",
+                **at,
+                "delta": piece,
+                "logprobs": [],
+                "obfuscation": noise,
+            }
         yield {"type": "response.output_text.done", **at, "text": part["text"], "logprobs": []}
         yield {"type": "response.content_part.done", **at, "part": copy.deepcopy(part)}
         msg["status"] = "completed"

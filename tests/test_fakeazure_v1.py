@@ -1,0 +1,547 @@
+"""The fake's v1 API (``/openai/v1/``: responses, conversations and their items, files) over
+real HTTP, every answer and every SSE event's data validated against Microsoft's v1 document
+(tests/specs/v1, via tests.fakeazure.openapi) or, for conversations, which it does not
+define, the OpenAI reference's shapes; then the stock SDK against the fake directly."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.fakeazure import FakeAzure
+from tests.fakeazure.openapi import CONVERSATIONS, DELETED_RESPONSE, V1_API, check, errors
+from tests.servers import ThreadedUvicorn, run_app
+
+KEY = "upstream-key-v1"
+OWNER = {"gateway_owner": "tenant-a", "team": "blue"}
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[FakeAzure, ThreadedUvicorn]]:
+    fake = FakeAzure(KEY, bearer_token=KEY)
+    with run_app(fake.app) as server:
+        yield fake, server
+
+
+@pytest.fixture
+def fake(served: tuple[FakeAzure, ThreadedUvicorn]) -> FakeAzure:
+    served[0].reset()
+    served[0].response_complete_after_s = 60.0
+    served[0].response_event_delay_s = 0.0
+    return served[0]
+
+
+class V1:
+    """httpx against ``/openai/v1/``; ``call`` asserts the status and the documented schema."""
+
+    def __init__(self, url: str, version: str | None = None) -> None:
+        self.version = version
+        self.http = httpx.Client(base_url=url, headers={"api-key": KEY}, timeout=10)
+
+    def send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        params = dict(kw.pop("params", {}))
+        if self.version is not None:
+            params["api-version"] = self.version
+        return self.http.request(method, "/openai/v1/" + path, params=params, **kw)
+
+    def call(
+        self, method: str, path: str, schema: str, status: int = 200, doc: str = V1_API, **kw: Any
+    ) -> Any:
+        response = self.send(method, path, **kw)
+        assert response.status_code == status, response.text
+        body = response.json()
+        check(doc, schema, body)
+        return body
+
+    def events(self, method: str, path: str, **kw: Any) -> list[dict[str, Any]]:
+        """An SSE answer's events, each checked: the ``event:`` name is the data's ``type``
+        and the data is a documented ResponseStreamEvent."""
+        params = dict(kw.pop("params", {}))
+        if self.version is not None:
+            params["api-version"] = self.version
+        out: list[dict[str, Any]] = []
+        with self.http.stream(method, "/openai/v1/" + path, params=params, **kw) as response:
+            assert response.status_code == 200, response.read()
+            assert response.headers["content-type"].startswith("text/event-stream")
+            name = None
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    name = line[len("event: ") :]
+                elif line.startswith("data: "):
+                    data = json.loads(line[len("data: ") :])
+                    assert data["type"] == name
+                    check(V1_API, "OpenAI.ResponseStreamEvent", data)
+                    out.append(data)
+        return out
+
+
+@pytest.fixture(params=[None, "v1", "preview"])
+def v1(
+    request: pytest.FixtureRequest, fake: FakeAzure, served: tuple[FakeAzure, ThreadedUvicorn]
+) -> Iterator[V1]:
+    client = V1(served[1].url, request.param)
+    yield client
+    client.http.close()
+
+
+@pytest.fixture
+def az(fake: FakeAzure, served: tuple[FakeAzure, ThreadedUvicorn]) -> Iterator[V1]:
+    client = V1(served[1].url)
+    yield client
+    client.http.close()
+
+
+def url(client: V1) -> str:
+    return str(client.http.base_url).rstrip("/")
+
+
+def check_items(items: list[Any]) -> None:
+    """Items are ``OpenAI.ItemResource`` (vendored only as its base); each is checked against
+    the OpenAI reference's item shapes too."""
+    for item in items:
+        check(CONVERSATIONS, "ConversationItem", item)
+
+
+# ----------------------------------------------------------------- the validators
+def test_validators_catch_what_the_documents_forbid() -> None:
+    delta = {
+        "type": "response.output_text.delta",
+        "sequence_number": 3,
+        "item_id": "msg_1",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": "hi",
+    }
+    assert any("obfuscation" in e for e in errors(V1_API, "OpenAI.ResponseStreamEvent", delta))
+    assert not errors(V1_API, "OpenAI.ResponseStreamEvent", {**delta, "obfuscation": "x"})
+    created = {"type": "response.created", "sequence_number": 0, "response": {"id": "resp_1"}}
+    assert any("'user'" in e for e in errors(V1_API, "OpenAI.ResponseStreamEvent", created))
+    assert errors(V1_API, "AzureOpenAIFile", {"id": "f", "purpose": "vision"})
+    assert errors(CONVERSATIONS, "Conversation", {"id": "c", "object": "thread"})
+    assert errors(V1_API, DELETED_RESPONSE, {"id": "r", "object": "response", "deleted": True})
+
+
+# ----------------------------------------------------------------- responses
+def test_create_retrieve_input_items_delete(v1: V1) -> None:
+    made = v1.call(
+        "POST",
+        "responses",
+        "AzureResponse",
+        json={
+            "model": "gpt-4o",
+            "input": [
+                {"role": "developer", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "input_text", "text": "first"}]},
+                {"type": "message", "role": "user", "content": "What is a gateway?"},
+            ],
+            "metadata": OWNER,
+            "instructions": "Answer kindly.",
+        },
+    )
+    assert made["id"].startswith("resp_") and made["status"] == "completed"
+    assert made["metadata"] == OWNER and made["instructions"] == "Answer kindly."
+    text = made["output"][0]["content"][0]["text"]
+    assert "What is a gateway?" in text
+    check_items(made["output"])
+    got = v1.call("GET", f"responses/{made['id']}", "AzureResponse")
+    assert got == made
+    page = v1.call("GET", f"responses/{made['id']}/input_items", "OpenAI.ResponseItemList")
+    check_items(page["data"])
+    ids = [i["id"] for i in page["data"]]  # default order desc: the last input first
+    assert len(ids) == 3 and page["data"][0]["content"][0]["text"] == "What is a gateway?"
+    assert (page["first_id"], page["last_id"], page["has_more"]) == (ids[0], ids[-1], False)
+    first = v1.call(
+        "GET",
+        f"responses/{made['id']}/input_items",
+        "OpenAI.ResponseItemList",
+        params={"limit": 1, "order": "asc"},
+    )
+    assert [i["id"] for i in first["data"]] == [ids[-1]] and first["has_more"] is True
+    after = v1.call(
+        "GET",
+        f"responses/{made['id']}/input_items",
+        "OpenAI.ResponseItemList",
+        params={"order": "asc", "after": ids[-1]},
+    )
+    assert [i["id"] for i in after["data"]] == [ids[1], ids[0]] and after["has_more"] is False
+    before = v1.call(
+        "GET",
+        f"responses/{made['id']}/input_items",
+        "OpenAI.ResponseItemList",
+        params={"before": ids[-1]},
+    )
+    assert [i["id"] for i in before["data"]] == [ids[0], ids[1]]
+    gone = v1.call("DELETE", f"responses/{made['id']}", DELETED_RESPONSE)
+    assert gone == {"id": made["id"], "object": "response.deleted", "deleted": True}
+    missing = v1.send("GET", f"responses/{made['id']}")
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_store_false_is_answered_but_never_kept(az: V1) -> None:
+    made = az.call(
+        "POST", "responses", "AzureResponse", json={"model": "m", "input": "hi", "store": False}
+    )
+    assert made["status"] == "completed" and made["store"] is False
+    assert az.send("GET", f"responses/{made['id']}").status_code == 404
+    assert az.send("GET", f"responses/{made['id']}/input_items").status_code == 404
+    chained = az.send("POST", "responses", json={"model": "m", "previous_response_id": made["id"]})
+    assert chained.status_code == 400
+    assert chained.json()["error"]["param"] == "previous_response_id"
+    bad = az.send("POST", "responses", json={"model": "m", "store": False, "background": True})
+    assert bad.status_code == 400
+
+
+def test_refusals(az: V1) -> None:
+    for body, param in (
+        ({"input": "x"}, "model"),
+        ({"model": "m", "nope": 1}, "nope"),
+        ({"model": "m", "max_output_tokens": 3}, "max_output_tokens"),
+        ({"model": "m", "input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
+        ({"model": "m", "conversation": {"id": 3}}, "conversation"),
+    ):
+        answer = az.send("POST", "responses", json=body)
+        assert answer.status_code == 400, body
+        assert answer.json()["error"]["param"] == param
+    not_json = az.send(
+        "POST", "responses", content=b"{", headers={"content-type": "application/json"}
+    )
+    assert not_json.status_code == 400
+
+
+def test_stream_is_the_documented_event_sequence(v1: V1) -> None:
+    events = v1.events(
+        "POST",
+        "responses",
+        json={"model": "gpt-4o", "input": "stream this please", "stream": True, "metadata": OWNER},
+    )
+    types = [e["type"] for e in events]
+    deltas = types.count("response.output_text.delta")
+    assert deltas >= 2
+    assert types == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.output_text.delta"] * deltas,
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    created, completed = events[0]["response"], events[-1]["response"]
+    assert created["status"] == "in_progress" and created["output"] == []
+    assert created["metadata"] == OWNER and completed["metadata"] == OWNER
+    text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    done = next(e for e in events if e["type"] == "response.output_text.done")
+    assert text == done["text"] == completed["output"][0]["content"][0]["text"]
+    item_ids = {e["item_id"] for e in events if "item_id" in e}
+    assert item_ids == {completed["output"][0]["id"]}
+    check_items(completed["output"])
+    check(V1_API, "AzureResponse", completed)
+    stored = v1.call("GET", f"responses/{created['id']}", "AzureResponse")
+    assert stored["status"] == "completed" and stored["output"] == completed["output"]
+
+
+def test_background_queues_completes_later_and_cancels(fake: FakeAzure, az: V1) -> None:
+    made = az.call(
+        "POST", "responses", "AzureResponse", json={"model": "m", "input": "bg", "background": True}
+    )
+    assert made["status"] == "queued" and made["background"] is True
+    polled = az.call("GET", f"responses/{made['id']}", "AzureResponse")
+    assert polled["status"] == "in_progress"
+    cancelled = az.call("POST", f"responses/{made['id']}/cancel", "AzureResponse")
+    assert cancelled["status"] == "cancelled"
+    again = az.call("POST", f"responses/{made['id']}/cancel", "AzureResponse")
+    assert again["status"] == "cancelled"  # idempotent
+    fake.response_complete_after_s = 0.0
+    assert az.call("GET", f"responses/{made['id']}", "AzureResponse")["status"] == "cancelled"
+    later = az.call(
+        "POST", "responses", "AzureResponse", json={"model": "m", "input": "b", "background": True}
+    )
+    finished = az.call("GET", f"responses/{later['id']}", "AzureResponse")
+    assert finished["status"] == "completed" and finished["output"]
+    refused = az.send("POST", f"responses/{later['id']}/cancel")
+    assert refused.status_code == 400
+    plain = az.call("POST", "responses", "AzureResponse", json={"model": "m", "input": "fg"})
+    assert az.send("POST", f"responses/{plain['id']}/cancel").status_code == 400
+
+
+def test_streamed_retrieval_resumes_after_a_sequence_number(az: V1) -> None:
+    body = {"model": "m", "input": "resume me later", "background": True, "stream": True}
+    params: dict[str, Any] = {}
+    seen: list[dict[str, Any]] = []
+    with az.http.stream("POST", "/openai/v1/responses", params=params, json=body) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                seen.append(json.loads(line[6:]))
+                if len(seen) == 3:
+                    break
+    assert seen[0]["type"] == "response.created" and seen[0]["response"]["status"] == "queued"
+    rid = seen[0]["response"]["id"]
+    rest = az.events("GET", f"responses/{rid}", params={"stream": "true", "starting_after": 2})
+    assert rest[0]["sequence_number"] == 3 and rest[-1]["type"] == "response.completed"
+    assert [e["sequence_number"] for e in rest] == list(range(3, 3 + len(rest)))
+    whole = az.events("GET", f"responses/{rid}", params={"stream": "true"})
+    assert [e["sequence_number"] for e in whole] == list(range(len(whole)))
+    assert whole[:3] == seen and whole[3:] == rest
+    plain = az.call("POST", "responses", "AzureResponse", json={"model": "m", "input": "x"})
+    refused = az.send("GET", f"responses/{plain['id']}", params={"stream": "true"})
+    assert refused.status_code == 400
+
+
+def test_failing_responses_end_in_response_failed(fake: FakeAzure, az: V1) -> None:
+    fake.fail_responses = True
+    events = az.events("POST", "responses", json={"model": "m", "input": "x", "stream": True})
+    assert events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["error"]["code"] == "server_error"
+
+
+# ----------------------------------------------------------------- conversations
+def test_conversations_crud(v1: V1) -> None:
+    conv = v1.call(
+        "POST",
+        "conversations",
+        "Conversation",
+        doc=CONVERSATIONS,
+        json={"items": [{"role": "user", "content": "hello"}], "metadata": OWNER},
+    )
+    assert conv["id"].startswith("conv_") and conv["metadata"] == OWNER
+    assert v1.call("GET", f"conversations/{conv['id']}", "Conversation", doc=CONVERSATIONS) == conv
+    changed = v1.call(
+        "POST",
+        f"conversations/{conv['id']}",
+        "Conversation",
+        doc=CONVERSATIONS,
+        json={"metadata": {"gateway_owner": "tenant-a"}},
+    )
+    assert changed["metadata"] == {"gateway_owner": "tenant-a"}
+    assert v1.send("POST", f"conversations/{conv['id']}", json={}).status_code == 400
+    gone = v1.call(
+        "DELETE", f"conversations/{conv['id']}", "ConversationDeletedResource", doc=CONVERSATIONS
+    )
+    assert gone == {"id": conv["id"], "object": "conversation.deleted", "deleted": True}
+    assert v1.send("GET", f"conversations/{conv['id']}").status_code == 404
+    too_many = [{"role": "user", "content": str(i)} for i in range(21)]
+    refused = v1.send("POST", "conversations", json={"items": too_many})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "items"
+
+
+def test_conversation_items(az: V1) -> None:
+    conv = az.call("POST", "conversations", "Conversation", doc=CONVERSATIONS, json={})
+    path = f"conversations/{conv['id']}/items"
+    added = az.call(
+        "POST",
+        path,
+        "ConversationItemList",
+        doc=CONVERSATIONS,
+        json={"items": [{"role": "user", "content": f"m{i}"} for i in range(20)]},
+    )
+    assert len(added["data"]) == 20 and added["has_more"] is False
+    assert added["first_id"] == added["data"][0]["id"]
+    too_many = az.send("POST", path, json={"items": [{"role": "user", "content": "x"}] * 21})
+    assert too_many.status_code == 400
+    assert az.send("POST", path, json={"items": []}).status_code == 400
+    page = az.call("GET", path, "ConversationItemList", doc=CONVERSATIONS, params={"limit": 5})
+    assert [i["content"][0]["text"] for i in page["data"]] == ["m19", "m18", "m17", "m16", "m15"]
+    assert page["has_more"] is True
+    nxt = az.call(
+        "GET",
+        path,
+        "ConversationItemList",
+        doc=CONVERSATIONS,
+        params={"limit": 5, "after": page["last_id"]},
+    )
+    assert nxt["data"][0]["content"][0]["text"] == "m14"
+    asc = az.call(
+        "GET",
+        path,
+        "ConversationItemList",
+        doc=CONVERSATIONS,
+        params={"order": "asc", "limit": 100},
+    )
+    assert len(asc["data"]) == 20 and asc["data"][0]["content"][0]["text"] == "m0"
+    one = added["data"][3]
+    assert az.call("GET", f"{path}/{one['id']}", "ConversationItem", doc=CONVERSATIONS) == one
+    after_delete = az.call("DELETE", f"{path}/{one['id']}", "Conversation", doc=CONVERSATIONS)
+    assert after_delete == conv  # the documented answer: the conversation
+    assert az.send("GET", f"{path}/{one['id']}").status_code == 404
+    assert az.send("GET", "conversations/conv_nope/items").status_code == 404
+
+
+def test_responses_append_to_their_conversation_and_chain(az: V1) -> None:
+    conv = az.call(
+        "POST",
+        "conversations",
+        "Conversation",
+        doc=CONVERSATIONS,
+        json={"items": [{"role": "user", "content": "remember blue"}]},
+    )
+    first = az.call(
+        "POST",
+        "responses",
+        "AzureResponse",
+        json={"model": "m", "input": "what colour?", "conversation": conv["id"]},
+    )
+    assert first["conversation"] == {"id": conv["id"]}
+    second = az.call(
+        "POST",
+        "responses",
+        "AzureResponse",
+        json={"model": "m", "input": "and now?", "conversation": {"id": conv["id"]}},
+    )
+    items = az.call(
+        "GET",
+        f"conversations/{conv['id']}/items",
+        "ConversationItemList",
+        doc=CONVERSATIONS,
+        params={"order": "asc"},
+    )["data"]
+    assert [(i["role"], i["content"][0]["text"][:12]) for i in items] == [
+        ("user", "remember blu"),
+        ("user", "what colour?"),
+        ("assistant", first["output"][0]["content"][0]["text"][:12]),
+        ("user", "and now?"),
+        ("assistant", second["output"][0]["content"][0]["text"][:12]),
+    ]
+    assert items[2]["id"] == first["output"][0]["id"]
+    chained = az.call(
+        "POST",
+        "responses",
+        "AzureResponse",
+        json={"model": "m", "previous_response_id": first["id"]},
+    )
+    assert chained["previous_response_id"] == first["id"]
+    assert "what colour?" in chained["output"][0]["content"][0]["text"]  # the chain's context
+    both = az.send(
+        "POST",
+        "responses",
+        json={"model": "m", "conversation": conv["id"], "previous_response_id": first["id"]},
+    )
+    assert both.status_code == 400
+    missing = az.send("POST", "responses", json={"model": "m", "conversation": "conv_nope"})
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "conversation"
+
+
+def test_input_file_references_must_exist(az: V1) -> None:
+    uploaded = az.call(
+        "POST",
+        "files",
+        "AzureOpenAIFile",
+        data={"purpose": "assistants"},
+        files={"file": ("a.pdf", b"%PDF-1", "application/pdf")},
+    )
+    part = {"type": "input_file", "file_id": uploaded["id"]}
+    body = {"model": "m", "input": [{"role": "user", "content": [part]}]}
+    az.call("POST", "responses", "AzureResponse", json=body)
+    part["file_id"] = "assistant-nope"
+    refused = az.send("POST", "responses", json=body)
+    assert refused.status_code == 404
+    assert refused.json()["error"]["param"] == "input[0].content[0].file_id"
+
+
+# ----------------------------------------------------------------- files, versions, paths
+def test_v1_files_share_the_assistants_files_store(fake: FakeAzure, v1: V1) -> None:
+    made = v1.call(
+        "POST",
+        "files",
+        "AzureOpenAIFile",
+        data={"purpose": "assistants"},
+        files={"file": ("gwo-abc-notes.txt", b"hello v1", "text/plain")},
+    )
+    other = v1.call(
+        "POST",
+        "files",
+        "AzureOpenAIFile",
+        data={"purpose": "batch"},
+        files={"file": ("b.jsonl", b"{}", "application/jsonl")},
+    )
+    assert fake.store.files.items[made["id"]].filename == "gwo-abc-notes.txt"
+    assert v1.call("GET", f"files/{made['id']}", "AzureOpenAIFile") == made
+    dated = httpx.get(
+        f"{url(v1)}/openai/files/{made['id']}",
+        params={"api-version": "2024-05-01-preview"},
+        headers={"api-key": KEY},
+    )
+    assert dated.status_code == 200 and dated.json()["id"] == made["id"]
+    listed = v1.call("GET", "files", "AzureListFilesResponse", params={"purpose": "assistants"})
+    assert [f["id"] for f in listed["data"]] == [made["id"]]
+    page = v1.call("GET", "files", "AzureListFilesResponse", params={"limit": 1, "order": "asc"})
+    assert [f["id"] for f in page["data"]] == [made["id"]] and page["has_more"] is True
+    nxt = v1.call(
+        "GET", "files", "AzureListFilesResponse", params={"after": made["id"], "order": "asc"}
+    )
+    assert [f["id"] for f in nxt["data"]] == [other["id"]]
+    content = v1.send("GET", f"files/{made['id']}/content")
+    assert content.status_code == 200 and content.content == b"hello v1"
+    deleted = v1.send("DELETE", f"files/{made['id']}")
+    assert deleted.json() == {"id": made["id"], "object": "file", "deleted": True}
+    assert v1.send("GET", f"files/{made['id']}").status_code == 404
+
+
+def test_api_version_rules_and_unknown_paths(az: V1) -> None:
+    for version in ("2024-05-01-preview", "v2", ""):
+        answer = az.send("GET", "conversations/conv_x", params={"api-version": version})
+        assert answer.status_code == 400, version
+        assert answer.json() == {
+            "error": {"code": "BadRequest", "message": "API version not supported"}
+        }
+    for method, path in (
+        ("GET", "responses"),
+        ("POST", "responses/resp_1/input_items"),
+        ("GET", "threads"),
+        ("GET", "conversations/c/items/i/extra"),
+    ):
+        answer = az.send(method, path)
+        assert answer.status_code == 404, path
+        assert answer.json() == {"error": {"code": "404", "message": "Resource not found"}}
+    dated = az.http.get("/openai/responses", params={"api-version": "2024-05-01-preview"})
+    assert dated.status_code == 404
+    unauth = httpx.post(f"{url(az)}/openai/v1/responses", json={"model": "m"})
+    assert unauth.status_code == 401
+
+
+def test_every_request_is_recorded_as_sent(fake: FakeAzure, az: V1) -> None:
+    az.send("POST", "responses", json={"model": "m", "input": "x", "metadata": OWNER})
+    az.send("GET", "responses/resp_missing", params={"include[]": "message.output_text.logprobs"})
+    first, second = fake.requests[-2:]
+    assert first.path == "/openai/v1/responses" and first.json()["metadata"] == OWNER
+    assert first.header("api-key") == KEY and first.outcome.status == 200
+    assert second.query == "include%5B%5D=message.output_text.logprobs"
+    assert second.outcome.status == 404
+
+
+# ----------------------------------------------------------------- the stock SDK
+def test_stock_sdk_against_the_fake(
+    fake: FakeAzure, served: tuple[FakeAzure, ThreadedUvicorn]
+) -> None:
+    client = openai.OpenAI(base_url=f"{served[1].url}/openai/v1/", api_key=KEY, max_retries=0)
+    conv = client.conversations.create(
+        items=[{"role": "user", "content": "hi"}], metadata={"gateway_owner": "t"}
+    )
+    assert conv.metadata == {"gateway_owner": "t"}
+    added = client.conversations.items.create(
+        conv.id, items=[{"type": "message", "role": "user", "content": f"n{i}"} for i in range(7)]
+    )
+    assert len(added.data) == 7
+    every = list(client.conversations.items.list(conv.id, limit=3, order="asc"))
+    assert len(every) == 8  # auto-pagination over three pages
+    plain = client.responses.create(model="gpt-4o", input="plain", conversation=conv.id)
+    assert plain.status == "completed" and "plain" in plain.output_text
+    kinds = [e.type for e in client.responses.create(model="gpt-4o", input="s", stream=True)]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    with client.responses.stream(
+        model="gpt-4o", input="helper", previous_response_id=plain.id
+    ) as st:
+        text = "".join(e.delta for e in st if e.type == "response.output_text.delta")
+        final = st.get_final_response()
+    assert text == final.output_text and final.previous_response_id == plain.id
+    inputs = list(client.responses.input_items.list(plain.id, limit=1))
+    assert [i.type for i in inputs] == ["message"]
+    assert fake.requests[-1].header("authorization") == f"Bearer {KEY}"
+    client.close()
