@@ -43,6 +43,7 @@ from tests.fakeazure.items import (
     parse_items,
 )
 from tests.fakeazure.shapes import (
+    CutStreamError,
     Json,
     ListQuery,
     check_metadata,
@@ -329,6 +330,12 @@ class Responses:
                 item["status"] = "incomplete"
         yield {"type": f"response.{status}", "response": response_json(r)}
 
+    def fail(self, r: Response) -> None:
+        """Ends ``r`` now in ``failed`` (a stream cut in the middle)."""
+        if r.pending is not None and r.status not in TERMINAL:
+            r.pending = self._end(r, "failed")
+            drain(r)
+
     def delete(self, response_id: str) -> Json:
         self.get(response_id)
         del self.items[response_id]
@@ -406,8 +413,33 @@ def poll(r: Response) -> None:
         next_event(r)
 
 
-def sse_frame(event: Json) -> bytes:
-    return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+def sse_frame(event: Json, obfuscation: bool = True) -> bytes:
+    """One SSE frame; without ``obfuscation`` (``include_obfuscation: false``) the deltas'
+    ``obfuscation`` field is left out, as the service does."""
+    data = event if obfuscation else {k: v for k, v in event.items() if k != "obfuscation"}
+    return f"event: {event['type']}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """How one SSE answer of a response is sent (the app's knobs, per request)."""
+
+    starting_after: int = -1  # a sequence number; -1: from the first event
+    delay_s: float = 0.02  # between live events
+    first_delay_s: float = 0.0  # before the first frame (headers already sent)
+    cut_after: int | None = None  # drop the connection after this many frames; r fails
+    drain_on_exit: bool = True  # a foreground response finishes if the client leaves
+    obfuscation: bool = True
+
+
+def include_obfuscation(value: Any, param: str) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise invalid(f"Invalid type for '{param}': expected a boolean.", param, "invalid_type")
 
 
 def parse_starting_after(query: dict[str, str]) -> int:
@@ -421,27 +453,34 @@ def parse_starting_after(query: dict[str, str]) -> int:
 
 
 async def stream_frames(
-    lock: Any, r: Response, starting_after: int, delay_s: float, drain_on_exit: bool
+    lock: Any, r: Response, plan: StreamPlan, fail: Callable[[Response], None]
 ) -> AsyncGenerator[bytes, None]:
-    """The SSE frames of ``r`` after sequence number ``starting_after``: those already logged
-    at once, then each new step ``delay_s`` apart until the response ends. If the consumer
-    leaves early, the response goes on server-side (``drain_on_exit``: finish it now; else
-    ``catch_up`` finishes it later)."""
-    index = max(0, starting_after + 1)
+    """The SSE frames of ``r`` after sequence number ``plan.starting_after``: those already
+    logged at once, then each new step ``plan.delay_s`` apart until the response ends. After
+    ``plan.cut_after`` frames it raises ``CutStreamError`` and ``fail`` ends the response. If
+    the consumer leaves early, the response goes on server-side (``drain_on_exit``: finish it
+    now; else ``catch_up`` finishes it later)."""
+    index, sent = max(0, plan.starting_after + 1), 0
     try:
+        if plan.first_delay_s:
+            await asyncio.sleep(plan.first_delay_s)
         while True:
             with lock:
                 live = index >= len(r.events)
-            if live and index:
-                await asyncio.sleep(delay_s)
+            if live and sent:
+                await asyncio.sleep(plan.delay_s)
             with lock:
                 event = r.events[index] if index < len(r.events) else next_event(r)
             if event is None:
                 return
-            yield sse_frame(event)
-            index += 1
+            if plan.cut_after is not None and sent >= plan.cut_after:
+                with lock:
+                    fail(r)
+                raise CutStreamError
+            yield sse_frame(event, plan.obfuscation)
+            index, sent = index + 1, sent + 1
     finally:
         with lock:
             r.streaming = False
-            if drain_on_exit:
+            if plan.drain_on_exit:
                 drain(r)
