@@ -29,6 +29,7 @@ import httpx
 import pytest
 import redis
 
+from tests.fakeazure import ScriptedResponse
 from tests.servers import RedisServer, private_redis
 from tests.stack import V2, Stack, running_stack
 from tests.test_e2e_ownership_kinds import (
@@ -428,3 +429,52 @@ def test_a_streamed_response_holds_the_concurrency_slot(
                 )
                 time.sleep(0.02)
             assert count is not None and count >= 1, operation
+
+
+def test_a_stream_opening_with_comments_is_still_recorded_and_unstamped(
+    tmp_path: Path, private: RedisServer
+) -> None:
+    """Azure's bytes as they may come: keep-alive comments before ``response.created``, CRLF
+    line ends, events split mid-line across chunks, an escaped stamp key, the stamp in an
+    event named ``error``. The caller sees none of the stamp; the id is recorded."""
+    with owned_stack(tmp_path, private) as stack:
+        owner = owner_of(A).encode()
+        rid = "resp_" + "ab12" * 12
+        created = (
+            b'event: response.created\r\ndata: {"type":"response.created","response":{"id":"'
+            + rid.encode()
+            + b'","metadata":{"k":"v","gateway_owner":"'
+            + owner
+            + b'"}}}\r\n\r\n'
+        )
+        escaped = (
+            b'data: {"type":"response.in_progress","response":{"id":"'
+            + rid.encode()
+            + b'","metadata":{"gateway\\u005fowner":"'
+            + owner
+            + b'"}}}\r\n\r\n'
+        )
+        hidden = (
+            b'event: error\r\ndata: {"type":"response.completed","response":{"metadata":'
+            b'{"gateway_owner":"' + owner + b'"}}}\r\n\r\n'
+        )
+        stream = b": keep-alive\r\n\r\n" + created + escaped + hidden
+        cut = len(b": keep-alive\r\n\r\n") + 30
+        stack.fake.script(
+            ScriptedResponse(
+                headers=(("content-type", "text/event-stream"),),
+                chunks=(stream[:7], stream[7:cut], stream[cut:-9], stream[-9:]),
+                chunk_delay_s=0.05,
+            ),
+            path_prefix="/openai/v1/responses",
+        )
+        raw = V1(stack, A).stream("POST", "responses", {**MODEL, "input": "x", "stream": True})
+        assert owner not in raw and b"gateway_owner" not in raw
+        events = events_of(raw)
+        assert [e["type"] for e in events] == [
+            "response.created",
+            "response.in_progress",
+            "response.completed",
+        ]
+        assert events[0]["response"]["metadata"] == {"k": "v"}
+        assert recorded(private, rid) == owner

@@ -12,7 +12,6 @@ from gateway.ownership.rules import (
     STAMP_KEY,
     check_owner,
     created_id,
-    first_event_complete,
     owned_by,
     owner_key,
     tenant_digest,
@@ -75,16 +74,21 @@ def test_thread_id_from_json(operation: str, body: bytes, expected: str | None) 
 
 
 @pytest.mark.parametrize(
-    ("buffer", "complete"),
+    ("chunks", "opened"),
     [
-        (b"event: thread.created\ndata: {}", False),
-        (b"event: thread.created\ndata: {}\n\nevent: x", True),
-        (b"event: thread.created\r\ndata: {}\r\n\r\n", True),
-        (b"event: thread.created\rdata: {}\r\r", True),
+        ([b"event: thread.created\ndata: {}"], False),
+        ([b'event: thread.created\ndata: {"id":"thread_1"}\n\nevent: x'], True),
+        ([b"event: thread.created\r\ndata: {}\r\n\r\n"], True),  # no id, but an event
+        ([b"event: thread.created\rdata: {}\r\r", b"e"], True),
+        ([b": keep-alive\n\n", b": again\n\n"], False),  # comments open nothing
+        ([b": keep-alive\n\nevent: thread.run.created\ndata: {}\n\n"], True),
     ],
 )
-def test_first_event_complete(buffer: bytes, complete: bool) -> None:
-    assert first_event_complete(buffer) is complete
+def test_a_stream_opens_with_its_first_event(chunks: list[bytes], opened: bool) -> None:
+    sse = SseStampFilter()
+    for chunk in chunks:
+        sse.feed(chunk)
+    assert sse.opened is opened
 
 
 # -- putting the stamp on requests

@@ -60,7 +60,6 @@ from gateway.ownership.rules import (
     UnknownPolicy,
     check_owner,
     created_id,
-    first_event_complete,
     may_use,
     not_kept,
     reference_not_found,
@@ -400,7 +399,8 @@ class _Effects:
             # its owner recorded, as a non-streamed create's is before its answer.
             self.held += chunk
             self.held_out += out
-            opened = first_event_complete(bytes(self.held)) or len(self.held) >= self.stamps.limit
+            # Comments (``: keep-alive``) before it do not open the stream.
+            opened = self.stamps.opened or len(self.held) >= self.stamps.limit
             if more and not opened:
                 return
             await self._record(self.stamps.object_id)

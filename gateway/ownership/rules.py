@@ -46,8 +46,6 @@ KEY_PREFIX = "gw:own:"
 STAMP_KEY = "gateway_owner"
 #: What a stored owner (a record's value, a stamp) may look like: a digest, never free text.
 _OWNER = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-#: How much of a streamed create-and-run is read, at most, looking for ``thread.created``.
-SSE_PEEK_LIMIT = 256 * 1024
 
 
 class RecordsUnavailableError(Exception):
@@ -166,8 +164,3 @@ _ABSENT = object()
 
 def valid_id(kind: Kind, value: object) -> str | None:
     return value if isinstance(value, str) and kind.pattern.fullmatch(value) else None
-
-
-def first_event_complete(buffer: bytes) -> bool:
-    """Whether the first server-sent event of ``buffer`` is complete (a blank line seen)."""
-    return b"\n\n" in buffer or b"\r\n\r\n" in buffer or b"\r\r" in buffer

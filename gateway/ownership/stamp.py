@@ -197,6 +197,8 @@ class SseStampFilter:
         self._held_size = 0
         self._passing = False  # the current event passes through
         self._mid_line = False  # part of the current line has already passed through
+        #: Events that have ended (a comment-only block is no event), passed or held.
+        self.events = 0
 
     def feed(self, chunk: bytes) -> bytes:
         self._buffer += chunk
@@ -239,6 +241,7 @@ class SseStampFilter:
     def _line(self, line: bytes, blank: bool) -> bytes:
         if self._passing:
             self._passing = not blank
+            self.events += blank
             return line
         if blank and not self._held:
             return line  # a blank line between events
@@ -255,6 +258,7 @@ class SseStampFilter:
         lines, self._held, self._held_size = self._held, [], 0
         raw = b"".join(lines)
         fields = [_field(_EOL.sub(b"", line)) for line in lines[:-1]]
+        self.events += any(name in (b"data", b"event") for name, _ in fields)
         events = [value for name, value in fields if name == b"event"]
         etype = events[-1] if events else None
         if self._checked is not None and (etype is None or etype not in self._checked):
@@ -287,6 +291,12 @@ class SseStampFilter:
                 out.append(b"data: " + dump(stripped) + end)
                 replaced = True
         return b"".join(out) + lines[-1]
+
+    @property
+    def opened(self) -> bool:
+        """Whether the stream's opening is past: the new object's id read, or an event (not
+        a comment) has ended without it."""
+        return self.object_id is not None or self.events > 0
 
     def _opens(self, etype: bytes | None, obj: Any) -> bool:
         """Whether an event is the opening one: named so by its ``event:`` line, or (a shape
