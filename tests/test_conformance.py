@@ -4,10 +4,11 @@ The documents are the vendored ones (``tests/specs``, see its SOURCES.md): the A
 operations (``paths``) and schemas of the 2024-02-15-preview and 2024-05-01-preview inference
 documents, the files operations of the 2024-05-01-preview authoring document (Swagger 2.0),
 the vector store operations of the 2025-04-01-preview document (chunking strategies), and
-the Responses operations of the GA v1 document (``/openai/v1/``, issue 15: create, retrieve,
-delete, input items; ``tests/specs/v1``). The v1 document defines no conversations (their
-shapes are the SDK's, not a document to generate from) and its file upload requires an
-``expires_after`` part the gateway's two-part upload rule refuses, so neither is tried here.
+the Responses and Files operations of the GA v1 document (``/openai/v1/``, issue 15: create,
+retrieve, delete, input items; files; ``tests/specs/v1``). The v1 document defines no
+conversations (their shapes are the SDK's, not a document to generate from); its file upload
+requires an ``expires_after`` part the gateway's two-part upload rule refuses, a known gap
+(``GAPS``: a strict xfail).
 The schemas' known defects are fixed on load as the fake's own checks fix them
 (``tests.fakeazure.openapi.ERRATA``), the operations' ones by ``PATH_ERRATA`` below.
 
@@ -78,9 +79,9 @@ DOCUMENTS: dict[str, tuple[str, str, str]] = {
         f"{V2504}/inference.vector_stores.paths.json",
         f"{V2504}/inference.vector_stores.json",
     ),
-    f"{V1API} responses": (
+    f"{V1API}": (
         V1API,
-        "v1/azure-v1-v1.responses.paths.json",
+        "v1/azure-v1-v1.responses.json",
         "v1/azure-v1-v1.responses.json",
     ),
 }
@@ -280,7 +281,29 @@ def path_ids(tenant: Tenant) -> dict[str, str]:
     return {**tenant.ids, "file-id": tenant.ids["file_id"]}
 
 
-@pytest.mark.parametrize(("document", "label"), CASES, ids=[f"{d}:{op}" for d, op in CASES])
+#: Known gaps: documented requests the gateway refuses wholesale (strict: the run fails once
+#: one is closed, so the entry goes with it).
+GAPS: dict[tuple[str, str], str] = {
+    (V1API, "POST /files"): (
+        "the v1 document's upload (AzureCreateFileRequestMultiPart) requires an expires_after "
+        "part; the gateway's upload rule allows exactly purpose then file (invalid_multipart)"
+    ),
+}
+
+
+def _params() -> list[Any]:
+    return [
+        pytest.param(
+            d,
+            op,
+            id=f"{d}:{op}",
+            marks=[pytest.mark.xfail(strict=True, reason=GAPS[(d, op)])] if (d, op) in GAPS else [],
+        )
+        for d, op in CASES
+    ]
+
+
+@pytest.mark.parametrize(("document", "label"), _params())
 def test_documented_requests_reach_azure_or_a_documented_refusal(
     stack: Stack, tenant: Tenant, document: str, label: str
 ) -> None:
@@ -323,8 +346,9 @@ def test_the_documents_define_the_operations_tried() -> None:
         V2: 35,
         f"{V2} files": 5,
         f"{V2504} vector stores": 13,
-        f"{V1API} responses": 4,
+        f"{V1API}": 9,
     }, counts
     assert (V1, "GET /threads/{thread_id}/messages/{message_id}/files") in CASES
     assert (V2, "POST /vector_stores/{vector_store_id}/file_batches") in CASES
-    assert (f"{V1API} responses", "GET /responses/{response_id}/input_items") in CASES
+    assert (f"{V1API}", "GET /responses/{response_id}/input_items") in CASES
+    assert set(GAPS) <= set(CASES)
