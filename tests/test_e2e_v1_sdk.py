@@ -387,9 +387,10 @@ def test_a_token_provider_is_read_per_request(stack: Stack) -> None:
     """``api_key`` as a callable (what the README recommends for a projected token that
     rotates): the SDK asks it before each request, and the gateway takes each token."""
     issued: list[str] = []
+    base = time.time()
 
     def provider() -> str:
-        issued.append(stack.token(now=time.time() - len(issued)))  # each one distinct
+        issued.append(stack.token(now=base - len(issued)))  # each one distinct (its iat)
         return issued[-1]
 
     c = openai.OpenAI(base_url=f"{stack.url}/openai/v1/", api_key=provider, max_retries=0)
