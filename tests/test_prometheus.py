@@ -281,6 +281,7 @@ def test_dashboard_and_alerts_against_real_prometheus(
         "GatewayRedisDegraded",
         "GatewayJwksRefreshFailing",
         "Gateway429Storm",
+        "GatewayStreamsSlowToStart",
     } <= names
     for rule in rules:
         prom.query(rule["expr"])  # valid as written (it may be empty: not firing)
