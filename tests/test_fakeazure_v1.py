@@ -235,6 +235,14 @@ def test_refusals(az: V1) -> None:
         ({"model": "m", "max_output_tokens": 3}, "max_output_tokens"),
         ({"model": "m", "input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
         ({"model": "m", "conversation": {"id": 3}}, "conversation"),
+        ({"model": "m", "temperature": 2.5}, "temperature"),
+        ({"model": "m", "top_p": -0.1}, "top_p"),
+        ({"model": "m", "top_logprobs": 21}, "top_logprobs"),
+        ({"model": "m", "store": "yes"}, "store"),
+        ({"model": "m", "truncation": "middle"}, "truncation"),
+        ({"model": "m", "include": ["everything"]}, "include"),
+        ({"model": "m", "tool_choice": "always"}, "tool_choice"),
+        ({"model": "m", "instructions": ["x"]}, "instructions"),
         (
             {
                 "model": "m",

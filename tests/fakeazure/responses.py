@@ -214,6 +214,7 @@ class Responses:
             isinstance(t, dict) and isinstance(t.get("type"), str) for t in tools
         ):
             raise invalid("Invalid 'tools': expected an array of tool objects.", "tools")
+        check_create_fields(body)
         conv_id = _conversation_id(body.get("conversation"))
         previous = body.get("previous_response_id")
         if conv_id is not None and previous is not None:
@@ -370,6 +371,58 @@ class Responses:
         for r in list(self.items.values()):
             if r.pending is not None and not r.streaming and now - r.clock_at >= complete_after_s:
                 drain(r)
+
+
+#: Ranges and types of AzureCreateResponse's scalar fields: (field, types, low, high).
+_NUMBERS: tuple[tuple[str, tuple[type, ...], float, float], ...] = (
+    ("temperature", (int, float), 0, 2),
+    ("top_p", (int, float), 0, 1),
+    ("top_logprobs", (int,), 0, 20),
+)
+_FLAGS = ("background", "store", "stream", "parallel_tool_calls")
+INCLUDABLE = frozenset(
+    {
+        "code_interpreter_call.outputs",
+        "computer_call_output.output.image_url",
+        "file_search_call.results",
+        "message.input_image.image_url",
+        "message.output_text.logprobs",
+        "reasoning.encrypted_content",
+    }
+)
+
+
+def check_create_fields(body: Json) -> None:
+    """The create request's scalar fields as AzureCreateResponse types and bounds them
+    (``null`` allowed where the document says nullable)."""
+    for name, types, low, high in _NUMBERS:
+        value = body.get(name)
+        if name not in body or (value is None and name != "top_logprobs"):  # not nullable
+            continue
+        number = value if isinstance(value, types) and not isinstance(value, bool) else None
+        if not isinstance(number, (int, float)) or not low <= number <= high:
+            raise invalid(
+                f"Invalid '{name}': expected a number between {low} and {high}.",
+                name,
+                "invalid_value",
+            )
+    for name in _FLAGS:
+        if body.get(name) is not None and not isinstance(body[name], bool):
+            raise invalid(f"Invalid type for '{name}': expected a boolean.", name, "invalid_type")
+    for name in ("instructions", "previous_response_id", "user"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise invalid(f"Invalid type for '{name}': expected a string.", name, "invalid_type")
+    if body.get("truncation") not in (None, "auto", "disabled"):
+        raise invalid("Invalid 'truncation': 'auto' or 'disabled'.", "truncation", "invalid_value")
+    include = body.get("include")
+    if include is not None and (
+        not isinstance(include, list) or not all(i in INCLUDABLE for i in include)
+    ):
+        raise invalid("Invalid 'include'.", "include", "invalid_value")
+    choice = body.get("tool_choice")
+    named = isinstance(choice, dict) and isinstance(choice.get("type"), str)
+    if choice not in (None, "none", "auto", "required") and not named:
+        raise invalid("Invalid 'tool_choice'.", "tool_choice", "invalid_value")
 
 
 def _conversation_id(value: Any) -> str | None:
