@@ -29,7 +29,7 @@ import asyncio
 import copy
 import json
 import secrets
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Container, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,9 +178,11 @@ class Responses:
         next_seq: Callable[[], int],
         files: Files,
         conversations: Conversations,
+        vector_stores: Container[str],
     ) -> None:
         self._now, self._clock, self._next_seq = now, clock, next_seq
         self._files, self._conversations = files, conversations
+        self._vector_stores = vector_stores
         self.items: dict[str, Response] = {}
 
     def get(self, response_id: str) -> Response:
@@ -215,6 +217,17 @@ class Responses:
         ):
             raise invalid("Invalid 'tools': expected an array of tool objects.", "tools")
         check_create_fields(body)
+        for i, tool in enumerate(tools):
+            if tool["type"] != "file_search":
+                continue
+            ids = tool.get("vector_store_ids")
+            if not isinstance(ids, list) or not all(isinstance(v, str) for v in ids):
+                where = f"tools[{i}].vector_store_ids"
+                raise invalid(f"Invalid '{where}': expected an array of ids.", where)
+            for j, vs_id in enumerate(ids):
+                if vs_id not in self._vector_stores:
+                    where = f"tools[{i}].vector_store_ids[{j}]"
+                    raise v1_not_found("Vector store", vs_id, where)
         conv_id = _conversation_id(body.get("conversation"))
         previous = body.get("previous_response_id")
         if conv_id is not None and previous is not None:
