@@ -203,6 +203,8 @@ class Responses:
             raise invalid(
                 "Background mode requires 'store' to be true.", "background", "invalid_value"
             )
+        # The service's rules, which the document does not state: background needs store,
+        # and max_output_tokens is at least 16.
         tokens = body.get("max_output_tokens")
         if tokens is not None and (not isinstance(tokens, int) or tokens < 16):
             raise invalid(
@@ -282,11 +284,8 @@ class Responses:
         return (self.context(earlier) if earlier else []) + r.input_items + r.output
 
     def _lifecycle(self, r: Response, fail: bool) -> Iterator[Json]:
-        if r.background:
-            r.status = "in_progress"
-            yield {"type": "response.in_progress", "response": response_json(r)}
-        else:
-            yield {"type": "response.in_progress", "response": response_json(r)}
+        r.status = "in_progress"  # a background response leaves ``queued`` here
+        yield {"type": "response.in_progress", "response": response_json(r)}
         msg: Json = {
             "id": item_id("message"),
             "type": "message",
