@@ -5,6 +5,7 @@ define, the OpenAI reference's shapes; then the stock SDK against the fake direc
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -235,6 +236,14 @@ def test_refusals(az: V1) -> None:
         ({"model": "m", "max_output_tokens": 3}, "max_output_tokens"),
         ({"model": "m", "input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
         ({"model": "m", "conversation": {"id": 3}}, "conversation"),
+        ({"model": "m", "temperature": 2.5}, "temperature"),
+        ({"model": "m", "top_p": -0.1}, "top_p"),
+        ({"model": "m", "top_logprobs": 21}, "top_logprobs"),
+        ({"model": "m", "store": "yes"}, "store"),
+        ({"model": "m", "truncation": "middle"}, "truncation"),
+        ({"model": "m", "include": ["everything"]}, "include"),
+        ({"model": "m", "tool_choice": "always"}, "tool_choice"),
+        ({"model": "m", "instructions": ["x"]}, "instructions"),
         (
             {
                 "model": "m",
@@ -645,3 +654,40 @@ def test_stream_knobs_first_event_delay_cut_and_obfuscation(fake: FakeAzure, az:
     )
     assert [e["sequence_number"] for e in replay] == [e["sequence_number"] for e in bg]
     assert all("obfuscation" not in e for e in replay)
+
+
+def test_file_search_vector_stores_must_exist(fake: FakeAzure, az: V1) -> None:
+    store = httpx.post(
+        f"{url(az)}/openai/vector_stores",
+        params={"api-version": "2025-04-01-preview"},
+        headers={"api-key": KEY},
+        json={"name": "kb"},
+    ).json()
+    tool: dict[str, Any] = {"type": "file_search", "vector_store_ids": [store["id"]]}
+    made = az.call(
+        "POST", "responses", "AzureResponse", json={"model": "m", "input": "q", "tools": [tool]}
+    )
+    assert made["tools"] == [tool]
+    tool["vector_store_ids"] = [store["id"], "vs_nope"]
+    refused = az.fail("POST", "responses", 404, json={"model": "m", "tools": [tool]})
+    assert refused["param"] == "tools[0].vector_store_ids[1]"
+
+
+def test_async_sdk_streams_from_the_fake(served: tuple[FakeAzure, ThreadedUvicorn]) -> None:
+    served[0].reset()
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        async with openai.AsyncOpenAI(
+            base_url=f"{served[1].url}/openai/v1/", api_key=KEY, max_retries=0
+        ) as client:
+            conv = await client.conversations.create()
+            stream = await client.responses.create(
+                model="m", input="async", conversation=conv.id, stream=True
+            )
+            kinds = [str(event.type) async for event in stream]
+            items = [str(i.type) async for i in client.conversations.items.list(conv.id, limit=1)]
+            return kinds, items
+
+    kinds, items = asyncio.run(scenario())
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert items == ["message", "message"]  # the input and the answer, one page each

@@ -29,7 +29,7 @@ import asyncio
 import copy
 import json
 import secrets
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Container, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,9 +178,11 @@ class Responses:
         next_seq: Callable[[], int],
         files: Files,
         conversations: Conversations,
+        vector_stores: Container[str],
     ) -> None:
         self._now, self._clock, self._next_seq = now, clock, next_seq
         self._files, self._conversations = files, conversations
+        self._vector_stores = vector_stores
         self.items: dict[str, Response] = {}
 
     def get(self, response_id: str) -> Response:
@@ -201,6 +203,8 @@ class Responses:
             raise invalid(
                 "Background mode requires 'store' to be true.", "background", "invalid_value"
             )
+        # The service's rules, which the document does not state: background needs store,
+        # and max_output_tokens is at least 16.
         tokens = body.get("max_output_tokens")
         if tokens is not None and (not isinstance(tokens, int) or tokens < 16):
             raise invalid(
@@ -214,6 +218,18 @@ class Responses:
             isinstance(t, dict) and isinstance(t.get("type"), str) for t in tools
         ):
             raise invalid("Invalid 'tools': expected an array of tool objects.", "tools")
+        check_create_fields(body)
+        for i, tool in enumerate(tools):
+            if tool["type"] != "file_search":
+                continue
+            ids = tool.get("vector_store_ids")
+            if not isinstance(ids, list) or not all(isinstance(v, str) for v in ids):
+                where = f"tools[{i}].vector_store_ids"
+                raise invalid(f"Invalid '{where}': expected an array of ids.", where)
+            for j, vs_id in enumerate(ids):
+                if vs_id not in self._vector_stores:
+                    where = f"tools[{i}].vector_store_ids[{j}]"
+                    raise v1_not_found("Vector store", vs_id, where)
         conv_id = _conversation_id(body.get("conversation"))
         previous = body.get("previous_response_id")
         if conv_id is not None and previous is not None:
@@ -268,11 +284,8 @@ class Responses:
         return (self.context(earlier) if earlier else []) + r.input_items + r.output
 
     def _lifecycle(self, r: Response, fail: bool) -> Iterator[Json]:
-        if r.background:
-            r.status = "in_progress"
-            yield {"type": "response.in_progress", "response": response_json(r)}
-        else:
-            yield {"type": "response.in_progress", "response": response_json(r)}
+        r.status = "in_progress"  # a background response leaves ``queued`` here
+        yield {"type": "response.in_progress", "response": response_json(r)}
         msg: Json = {
             "id": item_id("message"),
             "type": "message",
@@ -370,6 +383,58 @@ class Responses:
         for r in list(self.items.values()):
             if r.pending is not None and not r.streaming and now - r.clock_at >= complete_after_s:
                 drain(r)
+
+
+#: Ranges and types of AzureCreateResponse's scalar fields: (field, types, low, high).
+_NUMBERS: tuple[tuple[str, tuple[type, ...], float, float], ...] = (
+    ("temperature", (int, float), 0, 2),
+    ("top_p", (int, float), 0, 1),
+    ("top_logprobs", (int,), 0, 20),
+)
+_FLAGS = ("background", "store", "stream", "parallel_tool_calls")
+INCLUDABLE = frozenset(
+    {
+        "code_interpreter_call.outputs",
+        "computer_call_output.output.image_url",
+        "file_search_call.results",
+        "message.input_image.image_url",
+        "message.output_text.logprobs",
+        "reasoning.encrypted_content",
+    }
+)
+
+
+def check_create_fields(body: Json) -> None:
+    """The create request's scalar fields as AzureCreateResponse types and bounds them
+    (``null`` allowed where the document says nullable)."""
+    for name, types, low, high in _NUMBERS:
+        value = body.get(name)
+        if name not in body or (value is None and name != "top_logprobs"):  # not nullable
+            continue
+        number = value if isinstance(value, types) and not isinstance(value, bool) else None
+        if not isinstance(number, (int, float)) or not low <= number <= high:
+            raise invalid(
+                f"Invalid '{name}': expected a number between {low} and {high}.",
+                name,
+                "invalid_value",
+            )
+    for name in _FLAGS:
+        if body.get(name) is not None and not isinstance(body[name], bool):
+            raise invalid(f"Invalid type for '{name}': expected a boolean.", name, "invalid_type")
+    for name in ("instructions", "previous_response_id", "user"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise invalid(f"Invalid type for '{name}': expected a string.", name, "invalid_type")
+    if body.get("truncation") not in (None, "auto", "disabled"):
+        raise invalid("Invalid 'truncation': 'auto' or 'disabled'.", "truncation", "invalid_value")
+    include = body.get("include")
+    if include is not None and (
+        not isinstance(include, list) or not all(i in INCLUDABLE for i in include)
+    ):
+        raise invalid("Invalid 'include'.", "include", "invalid_value")
+    choice = body.get("tool_choice")
+    named = isinstance(choice, dict) and isinstance(choice.get("type"), str)
+    if choice not in (None, "none", "auto", "required") and not named:
+        raise invalid("Invalid 'tool_choice'.", "tool_choice", "invalid_value")
 
 
 def _conversation_id(value: Any) -> str | None:
