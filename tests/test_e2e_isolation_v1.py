@@ -419,11 +419,27 @@ def test_a_streamed_response_holds_the_concurrency_slot(
         # The time to first event of both streamed operations is in the metrics.
         metrics = stack.gateway.metrics
         assert metrics is not None
+        name = "gateway_time_to_first_event_seconds"
         for operation in ("responses.create", "responses.retrieve"):
-            count = metrics.registry.get_sample_value(
-                "gateway_time_to_first_event_seconds_count", {"operation": operation}
-            )
-            assert count is not None and count >= 1, operation
+            # Observed once the request is over, just after its last byte.
+            deadline = time.monotonic() + 2
+            while not metrics.registry.get_sample_value(f"{name}_count", {"operation": operation}):
+                assert time.monotonic() < deadline, operation
+                time.sleep(0.01)
+        # Azure slow to its first event: the histogram shows it (the whole stream is longer).
+        labels = {"operation": "responses.create"}
+        before = metrics.registry.get_sample_value(f"{name}_sum", labels) or 0.0
+        count_before = metrics.registry.get_sample_value(f"{name}_count", labels) or 0.0
+        stack.fake.response_first_event_delay_s = 0.4
+        stack.fake.response_event_delay_s = 0.01
+        a.stream("POST", "responses", {**MODEL, "input": "x", "stream": True})
+        deadline = time.monotonic() + 2
+        while (metrics.registry.get_sample_value(f"{name}_count", labels) or 0) <= count_before:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert metrics.registry.get_sample_value(f"{name}_count", labels) == count_before + 1
+        waited = (metrics.registry.get_sample_value(f"{name}_sum", labels) or 0.0) - before
+        assert 0.4 <= waited < 5
 
 
 def test_a_stream_opening_with_comments_is_still_recorded_and_unstamped(
