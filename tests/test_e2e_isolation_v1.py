@@ -489,3 +489,22 @@ def test_a_stream_opening_with_comments_is_still_recorded_and_unstamped(
         ]
         assert events[0]["response"]["metadata"] == {"k": "v"}
         assert recorded(private, rid) == owner
+
+
+def test_a_large_response_is_read_whole_not_refused(tmp_path: Path, private: RedisServer) -> None:
+    """A response holds its whole output: its JSON (taken off its stamp) and its owner lookup
+    at Azure may be far larger than a request body (1 MiB) or an assistant (2 MiB)."""
+    with owned_stack(tmp_path, private) as stack:
+        stack.fake.answer = lambda _question: "x" * 2_500_000
+        a, b = V1(stack, A), V1(stack, B)
+        created = a.ok("POST", "responses", {**MODEL, "input": "a lot", "metadata": {"k": "v"}})
+        assert created["metadata"] == {"k": "v"}
+        assert len(json.dumps(created)) > 2_500_000
+        flush(private)
+        with replica(stack) as url:
+            again = V1(stack, A, url).ok("GET", f"responses/{created['id']}")
+            assert again["metadata"] == {"k": "v"}
+            assert V1(stack, B, url).call("GET", f"responses/{created['id']}").status_code == 404
+        raw = a.stream("POST", "responses", {**MODEL, "input": "more", "stream": True})
+        assert STAMP_KEY.encode() not in raw and len(raw) > 5_000_000
+        assert b.call("GET", f"responses/{events_of(raw)[0]['response']['id']}").status_code == 404
