@@ -292,6 +292,15 @@ def test_another_tenants_v1_objects_are_out_of_reach(tmp_path: Path, private: Re
         assert chained["previous_response_id"] == a.response
         assert_isolated(stack, a, b, a.api)
         assert_isolated(stack, b, a, b.api)
+        # An answer that is the conversation (an item's delete) shows no stamp either.
+        after = a.api.ok("DELETE", f"conversations/{a.conversation}/items/{a.item}")
+        assert after["id"] == a.conversation and after["metadata"] == {"n": "1"}
+        # A queued background response's cancel answers the response, without the stamp.
+        stack.fake.response_complete_after_s = 60
+        queued = a.api.ok("POST", "responses", {**MODEL, "input": "q", "background": True})
+        cancelled = a.api.ok("POST", f"responses/{queued['id']}/cancel")
+        assert cancelled["id"] == queued["id"] and cancelled["metadata"] == {}
+        assert b.api.call("POST", f"responses/{queued['id']}/cancel").status_code == 404
 
 
 def test_streamed_responses_never_show_the_stamp(tmp_path: Path, private: RedisServer) -> None:
