@@ -246,7 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate a config file; exit 1 on problems")
     check.add_argument("path")
     check.set_defaults(func=cmd_check_config)
-    demo = sub.add_parser("demo", help="run the embedded demo on 127.0.0.1")
+    demo = sub.add_parser(
+        "demo", help="run the embedded demo on 127.0.0.1 (Assistants and the v1 API)"
+    )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080)
     demo.set_defaults(func=cmd_demo)

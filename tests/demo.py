@@ -37,6 +37,8 @@ DEMO_ISSUER = "https://demo-issuer.gateway.invalid"
 DEMO_AUDIENCE = "azure-openai-gateway"
 DEMO_KID = "demo-key-1"
 DEMO_API_VERSION = "2024-05-01-preview"
+#: The deployment the v1 examples name (the fake Azure serves any).
+DEMO_MODEL = "gpt-4o"
 
 
 def default_state_dir() -> Path:
@@ -228,6 +230,71 @@ def private_redis() -> Iterator[str | None]:
             proc.wait(timeout=5)
 
 
+def shell_example(gateway_url: str) -> str:
+    """The curl commands the banner prints: both APIs, runnable as pasted after ``export``."""
+    json_id = "python3 -c 'import json, sys; print(json.load(sys.stdin)[\"id\"])'"
+    auth = "-H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json'"
+    return f"""# Assistants (api-version required): a thread, a message in it
+THREAD=$(curl -sf -X POST \\
+  '{gateway_url}/openai/threads?api-version={DEMO_API_VERSION}' \\
+  {auth} \\
+  -d '{{}}' | {json_id})
+curl -sf -X POST \\
+  "{gateway_url}/openai/threads/$THREAD/messages?api-version={DEMO_API_VERSION}" \\
+  {auth} \\
+  -d '{{"role": "user", "content": "Hello"}}'
+echo
+# Responses and Conversations (the v1 API, no api-version): a conversation, a response in it
+CONV=$(curl -sf -X POST '{gateway_url}/openai/v1/conversations' \\
+  {auth} \\
+  -d '{{"items": [{{"type": "message", "role": "user", "content": "Hello"}}]}}' \\
+  | {json_id})
+curl -sf -X POST '{gateway_url}/openai/v1/responses' \\
+  {auth} \\
+  -d '{{"model": "{DEMO_MODEL}", "conversation": "'"$CONV"'", "input": "And now?"}}'
+echo
+# The same streamed (server-sent events)
+curl -sfN -X POST '{gateway_url}/openai/v1/responses' \\
+  {auth} \\
+  -d '{{"model": "{DEMO_MODEL}", "input": "Stream it", "stream": true}}'
+"""
+
+
+def python_example(gateway_url: str) -> str:
+    """The openai SDK snippet the banner prints (a shell here-document: pasted into the same
+    shell after ``export TOKEN=...``, it runs as it is): both clients, one token."""
+    return f"""python3 - <<'EOF'
+import os
+from openai import AzureOpenAI, OpenAI
+token = os.environ["TOKEN"]
+# Assistants (deprecated by Microsoft and OpenAI): threads, messages, runs
+assistants = AzureOpenAI(azure_endpoint="{gateway_url}",
+                         api_version="{DEMO_API_VERSION}", azure_ad_token=token)
+thread = assistants.beta.threads.create()
+assistants.beta.threads.messages.create(thread.id, role="user", content="Hello")
+print(assistants.beta.threads.messages.list(thread.id).data[0].content)
+# Responses and Conversations (the v1 API): the same token, the v1 base URL
+client = OpenAI(base_url="{gateway_url}/openai/v1/", api_key=token)
+conversation = client.conversations.create(
+    items=[{{"type": "message", "role": "user", "content": "Hello"}}])
+response = client.responses.create(
+    model="{DEMO_MODEL}", conversation=conversation.id, input="And now?")
+print(response.output_text)
+with client.responses.stream(model="{DEMO_MODEL}", input="Stream it") as stream:
+    for event in stream:
+        if event.type == "response.output_text.delta":
+            print(event.delta, end="", flush=True)
+print()
+for item in client.conversations.items.list(conversation.id):
+    print(item.type, item.id)
+EOF
+"""
+
+
+def _indented(text: str) -> str:
+    return "".join(f"  {line}\n" if line else "\n" for line in text.splitlines())
+
+
 def banner(gateway_url: str, token: str) -> str:
     return f"""
 Assistants gateway demo: gateway {gateway_url}  ->  fake Azure (in-process)
@@ -236,24 +303,12 @@ A development token (valid 1 hour; mint more with `gateway token`):
 
   export TOKEN='{token}'
 
-Create a thread and post a message with curl:
+With curl (the Assistants API, then Responses and Conversations):
 
-  curl -s -X POST '{gateway_url}/openai/threads?api-version={DEMO_API_VERSION}' \\
-       -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{{}}'
-  curl -s -X POST \\
-       '{gateway_url}/openai/threads/<thread_id>/messages?api-version={DEMO_API_VERSION}' \\
-       -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
-       -d '{{"role": "user", "content": "Hello"}}'
+{_indented(shell_example(gateway_url))}
+Or with the openai SDK (paste it into the same shell):
 
-Or with the openai SDK:
-
-  from openai import AzureOpenAI
-  client = AzureOpenAI(azure_endpoint="{gateway_url}", api_version="{DEMO_API_VERSION}",
-                       azure_ad_token=TOKEN)
-  thread = client.beta.threads.create()
-  client.beta.threads.messages.create(thread.id, role="user", content="Hello")
-  print(client.beta.threads.messages.list(thread.id).data)
-
+{python_example(gateway_url)}
 Serving until Ctrl-C.
 """
 

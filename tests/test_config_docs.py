@@ -6,6 +6,7 @@ import dataclasses
 import re
 import subprocess
 import sys
+import tomllib
 import typing
 from pathlib import Path
 
@@ -20,12 +21,14 @@ from gateway.config import (
     PolicySettings,
     RateLimitSettings,
     RateSettings,
+    parse,
 )
 from gateway.config.docs import COMMAND, TABLES, begin_marker, drift, end_marker, splice
 from gateway.config.document import OTHER_VARIABLES
 from gateway.config.schema import is_section
 from gateway.policy.limits import PolicyLimits
 from gateway.ratelimit.gcra import Rate, RateLimitProfile
+from tests.stack import base_config, deep_merge
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -151,3 +154,23 @@ def test_every_default_passes_its_own_check() -> None:
             if check is None or f.default is dataclasses.MISSING or f.default is None:
                 continue
             assert check(f.default) is None, f"{section.__name__}.{f.name}"
+
+
+def test_readme_migration_example_is_a_valid_config() -> None:
+    """The "Migrating from Assistants to Responses and Conversations" example profile is what
+    ``check-config`` accepts (its keys exist, its values are within Azure's limits), and it
+    governs both APIs' operations."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Migrating from Assistants to Responses and Conversations") :]
+    example = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert example is not None
+    data = tomllib.loads(example.group(1))
+    config = parse(deep_merge(base_config("https://example.invalid", "/dev/null", None), data))
+    profile = config.profiles["support-bot"]
+    for op in (
+        "messages.create",
+        "conversations.items.create",
+        "responses.create",
+        "files.v1.upload",
+    ):
+        assert profile.allows(op), op

@@ -27,6 +27,33 @@ def interrupt(proc: subprocess.Popen[str]) -> tuple[str, str]:
         return proc.communicate()
 
 
+def read_banner(proc: subprocess.Popen[str]) -> list[str]:
+    """The demo's banner, line by line, up to its last line."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    while not lines or lines[-1] != "Serving until Ctrl-C.":
+        line = proc.stdout.readline()
+        assert line, f"the demo ended before its banner: {lines}"
+        lines.append(line.rstrip("\n"))
+    return lines
+
+
+def pasted(banner: list[str]) -> str:
+    """What a user copies from the banner into a shell: the ``export TOKEN`` line, the curl
+    block (the indented lines under "With curl") and the SDK's here-document, as printed."""
+    export = next(line for line in banner if line.strip().startswith("export TOKEN="))
+    start = next(i for i, line in enumerate(banner) if line.startswith("With curl"))
+    curl: list[str] = []
+    for line in banner[start + 2 :]:
+        if not line.startswith("  "):
+            break
+        curl.append(line)
+    begin = banner.index("python3 - <<'EOF'")
+    end = banner.index("EOF", begin)
+    assert len(curl) > 10 and end - begin > 10, banner
+    return "\n".join([export, *curl, *banner[begin : end + 1]]) + "\n"
+
+
 def test_demo_serves_the_sdk_and_mints_tokens(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "GATEWAY_DEMO_DIR": str(tmp_path / "demo")}
@@ -40,6 +67,23 @@ def test_demo_serves_the_sdk_and_mints_tokens(tmp_path: Path) -> None:
     )
     try:
         wait_for_port(port, timeout=20)
+        # Both APIs, exactly as the banner prints them (python3: this interpreter's).
+        banner = read_banner(proc)
+        script = pasted(banner)
+        ran = subprocess.run(
+            ["bash", "-e", "-o", "pipefail"],
+            input=script,
+            env={**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ran.returncode == 0, (script, ran.stdout, ran.stderr)
+        shown = ran.stdout
+        assert '"object":"thread.message"' in shown.replace(" ", ""), shown
+        assert '"object":"response"' in shown.replace(" ", ""), shown
+        assert "event: response.created" in shown and "event: response.completed" in shown
+        assert "message msg_" in shown  # the SDK listed the conversation's items
         minted = subprocess.run(
             [
                 sys.executable,
@@ -89,10 +133,10 @@ def test_demo_serves_the_sdk_and_mints_tokens(tmp_path: Path) -> None:
         key_file = tmp_path / "demo" / "azure-api-key"
         assert oct(key_file.stat().st_mode & 0o777) == "0o600"
     finally:
-        out, _ = interrupt(proc)
-    assert "export TOKEN=" in out
-    assert "AzureOpenAI(" in out
-    assert "curl" in out
+        interrupt(proc)
+    printed = "\n".join(banner)
+    assert "AzureOpenAI(" in printed and "OpenAI(base_url=" in printed
+    assert "/openai/v1/responses" in printed and "/openai/threads" in printed
 
 
 def test_demo_without_redis_server_runs_the_same_limits_in_process(tmp_path: Path) -> None:

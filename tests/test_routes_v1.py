@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.app import _lookup_versions
 from gateway.errors import BadRequestError, MethodNotAllowedError, NotFoundError
 from gateway.operations.apiversions import DEFAULT_VERSIONS
 from gateway.operations.table import OperationMatch, OperationTable
+from tests.test_ownership_config import config_of
 
 RESP = "resp_" + "0123456789abcdef" * 3  # OpenAI's shape: resp_ and 48 hex digits
 CONV = "conv_" + "fedcba9876543210" * 3
@@ -345,3 +347,19 @@ def test_a_stream_is_asked_by_body_or_by_the_retrieve_query() -> None:
     # and the Assistants rows keep theirs
     runs = match("POST", "/openai/threads/thread_a/runs", f"api-version={DATED}")
     assert runs.wants_stream({"stream": True})
+
+
+def test_owner_lookups_of_the_v1_kinds_use_the_ga_version() -> None:
+    """A conversation's or response's owner is read at Azure with ``v1`` (the newest allowed
+    version of the lookup row's generation: GA over ``preview``); with no v1 API version
+    allowed there is none (a lookup then fails closed), and the Assistants kinds keep theirs."""
+    default = _lookup_versions(config_of({}))
+    assert (default["conversation_id"], default["response_id"]) == ("v1", "v1")
+    assert default["thread_id"] == DATED and default["file_id"] == DATED
+    chosen = _lookup_versions(config_of({"ownership": {"lookup_api_version": DATED}}))
+    assert chosen["conversation_id"] == "v1" and chosen["thread_id"] == DATED
+    preview = _lookup_versions(config_of({"api": {"versions": [DATED, "preview"]}}))
+    assert preview["response_id"] == "preview"
+    dated = _lookup_versions(config_of({"api": {"versions": [DATED]}}))
+    assert "conversation_id" not in dated and "response_id" not in dated
+    assert dated["thread_id"] == DATED

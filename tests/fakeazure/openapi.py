@@ -195,8 +195,10 @@ _V1_DOCS = {
 _V1_NOT_VENDORED: dict[str, Any] = {
     "OpenAI.ItemParam": {"type": "object"},
     "OpenAI.Annotation": {"type": "object", "required": ["type"]},
+    "OpenAI.DeleteFileResponse": {"type": "object"},
 }
-#: The inline schema of ``DELETE /responses/{response_id}``'s 200 answer, by a name.
+#: The inline schema of ``DELETE /responses/{response_id}``'s 200 answer, by a name. The
+#: document's ``paths`` of /responses and /files are vendored too (for conformance runs).
 DELETED_RESPONSE = "(paths) deleteResponse 200"
 
 
