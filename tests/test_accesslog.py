@@ -32,6 +32,7 @@ FIELDS = {
     "stream",
     "stream_cut",
     "client_disconnected",
+    "first_event_ms",
     "duration_ms",
     "overhead_ms",
     "upstream_ms",
@@ -150,6 +151,9 @@ def test_record_is_built_from_named_fields_only(caplog: pytest.LogCaptureFixture
     record = access_record(ctx)
     assert set(record) == FIELDS
     assert record["ratelimit_rule"] == "tenant-write"
+    assert record["first_event_ms"] is None
+    ctx.stream, ctx.first_event_s = True, 0.0421
+    assert access_record(ctx)["first_event_ms"] == 42.1
     assert "sub-secret" not in json.dumps(record) and "someone@" not in json.dumps(record)
     AccessLog().request_finished(ctx)
     assert access_lines(caplog)[0]["request_id"] == "r-9"

@@ -292,6 +292,15 @@ def test_another_tenants_v1_objects_are_out_of_reach(tmp_path: Path, private: Re
         assert chained["previous_response_id"] == a.response
         assert_isolated(stack, a, b, a.api)
         assert_isolated(stack, b, a, b.api)
+        # An answer that is the conversation (an item's delete) shows no stamp either.
+        after = a.api.ok("DELETE", f"conversations/{a.conversation}/items/{a.item}")
+        assert after["id"] == a.conversation and after["metadata"] == {"n": "1"}
+        # A queued background response's cancel answers the response, without the stamp.
+        stack.fake.response_complete_after_s = 60
+        queued = a.api.ok("POST", "responses", {**MODEL, "input": "q", "background": True})
+        cancelled = a.api.ok("POST", f"responses/{queued['id']}/cancel")
+        assert cancelled["id"] == queued["id"] and cancelled["metadata"] == {}
+        assert b.api.call("POST", f"responses/{queued['id']}/cancel").status_code == 404
 
 
 def test_streamed_responses_never_show_the_stamp(tmp_path: Path, private: RedisServer) -> None:
@@ -419,16 +428,27 @@ def test_a_streamed_response_holds_the_concurrency_slot(
         # The time to first event of both streamed operations is in the metrics.
         metrics = stack.gateway.metrics
         assert metrics is not None
-        # Observed when the request finishes, just after its last bytes reached the client.
+        name = "gateway_time_to_first_event_seconds"
         for operation in ("responses.create", "responses.retrieve"):
-            deadline = time.monotonic() + 5
-            count = None
-            while (count is None or count < 1) and time.monotonic() < deadline:
-                count = metrics.registry.get_sample_value(
-                    "gateway_time_to_first_event_seconds_count", {"operation": operation}
-                )
-                time.sleep(0.02)
-            assert count is not None and count >= 1, operation
+            # Observed once the request is over, just after its last byte.
+            deadline = time.monotonic() + 2
+            while not metrics.registry.get_sample_value(f"{name}_count", {"operation": operation}):
+                assert time.monotonic() < deadline, operation
+                time.sleep(0.01)
+        # Azure slow to its first event: the histogram shows it (the whole stream is longer).
+        labels = {"operation": "responses.create"}
+        before = metrics.registry.get_sample_value(f"{name}_sum", labels) or 0.0
+        count_before = metrics.registry.get_sample_value(f"{name}_count", labels) or 0.0
+        stack.fake.response_first_event_delay_s = 0.4
+        stack.fake.response_event_delay_s = 0.01
+        a.stream("POST", "responses", {**MODEL, "input": "x", "stream": True})
+        deadline = time.monotonic() + 2
+        while (metrics.registry.get_sample_value(f"{name}_count", labels) or 0) <= count_before:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert metrics.registry.get_sample_value(f"{name}_count", labels) == count_before + 1
+        waited = (metrics.registry.get_sample_value(f"{name}_sum", labels) or 0.0) - before
+        assert 0.4 <= waited < 5
 
 
 def test_a_stream_opening_with_comments_is_still_recorded_and_unstamped(
@@ -478,3 +498,22 @@ def test_a_stream_opening_with_comments_is_still_recorded_and_unstamped(
         ]
         assert events[0]["response"]["metadata"] == {"k": "v"}
         assert recorded(private, rid) == owner
+
+
+def test_a_large_response_is_read_whole_not_refused(tmp_path: Path, private: RedisServer) -> None:
+    """A response holds its whole output: its JSON (taken off its stamp) and its owner lookup
+    at Azure may be far larger than a request body (1 MiB) or an assistant (2 MiB)."""
+    with owned_stack(tmp_path, private) as stack:
+        stack.fake.answer = lambda _question: "x" * 2_500_000
+        a, b = V1(stack, A), V1(stack, B)
+        created = a.ok("POST", "responses", {**MODEL, "input": "a lot", "metadata": {"k": "v"}})
+        assert created["metadata"] == {"k": "v"}
+        assert len(json.dumps(created)) > 2_500_000
+        flush(private)
+        with replica(stack) as url:
+            again = V1(stack, A, url).ok("GET", f"responses/{created['id']}")
+            assert again["metadata"] == {"k": "v"}
+            assert V1(stack, B, url).call("GET", f"responses/{created['id']}").status_code == 404
+        raw = a.stream("POST", "responses", {**MODEL, "input": "more", "stream": True})
+        assert STAMP_KEY.encode() not in raw and len(raw) > 5_000_000
+        assert b.call("GET", f"responses/{events_of(raw)[0]['response']['id']}").status_code == 404

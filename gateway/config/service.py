@@ -200,7 +200,8 @@ class OwnershipConfig:
 
     enabled: bool = setting(
         True,
-        "stamp the creating tenant on each new thread, assistant, vector store and file "
+        "stamp the creating tenant on each new thread, assistant, vector store, file, "
+        "conversation and response "
         "(cached in Redis and in process); other tenants get 404 on it, 400 "
         "`reference_not_found` naming it, and lists without it "
         "([Tenant isolation](#tenant-isolation))",

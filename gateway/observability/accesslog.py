@@ -38,6 +38,10 @@ def access_record(ctx: RequestContext) -> dict[str, object]:
         "stream": ctx.stream,
         "stream_cut": ctx.stream_cut,
         "client_disconnected": ctx.client_disconnected,
+        # A stream's time to its first event (null: not a stream, or nothing of it sent).
+        "first_event_ms": (
+            None if ctx.first_event_s is None else round(ctx.first_event_s * 1000, 3)
+        ),
         "duration_ms": round(ctx.elapsed() * 1000, 3),
         "overhead_ms": round(ctx.overhead_seconds() * 1000, 3),
         "upstream_ms": round(ctx.upstream_seconds() * 1000, 3),

@@ -101,6 +101,18 @@ class Kind:
         """How its objects travel in server-sent events (``EVENT_SHAPES``), if they do."""
         return EVENT_SHAPES.get(self.param)
 
+    @property
+    def max_object_bytes(self) -> int:
+        """The largest JSON of one object the gateway reads whole (an answer it takes the
+        stamp off, an owner lookup at Azure): a streaming kind's event bound (a response
+        holds its whole output), else ``MAX_OBJECT_BYTES``."""
+        return self.events.max_event_bytes if self.events is not None else MAX_OBJECT_BYTES
+
+
+#: An owned object is a few KiB, an assistant's instructions (256,000 characters) at most
+#: about 1 MiB of JSON.
+MAX_OBJECT_BYTES = 2 * 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class EventShape:

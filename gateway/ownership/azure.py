@@ -35,10 +35,6 @@ from gateway.upstream.headers import upstream_request_headers
 
 log = logging.getLogger("gateway.ownership")
 
-#: An owned object is a few KiB, an assistant's instructions (256,000 characters) at most
-#: about 1 MiB of JSON.
-MAX_OBJECT_BYTES = 2 * 1024 * 1024
-
 
 class AzureOwnerOrigin:
     def __init__(
@@ -88,7 +84,7 @@ class AzureOwnerOrigin:
                     stream=False,
                 )
                 async with response:
-                    body = await response.read_until(lambda _b: False, MAX_OBJECT_BYTES + 1)
+                    body = await response.read_until(lambda _b: False, kind.max_object_bytes + 1)
         except (TimeoutError, GatewayError, UpstreamBrokenError) as exc:
             log.warning("%s owner lookup at Azure failed: %s", kind.name, type(exc).__name__)
             raise ownership_unavailable() from None
@@ -97,7 +93,7 @@ class AzureOwnerOrigin:
     def _answer(self, kind: Kind, object_id: str, status: int, body: bytes) -> str | None:
         if status == 404:
             raise not_found(kind)
-        if status != 200 or len(body) > MAX_OBJECT_BYTES:
+        if status != 200 or len(body) > kind.max_object_bytes:
             log.warning("%s owner lookup at Azure answered %d", kind.name, status)
             if status in (401, 403) and self.reload_api_key is not None:
                 self.reload_api_key()

@@ -286,7 +286,11 @@ class _Effects:
     def __init__(
         self, ctx: RequestContext, row: Operation, owners: Owners, send: Send, limit: int
     ) -> None:
-        self.ctx, self.row, self.owners, self.send, self.limit = ctx, row, owners, send, limit
+        self.ctx, self.row, self.owners, self.send = ctx, row, owners, send
+        # An owned object's JSON is held whole: up to its kind's bound (a response with its
+        # output can be far larger than a request body).
+        kind = row.returns or (row.creates.kind if row.creates is not None else None)
+        self.limit = max(limit, kind.max_object_bytes) if kind is not None else limit
         self.start: Message | None = None  # held until the answer is checked
         self.held = bytearray()
         self.held_out = bytearray()  # filtered bytes of a stream held with its start
