@@ -27,7 +27,7 @@ Properties, per generated request:
 And per operation: at least one generated request reached Azure (an operation the document
 defines is never refused wholesale).
 
-Bounded: ``GATEWAY_CONFORMANCE_EXAMPLES`` examples per operation (default 25, about 1,000
+Bounded: ``GATEWAY_CONFORMANCE_EXAMPLES`` examples per operation (default 20, about 1,000
 requests in all), derandomized (the same cases every run, no example database), a deadline per
 example. It runs in the README's ``python -m pytest`` like every other test.
 """
@@ -71,7 +71,7 @@ DOCUMENTS: dict[str, tuple[str, str, str]] = {
         f"{V2504}/inference.vector_stores.json",
     ),
 }
-EXAMPLES = int(os.environ.get("GATEWAY_CONFORMANCE_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("GATEWAY_CONFORMANCE_EXAMPLES", "20"))
 #: Refusals a request the document allows may meet: the gateway's own stricter rules (each a
 #: documented, stable code). Authentication, permission and rate limits never apply here, and
 #: a route refusal is only for a query value outside what the README documents (``limit``

@@ -710,3 +710,39 @@ def test_what_cannot_be_checked_is_never_passed_on(tmp_path: Path, private: Redi
         assert forwarded(stack.fake, before) == []
         # Azure answers again: the same request goes through.
         assert a.ok("POST", "vector_stores", {"file_ids": [file_id]})["object"] == "vector_store"
+
+
+def test_an_assistants_inline_vector_store_is_its_creators_end_to_end(
+    tmp_path: Path, private: RedisServer
+) -> None:
+    """Azure (the fake, as Azure does) makes the described vector store and answers its id:
+    the store carries the stamp and is recorded, so it is the creator's everywhere."""
+    with owned_stack(tmp_path, private) as stack:
+        a, b = Caller(stack, A), Caller(stack, B)
+        file_id = put_file(stack, "inline.txt", owner_of(A))
+        body = {
+            "model": "gpt-4o",
+            "tools": [{"type": "file_search"}],
+            "tool_resources": {"file_search": {"vector_stores": [{"file_ids": [file_id]}]}},
+        }
+        assistant = a.ok("POST", "assistants", body)
+        [store_id] = assistant["tool_resources"]["file_search"]["vector_store_ids"]
+        with stack.fake.store.lock:
+            assert stack.fake.store.vector_stores.get(store_id).metadata == {STAMP_KEY: owner_of(A)}
+        assert recorded(private, store_id) == owner_of(A).encode()
+        assert STAMP_KEY not in a.ok("GET", f"vector_stores/{store_id}")["metadata"]
+        assert [x["id"] for x in a.ok("GET", "vector_stores")["data"]] == [store_id]
+        assert b.ok("GET", "vector_stores")["data"] == []
+        response = b.call("GET", f"vector_stores/{store_id}")
+        assert (response.status_code, error_of(response)["code"]) == (404, "vector_store_not_found")
+        flush(private)
+        with replica(stack) as url:  # the stamp alone
+            response = Caller(stack, B, url).call(
+                "POST",
+                "threads",
+                {"tool_resources": {"file_search": {"vector_store_ids": [store_id]}}},
+            )
+            assert (response.status_code, error_of(response)["param"]) == (
+                400,
+                "tool_resources.file_search.vector_store_ids[0]",
+            )

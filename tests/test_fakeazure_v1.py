@@ -5,7 +5,9 @@ define, the OpenAI reference's shapes; then the stock SDK against the fake direc
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,9 +60,24 @@ class V1:
         check(doc, schema, body)
         return body
 
-    def events(self, method: str, path: str, **kw: Any) -> list[dict[str, Any]]:
+    def fail(self, method: str, path: str, status: int, **kw: Any) -> Any:
+        """A refusal: the status, and the error body the document gives (AzureErrorResponse:
+        string code/message/param, type "error")."""
+        response = self.send(method, path, **kw)
+        assert response.status_code == status, response.text
+        body = response.json()
+        check(V1_API, "AzureErrorResponse", body)
+        assert isinstance(body["error"].get("message"), str)
+        return body["error"]
+
+    def events(
+        self, method: str, path: str, *, obfuscated: bool = True, **kw: Any
+    ) -> list[dict[str, Any]]:
         """An SSE answer's events, each checked: the ``event:`` name is the data's ``type``
-        and the data is a documented ResponseStreamEvent."""
+        and the data is a documented ResponseStreamEvent. With ``obfuscated=False``
+        (``include_obfuscation: false``) no event may carry ``obfuscation``: the document says
+        the field is then left out, while its ResponseTextDeltaEvent lists it as required,
+        so a delta is checked as if it had one."""
         params = dict(kw.pop("params", {}))
         if self.version is not None:
             params["api-version"] = self.version
@@ -75,7 +92,12 @@ class V1:
                 elif line.startswith("data: "):
                     data = json.loads(line[len("data: ") :])
                     assert data["type"] == name
-                    check(V1_API, "OpenAI.ResponseStreamEvent", data)
+                    shown = data
+                    if not obfuscated:
+                        assert "obfuscation" not in data
+                        if data["type"] == "response.output_text.delta":
+                            shown = {**data, "obfuscation": ""}
+                    check(V1_API, "OpenAI.ResponseStreamEvent", shown)
                     out.append(data)
         return out
 
@@ -124,6 +146,16 @@ def test_validators_catch_what_the_documents_forbid() -> None:
     assert errors(V1_API, "AzureOpenAIFile", {"id": "f", "purpose": "vision"})
     assert errors(CONVERSATIONS, "Conversation", {"id": "c", "object": "thread"})
     assert errors(V1_API, DELETED_RESPONSE, {"id": "r", "object": "response", "deleted": True})
+    item = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed"}
+    text = {"type": "output_text", "text": "x"}
+    assert any(
+        "annotations" in e
+        for e in errors(V1_API, "OpenAI.ItemResource", {**item, "content": [text]})
+    )
+    assert not errors(
+        V1_API, "OpenAI.ItemResource", {**item, "content": [{**text, "annotations": []}]}
+    )
+    assert errors(V1_API, "OpenAI.ResponseUsage", {"input_tokens": 1})
 
 
 # ----------------------------------------------------------------- responses
@@ -178,8 +210,8 @@ def test_create_retrieve_input_items_delete(v1: V1) -> None:
     assert [i["id"] for i in before["data"]] == [ids[0], ids[1]]
     gone = v1.call("DELETE", f"responses/{made['id']}", DELETED_RESPONSE)
     assert gone == {"id": made["id"], "object": "response.deleted", "deleted": True}
-    missing = v1.send("GET", f"responses/{made['id']}")
-    assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
+    missing = v1.fail("GET", f"responses/{made['id']}", 404)
+    assert missing["type"] == "error" and "param" not in missing
 
 
 def test_store_false_is_answered_but_never_kept(az: V1) -> None:
@@ -187,13 +219,14 @@ def test_store_false_is_answered_but_never_kept(az: V1) -> None:
         "POST", "responses", "AzureResponse", json={"model": "m", "input": "hi", "store": False}
     )
     assert made["status"] == "completed" and made["store"] is False
-    assert az.send("GET", f"responses/{made['id']}").status_code == 404
-    assert az.send("GET", f"responses/{made['id']}/input_items").status_code == 404
-    chained = az.send("POST", "responses", json={"model": "m", "previous_response_id": made["id"]})
-    assert chained.status_code == 400
-    assert chained.json()["error"]["param"] == "previous_response_id"
-    bad = az.send("POST", "responses", json={"model": "m", "store": False, "background": True})
-    assert bad.status_code == 400
+    az.fail("GET", f"responses/{made['id']}", 404)
+    az.fail("GET", f"responses/{made['id']}/input_items", 404)
+    chained = az.fail(
+        "POST", "responses", 400, json={"model": "m", "previous_response_id": made["id"]}
+    )
+    assert chained["param"] == "previous_response_id"
+    bad = az.fail("POST", "responses", 400, json={"model": "m", "store": False, "background": True})
+    assert bad["param"] == "background"
 
 
 def test_refusals(az: V1) -> None:
@@ -203,14 +236,33 @@ def test_refusals(az: V1) -> None:
         ({"model": "m", "max_output_tokens": 3}, "max_output_tokens"),
         ({"model": "m", "input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
         ({"model": "m", "conversation": {"id": 3}}, "conversation"),
+        ({"model": "m", "temperature": 2.5}, "temperature"),
+        ({"model": "m", "top_p": -0.1}, "top_p"),
+        ({"model": "m", "top_logprobs": 21}, "top_logprobs"),
+        ({"model": "m", "store": "yes"}, "store"),
+        ({"model": "m", "truncation": "middle"}, "truncation"),
+        ({"model": "m", "include": ["everything"]}, "include"),
+        ({"model": "m", "tool_choice": "always"}, "tool_choice"),
+        ({"model": "m", "instructions": ["x"]}, "instructions"),
+        (
+            {
+                "model": "m",
+                "input": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "input_image", "image_url": "https://x/y.png", "detail": "max"}
+                        ],
+                    }
+                ],
+            },
+            "input[0].content[0].detail",
+        ),
     ):
-        answer = az.send("POST", "responses", json=body)
-        assert answer.status_code == 400, body
-        assert answer.json()["error"]["param"] == param
-    not_json = az.send(
-        "POST", "responses", content=b"{", headers={"content-type": "application/json"}
+        assert az.fail("POST", "responses", 400, json=body)["param"] == param
+    assert "message" in az.fail(
+        "POST", "responses", 400, content=b"{", headers={"content-type": "application/json"}
     )
-    assert not_json.status_code == 400
 
 
 def test_stream_is_the_documented_event_sequence(v1: V1) -> None:
@@ -266,10 +318,10 @@ def test_background_queues_completes_later_and_cancels(fake: FakeAzure, az: V1) 
     )
     finished = az.call("GET", f"responses/{later['id']}", "AzureResponse")
     assert finished["status"] == "completed" and finished["output"]
-    refused = az.send("POST", f"responses/{later['id']}/cancel")
-    assert refused.status_code == 400
+    refused = az.fail("POST", f"responses/{later['id']}/cancel", 400)
+    assert "completed" in refused["message"]
     plain = az.call("POST", "responses", "AzureResponse", json={"model": "m", "input": "fg"})
-    assert az.send("POST", f"responses/{plain['id']}/cancel").status_code == 400
+    az.fail("POST", f"responses/{plain['id']}/cancel", 400)
 
 
 def test_streamed_retrieval_resumes_after_a_sequence_number(az: V1) -> None:
@@ -291,8 +343,8 @@ def test_streamed_retrieval_resumes_after_a_sequence_number(az: V1) -> None:
     assert [e["sequence_number"] for e in whole] == list(range(len(whole)))
     assert whole[:3] == seen and whole[3:] == rest
     plain = az.call("POST", "responses", "AzureResponse", json={"model": "m", "input": "x"})
-    refused = az.send("GET", f"responses/{plain['id']}", params={"stream": "true"})
-    assert refused.status_code == 400
+    refused = az.fail("GET", f"responses/{plain['id']}", 400, params={"stream": "true"})
+    assert refused["param"] == "stream"
 
 
 def test_failing_responses_end_in_response_failed(fake: FakeAzure, az: V1) -> None:
@@ -321,15 +373,14 @@ def test_conversations_crud(v1: V1) -> None:
         json={"metadata": {"gateway_owner": "tenant-a"}},
     )
     assert changed["metadata"] == {"gateway_owner": "tenant-a"}
-    assert v1.send("POST", f"conversations/{conv['id']}", json={}).status_code == 400
+    v1.fail("POST", f"conversations/{conv['id']}", 400, json={})
     gone = v1.call(
         "DELETE", f"conversations/{conv['id']}", "ConversationDeletedResource", doc=CONVERSATIONS
     )
     assert gone == {"id": conv["id"], "object": "conversation.deleted", "deleted": True}
-    assert v1.send("GET", f"conversations/{conv['id']}").status_code == 404
+    v1.fail("GET", f"conversations/{conv['id']}", 404)
     too_many = [{"role": "user", "content": str(i)} for i in range(21)]
-    refused = v1.send("POST", "conversations", json={"items": too_many})
-    assert refused.status_code == 400 and refused.json()["error"]["param"] == "items"
+    assert v1.fail("POST", "conversations", 400, json={"items": too_many})["param"] == "items"
 
 
 def test_conversation_items(az: V1) -> None:
@@ -344,9 +395,9 @@ def test_conversation_items(az: V1) -> None:
     )
     assert len(added["data"]) == 20 and added["has_more"] is False
     assert added["first_id"] == added["data"][0]["id"]
-    too_many = az.send("POST", path, json={"items": [{"role": "user", "content": "x"}] * 21})
-    assert too_many.status_code == 400
-    assert az.send("POST", path, json={"items": []}).status_code == 400
+    too_many = az.fail("POST", path, 400, json={"items": [{"role": "user", "content": "x"}] * 21})
+    assert too_many["code"] == "array_above_max_length"
+    az.fail("POST", path, 400, json={"items": []})
     page = az.call("GET", path, "ConversationItemList", doc=CONVERSATIONS, params={"limit": 5})
     assert [i["content"][0]["text"] for i in page["data"]] == ["m19", "m18", "m17", "m16", "m15"]
     assert page["has_more"] is True
@@ -370,8 +421,8 @@ def test_conversation_items(az: V1) -> None:
     assert az.call("GET", f"{path}/{one['id']}", "ConversationItem", doc=CONVERSATIONS) == one
     after_delete = az.call("DELETE", f"{path}/{one['id']}", "Conversation", doc=CONVERSATIONS)
     assert after_delete == conv  # the documented answer: the conversation
-    assert az.send("GET", f"{path}/{one['id']}").status_code == 404
-    assert az.send("GET", "conversations/conv_nope/items").status_code == 404
+    az.fail("GET", f"{path}/{one['id']}", 404)
+    az.fail("GET", "conversations/conv_nope/items", 404)
 
 
 def test_responses_append_to_their_conversation_and_chain(az: V1) -> None:
@@ -418,14 +469,10 @@ def test_responses_append_to_their_conversation_and_chain(az: V1) -> None:
     )
     assert chained["previous_response_id"] == first["id"]
     assert "what colour?" in chained["output"][0]["content"][0]["text"]  # the chain's context
-    both = az.send(
-        "POST",
-        "responses",
-        json={"model": "m", "conversation": conv["id"], "previous_response_id": first["id"]},
-    )
-    assert both.status_code == 400
-    missing = az.send("POST", "responses", json={"model": "m", "conversation": "conv_nope"})
-    assert missing.status_code == 404 and missing.json()["error"]["param"] == "conversation"
+    both = {"model": "m", "conversation": conv["id"], "previous_response_id": first["id"]}
+    assert az.fail("POST", "responses", 400, json=both)["code"] == "mutually_exclusive_parameters"
+    missing = az.fail("POST", "responses", 404, json={"model": "m", "conversation": "conv_nope"})
+    assert missing["param"] == "conversation"
 
 
 def test_input_file_references_must_exist(az: V1) -> None:
@@ -440,9 +487,8 @@ def test_input_file_references_must_exist(az: V1) -> None:
     body = {"model": "m", "input": [{"role": "user", "content": [part]}]}
     az.call("POST", "responses", "AzureResponse", json=body)
     part["file_id"] = "assistant-nope"
-    refused = az.send("POST", "responses", json=body)
-    assert refused.status_code == 404
-    assert refused.json()["error"]["param"] == "input[0].content[0].file_id"
+    refused = az.fail("POST", "responses", 404, json=body)
+    assert refused["param"] == "input[0].content[0].file_id"
 
 
 # ----------------------------------------------------------------- files, versions, paths
@@ -477,29 +523,43 @@ def test_v1_files_share_the_assistants_files_store(fake: FakeAzure, v1: V1) -> N
         "GET", "files", "AzureListFilesResponse", params={"after": made["id"], "order": "asc"}
     )
     assert [f["id"] for f in nxt["data"]] == [other["id"]]
+    expiring = v1.call(
+        "POST",
+        "files",
+        "AzureOpenAIFile",
+        data={
+            "purpose": "evals",
+            "expires_after[seconds]": "3600",
+            "expires_after[anchor]": "created_at",
+        },
+        files={"file": ("e.jsonl", b"{}", "application/jsonl")},
+    )
+    assert expiring["expires_at"] == expiring["created_at"] + 3600
+    for data in (
+        {"purpose": "vision"},  # a dated-API purpose, not the v1 document's
+        {"purpose": "batch", "expires_after[seconds]": "10", "expires_after[anchor]": "created_at"},
+        {"purpose": "batch", "expires_after[seconds]": "3600"},
+    ):
+        files = {"file": ("x.txt", b"x", "text/plain")}
+        v1.fail("POST", "files", 400, data=data, files=files)
     content = v1.send("GET", f"files/{made['id']}/content")
     assert content.status_code == 200 and content.content == b"hello v1"
     deleted = v1.send("DELETE", f"files/{made['id']}")
     assert deleted.json() == {"id": made["id"], "object": "file", "deleted": True}
-    assert v1.send("GET", f"files/{made['id']}").status_code == 404
+    v1.fail("GET", f"files/{made['id']}", 404)
 
 
 def test_api_version_rules_and_unknown_paths(az: V1) -> None:
     for version in ("2024-05-01-preview", "v2", ""):
-        answer = az.send("GET", "conversations/conv_x", params={"api-version": version})
-        assert answer.status_code == 400, version
-        assert answer.json() == {
-            "error": {"code": "BadRequest", "message": "API version not supported"}
-        }
+        answer = az.fail("GET", "conversations/conv_x", 400, params={"api-version": version})
+        assert answer == {"code": "BadRequest", "message": "API version not supported"}
     for method, path in (
         ("GET", "responses"),
         ("POST", "responses/resp_1/input_items"),
         ("GET", "threads"),
         ("GET", "conversations/c/items/i/extra"),
     ):
-        answer = az.send(method, path)
-        assert answer.status_code == 404, path
-        assert answer.json() == {"error": {"code": "404", "message": "Resource not found"}}
+        assert az.fail(method, path, 404) == {"code": "404", "message": "Resource not found"}
     dated = az.http.get("/openai/responses", params={"api-version": "2024-05-01-preview"})
     assert dated.status_code == 404
     unauth = httpx.post(f"{url(az)}/openai/v1/responses", json={"model": "m"})
@@ -545,3 +605,89 @@ def test_stock_sdk_against_the_fake(
     assert [i.type for i in inputs] == ["message"]
     assert fake.requests[-1].header("authorization") == f"Bearer {KEY}"
     client.close()
+
+
+def test_a_stream_left_early_finishes_server_side(fake: FakeAzure, az: V1) -> None:
+    fake.response_event_delay_s = 0.05
+    body = {"model": "m", "input": "leave early please", "stream": True}
+    with az.http.stream("POST", "/openai/v1/responses", json=body) as response:
+        first = next(line for line in response.iter_lines() if line.startswith("data: "))
+    rid = json.loads(first[6:])["response"]["id"]
+    assert fake.requests[-1].outcome.ended.wait(5)
+    assert fake.requests[-1].closed_early.is_set()
+    done = az.call("GET", f"responses/{rid}", "AzureResponse")
+    assert done["status"] == "completed" and done["output"][0]["status"] == "completed"
+
+
+def test_stream_knobs_first_event_delay_cut_and_obfuscation(fake: FakeAzure, az: V1) -> None:
+    fake.response_first_event_delay_s = 0.3
+    body: dict[str, Any] = {"model": "m", "input": "slow start", "stream": True}
+    with az.http.stream("POST", "/openai/v1/responses", json=body) as response:
+        opened = time.monotonic()
+        lines = response.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        assert time.monotonic() - opened >= 0.25  # headers first, then the delay
+        assert json.loads(first[6:])["type"] == "response.created"
+    fake.response_first_event_delay_s = 0.0
+    quiet_body = {**body, "stream_options": {"include_obfuscation": False}}
+    quiet = az.events("POST", "responses", obfuscated=False, json=quiet_body)
+    deltas = [e for e in quiet if e["type"] == "response.output_text.delta"]
+    assert deltas and all("obfuscation" not in e for e in deltas)  # as the service leaves it out
+    fake.fail_responses_after_events = 4
+    seen: list[str] = []
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        az.http.stream("POST", "/openai/v1/responses", json=body) as response,
+    ):
+        seen.extend(line for line in response.iter_lines() if line.startswith("data: "))
+    assert len(seen) == 4
+    rid = json.loads(seen[0][6:])["response"]["id"]
+    failed = az.call("GET", f"responses/{rid}", "AzureResponse")
+    assert failed["status"] == "failed" and failed["error"]["code"] == "server_error"
+    fake.fail_responses_after_events = None
+    bg = az.events("POST", "responses", json={**body, "background": True})
+    replay = az.events(
+        "GET",
+        f"responses/{bg[0]['response']['id']}",
+        obfuscated=False,
+        params={"stream": "true", "include_obfuscation": "false"},
+    )
+    assert [e["sequence_number"] for e in replay] == [e["sequence_number"] for e in bg]
+    assert all("obfuscation" not in e for e in replay)
+
+
+def test_file_search_vector_stores_must_exist(fake: FakeAzure, az: V1) -> None:
+    store = httpx.post(
+        f"{url(az)}/openai/vector_stores",
+        params={"api-version": "2025-04-01-preview"},
+        headers={"api-key": KEY},
+        json={"name": "kb"},
+    ).json()
+    tool: dict[str, Any] = {"type": "file_search", "vector_store_ids": [store["id"]]}
+    made = az.call(
+        "POST", "responses", "AzureResponse", json={"model": "m", "input": "q", "tools": [tool]}
+    )
+    assert made["tools"] == [tool]
+    tool["vector_store_ids"] = [store["id"], "vs_nope"]
+    refused = az.fail("POST", "responses", 404, json={"model": "m", "tools": [tool]})
+    assert refused["param"] == "tools[0].vector_store_ids[1]"
+
+
+def test_async_sdk_streams_from_the_fake(served: tuple[FakeAzure, ThreadedUvicorn]) -> None:
+    served[0].reset()
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        async with openai.AsyncOpenAI(
+            base_url=f"{served[1].url}/openai/v1/", api_key=KEY, max_retries=0
+        ) as client:
+            conv = await client.conversations.create()
+            stream = await client.responses.create(
+                model="m", input="async", conversation=conv.id, stream=True
+            )
+            kinds = [str(event.type) async for event in stream]
+            items = [str(i.type) async for i in client.conversations.items.list(conv.id, limit=1)]
+            return kinds, items
+
+    kinds, items = asyncio.run(scenario())
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert items == ["message", "message"]  # the input and the answer, one page each

@@ -319,3 +319,10 @@ def test_tight_new_keys_have_no_problems_and_are_clamped() -> None:
     loose = dataclasses.replace(D, max_instructions_chars=10**9, max_vector_store_files=10**9)
     clamped = effective_limits(loose)
     assert (clamped.max_instructions_chars, clamped.max_vector_store_files) == (256_000, 10_000)
+
+
+def test_a_vector_store_name_has_no_gateway_maximum() -> None:
+    """The documents give ``name`` no maxLength: a long name is Azure's to judge."""
+    body = {"name": "n" * 5000}
+    assert check_request(VC, V2, body, D) == body
+    assert check_request(VM, V2, body, D) == body

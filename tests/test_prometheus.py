@@ -198,7 +198,7 @@ def mixed_traffic(gw: Stack) -> None:
                 headers=gw.auth(),
                 json={"role": "system", "content": "x"},
             ),
-            404: c.get("/openai/assistants", params=q, headers=gw.auth()),
+            404: c.get("/openai/batches", params=q, headers=gw.auth()),
         }
         assert {s: r.status_code for s, r in refused.items()} == {s: s for s in refused}
         limited = [

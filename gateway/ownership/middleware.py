@@ -138,12 +138,12 @@ class OwnershipMiddleware:
         """The owner digest of the object the request acts on (checked: the caller's tenant,
         or an unknown object ``unknown`` lets through) or creates; None when not owned."""
         assert ctx.caller is not None and ctx.match is not None
-        if row.creates is not None:
-            return tenant_digest(ctx.caller.tenant)
         if row.owner is None:
-            return None
+            return tenant_digest(ctx.caller.tenant) if row.creates is not None else None
         owner = await owners.owner(row.owner, ctx.match.ids[row.owner.param])
         check_owner(owner, ctx.caller.tenant, self.unknown, ctx.caller.legacy_tenant, row.owner)
+        if row.creates is not None:  # a new object under one of the caller's
+            return tenant_digest(ctx.caller.tenant)
         # The caller's tenant owns it: a stamp written now names the qualified tenant, also
         # for an object whose record predates qualified tenants.
         return None if owner is None else tenant_digest(ctx.caller.tenant)

@@ -44,7 +44,6 @@ from gateway.policy.limits import PolicyLimits
 
 #: ``file_ids`` in one create-vector-store or file-batch request.
 MAX_REQUEST_FILES = 500
-MAX_NAME_CHARS = 256
 
 
 def file_id_list(value: Any, path: str, max_items: int) -> list[str]:
@@ -100,10 +99,8 @@ def _expires_after(value: Any, path: str, _v: ApiVersion, _limits: PolicyLimits)
 
 
 def _name(value: Any, path: str, _v: ApiVersion, _limits: PolicyLimits) -> Any:
-    text = as_str(value, path)
-    if len(text) > MAX_NAME_CHARS:
-        refuse(INVALID_VALUE, path, f"A name has at most {MAX_NAME_CHARS} characters.")
-    return text
+    """A string; the documents give it no maximum (the body size limit bounds it)."""
+    return as_str(value, path)
 
 
 def _request_files(value: Any, path: str, _v: ApiVersion, limits: PolicyLimits) -> Any:

@@ -28,7 +28,9 @@ dated files paths. Modules ``items`` (input items, pure), ``conversations``, ``r
 
     fake.response_event_delay_s = 0.02     # pause between live SSE events
     fake.response_complete_after_s = 2.0   # background responses complete once this old
+    fake.response_first_event_delay_s = 0  # pause before a stream's first frame (TTFE)
     fake.fail_responses = True             # responses end in response.failed
+    fake.fail_responses_after_events = 4   # cut every response stream after 4 frames
     fake.store.responses.items[resp_id].metadata        # as sent; store:false ones never here
     fake.store.responses.items[resp_id].events          # every event sent or to replay
     fake.store.conversations.items[conv_id].items       # (seq, item) in order

@@ -46,6 +46,7 @@ from tests.fakeazure.shapes import (
     V1_API_VERSIONS,
     V1_PREFIX,
     VERSIONS,
+    CutStreamError,
     FakeError,
     Generation,
     Json,
@@ -55,6 +56,7 @@ from tests.fakeazure.shapes import (
     match_v1_route,
     parse_body,
     parse_list_query,
+    v1_error,
 )
 from tests.fakeazure.store import (
     Event,
@@ -147,6 +149,7 @@ class _ResponseStream:
     response: Response
     starting_after: int  # sequence number; -1: from the first event
     drain_on_exit: bool  # a foreground response finishes server-side if the client leaves
+    obfuscation: bool = True
 
 
 class _Responder:
@@ -212,7 +215,7 @@ class _Responder:
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
                     await self.body(chunk, more=True)
-        except runs.CutStreamError:
+        except CutStreamError:
             return
         await self.body(b"", more=False)
 
@@ -283,8 +286,12 @@ class FakeAzure:
     #: Background responses not being streamed complete once this old (checked on every v1
     #: request; each retrieve also moves a queued one to ``in_progress``).
     response_complete_after_s: float = 2.0
+    #: v1 API: pause before the first SSE frame of a response stream (headers sent first).
+    response_first_event_delay_s: float = 0.0
     #: v1 responses end in ``failed`` (``response.failed``, error server_error).
     fail_responses: bool = False
+    #: Cut every response stream (no final chunk) after this many events; the response fails.
+    fail_responses_after_events: int | None = None
 
     def __init__(
         self,
@@ -313,6 +320,7 @@ class FakeAzure:
         self.fail_runs_after_events = None
         self.fail_runs = False
         self.fail_responses = False
+        self.fail_responses_after_events = None
 
     def script(
         self, response: ScriptedResponse, *, path_prefix: str | None = None, count: int = 1
@@ -414,7 +422,10 @@ class FakeAzure:
         for key, value in parse_qsl(record.query, keep_blank_values=True):
             query.setdefault(key, value)
         if record.path.startswith(V1_PREFIX):
-            return self._answer_v1(record, query)
+            try:
+                return self._answer_v1(record, query)
+            except FakeError as error:
+                raise FakeError(error.status, v1_error(error.body)) from None
         if "api-version" not in query:
             raise apim_error(404, "404", "Resource not found")
         gen = VERSIONS.get(query["api-version"])
@@ -451,9 +462,10 @@ class FakeAzure:
         name, params = route
         if name == "files.v1.upload":
             with self.store.lock:
-                return file_json(
-                    self.store.files.upload(record.header("content-type"), record.body)
+                upload = self.store.files.upload(
+                    record.header("content-type"), record.body, v1=True
                 )
+                return file_json(upload)
         body = parse_body(record.method, record.body)
         with self.store.lock:
             rs = self.store.responses
@@ -470,7 +482,11 @@ class FakeAzure:
                             "invalid_request",
                         )
                     r.streaming = True
-                    return _ResponseStream(r, responses.parse_starting_after(query), False)
+                    obfuscation = responses.include_obfuscation(
+                        query.get("include_obfuscation"), "include_obfuscation"
+                    )
+                    after = responses.parse_starting_after(query)
+                    return _ResponseStream(r, after, False, obfuscation)
                 responses.poll(r)
                 return response_json(r)
             result = surface.dispatch_v1(
@@ -484,10 +500,18 @@ class FakeAzure:
             raise invalid(
                 "Invalid type for 'stream': expected a boolean.", "stream", "invalid_type"
             )
+        options = body.get("stream_options")
+        if options is not None and (
+            not isinstance(options, dict) or set(options) - {"include_obfuscation"}
+        ):
+            raise invalid("Invalid 'stream_options'.", "stream_options", "invalid_value")
+        obfuscation = responses.include_obfuscation(
+            (options or {}).get("include_obfuscation"), "stream_options.include_obfuscation"
+        )
         r = self.store.responses.create(body, self.answer, self.fail_responses)
         if stream:
             r.streaming = True
-            return _ResponseStream(r, -1, not r.background)
+            return _ResponseStream(r, -1, not r.background, obfuscation)
         if not r.background:
             responses.drain(r)
         return response_json(r)
@@ -567,7 +591,17 @@ class FakeAzure:
     async def _stream_response(self, plan: _ResponseStream, responder: _Responder) -> None:
         store, r = self.store, plan.response
         frames = responses.stream_frames(
-            store.lock, r, plan.starting_after, self.response_event_delay_s, plan.drain_on_exit
+            store.lock,
+            r,
+            responses.StreamPlan(
+                plan.starting_after,
+                self.response_event_delay_s,
+                self.response_first_event_delay_s,
+                self.fail_responses_after_events,
+                plan.drain_on_exit,
+                plan.obfuscation,
+            ),
+            store.responses.fail,
         )
         try:
             await responder.stream(
@@ -602,12 +636,12 @@ class FakeAzure:
         async def chunks() -> AsyncGenerator[bytes, None]:
             for i, chunk in enumerate(script.chunks):
                 if script.cut_after is not None and i >= script.cut_after:
-                    raise runs.CutStreamError
+                    raise CutStreamError
                 if i and script.chunk_delay_s:
                     await asyncio.sleep(script.chunk_delay_s)
                 yield chunk
             if script.cut_after is not None:
-                raise runs.CutStreamError
+                raise CutStreamError
 
         await responder.stream(script.status, headers, chunks())
 

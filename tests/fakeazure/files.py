@@ -26,6 +26,9 @@ from tests.fakeazure.shapes import (
 )
 
 PURPOSES = frozenset({"assistants", "fine-tune", "batch", "assistants_output", "vision"})
+#: The v1 API's upload purposes (``AzureCreateFileRequestMultiPart.purpose``, GA document).
+V1_PURPOSES = frozenset({"assistants", "batch", "fine-tune", "evals"})
+_EXPIRY = ("expires_after[seconds]", "expires_after[anchor]")
 #: What ``files.content`` sends per body chunk (the response is streamed, never one write).
 CONTENT_CHUNK = 64 * 1024
 _BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^;\s]+))', re.IGNORECASE)
@@ -41,12 +44,13 @@ class StoredFile:
     purpose: str
     content: bytes
     content_type: str | None
+    expires_at: int | None = None
 
 
 def file_json(f: StoredFile) -> Json:
     """The ``File`` of the authoring document (2024-05-01-preview): ``status_details`` is a
     non-nullable string sent only when processing failed, so a processed file has none."""
-    return {
+    out: Json = {
         "id": f.id,
         "object": "file",
         "bytes": len(f.content),
@@ -55,6 +59,9 @@ def file_json(f: StoredFile) -> Json:
         "purpose": f.purpose,
         "status": "processed",
     }
+    if f.expires_at is not None:  # v1 uploads with expires_after (a non-nullable integer)
+        out["expires_at"] = f.expires_at
+    return out
 
 
 @dataclass(frozen=True)
@@ -114,11 +121,16 @@ class Files:
         self._now, self._next_seq = now, next_seq
         self.items: dict[str, StoredFile] = {}
 
-    def upload(self, content_type: str | None, body: bytes) -> StoredFile:
+    def upload(self, content_type: str | None, body: bytes, *, v1: bool = False) -> StoredFile:
+        """A dated ``files.upload`` (``purpose`` + ``file``), or with ``v1`` the v1 API's: its
+        purposes, and the optional ``expires_after[seconds]`` / ``expires_after[anchor]``
+        fields (the GA document lists ``expires_after`` as required; the stock SDK sends it
+        only when given, and the fake accepts both)."""
         parts = parse_multipart(content_type, body)
         fields = {p.name: p for p in parts}
+        known = ("purpose", "file", *(_EXPIRY if v1 else ()))
         for name in fields:
-            if name not in ("purpose", "file"):
+            if name not in known:
                 raise invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
         for name in ("purpose", "file"):
             if name not in fields:
@@ -126,11 +138,12 @@ class Files:
                     f"Missing required parameter: '{name}'.", name, "missing_required_parameter"
                 )
         purpose = fields["purpose"].data.decode("utf-8", "replace")
-        if purpose not in PURPOSES:
+        if purpose not in (V1_PURPOSES if v1 else PURPOSES):
             raise invalid(f"Invalid value for 'purpose': {purpose!r}.", "purpose", "invalid_value")
         part = fields["file"]
         if not part.filename:
             raise invalid("Invalid 'file': a file part needs a filename.", "file")
+        expires_at = self._expiry(fields) if v1 else None
         file_id = (
             new_id("assistant-") if purpose == "assistants" else f"file-{secrets.token_hex(16)}"
         )
@@ -142,9 +155,32 @@ class Files:
             purpose,
             part.data,
             part.content_type,
+            expires_at,
         )
         self.items[stored.id] = stored
         return stored
+
+    def _expiry(self, fields: dict[str, Part]) -> int | None:
+        given = [name for name in _EXPIRY if name in fields]
+        if not given:
+            return None
+        if len(given) != 2 or fields[_EXPIRY[1]].data != b"created_at":
+            raise invalid(
+                "Invalid 'expires_after': 'seconds' and 'anchor' ('created_at') are required.",
+                "expires_after",
+                "invalid_value",
+            )
+        try:
+            seconds = int(fields[_EXPIRY[0]].data)
+        except ValueError:
+            seconds = -1
+        if not 3600 <= seconds <= 2_592_000:
+            raise invalid(
+                "Invalid 'expires_after.seconds': between 3600 and 2592000.",
+                "expires_after.seconds",
+                "invalid_value",
+            )
+        return self._now() + seconds
 
     def get(self, file_id: str) -> StoredFile:
         if file_id not in self.items:

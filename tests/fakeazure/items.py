@@ -109,6 +109,12 @@ def _part(part: Any, role: str, param: str) -> Json:
                 "invalid_value",
             )
         out.setdefault("detail", "auto")
+        if out["detail"] not in ("low", "high", "auto"):  # ItemContentInputImage.detail
+            raise invalid(
+                f"Invalid value: {out['detail']!r}. Supported values are: 'low', 'high', 'auto'.",
+                f"{param}.detail",
+                "invalid_value",
+            )
     elif not any(isinstance(part.get(k), str) for k in ("file_id", "file_data", "file_url")):
         raise invalid(
             f"Invalid '{param}': an input_file needs a 'file_id', 'file_data' or 'file_url'.",

@@ -190,52 +190,45 @@ _V1_DOCS = {
     V1_API: SPECS / "v1" / "azure-v1-v1.responses.json",
     CONVERSATIONS: SPECS / "v1" / "openai.conversations.json",
 }
-#: Referenced by the vendored v1 schemas but not vendored (big unions of tools, input
-#: params and output items read from other pages of the document): any object / any value.
-#: Output items are also checked against the conversations item schema by the tests.
+#: Referenced by the vendored v1 schemas but not vendored (the input item params' union, the
+#: annotations' union): any object.
 _V1_NOT_VENDORED: dict[str, Any] = {
-    "OpenAI.ItemResource": {"type": "object", "required": ["type"]},
-    "OpenAI.ItemContent": {"type": "object", "required": ["type"]},
     "OpenAI.ItemParam": {"type": "object"},
-    "OpenAI.ResponseUsage": {"type": "object"},
-    "OpenAI.Tool": {"type": "object", "required": ["type"]},
-    "OpenAI.ToolChoiceOptions": {"type": "string", "enum": ["none", "auto", "required"]},
-    "OpenAI.ToolChoiceObject": {"type": "object", "required": ["type"]},
-    "OpenAI.ResponseTextFormatConfigurationType": {"type": "string"},
+    "OpenAI.Annotation": {"type": "object", "required": ["type"]},
+    "OpenAI.DeleteFileResponse": {"type": "object"},
 }
-#: The inline schema of ``DELETE /responses/{response_id}``'s 200 answer, by a name.
+#: The inline schema of ``DELETE /responses/{response_id}``'s 200 answer, by a name. The
+#: document's ``paths`` of /responses and /files are vendored too (for conformance runs).
 DELETED_RESPONSE = "(paths) deleteResponse 200"
 
 
 def _discriminated(schemas: dict[str, Any]) -> dict[str, Any]:
     """OpenAPI ``discriminator.mapping`` → JSON Schema. A base ``X`` with a mapping gets one
-    ``if type == k then $ref mapping[k]`` per entry (so an event is checked against its own
-    schema, not only the base's two fields); the derived schemas' ``allOf: [$ref X]`` point at
-    ``X`` without its discriminator, ``X (base)``, so the check does not loop."""
+    ``if <prop> == k then $ref mapping[k]`` per entry (so an event or item is checked against
+    its own schema, not only the base's fields). Every ``allOf: [$ref X]`` of a derived
+    schema (a derived one may itself be a base: a message item is an item, and the base of
+    the role-specific messages) points at ``X (base)``, ``X`` without the mapping, so a check
+    never loops back into the mapping."""
     out = copy.deepcopy(schemas)
     bases = {n for n, sc in schemas.items() if isinstance(sc.get("discriminator"), dict)}
+    refs = {f"#/components/schemas/{n}": f"#/components/schemas/{n} (base)" for n in bases}
+    for sc in out.values():
+        for entry in sc.get("allOf", []):
+            if isinstance(entry, dict) and entry.get("$ref") in refs:
+                entry["$ref"] = refs[entry["$ref"]]
     for name in bases:
         base = {k: v for k, v in out[name].items() if k != "discriminator"}
         out[f"{name} (base)"] = base
         disc = schemas[name]["discriminator"]
         prop, mapping = disc["propertyName"], disc.get("mapping", {})
-        out[name] = {
-            **base,
-            "allOf": [
-                {
-                    "if": {"properties": {prop: {"const": key}}, "required": [prop]},
-                    "then": {"$ref": target},
-                }
-                for key, target in mapping.items()
-            ],
-        }
-    refs = {f"#/components/schemas/{n}": f"#/components/schemas/{n} (base)" for n in bases}
-    for name, sc in out.items():
-        if name in bases or name.endswith(" (base)"):
-            continue
-        for entry in sc.get("allOf", []):
-            if isinstance(entry, dict) and entry.get("$ref") in refs:
-                entry["$ref"] = refs[entry["$ref"]]
+        dispatch = [
+            {
+                "if": {"properties": {prop: {"const": key}}, "required": [prop]},
+                "then": {"$ref": target},
+            }
+            for key, target in mapping.items()
+        ]
+        out[name] = {**base, "allOf": [*base.get("allOf", []), *dispatch]}
     return out
 
 

@@ -29,7 +29,7 @@ import asyncio
 import copy
 import json
 import secrets
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Container, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,7 @@ from tests.fakeazure.items import (
     parse_items,
 )
 from tests.fakeazure.shapes import (
+    CutStreamError,
     Json,
     ListQuery,
     check_metadata,
@@ -177,9 +178,11 @@ class Responses:
         next_seq: Callable[[], int],
         files: Files,
         conversations: Conversations,
+        vector_stores: Container[str],
     ) -> None:
         self._now, self._clock, self._next_seq = now, clock, next_seq
         self._files, self._conversations = files, conversations
+        self._vector_stores = vector_stores
         self.items: dict[str, Response] = {}
 
     def get(self, response_id: str) -> Response:
@@ -200,6 +203,8 @@ class Responses:
             raise invalid(
                 "Background mode requires 'store' to be true.", "background", "invalid_value"
             )
+        # The service's rules, which the document does not state: background needs store,
+        # and max_output_tokens is at least 16.
         tokens = body.get("max_output_tokens")
         if tokens is not None and (not isinstance(tokens, int) or tokens < 16):
             raise invalid(
@@ -213,6 +218,18 @@ class Responses:
             isinstance(t, dict) and isinstance(t.get("type"), str) for t in tools
         ):
             raise invalid("Invalid 'tools': expected an array of tool objects.", "tools")
+        check_create_fields(body)
+        for i, tool in enumerate(tools):
+            if tool["type"] != "file_search":
+                continue
+            ids = tool.get("vector_store_ids")
+            if not isinstance(ids, list) or not all(isinstance(v, str) for v in ids):
+                where = f"tools[{i}].vector_store_ids"
+                raise invalid(f"Invalid '{where}': expected an array of ids.", where)
+            for j, vs_id in enumerate(ids):
+                if vs_id not in self._vector_stores:
+                    where = f"tools[{i}].vector_store_ids[{j}]"
+                    raise v1_not_found("Vector store", vs_id, where)
         conv_id = _conversation_id(body.get("conversation"))
         previous = body.get("previous_response_id")
         if conv_id is not None and previous is not None:
@@ -267,11 +284,8 @@ class Responses:
         return (self.context(earlier) if earlier else []) + r.input_items + r.output
 
     def _lifecycle(self, r: Response, fail: bool) -> Iterator[Json]:
-        if r.background:
-            r.status = "in_progress"
-            yield {"type": "response.in_progress", "response": response_json(r)}
-        else:
-            yield {"type": "response.in_progress", "response": response_json(r)}
+        r.status = "in_progress"  # a background response leaves ``queued`` here
+        yield {"type": "response.in_progress", "response": response_json(r)}
         msg: Json = {
             "id": item_id("message"),
             "type": "message",
@@ -329,6 +343,12 @@ class Responses:
                 item["status"] = "incomplete"
         yield {"type": f"response.{status}", "response": response_json(r)}
 
+    def fail(self, r: Response) -> None:
+        """Ends ``r`` now in ``failed`` (a stream cut in the middle)."""
+        if r.pending is not None and r.status not in TERMINAL:
+            r.pending = self._end(r, "failed")
+            drain(r)
+
     def delete(self, response_id: str) -> Json:
         self.get(response_id)
         del self.items[response_id]
@@ -363,6 +383,58 @@ class Responses:
         for r in list(self.items.values()):
             if r.pending is not None and not r.streaming and now - r.clock_at >= complete_after_s:
                 drain(r)
+
+
+#: Ranges and types of AzureCreateResponse's scalar fields: (field, types, low, high).
+_NUMBERS: tuple[tuple[str, tuple[type, ...], float, float], ...] = (
+    ("temperature", (int, float), 0, 2),
+    ("top_p", (int, float), 0, 1),
+    ("top_logprobs", (int,), 0, 20),
+)
+_FLAGS = ("background", "store", "stream", "parallel_tool_calls")
+INCLUDABLE = frozenset(
+    {
+        "code_interpreter_call.outputs",
+        "computer_call_output.output.image_url",
+        "file_search_call.results",
+        "message.input_image.image_url",
+        "message.output_text.logprobs",
+        "reasoning.encrypted_content",
+    }
+)
+
+
+def check_create_fields(body: Json) -> None:
+    """The create request's scalar fields as AzureCreateResponse types and bounds them
+    (``null`` allowed where the document says nullable)."""
+    for name, types, low, high in _NUMBERS:
+        value = body.get(name)
+        if name not in body or (value is None and name != "top_logprobs"):  # not nullable
+            continue
+        number = value if isinstance(value, types) and not isinstance(value, bool) else None
+        if not isinstance(number, (int, float)) or not low <= number <= high:
+            raise invalid(
+                f"Invalid '{name}': expected a number between {low} and {high}.",
+                name,
+                "invalid_value",
+            )
+    for name in _FLAGS:
+        if body.get(name) is not None and not isinstance(body[name], bool):
+            raise invalid(f"Invalid type for '{name}': expected a boolean.", name, "invalid_type")
+    for name in ("instructions", "previous_response_id", "user"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise invalid(f"Invalid type for '{name}': expected a string.", name, "invalid_type")
+    if body.get("truncation") not in (None, "auto", "disabled"):
+        raise invalid("Invalid 'truncation': 'auto' or 'disabled'.", "truncation", "invalid_value")
+    include = body.get("include")
+    if include is not None and (
+        not isinstance(include, list) or not all(i in INCLUDABLE for i in include)
+    ):
+        raise invalid("Invalid 'include'.", "include", "invalid_value")
+    choice = body.get("tool_choice")
+    named = isinstance(choice, dict) and isinstance(choice.get("type"), str)
+    if choice not in (None, "none", "auto", "required") and not named:
+        raise invalid("Invalid 'tool_choice'.", "tool_choice", "invalid_value")
 
 
 def _conversation_id(value: Any) -> str | None:
@@ -406,8 +478,33 @@ def poll(r: Response) -> None:
         next_event(r)
 
 
-def sse_frame(event: Json) -> bytes:
-    return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+def sse_frame(event: Json, obfuscation: bool = True) -> bytes:
+    """One SSE frame; without ``obfuscation`` (``include_obfuscation: false``) the deltas'
+    ``obfuscation`` field is left out, as the service does."""
+    data = event if obfuscation else {k: v for k, v in event.items() if k != "obfuscation"}
+    return f"event: {event['type']}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """How one SSE answer of a response is sent (the app's knobs, per request)."""
+
+    starting_after: int = -1  # a sequence number; -1: from the first event
+    delay_s: float = 0.02  # between live events
+    first_delay_s: float = 0.0  # before the first frame (headers already sent)
+    cut_after: int | None = None  # drop the connection after this many frames; r fails
+    drain_on_exit: bool = True  # a foreground response finishes if the client leaves
+    obfuscation: bool = True
+
+
+def include_obfuscation(value: Any, param: str) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise invalid(f"Invalid type for '{param}': expected a boolean.", param, "invalid_type")
 
 
 def parse_starting_after(query: dict[str, str]) -> int:
@@ -421,27 +518,34 @@ def parse_starting_after(query: dict[str, str]) -> int:
 
 
 async def stream_frames(
-    lock: Any, r: Response, starting_after: int, delay_s: float, drain_on_exit: bool
+    lock: Any, r: Response, plan: StreamPlan, fail: Callable[[Response], None]
 ) -> AsyncGenerator[bytes, None]:
-    """The SSE frames of ``r`` after sequence number ``starting_after``: those already logged
-    at once, then each new step ``delay_s`` apart until the response ends. If the consumer
-    leaves early, the response goes on server-side (``drain_on_exit``: finish it now; else
-    ``catch_up`` finishes it later)."""
-    index = max(0, starting_after + 1)
+    """The SSE frames of ``r`` after sequence number ``plan.starting_after``: those already
+    logged at once, then each new step ``plan.delay_s`` apart until the response ends. After
+    ``plan.cut_after`` frames it raises ``CutStreamError`` and ``fail`` ends the response. If
+    the consumer leaves early, the response goes on server-side (``drain_on_exit``: finish it
+    now; else ``catch_up`` finishes it later)."""
+    index, sent = max(0, plan.starting_after + 1), 0
     try:
+        if plan.first_delay_s:
+            await asyncio.sleep(plan.first_delay_s)
         while True:
             with lock:
                 live = index >= len(r.events)
-            if live and index:
-                await asyncio.sleep(delay_s)
+            if live and sent:
+                await asyncio.sleep(plan.delay_s)
             with lock:
                 event = r.events[index] if index < len(r.events) else next_event(r)
             if event is None:
                 return
-            yield sse_frame(event)
-            index += 1
+            if plan.cut_after is not None and sent >= plan.cut_after:
+                with lock:
+                    fail(r)
+                raise CutStreamError
+            yield sse_frame(event, plan.obfuscation)
+            index, sent = index + 1, sent + 1
     finally:
         with lock:
             r.streaming = False
-            if drain_on_exit:
+            if plan.drain_on_exit:
                 drain(r)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from tests.fakeazure.assistants import check_tools
 from tests.fakeazure.shapes import (
+    CutStreamError,
     Generation,
     Json,
     check_metadata,
@@ -72,10 +73,6 @@ class RunOptions:
 
     answer: Callable[[str], str] = default_answer
     fail: bool = False
-
-
-class CutStreamError(Exception):
-    """Raised by a body iterator to end the response without its final body message."""
 
 
 def sse_frame(event: str, data: Json) -> bytes:

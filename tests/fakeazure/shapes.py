@@ -50,6 +50,10 @@ def new_id(prefix: str) -> str:
     return prefix + "".join(secrets.choice(_ALNUM) for _ in range(24))
 
 
+class CutStreamError(Exception):
+    """Raised by a body iterator to end the response without its final body message."""
+
+
 class FakeError(Exception):
     """A refusal: the HTTP ``status`` and the JSON ``body`` to answer with."""
 
@@ -79,6 +83,18 @@ def v1_not_found(kind: str, obj_id: str, param: str | None = None) -> FakeError:
         "type": "invalid_request_error",
     }
     return FakeError(404, {"error": error})
+
+
+def v1_error(body: Json) -> Json:
+    """An error body as the v1 API documents it (``AzureErrorResponse``: ``code``,
+    ``message``, ``param`` strings, ``type`` always ``"error"``): the Assistants-shaped
+    ``invalid_request_error`` becomes ``"error"`` and a ``null`` code or param is left out.
+    The front door's short ``{code, message}`` passes unchanged."""
+    inner = body.get("error")
+    if not isinstance(inner, dict) or "type" not in inner:
+        return body
+    out = {k: v for k, v in inner.items() if v is not None and k != "type"}
+    return {"error": {**out, "type": "error"}}
 
 
 def apim_error(status: int, code: str, message: str) -> FakeError:

@@ -229,7 +229,12 @@ class Store:
             self.assistants = Assistants(self.now, self.next_seq, self.vector_stores.expand)
             self.conversations = Conversations(self.now, self.next_seq, self.files)
             self.responses = Responses(
-                self.now, self.clock, self.next_seq, self.files, self.conversations
+                self.now,
+                self.clock,
+                self.next_seq,
+                self.files,
+                self.conversations,
+                self.vector_stores.items,
             )
 
     def now(self) -> int:
