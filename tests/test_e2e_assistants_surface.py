@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -198,13 +197,11 @@ def test_sdk_builds_and_cleans_up_on_v1(stack: Stack) -> None:
     assert isinstance(listed, dict)
     assert {f["id"] for f in listed["data"]} == {uploaded.id, second.id}
     thread = c.beta.threads.create(messages=[v1_message("Read it.", uploaded.id)])
-    # Polled by hand: the SDK's create_and_poll sends `"stream": false`, a field the v1
-    # document's createRunRequest does not have (refused: field_not_allowed_in_version).
-    run = c.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
-    deadline = time.monotonic() + 10
-    while run.status in ("queued", "in_progress") and time.monotonic() < deadline:
-        time.sleep(0.05)
-        run = c.beta.threads.runs.retrieve(run.id, thread_id=thread.id)
+    # The SDK's own polling helper: it sends `"stream": false`, which the gateway accepts on
+    # v1 and does not forward (the v1 document has no such field).
+    run = c.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50
+    )
     assert run.status == "completed"
     assert [s.type for s in c.beta.threads.runs.steps.list(run.id, thread_id=thread.id)]
     answer = c.beta.threads.messages.list(thread.id).data[0]
@@ -229,6 +226,8 @@ def test_sdk_builds_and_cleans_up_on_v1(stack: Stack) -> None:
     assert made_assistant["metadata"] == {STAMP_KEY: mine}
     (made_thread,) = json_bodies(stack.fake, "POST", "/openai/threads")
     assert made_thread["messages"][0]["file_ids"] == [uploaded.id]
+    (started,) = json_bodies(stack.fake, "POST", f"/openai/threads/{thread.id}/runs")
+    assert started == {"assistant_id": assistant.id}
     assert all(r.query.startswith(f"api-version={V1}") for r in stack.fake.requests)
 
 

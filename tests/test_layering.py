@@ -105,7 +105,7 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "ratelimit.middleware": (set(), set()),
     "policy.middleware": (set(), {"policy.bodyread", "policy.uploads"}),
     # A file upload's body, read from ASGI as the forwarder sends it (asyncio only).
-    "policy.uploads": (set(), set()),
+    "policy.uploads": (set(), {"policy.bodyread"}),
     "ownership.middleware": (set(), set()),
     "upstream.forwarder": ({"httpx", "aiohttp"}, {"upstream.client"}),
 }

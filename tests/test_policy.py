@@ -793,7 +793,7 @@ RUN_REFUSALS = [
     case(CR, V1, run(tool_resources=None), "field_not_allowed_in_version", "tool_resources"),
     case(CR, V1, run(thread={"tool_resources": None}), "field_not_allowed_in_version",
         "thread.tool_resources"),
-    case(CR, V1, run(stream=False), "field_not_allowed_in_version", "stream"),
+    case(CR, V1, run(stream=True), "field_not_allowed_in_version", "stream"),
     # submit tool outputs
     case(S, V2, {}, "missing_field", "tool_outputs"),
     case(S, V2, {"tool_outputs": {}}, "invalid_type", "tool_outputs"),
@@ -1146,3 +1146,24 @@ def test_the_tables_cover_every_reason_code() -> None:
     # The upload codes have their own table (tests/test_multipart.py), the v1 API's theirs
     # (tests/test_policy_responses.py holds that it covers every one).
     assert table_codes | {"body_not_allowed"} | UPLOAD_REASONS | V1_API_REASONS == POLICY_REASONS
+
+
+@pytest.mark.parametrize(
+    ("operation", "body"),
+    [
+        ("runs.create", {"assistant_id": "asst_a", "stream": False}),
+        ("threads.create_and_run", {"assistant_id": "asst_a", "stream": None}),
+        ("runs.submit_tool_outputs", {"tool_outputs": [], "stream": False}),
+    ],
+)
+def test_v1_runs_take_the_sdks_stream_false_and_do_not_forward_it(
+    operation: str, body: dict[str, Any]
+) -> None:
+    """The stock SDK's ``create_and_poll`` / ``submit_tool_outputs_and_poll`` send
+    ``"stream": false``; a v1 run cannot stream, so it is accepted and dropped (the v1
+    document has no such field), while ``"stream": true`` stays refused there."""
+    out = check_request(operation, V1, body, PolicyLimits())
+    assert out is not None and "stream" not in out
+    with pytest.raises(BadRequestError) as err:
+        check_request(operation, V1, {**body, "stream": True}, PolicyLimits())
+    assert (err.value.code, err.value.param) == ("field_not_allowed_in_version", "stream")

@@ -46,14 +46,20 @@ def check_transfer_encoding(headers: Sequence[tuple[bytes, bytes]], http_version
     )
 
 
-def declared_length(headers: Sequence[tuple[bytes, bytes]], max_bytes: int) -> int | None:
+def content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
+    """The one, plain-digits ``Content-Length`` the caller declared (None: none); anything
+    else is a 400."""
     values = header_values(headers, b"content-length")
     if not values:
         return None
     if len(values) > 1 or not values[0].isdigit() or len(values[0]) > 18:
         raise BadRequestError("Invalid Content-Length.", code="invalid_content_length")
-    length = int(values[0])
-    if length > max_bytes:
+    return int(values[0])
+
+
+def declared_length(headers: Sequence[tuple[bytes, bytes]], max_bytes: int) -> int | None:
+    length = content_length(headers)
+    if length is not None and length > max_bytes:
         raise PayloadTooLargeError(f"Request body is larger than {max_bytes} bytes.")
     return length
 

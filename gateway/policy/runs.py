@@ -8,8 +8,11 @@ field is v2-only and refused on v1 with ``field_not_allowed_in_version``.
 come from later v2 versions and are accepted on every v2 version (Azure decides);
 ``stream_options`` (``{"include_usage": bool}``) on create-and-run only on 2025-04-01-preview
 (``ApiVersion.create_and_run_stream_options``; issue 14 found it refused there by a run over
-that version's document). Models, tools, instructions and formats are
-checked by ``tooling`` (the profile's ``models``, ``tools``, ``max_instructions_chars``);
+that version's document). On v1, ``"stream": false`` (or null) is accepted and dropped: the
+stock SDK's polling helpers (``create_and_poll``, ``submit_tool_outputs_and_poll``) send it,
+and not streaming is all a v1 run can do; ``"stream": true`` stays refused there.
+Models, tools, instructions and formats are checked by ``tooling`` (the profile's
+``models``, ``tools``, ``max_instructions_chars``);
 ``instructions`` and ``additional_instructions`` share the message content limit too, so a
 profile's ``max_content_chars`` cannot be bypassed through them. Free-form JSON (function
 ``parameters``, ``json_schema.schema``) is copied as is; its depth is bounded by the JSON intake.
@@ -134,9 +137,18 @@ _CREATE_AND_RUN_FIELDS: dict[str, Field] = {
 }
 
 
+def _without_v1_no_stream(body: dict[str, Any], version: ApiVersion) -> dict[str, Any]:
+    """On v1 a run never streams: ``"stream": false`` / null says so and is not forwarded (the
+    v1 document has no such field); anything else is left for the field check to refuse."""
+    if version.is_v1 and "stream" in body and body["stream"] in (False, None):
+        return {k: v for k, v in body.items() if k != "stream"}
+    return body
+
+
 def check_create_run(
     body: dict[str, Any], version: ApiVersion, limits: PolicyLimits
 ) -> dict[str, Any]:
+    body = _without_v1_no_stream(body, version)
     v2_only = _RUN_V2_ONLY | {"additional_instructions", "additional_messages"}
     out = build(body, "", version, limits, _CREATE_RUN_FIELDS, v2_only, ("assistant_id",))
     check_required_tags(body, "", limits, creating=True)
@@ -146,6 +158,7 @@ def check_create_run(
 def check_create_thread_and_run(
     body: dict[str, Any], version: ApiVersion, limits: PolicyLimits
 ) -> dict[str, Any]:
+    body = _without_v1_no_stream(body, version)
     v2_only = _RUN_V2_ONLY | {"tool_resources", "stream_options"}
     if "stream_options" in body and not version.create_and_run_stream_options:
         refuse(
@@ -191,5 +204,6 @@ def _tool_outputs(value: Any, path: str, _v: ApiVersion, limits: PolicyLimits) -
 def check_submit_tool_outputs(
     body: dict[str, Any], version: ApiVersion, limits: PolicyLimits
 ) -> dict[str, Any]:
+    body = _without_v1_no_stream(body, version)
     fields: dict[str, Field] = {"tool_outputs": _tool_outputs, "stream": nullable(_flag)}
     return build(body, "", version, limits, fields, frozenset({"stream"}), ("tool_outputs",))

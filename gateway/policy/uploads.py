@@ -35,6 +35,7 @@ from gateway.errors import (
     PayloadTooLargeError,
     RequestTimeoutError,
 )
+from gateway.policy.bodyread import content_length
 from gateway.policy.limits import PolicyLimits
 from gateway.policy.multipart import FILE_TOO_LARGE, INVALID_MULTIPART, MultipartRewriter
 from gateway.upstream.headers import header_values
@@ -54,13 +55,8 @@ def _too_large(limits: PolicyLimits) -> PayloadTooLargeError:
 
 
 def _declared(headers: Sequence[tuple[bytes, bytes]], limits: PolicyLimits) -> int | None:
-    values = header_values(headers, b"content-length")
-    if not values:
-        return None
-    if len(values) > 1 or not values[0].isdigit() or len(values[0]) > 18:
-        raise BadRequestError("Invalid Content-Length.", code="invalid_content_length")
-    length = int(values[0])
-    if length > limits.max_file_bytes + MAX_FRAMING_BYTES:
+    length = content_length(headers)
+    if length is not None and length > limits.max_file_bytes + MAX_FRAMING_BYTES:
         raise _too_large(limits)
     return length
 
