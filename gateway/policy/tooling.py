@@ -125,27 +125,15 @@ def response_format_field(value: Any, path: str, _v: ApiVersion, _limits: Policy
         check_keys(obj, path, frozenset({"type"}), frozenset())
         return {"type": kind}
     require_fields(obj, path, "json_schema")
-    where = child_path(path, "json_schema")
-    spec = as_object(obj["json_schema"], where)
-    check_keys(spec, where, frozenset({"name", "description", "schema", "strict"}), frozenset())
-    require_fields(spec, where, "name")
-    out: dict[str, Any] = {}
-    for key, item in spec.items():
-        at = child_path(where, key)
-        if key == "name":
-            out[key] = name(item, at)
-        elif key == "description":
-            out[key] = as_str(item, at)
-        elif key == "schema":
-            out[key] = copy_json(as_object(item, at), at)
-        else:
-            out[key] = None if item is None else as_bool(item, at)
-    return {"type": kind, "json_schema": out}
+    spec = _named_schema(obj["json_schema"], child_path(path, "json_schema"), "schema")
+    return {"type": kind, "json_schema": spec}
 
 
-def _function(value: Any, path: str) -> dict[str, Any]:
+def _named_schema(value: Any, path: str, schema_key: str) -> dict[str, Any]:
+    """``{name, description?, <schema_key>?, strict?}``: a function definition
+    (``parameters``) or a response format's ``json_schema`` (``schema``), the same rules."""
     obj = as_object(value, path)
-    check_keys(obj, path, frozenset({"name", "description", "parameters", "strict"}), frozenset())
+    check_keys(obj, path, frozenset({"name", "description", schema_key, "strict"}), frozenset())
     require_fields(obj, path, "name")
     out: dict[str, Any] = {}
     for key, item in obj.items():
@@ -154,11 +142,15 @@ def _function(value: Any, path: str) -> dict[str, Any]:
             out[key] = name(item, where)
         elif key == "description":
             out[key] = as_str(item, where)
-        elif key == "parameters":
+        elif key == schema_key:
             out[key] = copy_json(as_object(item, where), where)
         else:
             out[key] = None if item is None else as_bool(item, where)
     return out
+
+
+def _function(value: Any, path: str) -> dict[str, Any]:
+    return _named_schema(value, path, "parameters")
 
 
 def _file_search(value: Any, path: str) -> dict[str, Any]:
