@@ -258,7 +258,9 @@ def test_a_thousand_mid_stream_disconnects_leave_nothing_behind(
             == total + 100
         )
         assert wait_for(lambda: _leases(redis_url) == 0, 5), _leases(redis_url)
-        assert wait_for(lambda: _fds(pid) <= fds + 10, 10), (fds, _fds(pid))
+        # Sockets of the cut streams close as the loop gets to them: on a loaded 2-core CI box
+        # that can take longer than the streams themselves (same bound, more time).
+        assert wait_for(lambda: _fds(pid) <= fds + 10, 30), (fds, _fds(pid))
         # And it keeps serving: ``limit`` concurrent streams fit (no slot leaked).
         fake.script(
             ScriptedResponse(
