@@ -101,6 +101,35 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EntraConfig:
+    """Microsoft Entra ID through workload identity: the pod's projected service-account token
+    exchanged for an access token to Azure OpenAI. Unset keys come from the variables the
+    workload-identity webhook injects."""
+
+    client_id: str | None = setting(
+        None, "the managed identity / app registration (default: `AZURE_CLIENT_ID`)", shown="env"
+    )
+    tenant_id: str | None = setting(
+        None, "the Entra tenant (default: `AZURE_TENANT_ID`)", shown="env"
+    )
+    authority_host: str | None = setting(
+        None, "the Entra authority, https (default: `AZURE_AUTHORITY_HOST`)", shown="env"
+    )
+    token_file: str | None = setting(
+        None,
+        "the projected service-account token (default: `AZURE_FEDERATED_TOKEN_FILE`)",
+        shown="env",
+    )
+    scope: str = setting("https://cognitiveservices.azure.com/.default", "the token's scope")
+    refresh_margin_s: float = setting(
+        300.0,
+        "refresh a token this long before it expires (single flight, with jitter); the cached "
+        "token serves until it expires",
+        check=between(10, 3600),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UpstreamConfig:
     __refused__: ClassVar[Mapping[str, str]] = {
         "api_key": "secrets must not be written in the config file: use "
@@ -118,6 +147,12 @@ class UpstreamConfig:
         "re-read every `api_key_reload_s`",
         env="AZURE_OPENAI_API_KEY_FILE",
     )
+    credential: Literal["api_key", "entra"] = setting(
+        "api_key",
+        "how the gateway authenticates to Azure: `api_key` (`api_key_file` or "
+        "`AZURE_OPENAI_API_KEY`) or `entra` (workload identity, `[upstream.entra]`)",
+    )
+    entra: EntraConfig = setting(factory=EntraConfig)
     api_key_reload_s: float = setting(
         10.0, "how often the key file is re-read (rotation without restart)", check=positive
     )

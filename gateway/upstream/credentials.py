@@ -1,4 +1,6 @@
-"""The Azure API key, re-read from its mounted Secret file without a restart (adapter).
+"""The gateway's credential to Azure (the ``UpstreamCredential`` port) and its API-key form:
+the key re-read from its mounted Secret file without a restart (adapter). The Entra form
+(workload identity) is ``gateway.upstream.entra``.
 
 Kubernetes updates a mounted Secret in place (an atomic symlink swap). The key file is polled
 every ``reload_s``; a new non-empty key is used for new requests at once. A read failure or an
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 log = logging.getLogger("gateway.apikey")
 
@@ -21,6 +24,27 @@ def _read_key(path: str) -> str:
     if not key or not key.isprintable() or " " in key:
         raise ValueError("empty or malformed key file")
     return key
+
+
+class UpstreamCredential(Protocol):
+    """What the forwarder and the owner lookups send to one Azure resource."""
+
+    async def header(self) -> tuple[bytes, bytes]:
+        """The header to send: ``(b"api-key", key)`` or ``(b"authorization", b"Bearer …")``.
+
+        Raises ``ServiceUnavailableError`` (a stable code) when no usable credential is held."""
+        ...
+
+    def reload(self) -> object:
+        """Azure refused the credential (401/403): re-read the key file, or refresh the token,
+        now (it may have been rotated)."""
+        ...
+
+    def start(self) -> None:
+        """Start background refresh (inside the running loop)."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 class ApiKeySource:
@@ -43,6 +67,9 @@ class ApiKeySource:
 
     def current(self) -> str:
         return self._key
+
+    async def header(self) -> tuple[bytes, bytes]:
+        return (b"api-key", self._key.encode("ascii"))
 
     def reload(self) -> bool:
         """Read the file once; True when the key changed."""
