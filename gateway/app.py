@@ -243,10 +243,9 @@ def _object_owners(
     origin = AzureOwnerOrigin(
         upstream,
         routes,
-        api_key=api_key.current,
+        credential=api_key,
         api_versions=_lookup_versions(config),
         timeout_s=settings.lookup_timeout_s,
-        reload_api_key=api_key.reload,
     )
     return ObjectOwners(records, origin, cache_ttl_s=settings.cache_ttl_s)
 
@@ -382,8 +381,7 @@ def build(
     ]
     forwarder = Forwarder(
         upstream,
-        api_key=api_key.current,
-        reload_api_key=api_key.reload,
+        credential=api_key,
         stream_max_duration_s=config.upstream.stream_max_duration_s,
     )
     return Gateway(

@@ -31,7 +31,9 @@ def test_upstream_headers_are_allow_listed_and_carry_the_key() -> None:
         (b"Content-Length", b"10"),
         (b"X-HTTP-Method-Override", b"DELETE"),
     ]
-    out = upstream_request_headers(caller, api_key="real-key", request_id="rid-1", has_body=True)
+    out = upstream_request_headers(
+        caller, credential=(b"api-key", b"real-key"), request_id="rid-1", has_body=True
+    )
     assert dict(out)[b"api-key"] == b"real-key"
     assert names(out).count(b"api-key") == 1
     assert names(out) == [
@@ -51,7 +53,7 @@ def test_upstream_headers_are_allow_listed_and_carry_the_key() -> None:
 def test_the_gateway_decides_the_upstream_encoding(value: bytes) -> None:
     out = upstream_request_headers(
         [(b"Accept-Encoding", value), (b"accept-encoding", value)],
-        api_key="k",
+        credential=(b"api-key", b"k"),
         request_id="r",
         has_body=False,
     )
@@ -64,7 +66,9 @@ def test_connection_nominated_headers_are_dropped_but_ours_survive() -> None:
         (b"X-Stainless-Lang", b"python"),
         (b"Accept", b"*/*"),
     ]
-    out = upstream_request_headers(caller, api_key="k", request_id="r", has_body=False)
+    out = upstream_request_headers(
+        caller, credential=(b"api-key", b"k"), request_id="r", has_body=False
+    )
     assert b"x-stainless-lang" not in names(out)
     assert b"accept" not in names(out)
     assert dict(out)[b"api-key"] == b"k"
@@ -73,7 +77,7 @@ def test_connection_nominated_headers_are_dropped_but_ours_survive() -> None:
 @pytest.mark.parametrize("value", [b"a\r\nb", b"a\x00b", b"caf\xc3\xa9", b"\x7f"])
 def test_unsafe_values_are_dropped(value: bytes) -> None:
     out = upstream_request_headers(
-        [(b"openai-beta", value)], api_key="k", request_id="r", has_body=False
+        [(b"openai-beta", value)], credential=(b"api-key", b"k"), request_id="r", has_body=False
     )
     assert b"openai-beta" not in names(out)
 
@@ -81,12 +85,16 @@ def test_unsafe_values_are_dropped(value: bytes) -> None:
 def test_content_type_only_with_a_body() -> None:
     caller = [(b"content-type", b"application/json")]
     assert b"content-type" not in names(
-        upstream_request_headers(caller, api_key="k", request_id="r", has_body=False)
+        upstream_request_headers(
+            caller, credential=(b"api-key", b"k"), request_id="r", has_body=False
+        )
     )
     assert (
-        dict(upstream_request_headers([], api_key="k", request_id="r", has_body=True))[
-            b"content-type"
-        ]
+        dict(
+            upstream_request_headers(
+                [], credential=(b"api-key", b"k"), request_id="r", has_body=True
+            )
+        )[b"content-type"]
         == b"application/json"
     )
 

@@ -23,7 +23,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from gateway.errors import GatewayError
 from gateway.operations.row import Kind
@@ -31,6 +31,7 @@ from gateway.operations.table import BY_NAME, OperationTable
 from gateway.ownership.rules import not_found, ownership_unavailable, valid_owner
 from gateway.ownership.stamp import stamp_in_object
 from gateway.upstream.client import UpstreamBrokenError, UpstreamClient
+from gateway.upstream.credentials import UpstreamCredential
 from gateway.upstream.headers import upstream_request_headers
 
 log = logging.getLogger("gateway.ownership")
@@ -42,18 +43,16 @@ class AzureOwnerOrigin:
         upstream: UpstreamClient,
         routes: OperationTable,
         *,
-        api_key: Callable[[], str],
+        credential: UpstreamCredential,
         api_versions: Mapping[str, str],
         timeout_s: float,
-        reload_api_key: Callable[[], object] | None = None,
     ) -> None:
         """``api_versions``: per kind (its ``param``), the api-version its lookup uses."""
         self.upstream = upstream
         self.routes = routes
-        self.api_key = api_key
+        self.credential = credential
         self.api_versions = api_versions
         self.timeout_s = timeout_s
-        self.reload_api_key = reload_api_key
 
     async def stamp(self, kind: Kind, object_id: str) -> str | None:
         lookup = BY_NAME[kind.lookup]
@@ -71,7 +70,10 @@ class AzureOwnerOrigin:
         if match is None or match.row is not lookup or match.ids.get(kind.param) != object_id:
             raise ownership_unavailable()
         headers = upstream_request_headers(
-            [], api_key=self.api_key(), request_id=str(uuid.uuid4()), has_body=False
+            [],
+            credential=await self.credential.header(),
+            request_id=str(uuid.uuid4()),
+            has_body=False,
         )
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -95,8 +97,8 @@ class AzureOwnerOrigin:
             raise not_found(kind)
         if status != 200 or len(body) > kind.max_object_bytes:
             log.warning("%s owner lookup at Azure answered %d", kind.name, status)
-            if status in (401, 403) and self.reload_api_key is not None:
-                self.reload_api_key()
+            if status in (401, 403):
+                self.credential.reload()
             raise ownership_unavailable()
         try:
             obj = json.loads(body)

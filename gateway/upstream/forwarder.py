@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
 from gateway.asgi import Receive, Scope, Send
 from gateway.context import RequestContext, UploadStream, context_of
@@ -34,6 +34,7 @@ from gateway.errors import BadGatewayError, ClientGoneError, GatewayError, Respo
 from gateway.operations.table import OperationMatch
 from gateway.policy.jsonbody import dump_json
 from gateway.upstream.client import UpstreamBrokenError, UpstreamClient, UpstreamResponse
+from gateway.upstream.credentials import UpstreamCredential
 from gateway.upstream.headers import downstream_response_headers, upstream_request_headers
 
 log = logging.getLogger("gateway.proxy")
@@ -44,13 +45,11 @@ class Forwarder:
         self,
         upstream: UpstreamClient,
         *,
-        api_key: Callable[[], str],
-        reload_api_key: Callable[[], object] | None = None,
+        credential: UpstreamCredential,
         stream_max_duration_s: float = 900.0,
     ) -> None:
         self.upstream = upstream
-        self.api_key = api_key
-        self.reload_api_key = reload_api_key
+        self.credential = credential
         self.stream_max_duration_s = stream_max_duration_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -63,7 +62,7 @@ class Forwarder:
             payload = dump_json(ctx.body) if ctx.body is not None else None
         headers = upstream_request_headers(
             scope["headers"],
-            api_key=self.api_key(),
+            credential=await self.credential.header(),
             request_id=ctx.request_id,
             has_body=payload is not None,
             content_type=upload.content_type if upload is not None else None,
@@ -81,8 +80,7 @@ class Forwarder:
                     response.status,
                     extra={"request_id": ctx.request_id},
                 )
-                if self.reload_api_key is not None:
-                    self.reload_api_key()
+                self.credential.reload()
                 raise BadGatewayError(
                     "The upstream service refused the gateway's credentials.",
                     code="upstream_auth_failed",

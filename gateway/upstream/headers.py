@@ -95,7 +95,7 @@ def _connection_named(headers: RawHeaders) -> set[bytes]:
 def upstream_request_headers(
     headers: RawHeaders,
     *,
-    api_key: str,
+    credential: tuple[bytes, bytes],
     request_id: str,
     has_body: bool,
     content_type: bytes | None = None,
@@ -120,7 +120,7 @@ def upstream_request_headers(
     # Never the caller's choice: the gateway reads thread ids and owner stamps in Azure's
     # answers (and, without it, the HTTP client could ask for gzip on its own).
     out.append((b"accept-encoding", b"identity"))
-    out.append((b"api-key", api_key.encode("ascii")))
+    out.append(credential)  # the gateway's own: ``api-key`` or ``authorization: Bearer``
     out.append((b"x-ms-client-request-id", request_id.encode("ascii")))
     return out
 
