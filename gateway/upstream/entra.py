@@ -10,8 +10,8 @@ Entra authority for an access token to Azure OpenAI, sent as ``Authorization: Be
 * **Endpoint down**: the cached token serves until it expires; then requests get 503
   ``upstream_credential_unavailable`` with ``Retry-After`` and nothing is forwarded. A request
   with no usable token joins a fetch in flight, or starts one when one is due.
-* **Azure 401/403** (``reload``): a fetch at once (at most one per
-  ``tokenrefresh.FORCE_INTERVAL_S``).
+* **Azure 401/403** (``reload``): a fetch at once, or ``tokenrefresh.FORCE_INTERVAL_S`` after
+  the last one started (a refused token cannot make every request a fetch).
 * **Start-up**: the first fetch starts with the gateway; ``ready()`` (readiness) is false until
   a token has been held once. Afterwards an expired token does not fail readiness: every
   replica shares the authority's outage, which the 503 code, the metrics and the alert report.
@@ -193,11 +193,15 @@ class EntraCredential:
         )
 
     def reload(self) -> bool:
-        """Azure refused the token: fetch a new one now (True when a fetch was started)."""
-        if self._inflight is not None or not self.schedule.may_force(self._clock()):
-            return False
-        self._start_fetch()
-        return True
+        """Azure refused the token: fetch a new one as soon as allowed (True: started now)."""
+        if self._inflight is not None:
+            return False  # the fetch in flight brings the new token
+        self.schedule = self.schedule.force()
+        self._wake.set()
+        if self.schedule.due(self._clock()):
+            self._start_fetch()
+            return True
+        return False
 
     def ready(self) -> bool:
         """True once a token has been held (see the module docstring)."""

@@ -11,15 +11,16 @@ Rules:
 * After a failed fetch the next one is due after a backoff: ``RETRY_BASE_S`` doubling per
   consecutive failure up to ``RETRY_CAP_S`` (times the same jitter spread), whether or not a
   token is still held.
-* A forced refresh (Azure answered 401/403 to the token) is allowed at most once per
-  ``FORCE_INTERVAL_S`` since the last fetch started: a refused token cannot turn every
-  request into a fetch.
+* A forced refresh (Azure answered 401/403 to the token) is due ``FORCE_INTERVAL_S`` after
+  the last fetch started (at once if that is past): a refused token cannot turn every request
+  into a fetch, and a refusal right after a fetch is not forgotten.
 * Without a usable token, a request may start (or join) a fetch only when one is due;
   otherwise it is refused at once with ``Retry-After`` = the time until the next fetch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -57,6 +58,8 @@ class Schedule:
     last_attempt: float | None = None
     #: This token's (or this failure streak's) jitter draw, in [0, 1).
     jitter: float = 0.0
+    #: Azure refused the token held: fetch again as soon as allowed.
+    forced: bool = False
 
     def refresh_at(self) -> float:
         """When a held token is due (``-inf`` with no token: due now)."""
@@ -78,33 +81,31 @@ class Schedule:
 
     def due_at(self) -> float:
         """When the next fetch is due (``-inf``: now)."""
-        if self.failures:
-            return self.retry_at()
-        return self.refresh_at()
+        due = self.retry_at() if self.failures else self.refresh_at()
+        if self.forced:
+            last = -math.inf if self.last_attempt is None else self.last_attempt
+            due = min(due, last + FORCE_INTERVAL_S)
+        return due
 
     def due(self, now: float) -> bool:
         return now >= self.due_at()
 
-    def may_force(self, now: float) -> bool:
-        return self.last_attempt is None or now - self.last_attempt >= FORCE_INTERVAL_S
-
     def retry_after_s(self, now: float) -> int:
         """Whole seconds until a fetch is due (at least 1): the ``Retry-After`` of a refusal."""
-        return max(1, math.ceil(self.due_at() - now))
+        wait = self.due_at() - now
+        return math.ceil(wait) if math.isfinite(wait) and wait > 1 else 1
 
     # -- transitions
 
     def started(self, now: float) -> Schedule:
-        return _replace(self, last_attempt=now)
+        """A fetch started (it answers a forced refresh too)."""
+        return dataclasses.replace(self, last_attempt=now, forced=False)
 
     def succeeded(self, token: Token, jitter: float) -> Schedule:
-        return Schedule(self.margin_s, token, 0, self.last_attempt, jitter)
+        return dataclasses.replace(self, token=token, failures=0, jitter=jitter)
 
     def failed(self, jitter: float) -> Schedule:
-        return Schedule(self.margin_s, self.token, self.failures + 1, self.last_attempt, jitter)
+        return dataclasses.replace(self, failures=self.failures + 1, jitter=jitter)
 
-
-def _replace(schedule: Schedule, *, last_attempt: float) -> Schedule:
-    return Schedule(
-        schedule.margin_s, schedule.token, schedule.failures, last_attempt, schedule.jitter
-    )
+    def force(self) -> Schedule:
+        return dataclasses.replace(self, forced=True)
