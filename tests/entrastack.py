@@ -22,6 +22,7 @@ import httpx
 
 from gateway.app import build
 from gateway.config import parse
+from gateway.upstream.credentials import ENTRA_ENV
 from tests.fakeazure import FakeAzure
 from tests.faketoken import FakeTokenEndpoint, TestCA, serving
 from tests.servers import ThreadedUvicorn
@@ -85,9 +86,12 @@ def running_entra_stack(
     ready: bool = True,
     fail_status: int | None = None,
     delay_s: float = 0.0,
+    from_environment: bool = False,
 ) -> Iterator[EntraStack]:
     """``ready``: wait until the gateway holds its first token. ``fail_status`` and
-    ``delay_s`` are the token endpoint's from the start (before the gateway's first fetch)."""
+    ``delay_s`` are the token endpoint's from the start (before the gateway's first fetch).
+    ``from_environment``: client, tenant, authority and token file are not in the config but
+    in the variables the workload-identity webhook injects (as in the kustomize overlay)."""
     token_file = tmp / "azure-identity-token"
     token_file.write_text(f"projected-sa-token-{secrets.token_urlsafe(12)}")
     ca = TestCA(tmp)
@@ -106,8 +110,13 @@ def running_entra_stack(
             token_file=token_file,
             ca_file=ca.ca_file,
         )
+        environ: dict[str, str] = {}
+        if from_environment:
+            entra = data["upstream"]["entra"]
+            for key, variable in ENTRA_ENV.items():
+                environ[variable] = entra.pop(key)
         config = parse(deep_merge(data, overrides or {}))
-        gateway = build(config, environ={})
+        gateway = build(config, environ=environ)
         with ThreadedUvicorn(gateway, http="httptools", server_header=False) as server:
             stack = Stack(fake, gateway, server.url, up.url, fake.api_key, config)
             if ready:

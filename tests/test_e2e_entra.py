@@ -58,6 +58,14 @@ def test_the_token_exchanged_for_the_projected_token_is_sent_as_bearer(tmp_path:
         assert s.stack.fake.requests[-1].header_values("authorization") == [f"Bearer {call.issued}"]
 
 
+def test_the_webhooks_variables_stand_for_unset_keys(tmp_path: Path) -> None:
+    with running_entra_stack(tmp_path, from_environment=True) as s:
+        assert s.stack.config.upstream.entra.client_id is None
+        assert create_thread(s).status_code == 200
+        (call,) = s.endpoint.calls
+        assert (call.problem, call.tenant, call.form["client_id"]) == ("", TENANT, CLIENT)
+
+
 def test_readiness_waits_for_the_first_token(tmp_path: Path) -> None:
     with running_entra_stack(tmp_path, ready=False, fail_status=503) as s:
         wait_until("a failed fetch", lambda: s.endpoint.count() >= 1)
@@ -172,3 +180,32 @@ def test_a_wrong_identity_is_refused_by_the_endpoint_and_nothing_is_forwarded(
         assert refused.json()["error"]["code"] == "upstream_credential_unavailable"
         assert s.stack.fake.requests == []
         assert httpx.get(f"{s.stack.url}/readyz", timeout=5).status_code == 503
+
+
+def sample(s: EntraStack, name: str, **labels: str) -> float:
+    metrics = s.stack.gateway.metrics
+    assert metrics is not None
+    got = metrics.registry.get_sample_value(name, {"backend": "default", **labels})
+    assert got is not None, name
+    return got
+
+
+def test_token_metrics_report_expiry_refreshes_and_refusals(tmp_path: Path) -> None:
+    with running_entra_stack(tmp_path, lifetime_s=4) as s:
+        assert 2 < sample(s, "gateway_upstream_token_expiry_seconds") <= 4
+        assert sample(s, "gateway_upstream_token_refreshes_total", result="ok") == 1
+        assert sample(s, "gateway_upstream_token_refreshes_total", result="error") == 0
+        assert sample(s, "gateway_upstream_token_unavailable_total") == 0
+        s.endpoint.fail_status = 500
+        obtained = s.endpoint.good_calls()[-1].at
+        wait_until("expired", lambda: time.time() > obtained + 4.2)
+        refused = [create_thread(s).status_code for _ in range(3)]
+        assert refused == [503] * 3
+        assert sample(s, "gateway_upstream_token_expiry_seconds") == 0
+        assert sample(s, "gateway_upstream_token_unavailable_total") == 3
+        failed = sample(s, "gateway_upstream_token_refreshes_total", result="error")
+        # (a fetch may be in flight: answered by the endpoint, not yet counted by the gateway)
+        assert 1 <= failed <= len(s.endpoint.calls) - len(s.endpoint.good_calls())
+        assert sample(s, "gateway_upstream_token_refreshes_total", result="ok") == len(
+            s.endpoint.good_calls()
+        )
