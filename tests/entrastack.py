@@ -22,12 +22,19 @@ import httpx
 
 from gateway.app import build
 from gateway.config import parse
-from gateway.upstream.credentials import ENTRA_ENV
 from tests.fakeazure import FakeAzure
 from tests.faketoken import FakeTokenEndpoint, TestCA, serving
 from tests.servers import ThreadedUvicorn
 from tests.stack import PUBLIC_JWK, Stack, base_config, deep_merge
 
+#: The variables the workload-identity webhook injects, by the ``[upstream.entra]`` key each
+#: stands for.
+WEBHOOK_ENV = {
+    "client_id": "AZURE_CLIENT_ID",
+    "tenant_id": "AZURE_TENANT_ID",
+    "authority_host": "AZURE_AUTHORITY_HOST",
+    "token_file": "AZURE_FEDERATED_TOKEN_FILE",
+}
 TENANT = "72f988bf-0000-4000-8000-000000000001"
 CLIENT = "0b1e2c3d-0000-4000-8000-000000000002"
 
@@ -113,7 +120,7 @@ def running_entra_stack(
         environ: dict[str, str] = {}
         if from_environment:
             entra = data["upstream"]["entra"]
-            for key, variable in ENTRA_ENV.items():
+            for key, variable in WEBHOOK_ENV.items():
                 environ[variable] = entra.pop(key)
         config = parse(deep_merge(data, overrides or {}))
         gateway = build(config, environ=environ)
