@@ -101,6 +101,8 @@ class FakeTokens:
     lifetime: float = 3600
     delay_s: float = 0.0
     fail: bool = False
+    #: Raise something no adapter translated (a bug): still a failed fetch, never a loop.
+    crash: bool = False
     fetches: int = 0
     closed: bool = False
     issued: list[str] = field(default_factory=list)
@@ -110,6 +112,8 @@ class FakeTokens:
         await asyncio.sleep(self.delay_s)
         if self.fail:
             raise TokenFetchError("ClientAuthenticationError")
+        if self.crash:
+            raise RuntimeError("unforeseen")
         value = f"tok-{self.fetches}"
         self.issued.append(value)
         now = self.clock[0]
@@ -172,6 +176,22 @@ async def test_no_usable_token_is_503_with_retry_after_and_no_fetch_storm() -> N
     assert await cred.header() == (b"authorization", b"Bearer tok-2")
     assert cred.ready()
     assert cred.seconds_left() == 3600
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_an_unforeseen_error_is_a_failed_fetch_with_backoff() -> None:
+    tokens = FakeTokens([T0], crash=True)
+    events: list[str] = []
+    cred = credential(tokens, events)
+    cred.start()
+    await asyncio.sleep(0.2)
+    with pytest.raises(ServiceUnavailableError):
+        await cred.header()
+    assert tokens.fetches == 1  # the loop waits out the backoff (the clock stands still)
+    assert events == ["error", "refused"]
+    assert cred.last_error == "RuntimeError"
+    await cred.aclose()
 
 
 @pytest.mark.anyio

@@ -250,8 +250,14 @@ class EntraCredential:
         self.fetches += 1
         try:
             token = await asyncio.wait_for(self.tokens.fetch(), self.fetch_timeout_s)
-        except (TokenFetchError, TimeoutError) as exc:
-            reason = exc.reason if isinstance(exc, TokenFetchError) else "timeout"
+        except Exception as exc:  # anything unforeseen is a failed fetch too (never a loop)
+            if isinstance(exc, TokenFetchError):
+                reason = exc.reason
+            elif isinstance(exc, TimeoutError):
+                reason = "timeout"
+            else:
+                reason = type(exc).__name__
+                log.error("unexpected error in the Entra token fetch", exc_info=True)
             self.last_error = reason
             self.schedule = self.schedule.failed(self._rand())
             held = self.schedule.token
