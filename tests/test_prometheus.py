@@ -366,7 +366,9 @@ def test_token_alerts_fire_on_a_real_prometheus(tmp_path: Path) -> None:
                     )
 
                 prom.wait("both token alerts active", both_active, timeout=45)
-                assert time.time() >= obtained + 20  # the expiry alert: only once expired
+                # The expiry alert only once expired (azure-identity counts a token's life from
+                # the request time truncated to whole seconds: up to 1 s before the endpoint's).
+                assert time.time() >= obtained + 19
                 assert len(s.endpoint.good_calls()) == 1
             finally:
                 prom.stop()
