@@ -11,9 +11,11 @@ It reads like the design card, with one deliberate change of order: ownership co
 rate limit and the body policy, because on a miss of the cache and of Redis it costs an Azure
 call (reading the owner stamp), which only a request that passed every other check may cause.
 
-Nothing else constructs an I/O client. Start-up order: API key, key providers (initial JWKS
-fetch), Redis, readiness probes, then readiness. Shutdown (after the server has drained its
-connections): stop readiness, close key providers, Redis, upstream client.
+Nothing else constructs an I/O client. Start-up order: the upstream credential (the key file's
+poll, or the Entra token's refresh loop: its first fetch starts here and readiness waits for
+it), key providers (initial JWKS fetch), Redis, readiness probes, then readiness. Shutdown
+(after the server has drained its connections): stop readiness, close the credential, key
+providers, Redis, upstream client.
 """
 
 from __future__ import annotations
