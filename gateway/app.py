@@ -11,9 +11,11 @@ It reads like the design card, with one deliberate change of order: ownership co
 rate limit and the body policy, because on a miss of the cache and of Redis it costs an Azure
 call (reading the owner stamp), which only a request that passed every other check may cause.
 
-Nothing else constructs an I/O client. Start-up order: API key, key providers (initial JWKS
-fetch), Redis, readiness probes, then readiness. Shutdown (after the server has drained its
-connections): stop readiness, close key providers, Redis, upstream client.
+Nothing else constructs an I/O client. Start-up order: the upstream credential (the key file's
+poll, or the Entra token's refresh loop: its first fetch starts here and readiness waits for
+it), key providers (initial JWKS fetch), Redis, readiness probes, then readiness. Shutdown
+(after the server has drained its connections): stop readiness, close the credential, key
+providers, Redis, upstream client.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from gateway.server.admission import Admission
 from gateway.server.looplag import LoopLagMonitor
 from gateway.server.middleware import AdmissionMiddleware
 from gateway.upstream.client import UpstreamClient
-from gateway.upstream.credentials import ApiKeySource
+from gateway.upstream.credentials import ApiKeySource, UpstreamCredential, make_credential
 from gateway.upstream.forwarder import Forwarder
 
 log = logging.getLogger("gateway.app")
@@ -93,7 +95,8 @@ def _key_provider(
 @dataclass
 class Gateway:
     config: Config
-    api_key: ApiKeySource
+    #: The credential sent to Azure (an API key, or an Entra token).
+    credential: UpstreamCredential
     upstream: UpstreamClient
     jwks_http: httpx.AsyncClient
     key_providers: Mapping[str, KeyProvider]
@@ -144,7 +147,7 @@ class Gateway:
             await self.shutdown()
 
     async def startup(self) -> None:
-        self.api_key.start()
+        self.credential.start()
         for provider in self.key_providers.values():
             if isinstance(provider, JwksKeyProvider):
                 await provider.start()
@@ -160,7 +163,7 @@ class Gateway:
         self.draining = True
         if self.lag_monitor is not None:
             await self.lag_monitor.aclose()
-        await self.api_key.aclose()
+        await self.credential.aclose()
         for provider in self.key_providers.values():
             if isinstance(provider, JwksKeyProvider):
                 await provider.aclose()
@@ -175,7 +178,10 @@ class Gateway:
         checks: dict[str, str] = {}
         checks["draining"] = "yes" if self.draining else "no"
         keys_ok = issuers_ready(self.key_providers, checks)
-        ready = self.started and not self.draining and keys_ok
+        # The Entra token: held once (see gateway.upstream.entra); an API key: always.
+        credential_ok = self.credential.ready()
+        checks["upstream_credential"] = "ok" if credential_ok else "pending"
+        ready = self.started and not self.draining and keys_ok and credential_ok
         if self.redis_health is not None:
             redis_ready, redis_checks = await self.redis_health.checks()
             checks.update(redis_checks)
@@ -231,7 +237,7 @@ def _object_owners(
     redis_client: RedisClient,
     upstream: UpstreamClient,
     routes: OperationTable,
-    api_key: ApiKeySource,
+    credential: UpstreamCredential,
 ) -> ObjectOwners:
     """Owners from the cache, then Redis, then the stamp on the Azure object."""
     settings = config.ownership
@@ -243,7 +249,7 @@ def _object_owners(
     origin = AzureOwnerOrigin(
         upstream,
         routes,
-        credential=api_key,
+        credential=credential,
         api_versions=_lookup_versions(config),
         timeout_s=settings.lookup_timeout_s,
     )
@@ -253,12 +259,18 @@ def _object_owners(
 def build(
     config: Config,
     *,
-    api_key: ApiKeySource,
+    api_key: ApiKeySource | None = None,
+    credential: UpstreamCredential | None = None,
+    environ: Mapping[str, str] | None = None,
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     registry: CollectorRegistry | None = None,
     redis_client: RedisClient | None = None,
 ) -> Gateway:
     """Build the whole gateway from a validated config (no I/O happens until start-up).
+
+    The upstream credential: ``credential`` or ``api_key`` when given (tests), else built from
+    ``config.upstream`` by ``make_credential`` with ``environ`` (the variables the key and the
+    workload-identity webhook come from; raises ``ConfigError``).
 
     ``registry`` receives every metric; by default a fresh one (never the global registry).
     ``redis_client`` replaces the client built from ``config.redis`` (the embedded demo's
@@ -270,10 +282,23 @@ def build(
         operations=routes.operations,
         profiles=config.profiles,
     )
-    if api_key.on_error is None:
-        api_key.on_error = metrics.on_key_reload_error
-    if api_key.on_reload is None:
-        api_key.on_reload = metrics.on_key_reload
+    if api_key is not None:
+        if api_key.on_error is None:
+            api_key.on_error = metrics.on_key_reload_error
+        if api_key.on_reload is None:
+            api_key.on_reload = metrics.on_key_reload
+        credential = api_key
+    if credential is None:
+        up = config.upstream
+        credential = make_credential(
+            up.credential,
+            api_key_file=up.api_key_file,
+            entra=up.entra,
+            reload_s=up.api_key_reload_s,
+            environ={} if environ is None else environ,
+            backend="default",
+            metrics=metrics,
+        )
     upstream = UpstreamClient(
         config.upstream,
         transport=upstream_transport,
@@ -316,7 +341,7 @@ def build(
             cluster=config.redis.cluster,
         )
     if config.ownership.enabled and redis_client is not None:
-        owners = _object_owners(config, redis_client, upstream, routes, api_key)
+        owners = _object_owners(config, redis_client, upstream, routes, credential)
     if config.rate_limit.enabled and redis_client is not None:
         limiter = RedisRateLimiter(
             redis_client,
@@ -381,12 +406,12 @@ def build(
     ]
     forwarder = Forwarder(
         upstream,
-        credential=api_key,
+        credential=credential,
         stream_max_duration_s=config.upstream.stream_max_duration_s,
     )
     return Gateway(
         config,
-        api_key,
+        credential,
         upstream,
         jwks_http,
         providers,

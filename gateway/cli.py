@@ -19,11 +19,10 @@ from types import FrameType, ModuleType
 import uvicorn
 
 from gateway.app import Gateway, build
-from gateway.config import Config, ConfigError, load, read_api_key
+from gateway.config import Config, ConfigError, load
 from gateway.observability import jsonlog
 from gateway.ratelimit.redis_limiter import RedisClient
 from gateway.server.protocol import ConnectionLimits, protocol_class
-from gateway.upstream.credentials import ApiKeySource
 
 DEFAULT_CONFIG = "config/gateway.toml"
 log = logging.getLogger("gateway.cli")
@@ -152,11 +151,9 @@ async def serve_with_metrics(server: uvicorn.Server, metrics: uvicorn.Server | N
 
 
 def _gateway(config: Config, redis_client: RedisClient | None = None) -> Gateway:
-    key = read_api_key(config.upstream, os.environ)
-    source = ApiKeySource(
-        key, path=config.upstream.api_key_file, reload_s=config.upstream.api_key_reload_s
-    )
-    return build(config, api_key=source, redis_client=redis_client)
+    """The gateway with the credential of ``config.upstream`` (``make_credential``: the API key
+    or Entra workload identity, from the process environment)."""
+    return build(config, environ=os.environ, redis_client=redis_client)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -92,6 +92,19 @@ def test_minimal_config_defaults() -> None:
             "upstream.endpoint: must not contain credentials, a query or a fragment",
         ),
         ({"upstream": {"api_key": "secret"}}, "upstream.api_key: secrets must not be written"),
+        (
+            {"upstream": {"credential": "entra", "api_key_file": "/k"}},
+            'upstream.api_key_file: not used with credential = "entra"',
+        ),
+        (
+            {"upstream": {"credential": "entra", "entra": {"authority_host": "http://login"}}},
+            "upstream.entra.authority_host: must be an https URL",
+        ),
+        (
+            {"upstream": {"credential": "entra", "entra": {"refresh_margin_s": 5}}},
+            "upstream.entra.refresh_margin_s: must be between 10 and 3600",
+        ),
+        ({"upstream": {"credential": "token"}}, "upstream.credential: must be one of api_key"),
         ({"upstream": {"read_timeout_s": -1}}, "upstream.read_timeout_s: must be > 0"),
         ({"api": {"versions": ["2023-01-01"]}}, "api.versions[0]: unknown value '2023-01-01'"),
         ({"api": {"versions": []}}, "api.versions: must list at least one api-version"),
@@ -338,6 +351,8 @@ def test_api_key_sources(tmp_path: Path) -> None:
     key_file.write_text("k2\n")
     from_file = parse(deep_merge(MINIMAL, {"upstream": {"api_key_file": str(key_file)}}))
     assert read_api_key(from_file.upstream, {"AZURE_OPENAI_API_KEY": "ignored"}) == "k2"
+    entra = parse(deep_merge(MINIMAL, {"upstream": {"credential": "entra"}}))
+    assert read_api_key(entra.upstream, {}) is None  # no key needed with an Entra token
     key_file.write_text("")
     with pytest.raises(ConfigError):
         read_api_key(from_file.upstream, {})

@@ -38,7 +38,11 @@ pytestmark = pytest.mark.timeout(30)
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 KUSTOMIZE = DEPLOY / "kustomize"
-OVERLAYS = {"base": KUSTOMIZE / "base", "production": KUSTOMIZE / "overlays" / "production"}
+OVERLAYS = {
+    "base": KUSTOMIZE / "base",
+    "production": KUSTOMIZE / "overlays" / "production",
+    "workload-identity": KUSTOMIZE / "overlays" / "workload-identity",
+}
 K8S_VERSION = "1.37.0"
 CRD_GROUPS = ("monitoring.coreos.com/",)
 Doc = dict[str, Any]
@@ -293,12 +297,14 @@ def test_mounted_files_are_the_configured_files(docs: tuple[Doc, ...]) -> None:
     c = container(docs)
 
     # The Azure key: the env var and the config name the same file, in a Secret volume
-    # mounted as a whole directory (subPath mounts never see a rotation).
-    key_file = env_value(c, "AZURE_OPENAI_API_KEY_FILE")
-    assert key_file == config.upstream.api_key_file
-    mount, volume = mount_for(docs, key_file)
-    assert "subPath" not in mount and mount.get("readOnly") is True
-    assert relative(key_file, mount) in {i["path"] for i in volume["secret"]["items"]}
+    # mounted as a whole directory (subPath mounts never see a rotation). With Entra workload
+    # identity there is no key (test_workload_identity_overlay_has_no_key).
+    if config.upstream.credential == "api_key":
+        key_file = env_value(c, "AZURE_OPENAI_API_KEY_FILE")
+        assert key_file == config.upstream.api_key_file
+        mount, volume = mount_for(docs, key_file)
+        assert "subPath" not in mount and mount.get("readOnly") is True
+        assert relative(key_file, mount) in {i["path"] for i in volume["secret"]["items"]}
 
     # The gateway's own token for JWKS fetches: a projected token with the API server's
     # audience, never one of the gateway's own audiences.
@@ -324,6 +330,42 @@ def test_mounted_files_are_the_configured_files(docs: tuple[Doc, ...]) -> None:
     config_path = c["args"][c["args"].index("--config") + 1]
     mount, volume = mount_for(docs, config_path)
     assert relative(config_path, mount) == "gateway.toml" and "configMap" in volume
+
+
+def test_workload_identity_overlay_has_no_key_and_asks_for_the_webhook() -> None:
+    docs = render("workload-identity")
+    config = rendered_config(docs)
+    assert config.upstream.credential == "entra"
+    assert config.upstream.api_key_file is None
+    # Client, tenant, authority and token file: the webhook's variables (none set here).
+    entra = config.upstream.entra
+    assert (entra.client_id, entra.tenant_id, entra.authority_host, entra.token_file) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert entra.scope == "https://cognitiveservices.azure.com/.default"
+    account = one(docs, "ServiceAccount")
+    client_id = account["metadata"]["annotations"]["azure.workload.identity/client-id"]
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", client_id)
+    template = one(docs, "Deployment")["spec"]["template"]
+    assert template["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert template["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    c = container(docs)
+    names = {e["name"] for e in c["env"]}
+    assert not names & {"AZURE_OPENAI_API_KEY_FILE", "AZURE_OPENAI_API_KEY"}
+    assert "REDIS_URL" in names
+    secrets = {v["secret"]["secretName"] for v in template["spec"]["volumes"] if "secret" in v}
+    assert "assistants-gateway-azure" not in secrets
+    assert not [m for m in c["volumeMounts"] if "azure-openai" in m["mountPath"]]
+    # Everything else is production's (the overlay builds on it).
+    production = render("production")
+    assert (
+        one(docs, "Deployment")["spec"]["template"]["spec"]["securityContext"]
+        == one(production, "Deployment")["spec"]["template"]["spec"]["securityContext"]
+    )
+    assert {d["kind"] for d in docs} == {d["kind"] for d in production}
 
 
 def test_args_are_accepted_by_gateway_serve(docs: tuple[Doc, ...]) -> None:

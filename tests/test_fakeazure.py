@@ -360,6 +360,28 @@ def test_bearer_token_is_accepted_and_duplicate_keys_are_not(fake: FakeAzure, ur
     assert fake.requests[1].header_values("api-key") == [KEY, KEY]
 
 
+def test_a_bearer_validator_accepts_only_what_it_vouches_for() -> None:
+    issued = {"entra-live"}
+    fake = FakeAzure(KEY, bearer=issued.__contains__)
+    q = {"api-version": V2}
+    with run_app(fake.app, lifespan="off") as server, httpx.Client(base_url=server.url) as c:
+
+        def status(headers: list[tuple[str, str]]) -> int:
+            return c.post("/openai/threads", params=q, json={}, headers=headers).status_code
+
+        assert status([("authorization", "Bearer entra-live")]) == 200
+        assert status([("authorization", "Bearer entra-other")]) == 401
+        assert status([("authorization", "entra-live")]) == 401  # no scheme
+        assert status([("authorization", "Basic entra-live")]) == 401
+        two = [("authorization", "Bearer entra-live"), ("authorization", "Bearer entra-live")]
+        assert status(two) == 401
+        # A request with an api-key is judged by the key alone: a valid token does not help.
+        assert status([("api-key", "wrong"), ("authorization", "Bearer entra-live")]) == 401
+        assert status([("api-key", KEY)]) == 200
+        issued.clear()  # expired: refused from then on
+        assert status([("authorization", "Bearer entra-live")]) == 401
+
+
 def test_unknown_thread_is_404_not_found(fake: FakeAzure, url: str) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         sdk(url).beta.threads.messages.list("thread_doesnotexist")

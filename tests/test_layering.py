@@ -71,6 +71,7 @@ CORE = {
     "server.admission",
     "ratelimit.lua",
     "ratelimit.clock",
+    "upstream.tokenrefresh",
 }
 CORE_THIRD_PARTY = {"jwt"}
 
@@ -86,7 +87,8 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "server.looplag": (set(), set()),
     "ownership.store": ({"redis"}, set()),
     # Reads the owner stamp with the gateway's own request over the upstream adapter.
-    "ownership.azure": (set(), {"upstream.client"}),
+    # It sends the UpstreamCredential port's header (the port lives in upstream.credentials).
+    "ownership.azure": (set(), {"upstream.client", "upstream.credentials"}),
     # Cache → records → origin, over its two ports (no I/O library of its own).
     "ownership.lookup": (set(), set()),
     "observability.metrics": ({"prometheus_client"}, set()),
@@ -94,7 +96,10 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "observability.accesslog": (set(), set()),
     "observability.jsonlog": (set(), set()),
     "server.protocol": ({"uvicorn"}, set()),
-    "upstream.credentials": (set(), set()),
+    # The one credential factory builds either form (the key here, Entra over its adapter).
+    "upstream.credentials": (set(), {"upstream.entra"}),
+    # Workload identity: azure-identity over one aiohttp session with its own CA bundle.
+    "upstream.entra": ({"azure", "aiohttp", "certifi"}, set()),
     "auth.authenticator": (set(), set()),
     # The pipeline: one pure-ASGI middleware per concern (no I/O library of their own; each
     # uses its concern's adapter or core), and the forwarder over the upstream adapter.
@@ -107,7 +112,10 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     # A file upload's body, read from ASGI as the forwarder sends it (asyncio only).
     "policy.uploads": (set(), {"policy.bodyread"}),
     "ownership.middleware": (set(), set()),
-    "upstream.forwarder": ({"httpx", "aiohttp"}, {"upstream.client"}),
+    "upstream.forwarder": (
+        {"httpx", "aiohttp"},
+        {"upstream.client", "upstream.credentials"},
+    ),
 }
 ROOTS = {"app", "cli", "config.__main__"}
 

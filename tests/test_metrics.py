@@ -544,10 +544,10 @@ def test_key_providers_and_key_file_are_reported(tmp_path: Path) -> None:
         assert value(r, "gateway_jwks_refresh_total", issuer=issuer, result="ok") == 1
         assert value(r, "gateway_jwks_keys_ready", issuer=issuer) == 1
         (tmp_path / "api-key").write_text("")
-        gw.gateway.api_key.reload()
+        gw.gateway.credential.reload()
         assert value(r, "gateway_azure_key_reload_failures_total") == 1
         (tmp_path / "api-key").write_text("rotated-key")
-        gw.gateway.api_key.reload()
+        gw.gateway.credential.reload()
         assert value(r, "gateway_azure_key_reloads_total") == 1
 
 

@@ -25,6 +25,7 @@ says how to install them (CI installs the Debian package in ``.ci/run``).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -38,6 +39,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.entrastack import running_entra_stack
 from tests.fakeazure import ScriptedResponse
 from tests.servers import ThreadedUvicorn, free_port
 from tests.stack import V2, Stack, running_stack
@@ -45,6 +47,9 @@ from tests.stack import V2, Stack, running_stack
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"
 RULES = ROOT / "deploy" / "prometheus-rules.yaml"
+#: Series only an Entra credential exports: their rules are proven on an Entra stack
+#: (``test_token_alerts_fire_on_a_real_prometheus``), not on the API-key stack.
+ENTRA_SERIES = "gateway_upstream_token_"
 _COMPARISON = re.compile(r"\s*(?:==|!=|>=|<=|>|<)\s*(?:bool\s+)?-?(?:\d+\.?\d*|\.\d+)(?:e-?\d+)?")
 
 TIGHT = {
@@ -285,7 +290,11 @@ def test_dashboard_and_alerts_against_real_prometheus(
     } <= names
     for rule in rules:
         prom.query(rule["expr"])  # valid as written (it may be empty: not firing)
-    no_series = [(r["alert"], probe(r["expr"])) for r in rules if not prom.query(probe(r["expr"]))]
+    no_series = [
+        (r["alert"], probe(r["expr"]))
+        for r in rules
+        if ENTRA_SERIES not in r["expr"] and not prom.query(probe(r["expr"]))
+    ]
     assert no_series == [], "alert expressions whose underlying series are missing"
     loaded = httpx.get(f"{prom.url}/api/v1/rules", timeout=5).json()["data"]["groups"]
     health = {r["name"]: (r["health"], r.get("lastError", "")) for g in loaded for r in g["rules"]}
@@ -305,6 +314,64 @@ def test_dashboard_and_alerts_against_real_prometheus(
         and not check_metrics.stdout.strip()
         and not check_metrics.stderr.strip()
     ), check_metrics.stdout + check_metrics.stderr
+
+
+def has_data(prom: Prometheus, expr: str) -> bool:
+    return bool(prom.query(expr))
+
+
+def active_alerts(prom: Prometheus) -> dict[str, tuple[str, dict[str, str]]]:
+    got = httpx.get(f"{prom.url}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+    return {a["labels"]["alertname"]: (a["state"], a["labels"]) for a in got}
+
+
+def test_token_alerts_fire_on_a_real_prometheus(tmp_path: Path) -> None:
+    """The Entra token's series exist from the start, and when the token endpoint goes down
+    both alerts become active (``pending``: their expression holds; ``for`` then makes them
+    fire) on a real Prometheus evaluating the repository's rule file."""
+    prometheus_bin, _ = binaries()
+    (tmp_path / "stack").mkdir()
+    (tmp_path / "prom").mkdir()
+    entra_rules = [r for r in alert_rules() if ENTRA_SERIES in r["expr"]]
+    assert {r["alert"] for r in entra_rules} == {
+        "GatewayUpstreamTokenRefreshFailing",
+        "GatewayUpstreamTokenExpired",
+    }
+    # 20 s tokens, refreshed at half life: the endpoint fails from just after the first token,
+    # so Prometheus only ever sees the one good fetch.
+    with running_entra_stack(tmp_path / "stack", lifetime_s=20) as s:
+        s.endpoint.fail_status = 503
+        obtained = s.endpoint.good_calls()[0].at
+        assert s.stack.gateway.metrics_app is not None
+        with ThreadedUvicorn(s.stack.gateway.metrics_app, lifespan="off") as metrics:
+            prom = Prometheus(prometheus_bin, tmp_path / "prom", f"127.0.0.1:{metrics.port}")
+            try:
+                prom.wait(
+                    "first scrape",
+                    lambda: any(r["value"][1] == "1" for r in prom.query('up{job="gateway"}')),
+                )
+                for rule in entra_rules:  # (increase() needs a second scrape)
+                    expr = probe(rule["expr"])
+                    prom.wait(rule["alert"], functools.partial(has_data, prom, expr))
+                left = prom.query('gateway_upstream_token_expiry_seconds{backend="default"}')
+                assert 0 < float(left[0]["value"][1]) <= 20
+                assert not set(active_alerts(prom)) & {r["alert"] for r in entra_rules}
+
+                def both_active() -> bool:
+                    alerts = active_alerts(prom)
+                    return all(
+                        alerts.get(r["alert"], ("", {}))[0] in ("pending", "firing")
+                        and alerts[r["alert"]][1].get("backend") == "default"
+                        for r in entra_rules
+                    )
+
+                prom.wait("both token alerts active", both_active, timeout=45)
+                # The expiry alert only once expired (azure-identity counts a token's life from
+                # the request time truncated to whole seconds: up to 1 s before the endpoint's).
+                assert time.time() >= obtained + 19
+                assert len(s.endpoint.good_calls()) == 1
+            finally:
+                prom.stop()
 
 
 def test_alert_probes_strip_only_number_comparisons() -> None:

@@ -30,16 +30,19 @@ from gateway.config.document import (
     load,
     parse,
     read_api_key,
+    read_key,
 )
 from gateway.config.limits import RateLimitConfig, RateLimitSettings, RateSettings
 from gateway.config.profiles import OPERATIONS, PolicySettings, Profile
 from gateway.config.service import (
     ApiConfig,
+    EntraConfig,
     OwnershipConfig,
     RedisConfig,
     ServerConfig,
     ThreadsConfig,
     UpstreamConfig,
+    url_problem,
 )
 
 __all__ = [
@@ -50,6 +53,7 @@ __all__ = [
     "ClaimSettings",
     "Config",
     "ConfigError",
+    "EntraConfig",
     "IssuerConfig",
     "IssuerSettings",
     "JwksConfig",
@@ -67,4 +71,6 @@ __all__ = [
     "load",
     "parse",
     "read_api_key",
+    "read_key",
+    "url_problem",
 ]

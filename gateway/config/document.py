@@ -143,20 +143,30 @@ def load(path: str, environ: Mapping[str, str] | None = None) -> Config:
     return parse(apply_environment(data, environ))
 
 
-def read_api_key(config: UpstreamConfig, environ: Mapping[str, str]) -> str:
-    """The Azure key: from ``api_key_file`` (preferred) or ``AZURE_OPENAI_API_KEY``."""
-    if config.api_key_file:
+def read_api_key(config: UpstreamConfig, environ: Mapping[str, str]) -> str | None:
+    """The Azure key: from ``api_key_file`` (preferred) or ``AZURE_OPENAI_API_KEY``; None with
+    ``credential = "entra"`` (no key is needed then)."""
+    if config.credential == "entra":
+        return None
+    return read_key(config.api_key_file, environ)
+
+
+def read_key(
+    api_key_file: str | None, environ: Mapping[str, str], *, where: str = "upstream"
+) -> str:
+    """A key from ``api_key_file``, else from ``AZURE_OPENAI_API_KEY``; ``ConfigError`` if none."""
+    if api_key_file:
         try:
-            with open(config.api_key_file, encoding="ascii") as f:
+            with open(api_key_file, encoding="ascii") as f:
                 key = f.read().strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError([f"upstream.api_key_file: cannot read the key file: {exc}"]) from None
+            raise ConfigError([f"{where}.api_key_file: cannot read the key file: {exc}"]) from None
     else:
         key = environ.get("AZURE_OPENAI_API_KEY", "").strip()
     if not key or not key.isprintable() or " " in key:
         raise ConfigError(
             [
-                "upstream: no usable Azure API key: set AZURE_OPENAI_API_KEY_FILE "
+                f"{where}: no usable Azure API key: set AZURE_OPENAI_API_KEY_FILE "
                 "(a mounted Secret) or AZURE_OPENAI_API_KEY"
             ]
         )

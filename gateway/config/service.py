@@ -121,6 +121,11 @@ class EntraConfig:
         shown="env",
     )
     scope: str = setting("https://cognitiveservices.azure.com/.default", "the token's scope")
+    ca_file: str | None = setting(
+        None,
+        "a CA bundle (PEM) to trust for the authority instead of the bundled public CAs (a "
+        "TLS-inspecting egress proxy; the tests' private token endpoint)",
+    )
     refresh_margin_s: float = setting(
         300.0,
         "refresh a token this long before it expires (single flight, with jitter); the cached "
@@ -196,6 +201,16 @@ class UpstreamConfig:
         message = url_problem(self.endpoint, allow_http=self.allow_plain_http)
         if message is not None:
             yield problem(at(path, "endpoint"), message)
+        if self.credential == "entra" and self.api_key_file is not None:
+            yield problem(
+                at(path, "api_key_file"),
+                'not used with credential = "entra": remove it (and the key Secret)',
+            )
+        authority = self.entra.authority_host
+        if authority is not None:
+            message = url_problem(authority, allow_http=False)
+            if message is not None:
+                yield problem(at(at(path, "entra"), "authority_host"), message)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -98,6 +98,8 @@ REDIS_ERROR_KINDS = ("refused", "timeout", "connection", "response", OTHER)
 DECISION_RESULTS = ("allowed", "limited", "degraded", "shadow")
 #: ``jwks.REFRESH_RESULTS``.
 JWKS_RESULTS = ("ok", "error", "rejected_key")
+#: Entra token fetch results (``upstream.entra``).
+TOKEN_RESULTS = ("ok", "error")
 
 
 def status_class(status: int) -> str:

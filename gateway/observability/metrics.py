@@ -33,6 +33,9 @@ operations, status classes, fixed reason codes and configured profile names only
     gateway_jwks_last_success_timestamp_seconds{issuer}          gauge
     gateway_jwks_keys_ready{issuer}                              gauge
     gateway_azure_key_reloads_total / _reload_failures_total     counters
+    gateway_upstream_token_expiry_seconds{backend}               gauge  (Entra credentials)
+    gateway_upstream_token_refreshes_total{backend,result}       counter
+    gateway_upstream_token_unavailable_total{backend}            counter
     gateway_build_info{version,python}                           info
 """
 
@@ -301,6 +304,25 @@ class GatewayMetrics:
             "Failed reads of the Azure key file (the last good key is kept).",
             registry=r,
         )
+        self.token_expiry = Gauge(
+            "gateway_upstream_token_expiry_seconds",
+            "Seconds until the Entra token held for a backend expires (0: none usable).",
+            ["backend"],
+            registry=r,
+        )
+        self.token_refreshes = Counter(
+            "gateway_upstream_token_refreshes",
+            "Entra token fetches, by backend and result (ok, error).",
+            ["backend", "result"],
+            registry=r,
+        )
+        self.token_unavailable = Counter(
+            "gateway_upstream_token_unavailable",
+            "Requests refused (503 upstream_credential_unavailable) for want of a usable "
+            "Entra token, by backend.",
+            ["backend"],
+            registry=r,
+        )
         Info("gateway_build", "Gateway build information.", registry=r).info(
             {"version": _version(), "python": platform.python_version()}
         )
@@ -428,6 +450,21 @@ class GatewayMetrics:
 
     def on_key_reload_error(self) -> None:
         self.key_reload_failures.inc()
+
+    def track_token(self, backend: str, seconds_left: Callable[[], float]) -> None:
+        """An Entra credential's series, all present from the start (counters at 0)."""
+        self.token_expiry.labels(backend).set_function(seconds_left)
+        for result in lbl.TOKEN_RESULTS:
+            self.token_refreshes.labels(backend, result)
+        self.token_unavailable.labels(backend)
+
+    def on_token_refresh(self, backend: str, result: str) -> None:
+        self.token_refreshes.labels(
+            backend, result if result in lbl.TOKEN_RESULTS else "error"
+        ).inc()
+
+    def on_token_refused(self, backend: str) -> None:
+        self.token_unavailable.labels(backend).inc()
 
     def track_limiter(self, limiter: _Degradable) -> None:
         self.degraded.set_function(lambda: 1.0 if limiter.degraded else 0.0)

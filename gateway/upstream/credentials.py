@@ -1,6 +1,7 @@
-"""The gateway's credential to Azure (the ``UpstreamCredential`` port) and its API-key form:
-the key re-read from its mounted Secret file without a restart (adapter). The Entra form
-(workload identity) is ``gateway.upstream.entra``.
+"""The gateway's credential to Azure (the ``UpstreamCredential`` port), its API-key form (the
+key re-read from its mounted Secret file without a restart), and ``make_credential``, the one
+factory that builds either form from the config. The Entra form (workload identity) is
+``gateway.upstream.entra``.
 
 Kubernetes updates a mounted Secret in place (an atomic symlink swap). The key file is polled
 every ``reload_s``; a new non-empty key is used for new requests at once. A read failure or an
@@ -12,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Literal, Protocol
+
+from gateway.config import ConfigError, EntraConfig, read_key, url_problem
+from gateway.upstream.entra import EntraCredential, WorkloadIdentityTokens
 
 log = logging.getLogger("gateway.apikey")
 
@@ -44,6 +48,10 @@ class UpstreamCredential(Protocol):
         """Start background refresh (inside the running loop)."""
         ...
 
+    def ready(self) -> bool:
+        """Readiness: a key is always ready; a token once one has been held."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -70,6 +78,9 @@ class ApiKeySource:
 
     async def header(self) -> tuple[bytes, bytes]:
         return (b"api-key", self._key.encode("ascii"))
+
+    def ready(self) -> bool:
+        return True
 
     def reload(self) -> bool:
         """Read the file once; True when the key changed."""
@@ -109,3 +120,100 @@ class ApiKeySource:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+class CredentialMetrics(Protocol):
+    """The metric hooks a credential reports to (``GatewayMetrics`` implements them)."""
+
+    def on_key_reload(self) -> None: ...
+
+    def on_key_reload_error(self) -> None: ...
+
+    def on_token_refresh(self, backend: str, result: str) -> None:
+        """A token fetch ended: ``result`` is ``ok`` or ``error``."""
+        ...
+
+    def on_token_refused(self, backend: str) -> None:
+        """A request was refused (503) for want of a usable token."""
+        ...
+
+    def track_token(self, backend: str, seconds_left: Callable[[], float]) -> None:
+        """Export the held token's seconds to expiry."""
+        ...
+
+
+ENTRA_ENV = {
+    "client_id": "AZURE_CLIENT_ID",
+    "tenant_id": "AZURE_TENANT_ID",
+    "authority_host": "AZURE_AUTHORITY_HOST",
+    "token_file": "AZURE_FEDERATED_TOKEN_FILE",
+}
+DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
+
+
+def make_credential(
+    kind: Literal["api_key", "entra"],
+    *,
+    api_key_file: str | None,
+    entra: EntraConfig,
+    reload_s: float,
+    environ: Mapping[str, str],
+    backend: str = "default",
+    metrics: CredentialMetrics | None = None,
+    where: str = "upstream",
+) -> UpstreamCredential:
+    """The credential of one Azure resource (``backend``), built from its config.
+
+    * ``api_key``: the key from ``api_key_file`` (re-read every ``reload_s``), else
+      ``AZURE_OPENAI_API_KEY`` in ``environ``.
+    * ``entra``: workload identity; each unset ``entra`` key from the variable the webhook
+      injects (``AZURE_CLIENT_ID``, ``AZURE_TENANT_ID``, ``AZURE_AUTHORITY_HOST``,
+      ``AZURE_FEDERATED_TOKEN_FILE``) in ``environ``; the authority defaults to Entra's global
+      one. No I/O happens here (the first token is fetched by ``start()``).
+
+    ``metrics`` receives the hooks, labelled ``backend``. ``where`` prefixes the problems of a
+    ``ConfigError`` (``upstream``, ``upstream.backends[1]``). Raises ``ConfigError``.
+    """
+    if kind == "api_key":
+        key = read_key(api_key_file, environ, where=where)
+        source = ApiKeySource(key, path=api_key_file, reload_s=reload_s)
+        if metrics is not None:
+            source.on_reload = metrics.on_key_reload
+            source.on_error = metrics.on_key_reload_error
+        return source
+    values = {
+        name: getattr(entra, name) or environ.get(variable, "").strip() or None
+        for name, variable in ENTRA_ENV.items()
+    }
+    authority = values["authority_host"] or DEFAULT_AUTHORITY
+    problems = [
+        f"{where}.entra.{name}: not set (nor {ENTRA_ENV[name]} in the environment)"
+        for name in ("client_id", "tenant_id", "token_file")
+        if values[name] is None
+    ]
+    message = url_problem(authority, allow_http=False)
+    if message is not None:
+        problems.append(f"{where}.entra.authority_host: {message}")
+    if problems:
+        raise ConfigError(problems)
+    tokens = WorkloadIdentityTokens(
+        tenant_id=str(values["tenant_id"]),
+        client_id=str(values["client_id"]),
+        token_file=str(values["token_file"]),
+        authority_host=authority.rstrip("/"),
+        scope=entra.scope,
+        ca_file=entra.ca_file,
+    )
+    credential = EntraCredential(
+        tokens,
+        margin_s=entra.refresh_margin_s,
+        on_refresh=None if metrics is None else _bind(metrics.on_token_refresh, backend),
+        on_refused=None if metrics is None else (lambda: metrics.on_token_refused(backend)),
+    )
+    if metrics is not None:
+        metrics.track_token(backend, credential.seconds_left)
+    return credential
+
+
+def _bind(hook: Callable[[str, str], None], backend: str) -> Callable[[str], None]:
+    return lambda result: hook(backend, result)

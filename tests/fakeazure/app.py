@@ -299,9 +299,14 @@ class FakeAzure:
         *,
         clock: Callable[[], float] = time.time,
         bearer_token: str | None = None,
+        bearer: Callable[[str], bool] | None = None,
     ) -> None:
         self.api_key = api_key
         self.bearer_token = bearer_token
+        #: Accepts ``Authorization: Bearer <token>`` for each token it says is valid (an Entra
+        #: token the fake token endpoint issued and that has not expired), as an alternative
+        #: to the api-key; a request carrying an ``api-key`` is judged by the key alone.
+        self.bearer = bearer
         self.answer: Callable[[str], str] = runs.default_answer
         self.store = Store(clock)
         self.requests: list[RecordedRequest] = []
@@ -407,12 +412,14 @@ class FakeAzure:
                 keys[0].encode("latin-1"), self.api_key.encode("latin-1")
             )
         auths = record.header_values("authorization")
-        return (
-            self.bearer_token is not None
-            and len(auths) == 1
-            and hmac.compare_digest(
-                auths[0].encode("latin-1"), f"Bearer {self.bearer_token}".encode("latin-1")
-            )
+        if len(auths) != 1:
+            return False
+        if self.bearer is not None:
+            scheme, _, token = auths[0].partition(" ")
+            if scheme == "Bearer" and token and self.bearer(token):
+                return True
+        return self.bearer_token is not None and hmac.compare_digest(
+            auths[0].encode("latin-1"), f"Bearer {self.bearer_token}".encode("latin-1")
         )
 
     def _answer(self, record: RecordedRequest) -> Json | _RunStream | _ResponseStream | _Content:
