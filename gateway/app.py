@@ -44,7 +44,7 @@ from gateway.operations.apiversions import KNOWN_VERSIONS
 from gateway.operations.middleware import OperationMiddleware
 from gateway.operations.row import KINDS
 from gateway.operations.table import BY_NAME, OperationTable
-from gateway.ownership.azure import AzureOwnerOrigin
+from gateway.ownership.azure import AzureOwnerOrigin, Home
 from gateway.ownership.lookup import ObjectOwners
 from gateway.ownership.middleware import OwnershipMiddleware
 from gateway.ownership.store import RedisOwnerRecords
@@ -60,6 +60,8 @@ from gateway.redisconn.health import RedisHealth
 from gateway.server.admission import Admission
 from gateway.server.looplag import LoopLagMonitor
 from gateway.server.middleware import AdmissionMiddleware
+from gateway.upstream.backends import Backend, Backends
+from gateway.upstream.breaker import BreakerPolicy
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.credentials import ApiKeySource
 from gateway.upstream.forwarder import Forwarder
@@ -117,6 +119,8 @@ class Gateway:
     in_flight: InFlight = field(default_factory=InFlight)
     #: Sheds requests before any work when this process is overloaded.
     admission: Admission | None = None
+    #: The Azure backends (one: ``default``, over ``upstream`` and ``api_key``).
+    backends: Backends | None = None
     app: Starlette = field(init=False)
 
     def __post_init__(self) -> None:
@@ -144,6 +148,8 @@ class Gateway:
             await self.shutdown()
 
     async def startup(self) -> None:
+        if self.backends is not None:
+            self.backends.start()  # every backend's credential (``api_key`` among them)
         self.api_key.start()
         for provider in self.key_providers.values():
             if isinstance(provider, JwksKeyProvider):
@@ -169,7 +175,10 @@ class Gateway:
             await close()
         if self.redis is not None:
             await self.redis.aclose()
-        await self.upstream.aclose()
+        if self.backends is not None:
+            await self.backends.aclose()  # every backend's client (``upstream`` among them)
+        else:
+            await self.upstream.aclose()
 
     async def readiness(self) -> tuple[bool, dict[str, str]]:
         checks: dict[str, str] = {}
@@ -229,9 +238,8 @@ def _lookup_versions(config: Config) -> dict[str, str]:
 def _object_owners(
     config: Config,
     redis_client: RedisClient,
-    upstream: UpstreamClient,
+    backends: Backends,
     routes: OperationTable,
-    api_key: ApiKeySource,
 ) -> ObjectOwners:
     """Owners from the cache, then Redis, then the stamp on the Azure object."""
     settings = config.ownership
@@ -240,14 +248,78 @@ def _object_owners(
         ttl_s=settings.record_ttl_days * 86400,
         budget_s=config.rate_limit.budget_s,
     )
+    several = len(backends.all) > 1
     origin = AzureOwnerOrigin(
-        upstream,
+        [Home(b.name if several else None, b.client, b.credential) for b in backends.all],
         routes,
-        credential=api_key,
         api_versions=_lookup_versions(config),
         timeout_s=settings.lookup_timeout_s,
     )
-    return ObjectOwners(records, origin, cache_ttl_s=settings.cache_ttl_s)
+    return ObjectOwners(
+        records,
+        origin,
+        cache_ttl_s=settings.cache_ttl_s,
+        default_backend=backends.first.name if several else None,
+    )
+
+
+def _backends(
+    config: Config,
+    default: UpstreamClient,
+    api_key: ApiKeySource,
+    credentials: Mapping[str, ApiKeySource] | None,
+    transport: httpx.AsyncBaseTransport | None,
+    metrics: GatewayMetrics,
+    draw: Callable[[], float] | None,
+) -> Backends:
+    """One client and credential per backend: the single ``endpoint`` form is ``default``
+    over ``upstream`` and ``api_key``; ``[[upstream.backends]]`` each get their own, with
+    the credential ``credentials`` names (``cli.backend_credentials``)."""
+    upstream, configured = config.upstream, config.upstream.backends
+    if not configured:
+        backends = [Backend("default", default, api_key)]
+    else:
+        backends = []
+        for b in configured:
+            credential = (credentials or {}).get(b.name)
+            if credential is None:
+                raise ValueError(f"no credential given for backend {b.name!r}")
+            if credential.on_error is None:
+                credential.on_error = metrics.on_key_reload_error
+            if credential.on_reload is None:
+                credential.on_reload = metrics.on_key_reload
+            client = (
+                default
+                if b is configured[0]
+                else UpstreamClient(
+                    upstream.for_backend(b),
+                    transport=transport,
+                    upload_read_timeout_s=config.server.upload_timeout_s,
+                )
+            )
+            backends.append(
+                Backend(
+                    b.name,
+                    client,
+                    credential,
+                    weight=b.weight,
+                    priority=b.priority,
+                    api_versions=frozenset(b.api_versions),
+                )
+            )
+    b = upstream.breaker
+    return Backends(
+        backends,
+        policy=BreakerPolicy(
+            failures=b.failures,
+            cooldown_s=b.cooldown_s,
+            max_cooldown_s=b.max_cooldown_s,
+            max_retry_after_s=b.max_retry_after_s,
+            probe_timeout_s=b.probe_timeout_s,
+        ),
+        on_answer=metrics.on_backend_answer,
+        **({"draw": draw} if draw is not None else {}),
+    )
 
 
 def build(
@@ -257,8 +329,14 @@ def build(
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     registry: CollectorRegistry | None = None,
     redis_client: RedisClient | None = None,
+    credentials: Mapping[str, ApiKeySource] | None = None,
+    draw: Callable[[], float] | None = None,
 ) -> Gateway:
     """Build the whole gateway from a validated config (no I/O happens until start-up).
+
+    ``credentials``: with ``[[upstream.backends]]``, each backend's credential by name
+    (``api_key`` is then the first backend's). ``draw`` replaces ``random.random`` for the
+    weighted choice of a new object's backend (tests).
 
     ``registry`` receives every metric; by default a fresh one (never the global registry).
     ``redis_client`` replaces the client built from ``config.redis`` (the embedded demo's
@@ -274,12 +352,19 @@ def build(
         api_key.on_error = metrics.on_key_reload_error
     if api_key.on_reload is None:
         api_key.on_reload = metrics.on_key_reload
+    first = config.upstream.resolved_backends()[0]
     upstream = UpstreamClient(
-        config.upstream,
+        config.upstream.for_backend(first),
         transport=upstream_transport,
         upload_read_timeout_s=config.server.upload_timeout_s,
     )
     metrics.track_pool(upstream.pool_connections)
+    if credentials is not None and config.upstream.backends:
+        api_key = credentials.get(first.name, api_key)
+    backends = _backends(
+        config, upstream, api_key, credentials, upstream_transport, metrics, draw
+    )
+    metrics.track_backends(backends.states)
     jwks_http = make_jwks_http_client()
     # An issuer that names its own CA bundle (the cluster CA for the API server's JWKS) gets
     # its own client trusting only that bundle.
@@ -316,7 +401,7 @@ def build(
             cluster=config.redis.cluster,
         )
     if config.ownership.enabled and redis_client is not None:
-        owners = _object_owners(config, redis_client, upstream, routes, api_key)
+        owners = _object_owners(config, redis_client, backends, routes)
     if config.rate_limit.enabled and redis_client is not None:
         limiter = RedisRateLimiter(
             redis_client,
@@ -377,12 +462,14 @@ def build(
             max_body_bytes=config.server.max_body_bytes,
             routes=routes,
             list_scan_pages=config.ownership.list_scan_pages,
+            router=backends if len(backends.all) > 1 else None,
         ),
     ]
     forwarder = Forwarder(
         upstream,
         credential=api_key,
         stream_max_duration_s=config.upstream.stream_max_duration_s,
+        backends=backends,
     )
     return Gateway(
         config,
@@ -401,4 +488,5 @@ def build(
         lag_monitor=lag,
         in_flight=in_flight,
         admission=admission,
+        backends=backends,
     )

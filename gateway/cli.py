@@ -151,7 +151,24 @@ async def serve_with_metrics(server: uvicorn.Server, metrics: uvicorn.Server | N
         await task
 
 
+def backend_credentials(config: Config) -> dict[str, ApiKeySource]:
+    """Each ``[[upstream.backends]]`` backend's key, from its own file (each polled on its
+    own: rotation per backend without restart)."""
+    upstream = config.upstream
+    out: dict[str, ApiKeySource] = {}
+    for backend in upstream.backends:
+        key = read_api_key(upstream.for_backend(backend), {})
+        out[backend.name] = ApiKeySource(
+            key, path=backend.api_key_file, reload_s=upstream.api_key_reload_s
+        )
+    return out
+
+
 def _gateway(config: Config, redis_client: RedisClient | None = None) -> Gateway:
+    if config.upstream.backends:
+        credentials = backend_credentials(config)
+        first = credentials[config.upstream.backends[0].name]
+        return build(config, api_key=first, credentials=credentials, redis_client=redis_client)
     key = read_api_key(config.upstream, os.environ)
     source = ApiKeySource(
         key, path=config.upstream.api_key_file, reload_s=config.upstream.api_key_reload_s

@@ -71,6 +71,8 @@ CORE = {
     "server.admission",
     "ratelimit.lua",
     "ratelimit.clock",
+    "upstream.breaker",
+    "upstream.routing",
 }
 CORE_THIRD_PARTY = {"jwt"}
 
@@ -86,7 +88,7 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "server.looplag": (set(), set()),
     "ownership.store": ({"redis"}, set()),
     # Reads the owner stamp with the gateway's own request over the upstream adapter.
-    "ownership.azure": (set(), {"upstream.client"}),
+    "ownership.azure": (set(), {"upstream.client", "upstream.credentials"}),
     # Cache → records → origin, over its two ports (no I/O library of its own).
     "ownership.lookup": (set(), set()),
     "observability.metrics": ({"prometheus_client"}, set()),
@@ -107,7 +109,12 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     # A file upload's body, read from ASGI as the forwarder sends it (asyncio only).
     "policy.uploads": (set(), {"policy.bodyread"}),
     "ownership.middleware": (set(), set()),
-    "upstream.forwarder": ({"httpx", "aiohttp"}, {"upstream.client"}),
+    # The backends in force: a client and a credential each, over the breaker and routing.
+    "upstream.backends": (set(), {"upstream.client", "upstream.credentials"}),
+    "upstream.forwarder": (
+        {"httpx", "aiohttp"},
+        {"upstream.client", "upstream.backends", "upstream.credentials"},
+    ),
 }
 ROOTS = {"app", "cli", "config.__main__"}
 

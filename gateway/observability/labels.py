@@ -100,6 +100,20 @@ DECISION_RESULTS = ("allowed", "limited", "degraded", "shadow")
 JWKS_RESULTS = ("ok", "error", "rejected_key")
 
 
+#: Why an answer (or its absence) counts against a backend's breaker.
+BACKEND_ERROR_REASONS = ("throttled", "server_error", "timeout", "unreachable")
+
+
+def backend_error_reason(status: int | None, failure: str | None) -> str | None:
+    if failure is not None:
+        return failure if failure in BACKEND_ERROR_REASONS else OTHER
+    if status == 429:
+        return "throttled"
+    if status is not None and status >= 500:
+        return "server_error"
+    return None
+
+
 def status_class(status: int) -> str:
     return STATUS_CLASSES[status // 100 - 1] if 100 <= status <= 599 else OTHER
 

@@ -33,6 +33,12 @@ operations, status classes, fixed reason codes and configured profile names only
     gateway_jwks_last_success_timestamp_seconds{issuer}          gauge
     gateway_jwks_keys_ready{issuer}                              gauge
     gateway_azure_key_reloads_total / _reload_failures_total     counters
+    gateway_upstream_backend_requests_total{backend,status_class} counter  (status_class none:
+                                                                 no answer)
+    gateway_upstream_backend_errors_total{backend,reason}        counter  (throttled, server_error,
+                                                                 timeout, unreachable)
+    gateway_upstream_backend_state{backend}                      gauge  (0 closed, 1 half-open,
+                                                                 2 open: out of rotation)
     gateway_build_info{version,python}                           info
 """
 
@@ -301,6 +307,27 @@ class GatewayMetrics:
             "Failed reads of the Azure key file (the last good key is kept).",
             registry=r,
         )
+        self.backend_requests = Counter(
+            "gateway_upstream_backend_requests",
+            "Requests sent to each Azure backend, by the status class of its answer (none: no "
+            "answer).",
+            ["backend", "status_class"],
+            registry=r,
+        )
+        self.backend_errors = Counter(
+            "gateway_upstream_backend_errors",
+            "Answers and failures that count against an Azure backend's breaker, by reason "
+            "(throttled, server_error, timeout, unreachable).",
+            ["backend", "reason"],
+            registry=r,
+        )
+        self.backend_state = Gauge(
+            "gateway_upstream_backend_state",
+            "Each Azure backend's breaker: 0 closed, 1 half-open (one probe), 2 open (out of "
+            "rotation for new objects).",
+            ["backend"],
+            registry=r,
+        )
         Info("gateway_build", "Gateway build information.", registry=r).info(
             {"version": _version(), "python": platform.python_version()}
         )
@@ -449,6 +476,24 @@ class GatewayMetrics:
 
     def track_pool(self, connections: Callable[[], int]) -> None:
         self.pool.set_function(lambda: float(connections()))
+
+    def track_backends(self, states: Callable[[], Mapping[str, str]]) -> None:
+        """The breaker state gauge of every configured backend (read at scrape time)."""
+        values = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+        for name in states():
+            self.backend_state.labels(name).set_function(
+                lambda name=name: values.get(states().get(name, "closed"), 0.0)  # type: ignore[misc]
+            )
+            for reason in lbl.BACKEND_ERROR_REASONS:
+                self.backend_errors.labels(name, reason)  # every series starts at 0
+
+    def on_backend_answer(self, backend: str, status: int | None, failure: str | None) -> None:
+        """One upstream answer of ``backend`` (its status), or none (``failure``)."""
+        klass = lbl.NONE if status is None else lbl.status_class(status)
+        self.backend_requests.labels(backend, klass).inc()
+        reason = lbl.backend_error_reason(status, failure)
+        if reason is not None:
+            self.backend_errors.labels(backend, reason).inc()
 
 
 def _as_float(flag: Callable[[], bool]) -> Callable[[], float]:
