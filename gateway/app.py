@@ -307,15 +307,15 @@ def _backends(
                     api_versions=frozenset(b.api_versions),
                 )
             )
-    b = upstream.breaker
+    breaker = upstream.breaker
     return Backends(
         backends,
         policy=BreakerPolicy(
-            failures=b.failures,
-            cooldown_s=b.cooldown_s,
-            max_cooldown_s=b.max_cooldown_s,
-            max_retry_after_s=b.max_retry_after_s,
-            probe_timeout_s=b.probe_timeout_s,
+            failures=breaker.failures,
+            cooldown_s=breaker.cooldown_s,
+            max_cooldown_s=breaker.max_cooldown_s,
+            max_retry_after_s=breaker.max_retry_after_s,
+            probe_timeout_s=breaker.probe_timeout_s,
         ),
         on_answer=metrics.on_backend_answer,
         **({"draw": draw} if draw is not None else {}),
@@ -361,9 +361,7 @@ def build(
     metrics.track_pool(upstream.pool_connections)
     if credentials is not None and config.upstream.backends:
         api_key = credentials.get(first.name, api_key)
-    backends = _backends(
-        config, upstream, api_key, credentials, upstream_transport, metrics, draw
-    )
+    backends = _backends(config, upstream, api_key, credentials, upstream_transport, metrics, draw)
     metrics.track_backends(backends.states)
     jwks_http = make_jwks_http_client()
     # An issuer that names its own CA bundle (the cluster CA for the API server's JWKS) gets

@@ -39,7 +39,15 @@ def test_429_retry_after_is_capped_and_defaults_to_the_cooldown() -> None:
     assert c.reopens_at(0.0) == 10.0
 
 
-@pytest.mark.parametrize("outcome", [{"status": 500}, {"status": 503}, {"status": None, "failure": "timeout"}, {"status": None, "failure": "unreachable"}])
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        {"status": 500},
+        {"status": 503},
+        {"status": None, "failure": "timeout"},
+        {"status": None, "failure": "unreachable"},
+    ],
+)
 def test_n_consecutive_failures_open_it(outcome: dict[str, object]) -> None:
     b = breaker()
     b.record(0.0, **outcome)  # type: ignore[arg-type]
@@ -111,7 +119,16 @@ def test_while_open_a_later_429_extends_and_nothing_else_changes_it() -> None:
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [("5", 5.0), (" 12 ", 12.0), ("0", 0.0), (None, None), ("-1", None), ("1.5", None), ("x", None), ("9" * 12, None)],
+    [
+        ("5", 5.0),
+        (" 12 ", 12.0),
+        ("0", 0.0),
+        (None, None),
+        ("-1", None),
+        ("1.5", None),
+        ("x", None),
+        ("9" * 12, None),
+    ],
 )
 def test_retry_after_seconds(value: str | None, seconds: float | None) -> None:
     assert retry_after_seconds(value) == seconds

@@ -134,7 +134,12 @@ def two_backends(
                 "api_key_file": str(key_files["a"]),
                 **(a or {}),
             },
-            {"name": "b", "endpoint": server_b.url, "api_key_file": str(key_files["b"]), **(b or {})},
+            {
+                "name": "b",
+                "endpoint": server_b.url,
+                "api_key_file": str(key_files["b"]),
+                **(b or {}),
+            },
         ]
         data = deep_merge(
             data,
@@ -151,7 +156,7 @@ def two_backends(
 
 
 def test_new_objects_spread_by_weight(tmp_path: Path, redis_url: str) -> None:
-    rng = random.Random(20261201)
+    rng = random.Random(20261201)  # noqa: S311 (a weighted spread, not a secret)
     with two_backends(tmp_path, redis_url, a={"weight": 3}, b={"weight": 1}, draw=rng.random) as s:
         homes = {}
         for _ in range(80):
@@ -196,7 +201,9 @@ def test_affinity_holds_across_a_failover_and_the_sdk_sees_retry_after(
             client.beta.threads.messages.create(thread.id, role="user", content="hi")
         assert limited.value.response.headers["retry-after"] == "20"
         assert s.state("a") == 2.0 and s.state("b") == 0.0
-        assert s.sample("gateway_upstream_backend_errors_total", backend="a", reason="throttled") == 1
+        assert (
+            s.sample("gateway_upstream_backend_errors_total", backend="a", reason="throttled") == 1
+        )
 
         # New objects go to B while A is out of rotation ...
         other = client.beta.threads.create()
@@ -243,7 +250,10 @@ def test_5xx_open_the_breaker_then_a_half_open_probe_closes_it(
         assert s.state("a") == 0.0
         s.thread()
         assert creates(s.a) == 5 and creates(s.b) == 2
-        assert s.sample("gateway_upstream_backend_errors_total", backend="a", reason="server_error") == 3
+        assert (
+            s.sample("gateway_upstream_backend_errors_total", backend="a", reason="server_error")
+            == 3
+        )
 
 
 def test_timeouts_open_the_breaker(tmp_path: Path, redis_url: str) -> None:
@@ -268,7 +278,10 @@ def test_an_unreachable_backend_is_taken_out_of_rotation(tmp_path: Path, redis_u
         assert [r.json()["error"]["code"] for r in refused] == ["upstream_unreachable"] * 2
         s.thread()
         assert creates(s.b) == 1 and s.state("a") == 2.0
-        assert s.sample("gateway_upstream_backend_requests_total", backend="a", status_class="none") == 2
+        assert (
+            s.sample("gateway_upstream_backend_requests_total", backend="a", status_class="none")
+            == 2
+        )
 
 
 def test_all_backends_out_of_rotation_is_a_503_and_nothing_is_sent(
@@ -289,6 +302,7 @@ def test_all_backends_out_of_rotation_is_a_503_and_nothing_is_sent(
         assert response.json()["error"]["code"] == "no_upstream_available"
         assert 28 <= int(response.headers["retry-after"]) <= 30
         assert (len(s.a.requests), len(s.b.requests)) == sent
+        assert s.sample("gateway_upstream_errors_total", kind="no_backend") == 1
         # Requests on existing objects still go to their backend.
         assert s.get(f"threads/{a_thread}").status_code == 200
 
@@ -361,7 +375,8 @@ def test_one_backend_has_no_breaker_azure_answers_are_relayed(
         with ThreadedUvicorn(gateway, http="httptools", server_header=False) as server:
             fake.script(ScriptedResponse(503, (), (b"{}",)), path_prefix="/openai/threads", count=3)
             fake.script(
-                ScriptedResponse(429, (("retry-after", "9"),), (b"{}",)), path_prefix="/openai/threads"
+                ScriptedResponse(429, (("retry-after", "9"),), (b"{}",)),
+                path_prefix="/openai/threads",
             )
             auth = {"Authorization": f"Bearer {make_token()}"}
             statuses = [
@@ -373,5 +388,7 @@ def test_one_backend_has_no_breaker_azure_answers_are_relayed(
             assert creates(fake) == 5
             assert gateway.metrics is not None
             registry = gateway.metrics.registry
-            state = registry.get_sample_value("gateway_upstream_backend_state", {"backend": "default"})
+            state = registry.get_sample_value(
+                "gateway_upstream_backend_state", {"backend": "default"}
+            )
             assert state == 0.0

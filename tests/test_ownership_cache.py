@@ -10,8 +10,7 @@ import pytest
 from gateway.errors import NotFoundError, ServiceUnavailableError
 from gateway.operations.row import ASSISTANT, FILE, THREAD, VECTOR_STORE, Kind
 from gateway.ownership.lookup import ObjectOwners
-from gateway.ownership.rules import Location
-from gateway.ownership.rules import RecordsUnavailableError, tenant_digest
+from gateway.ownership.rules import Location, RecordsUnavailableError, tenant_digest
 
 A = tenant_digest("team-a")
 

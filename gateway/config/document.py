@@ -90,7 +90,6 @@ class Config:
                 where = at(at(at(auth, "callers"), index), "profile")
                 yield problem(where, f"unknown profile {rule.profile!r}")
 
-
     def _check_backends(self, where: str) -> Iterable[str]:
         backends = self.upstream.backends
         if len(backends) > 1 and not self.ownership.enabled:

@@ -158,9 +158,12 @@ class BackendConfig:
         None, "file holding this resource's key (re-read every `upstream.api_key_reload_s`)"
     )
     entra: EntraConfig = setting(factory=EntraConfig)
-    weight: int = setting(1, "share of new objects within its priority group", check=between(1, 1000))
+    weight: int = setting(
+        1, "share of new objects within its priority group", check=between(1, 1000)
+    )
     priority: int = setting(
-        0, "lower first: a higher group takes new objects only while the lower ones cannot",
+        0,
+        "lower first: a higher group takes new objects only while the lower ones cannot",
         check=between(0, 100),
     )
     api_versions: tuple[str, ...] = setting(
@@ -170,7 +173,9 @@ class BackendConfig:
         shown="all",
     )
     allow_plain_http: bool | None = setting(
-        None, "allow an `http://` endpoint (default: `upstream.allow_plain_http`)", shown="upstream's"
+        None,
+        "allow an `http://` endpoint (default: `upstream.allow_plain_http`)",
+        shown="upstream's",
     )
 
     def __post_init__(self) -> None:
@@ -182,11 +187,13 @@ class BreakerConfig:
     """When a backend is taken out of rotation for new objects (several backends only)."""
 
     failures: int = setting(
-        5, "consecutive 5xx answers, timeouts or unreachable connects that open it",
+        5,
+        "consecutive 5xx answers, timeouts or unreachable connects that open it",
         check=between(1, 1000),
     )
     cooldown_s: float = setting(
-        10.0, "open this long after those failures (doubling on each failed probe)",
+        10.0,
+        "open this long after those failures (doubling on each failed probe)",
         check=between(0.1, 3600),
     )
     max_cooldown_s: float = setting(300.0, "the doubling's cap", check=between(0.1, 86400))
@@ -194,7 +201,9 @@ class BreakerConfig:
         300.0, "a 429's `Retry-After` opens it that long, at most this", check=between(0.1, 86400)
     )
     probe_timeout_s: float = setting(
-        30.0, "a half-open probe not answered by then frees the probe slot", check=between(0.1, 3600)
+        30.0,
+        "a half-open probe not answered by then frees the probe slot",
+        check=between(0.1, 3600),
     )
 
 
@@ -295,8 +304,10 @@ class UpstreamConfig:
             if backend.name in seen:
                 yield problem(at(here, "name"), f"duplicate backend {backend.name!r}")
             seen.add(backend.name)
-            plain = self.allow_plain_http if backend.allow_plain_http is None else (
-                backend.allow_plain_http
+            plain = (
+                self.allow_plain_http
+                if backend.allow_plain_http is None
+                else (backend.allow_plain_http)
             )
             message = url_problem(backend.endpoint, allow_http=plain)
             if message is not None:
@@ -330,8 +341,10 @@ class UpstreamConfig:
     def for_backend(self, backend: BackendConfig) -> UpstreamConfig:
         """This section with one backend's endpoint (what its ``UpstreamClient`` is built
         from: the timeouts and pool settings are shared)."""
-        plain = self.allow_plain_http if backend.allow_plain_http is None else (
-            backend.allow_plain_http
+        plain = (
+            self.allow_plain_http
+            if backend.allow_plain_http is None
+            else (backend.allow_plain_http)
         )
         return dataclasses.replace(
             self,

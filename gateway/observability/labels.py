@@ -66,7 +66,7 @@ PERMISSION_REASONS: frozenset[str] = frozenset({"caller_not_allowed"})
 #: (``thread_not_found``, ``response_not_found`` ...), a body reference to one as 400
 #: ``reference_not_found``.
 OWNERSHIP_REASONS: frozenset[str] = frozenset(
-    {kind.not_found_code for kind in ALL_KINDS} | {REFERENCE_NOT_FOUND}
+    {kind.not_found_code for kind in ALL_KINDS} | {REFERENCE_NOT_FOUND, "references_span_backends"}
 )
 #: The 429's error codes (``ratelimit.refusal_error``); the rule is ``ctx.ratelimit_rule``.
 RATELIMIT_CODES: frozenset[str] = frozenset({"rate_limit_exceeded", "concurrency_limit_exceeded"})
@@ -81,6 +81,8 @@ UPSTREAM_ERROR_CODES: dict[str, str] = {
     "upstream_auth_failed": "auth_failed",
     "upstream_error": "bad_response",
     "upstream_target_mismatch": "target_mismatch",
+    # Every backend out of rotation for new objects (``upstream.backends``).
+    "no_upstream_available": "no_backend",
 }
 UPSTREAM_ERROR_KINDS: tuple[str, ...] = (
     *UPSTREAM_ERROR_CODES.values(),

@@ -137,6 +137,10 @@ class Forwarder:
             elif probe:
                 self.backends.release_probe(backend)
             raise
+        except (ClientGoneError, asyncio.CancelledError):
+            if probe:
+                self.backends.release_probe(backend)
+            raise
         retry_after = next(
             (v.decode("latin-1") for n, v in response.headers if n.lower() == b"retry-after"),
             None,
