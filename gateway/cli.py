@@ -156,8 +156,13 @@ def backend_credentials(config: Config) -> dict[str, ApiKeySource]:
     own: rotation per backend without restart)."""
     upstream = config.upstream
     out: dict[str, ApiKeySource] = {}
-    for backend in upstream.backends:
-        key = read_api_key(upstream.for_backend(backend), {})
+    for index, backend in enumerate(upstream.backends):
+        try:
+            key = read_api_key(upstream.for_backend(backend), {})
+        except ConfigError:
+            raise ConfigError(
+                [f"upstream.backends[{index}].api_key_file: cannot read a usable key"]
+            ) from None
         out[backend.name] = ApiKeySource(
             key, path=backend.api_key_file, reload_s=upstream.api_key_reload_s
         )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.cli import backend_credentials
 from gateway.config import ConfigError, parse
 from tests.stack import base_config, deep_merge
 
@@ -128,3 +130,30 @@ def test_breaker_settings_are_checked() -> None:
         "upstream.breaker.failures: must be between 1 and 1000",
         "upstream.breaker.cooldown_s: must be between 0.1 and 3600",
     ]
+
+
+def test_every_api_version_needs_a_backend_serving_it() -> None:
+    data = config(backend("a", api_versions=["v1"]), backend("b", api_versions=["v1"]))
+    data["api"] = {"versions": ["v1", "preview"]}
+    assert problems(data) == ["upstream.backends: no backend serves api-version 'preview'"]
+
+
+def test_each_backend_reads_its_own_key_file(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("key-of-a\n")
+    (tmp_path / "b").write_text("key-of-b")
+    parsed = parse(
+        config(
+            backend("a", api_key_file=str(tmp_path / "a")),
+            backend("b", api_key_file=str(tmp_path / "b")),
+        )
+    )
+    keys = backend_credentials(parsed)
+    assert {name: source.current() for name, source in keys.items()} == {
+        "a": "key-of-a",
+        "b": "key-of-b",
+    }
+    assert keys["b"].path == str(tmp_path / "b")
+    (tmp_path / "b").write_text("")
+    with pytest.raises(ConfigError) as err:
+        backend_credentials(parsed)
+    assert err.value.problems == ["upstream.backends[1].api_key_file: cannot read a usable key"]

@@ -98,6 +98,13 @@ class Config:
                 "several backends need ownership.enabled: an object's backend is recorded "
                 "with its owner",
             )
+        served = {v for b in backends for v in (b.api_versions or self.api.versions)}
+        if backends:
+            for version in self.api.versions:
+                if version not in served:
+                    yield problem(
+                        at(where, "backends"), f"no backend serves api-version {version!r}"
+                    )
         for index, backend in enumerate(backends):
             for i, version in enumerate(backend.api_versions):
                 if version not in self.api.versions:
