@@ -392,3 +392,58 @@ def test_one_backend_has_no_breaker_azure_answers_are_relayed(
                 "gateway_upstream_backend_state", {"backend": "default"}
             )
             assert state == 0.0
+
+
+def test_v1_conversations_and_responses_keep_to_their_backend(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The v1 API: a conversation's items and the responses in it go to the conversation's
+    backend; ``previous_response_id`` on another backend than ``conversation`` → 400."""
+    with two_backends(tmp_path, redis_url, draw=alternate()) as s:
+
+        def v1(method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+            return httpx.request(
+                method, f"{s.url}/openai/v1/{path}", json=body, headers=s.auth(), timeout=10
+            )
+
+        on_a = v1("POST", "conversations", {}).json()["id"]
+        on_b = v1("POST", "conversations", {}).json()["id"]
+        assert creates(s.a, "/openai/v1/conversations") == 1
+        assert creates(s.b, "/openai/v1/conversations") == 1
+        answer = v1("POST", "responses", {"model": "gpt-4o", "input": "hi", "conversation": on_b})
+        assert answer.status_code == 200, answer.text
+        response_id = answer.json()["id"]
+        assert creates(s.b, "/openai/v1/responses") == 1
+        assert creates(s.a, "/openai/v1/responses") == 0
+        items = v1("GET", f"conversations/{on_b}/items")
+        assert items.status_code == 200 and reached(s.b, on_b) == 1 and reached(s.a, on_b) == 0
+        assert v1("GET", f"responses/{response_id}").status_code == 200
+        assert reached(s.a, response_id) == 0
+
+        spanning = v1(
+            "POST",
+            "responses",
+            {"model": "gpt-4o", "input": "x", "conversation": on_a},
+        )
+        assert spanning.status_code == 200  # one conversation, on A: goes to A
+        assert creates(s.a, "/openai/v1/responses") == 1
+        spanning = v1(
+            "POST",
+            "responses",
+            {"model": "gpt-4o", "input": "x", "previous_response_id": response_id, "store": True},
+        )
+        assert spanning.status_code == 200 and creates(s.b, "/openai/v1/responses") == 2
+        store = s.post("vector_stores", {"name": "docs"})  # no references: the next draw, A
+        assert store.status_code == 200 and creates(s.a, "/openai/vector_stores") == 1
+        sent = len(s.a.requests), len(s.b.requests)
+        tools = [{"type": "file_search", "vector_store_ids": [store.json()["id"]]}]
+        both = v1(
+            "POST",
+            "responses",
+            {"model": "gpt-4o", "input": "x", "conversation": on_b, "tools": tools},
+        )
+        assert both.status_code == 400, both.text
+        error = both.json()["error"]
+        assert error["code"] == "references_span_backends"
+        assert error["param"] == "tools[0].vector_store_ids[0]"
+        assert (len(s.a.requests), len(s.b.requests)) == sent
