@@ -130,7 +130,7 @@ class Forwarder:
             failure: Failure | None = None
             if isinstance(exc, GatewayTimeoutError):
                 failure = "timeout"
-            elif isinstance(exc, BadGatewayError):
+            elif isinstance(exc, BadGatewayError) and exc.code != "upstream_target_mismatch":
                 failure = "unreachable"
             if failure is not None:
                 self.backends.observe(backend, status=None, failure=failure, probe=probe)
