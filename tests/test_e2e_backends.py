@@ -447,3 +447,33 @@ def test_v1_conversations_and_responses_keep_to_their_backend(
         assert error["code"] == "references_span_backends"
         assert error["param"] == "tools[0].vector_store_ids[0]"
         assert (len(s.a.requests), len(s.b.requests)) == sent
+
+
+def test_lists_go_to_the_cursors_backend_else_the_preferred_one(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The lists decision: a list of top-level objects shows one backend's, the cursor's when
+    it has one, else the preferred backend's (equal weights: the first configured)."""
+    with two_backends(tmp_path, redis_url, draw=alternate()) as s:
+        first = s.post("assistants", {"model": "gpt-4o"}).json()["id"]
+        second = s.post("assistants", {"model": "gpt-4o"}).json()["id"]
+        assert creates(s.a, "/openai/assistants") == creates(s.b, "/openai/assistants") == 1
+
+        def listed(fake: FakeAzure) -> int:
+            return sum(
+                1 for r in fake.requests if r.method == "GET" and r.path == "/openai/assistants"
+            )
+
+        page = s.get("assistants")
+        assert page.status_code == 200
+        assert [a["id"] for a in page.json()["data"]] == [first]
+        assert (listed(s.a), listed(s.b)) == (1, 0)
+        cursor = httpx.get(
+            f"{s.url}/openai/assistants",
+            params={**Q, "after": second},
+            headers=s.auth(),
+            timeout=10,
+        )
+        assert cursor.status_code == 200, cursor.text
+        assert (listed(s.a), listed(s.b)) == (1, 1)
+        assert f"after={second}" in s.b.requests[-1].query
