@@ -46,7 +46,7 @@ from gateway.operations.apiversions import KNOWN_VERSIONS
 from gateway.operations.middleware import OperationMiddleware
 from gateway.operations.row import KINDS
 from gateway.operations.table import BY_NAME, OperationTable
-from gateway.ownership.azure import AzureOwnerOrigin
+from gateway.ownership.azure import AzureOwnerOrigin, Home
 from gateway.ownership.lookup import ObjectOwners
 from gateway.ownership.middleware import OwnershipMiddleware
 from gateway.ownership.store import RedisOwnerRecords
@@ -62,8 +62,14 @@ from gateway.redisconn.health import RedisHealth
 from gateway.server.admission import Admission
 from gateway.server.looplag import LoopLagMonitor
 from gateway.server.middleware import AdmissionMiddleware
+from gateway.upstream.backends import Backend, Backends
+from gateway.upstream.breaker import BreakerPolicy
 from gateway.upstream.client import UpstreamClient
-from gateway.upstream.credentials import ApiKeySource, UpstreamCredential, make_credential
+from gateway.upstream.credentials import (
+    ApiKeySource,
+    UpstreamCredential,
+    backend_credentials,
+)
 from gateway.upstream.forwarder import Forwarder
 
 log = logging.getLogger("gateway.app")
@@ -120,6 +126,8 @@ class Gateway:
     in_flight: InFlight = field(default_factory=InFlight)
     #: Sheds requests before any work when this process is overloaded.
     admission: Admission | None = None
+    #: The Azure backends (one: ``default``, over ``upstream`` and ``api_key``).
+    backends: Backends | None = None
     app: Starlette = field(init=False)
 
     def __post_init__(self) -> None:
@@ -147,7 +155,10 @@ class Gateway:
             await self.shutdown()
 
     async def startup(self) -> None:
-        self.credential.start()
+        if self.backends is not None:
+            self.backends.start()  # every backend's credential (``credential`` among them)
+        else:
+            self.credential.start()
         for provider in self.key_providers.values():
             if isinstance(provider, JwksKeyProvider):
                 await provider.start()
@@ -163,7 +174,8 @@ class Gateway:
         self.draining = True
         if self.lag_monitor is not None:
             await self.lag_monitor.aclose()
-        await self.credential.aclose()
+        if self.backends is None:
+            await self.credential.aclose()
         for provider in self.key_providers.values():
             if isinstance(provider, JwksKeyProvider):
                 await provider.aclose()
@@ -172,15 +184,17 @@ class Gateway:
             await close()
         if self.redis is not None:
             await self.redis.aclose()
-        await self.upstream.aclose()
+        if self.backends is not None:
+            # Every backend's credential and client (``credential``, ``upstream`` among them).
+            await self.backends.aclose()
+        else:
+            await self.upstream.aclose()
 
     async def readiness(self) -> tuple[bool, dict[str, str]]:
         checks: dict[str, str] = {}
         checks["draining"] = "yes" if self.draining else "no"
         keys_ok = issuers_ready(self.key_providers, checks)
-        # The Entra token: held once (see gateway.upstream.entra); an API key: always.
-        credential_ok = self.credential.ready()
-        checks["upstream_credential"] = "ok" if credential_ok else "pending"
+        credential_ok = credentials_ready(self.backends, self.credential, checks)
         ready = self.started and not self.draining and keys_ok and credential_ok
         if self.redis_health is not None:
             redis_ready, redis_checks = await self.redis_health.checks()
@@ -198,6 +212,28 @@ class Gateway:
         ready, checks = await self.readiness()
         body = {"status": "ready" if ready else "not ready", "checks": checks}
         return JSONResponse(body, 200 if ready else 503, headers={"cache-control": "no-store"})
+
+
+def credentials_ready(
+    backends: Backends | None, credential: UpstreamCredential, checks: dict[str, str]
+) -> bool:
+    """Ready once EVERY backend's credential is: an API key always is; an Entra token once one
+    has been held (``gateway.upstream.entra``: it stays ready while the cached token serves,
+    and an expired token is a 503 per request, not readiness). So a new replica takes no
+    traffic before it can reach every backend (a rolling update waits while the old replicas
+    keep serving), and readiness never flaps later. With several backends each is reported
+    (``upstream_credential:<name>``)."""
+    held = (
+        {b.name: b.credential.ready() for b in backends.all}
+        if backends is not None
+        else {"default": credential.ready()}
+    )
+    if len(held) > 1:
+        for name, ok in held.items():
+            checks[f"upstream_credential:{name}"] = "ok" if ok else "pending"
+    ready = all(held.values())
+    checks["upstream_credential"] = "ok" if ready else "pending"
+    return ready
 
 
 def issuers_ready(providers: Mapping[str, KeyProvider], checks: dict[str, str]) -> bool:
@@ -235,9 +271,8 @@ def _lookup_versions(config: Config) -> dict[str, str]:
 def _object_owners(
     config: Config,
     redis_client: RedisClient,
-    upstream: UpstreamClient,
+    backends: Backends,
     routes: OperationTable,
-    credential: UpstreamCredential,
 ) -> ObjectOwners:
     """Owners from the cache, then Redis, then the stamp on the Azure object."""
     settings = config.ownership
@@ -246,14 +281,104 @@ def _object_owners(
         ttl_s=settings.record_ttl_days * 86400,
         budget_s=config.rate_limit.budget_s,
     )
+    several = len(backends.all) > 1
     origin = AzureOwnerOrigin(
-        upstream,
+        [Home(b.name if several else None, b.client, b.credential) for b in backends.all],
         routes,
-        credential=credential,
         api_versions=_lookup_versions(config),
         timeout_s=settings.lookup_timeout_s,
     )
-    return ObjectOwners(records, origin, cache_ttl_s=settings.cache_ttl_s)
+    return ObjectOwners(
+        records,
+        origin,
+        cache_ttl_s=settings.cache_ttl_s,
+        default_backend=backends.first.name if several else None,
+        backends=frozenset(backends.by_name),
+    )
+
+
+def _credentials(
+    config: Config,
+    *,
+    api_key: ApiKeySource | None,
+    credential: UpstreamCredential | None,
+    credentials: Mapping[str, UpstreamCredential] | None,
+    environ: Mapping[str, str] | None,
+    metrics: GatewayMetrics,
+) -> dict[str, UpstreamCredential]:
+    """Every backend's credential by name: those given (tests: ``credentials`` by name, or
+    ``credential`` / ``api_key`` for the single form's ``default``), the rest built from the
+    config by ``make_credential`` (``credentials.backend_credentials``) with ``environ``."""
+    given = dict(credentials or {})
+    if not config.upstream.backends:
+        single = credential if credential is not None else api_key
+        if single is not None:
+            given.setdefault("default", single)
+    out = backend_credentials(
+        config.upstream,
+        environ={} if environ is None else environ,
+        metrics=metrics,
+        given=given,
+    )
+    for source in out.values():
+        if isinstance(source, ApiKeySource):
+            if source.on_error is None:
+                source.on_error = metrics.on_key_reload_error
+            if source.on_reload is None:
+                source.on_reload = metrics.on_key_reload
+    return out
+
+
+def _backends(
+    config: Config,
+    default: UpstreamClient,
+    credentials: Mapping[str, UpstreamCredential],
+    transport: httpx.AsyncBaseTransport | None,
+    metrics: GatewayMetrics,
+    draw: Callable[[], float] | None,
+) -> Backends:
+    """One client and credential per backend: the single ``endpoint`` form is ``default``
+    over ``upstream``; ``[[upstream.backends]]`` each get their own client (the first:
+    ``upstream``), with its credential from ``credentials``."""
+    upstream, configured = config.upstream, config.upstream.backends
+    if not configured:
+        backends = [Backend("default", default, credentials["default"])]
+    else:
+        backends = []
+        for b in configured:
+            credential = credentials[b.name]
+            client = (
+                default
+                if b is configured[0]
+                else UpstreamClient(
+                    upstream.for_backend(b),
+                    transport=transport,
+                    upload_read_timeout_s=config.server.upload_timeout_s,
+                )
+            )
+            backends.append(
+                Backend(
+                    b.name,
+                    client,
+                    credential,
+                    weight=b.weight,
+                    priority=b.priority,
+                    api_versions=frozenset(b.api_versions),
+                )
+            )
+    breaker = upstream.breaker
+    return Backends(
+        backends,
+        policy=BreakerPolicy(
+            failures=breaker.failures,
+            cooldown_s=breaker.cooldown_s,
+            max_cooldown_s=breaker.max_cooldown_s,
+            max_retry_after_s=breaker.max_retry_after_s,
+            probe_timeout_s=breaker.probe_timeout_s,
+        ),
+        on_answer=metrics.on_backend_answer,
+        **({"draw": draw} if draw is not None else {}),
+    )
 
 
 def build(
@@ -265,12 +390,17 @@ def build(
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     registry: CollectorRegistry | None = None,
     redis_client: RedisClient | None = None,
+    credentials: Mapping[str, UpstreamCredential] | None = None,
+    draw: Callable[[], float] | None = None,
 ) -> Gateway:
     """Build the whole gateway from a validated config (no I/O happens until start-up).
 
-    The upstream credential: ``credential`` or ``api_key`` when given (tests), else built from
-    ``config.upstream`` by ``make_credential`` with ``environ`` (the variables the key and the
-    workload-identity webhook come from; raises ``ConfigError``).
+    The upstream credentials: every backend's, built from ``config.upstream`` by
+    ``make_credential`` with ``environ`` (the variables the key and the workload-identity
+    webhook come from; raises ``ConfigError``), except those given (tests): ``credentials``
+    by backend name, or for the single ``endpoint`` form (backend ``default``) ``credential``
+    or ``api_key``. ``draw`` replaces ``random.random`` for the weighted choice of a new
+    object's backend (tests).
 
     ``registry`` receives every metric; by default a fresh one (never the global registry).
     ``redis_client`` replaces the client built from ``config.redis`` (the embedded demo's
@@ -282,29 +412,24 @@ def build(
         operations=routes.operations,
         profiles=config.profiles,
     )
-    if api_key is not None:
-        if api_key.on_error is None:
-            api_key.on_error = metrics.on_key_reload_error
-        if api_key.on_reload is None:
-            api_key.on_reload = metrics.on_key_reload
-        credential = api_key
-    if credential is None:
-        up = config.upstream
-        credential = make_credential(
-            up.credential,
-            api_key_file=up.api_key_file,
-            entra=up.entra,
-            reload_s=up.api_key_reload_s,
-            environ={} if environ is None else environ,
-            backend="default",
-            metrics=metrics,
-        )
+    by_name = _credentials(
+        config,
+        api_key=api_key,
+        credential=credential,
+        credentials=credentials,
+        environ=environ,
+        metrics=metrics,
+    )
+    first = config.upstream.resolved_backends()[0]
+    credential = by_name[first.name]
     upstream = UpstreamClient(
-        config.upstream,
+        config.upstream.for_backend(first),
         transport=upstream_transport,
         upload_read_timeout_s=config.server.upload_timeout_s,
     )
-    metrics.track_pool(upstream.pool_connections)
+    backends = _backends(config, upstream, by_name, upstream_transport, metrics, draw)
+    metrics.track_pool({b.name: b.client.pool_connections for b in backends.all})
+    metrics.track_backends(backends.states)
     jwks_http = make_jwks_http_client()
     # An issuer that names its own CA bundle (the cluster CA for the API server's JWKS) gets
     # its own client trusting only that bundle.
@@ -341,7 +466,7 @@ def build(
             cluster=config.redis.cluster,
         )
     if config.ownership.enabled and redis_client is not None:
-        owners = _object_owners(config, redis_client, upstream, routes, credential)
+        owners = _object_owners(config, redis_client, backends, routes)
     if config.rate_limit.enabled and redis_client is not None:
         limiter = RedisRateLimiter(
             redis_client,
@@ -402,12 +527,14 @@ def build(
             max_body_bytes=config.server.max_body_bytes,
             routes=routes,
             list_scan_pages=config.ownership.list_scan_pages,
+            router=backends if len(backends.all) > 1 else None,
         ),
     ]
     forwarder = Forwarder(
         upstream,
         credential=credential,
         stream_max_duration_s=config.upstream.stream_max_duration_s,
+        backends=backends,
     )
     return Gateway(
         config,
@@ -426,4 +553,5 @@ def build(
         lag_monitor=lag,
         in_flight=in_flight,
         admission=admission,
+        backends=backends,
     )

@@ -151,8 +151,9 @@ async def serve_with_metrics(server: uvicorn.Server, metrics: uvicorn.Server | N
 
 
 def _gateway(config: Config, redis_client: RedisClient | None = None) -> Gateway:
-    """The gateway with the credential of ``config.upstream`` (``make_credential``: the API key
-    or Entra workload identity, from the process environment)."""
+    """The gateway with every backend's credential built from ``config.upstream``
+    (``make_credential``: the API key or Entra workload identity, from the process
+    environment)."""
     return build(config, environ=os.environ, redis_client=redis_client)
 
 

@@ -84,6 +84,11 @@ class RequestContext:
     body: dict[str, Any] | None = None
     #: The owner digest of the object the request acts on or creates (None: not owned).
     owner: str | None = None
+    #: The Azure backend the request goes to (``upstream.backends``; None: the first, or the
+    #: only one) and whether it is that backend's half-open probe (set by the ownership
+    #: middleware: the object's home, its references' home, or the routing choice).
+    backend: str | None = None
+    backend_probe: bool = False
     #: A file upload's body, streamed to Azure as the caller sends it (``policy.uploads``;
     #: None: not an upload, the body is ``body``).
     upload: UploadStream | None = None

@@ -72,6 +72,8 @@ CORE = {
     "ratelimit.lua",
     "ratelimit.clock",
     "upstream.tokenrefresh",
+    "upstream.breaker",
+    "upstream.routing",
 }
 CORE_THIRD_PARTY = {"jwt"}
 
@@ -112,9 +114,11 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     # A file upload's body, read from ASGI as the forwarder sends it (asyncio only).
     "policy.uploads": (set(), {"policy.bodyread"}),
     "ownership.middleware": (set(), set()),
+    # The backends in force: a client and a credential each, over the breaker and routing.
+    "upstream.backends": (set(), {"upstream.client", "upstream.credentials"}),
     "upstream.forwarder": (
         {"httpx", "aiohttp"},
-        {"upstream.client", "upstream.credentials"},
+        {"upstream.client", "upstream.backends", "upstream.credentials"},
     ),
 }
 ROOTS = {"app", "cli", "config.__main__"}

@@ -10,7 +10,7 @@ import pytest
 from gateway.errors import NotFoundError, ServiceUnavailableError
 from gateway.operations.row import ASSISTANT, FILE, THREAD, VECTOR_STORE, Kind
 from gateway.ownership.lookup import ObjectOwners
-from gateway.ownership.rules import RecordsUnavailableError, tenant_digest
+from gateway.ownership.rules import Location, RecordsUnavailableError, tenant_digest
 
 A = tenant_digest("team-a")
 
@@ -48,6 +48,9 @@ class Origin:
         self.kinds: list[Kind] = []
         self.delay = 0.0
         self.error: Exception | None = None
+
+    async def find(self, kind: Kind, object_id: str) -> Location:
+        return Location(await self.stamp(kind, object_id), None)
 
     async def stamp(self, kind: Kind, object_id: str) -> str | None:
         self.calls += 1

@@ -84,10 +84,34 @@ class Config:
             yield problem(
                 at(at(path, "ownership"), "lookup_api_version"), "must be one of api.versions"
             )
+        yield from self._check_backends(at(path, "upstream"))
         for index, rule in enumerate(self.auth.callers):
             if rule.profile and rule.profile not in self.profiles:
                 where = at(at(at(auth, "callers"), index), "profile")
                 yield problem(where, f"unknown profile {rule.profile!r}")
+
+    def _check_backends(self, where: str) -> Iterable[str]:
+        backends = self.upstream.backends
+        if len(backends) > 1 and not self.ownership.enabled:
+            yield problem(
+                at(where, "backends"),
+                "several backends need ownership.enabled: an object's backend is recorded "
+                "with its owner",
+            )
+        served = {v for b in backends for v in (b.api_versions or self.api.versions)}
+        if backends:
+            for version in self.api.versions:
+                if version not in served:
+                    yield problem(
+                        at(where, "backends"), f"no backend serves api-version {version!r}"
+                    )
+        for index, backend in enumerate(backends):
+            for i, version in enumerate(backend.api_versions):
+                if version not in self.api.versions:
+                    yield problem(
+                        at(at(at(at(where, "backends"), index), "api_versions"), i),
+                        f"{version!r} is not one of api.versions",
+                    )
 
 
 #: Variables read outside the config document (the README's environment table lists them).

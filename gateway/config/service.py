@@ -6,6 +6,8 @@ environment variable and the README row come from it.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -134,6 +136,99 @@ class EntraConfig:
     )
 
 
+_BACKEND_NAME = re.compile(r"[a-z0-9-]{1,32}")
+
+
+def backend_name(value: str) -> str | None:
+    return None if _BACKEND_NAME.fullmatch(value) else "must match [a-z0-9-]{1,32}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackendConfig:
+    """One ``[[upstream.backends]]`` table: an Azure OpenAI resource ("Several Azure
+    resources" in the README)."""
+
+    name: str = setting(
+        REQUIRED,
+        "unique; `[a-z0-9-]{1,32}` (recorded with every object created there: never rename one)",
+        check=backend_name,
+    )
+    endpoint: str = setting(
+        REQUIRED, "the resource's URL, scheme and host only; https unless `allow_plain_http`"
+    )
+    credential: Literal["api_key", "entra"] = setting(
+        "api_key", "`api_key` (`api_key_file`) or `entra` (`entra`, workload identity)"
+    )
+    api_key_file: str | None = setting(
+        None, "file holding this resource's key (re-read every `upstream.api_key_reload_s`)"
+    )
+    entra: EntraConfig = setting(factory=EntraConfig)
+    weight: int = setting(
+        1, "share of new objects within its priority group", check=between(1, 1000)
+    )
+    priority: int = setting(
+        0,
+        "lower first: a higher group takes new objects only while the lower ones cannot",
+        check=between(0, 100),
+    )
+    api_versions: tuple[str, ...] = setting(
+        (),
+        "the api-versions it serves (a subset of `api.versions`; empty: all of them)",
+        allowed=KNOWN_VERSIONS,
+        shown="all",
+    )
+    allow_plain_http: bool | None = setting(
+        None,
+        "allow an `http://` endpoint (default: `upstream.allow_plain_http`)",
+        shown="upstream's",
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "endpoint", self.endpoint.rstrip("/"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerConfig:
+    """When a backend is taken out of rotation for new objects (several backends only)."""
+
+    failures: int = setting(
+        5,
+        "consecutive 5xx answers, timeouts or unreachable connects that open it",
+        check=between(1, 1000),
+    )
+    cooldown_s: float = setting(
+        10.0,
+        "open this long after those failures (doubling on each failed probe)",
+        check=between(0.1, 3600),
+    )
+    max_cooldown_s: float = setting(300.0, "the doubling's cap", check=between(0.1, 86400))
+    max_retry_after_s: float = setting(
+        300.0, "a 429's `Retry-After` opens it that long, at most this", check=between(0.1, 86400)
+    )
+    probe_timeout_s: float = setting(
+        30.0,
+        "a half-open probe not answered by then frees the probe slot",
+        check=between(0.1, 3600),
+    )
+
+
+def _credential_problems(
+    path: str, credential: str, api_key_file: str | None, entra: EntraConfig
+) -> Iterable[str]:
+    """An Entra credential takes no key file; its authority is https (the single form and
+    each ``[[upstream.backends]]`` table alike)."""
+    if credential == "entra" and api_key_file is not None:
+        yield problem(
+            at(path, "api_key_file"),
+            'not used with credential = "entra": remove it (and the key Secret)',
+        )
+    authority = entra.authority_host
+    if authority is not None:
+        message = url_problem(authority, allow_http=False)
+        if message is not None:
+            yield problem(at(at(path, "entra"), "authority_host"), message)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UpstreamConfig:
     __refused__: ClassVar[Mapping[str, str]] = {
@@ -142,9 +237,11 @@ class UpstreamConfig:
     }
 
     endpoint: str = setting(
-        REQUIRED,
-        "Azure resource URL, scheme and host only; https unless `allow_plain_http`",
+        "",
+        "Azure resource URL, scheme and host only; https unless `allow_plain_http` (required "
+        "unless `backends` are given; never both)",
         env="AZURE_OPENAI_ENDPOINT",
+        shown="required",
     )
     api_key_file: str | None = setting(
         None,
@@ -194,23 +291,89 @@ class UpstreamConfig:
         "either way: no env, redirects or cookie jar, raw bytes, explicit timeouts",
     )
 
+    backends: tuple[BackendConfig, ...] = setting(
+        (),
+        "several Azure resources, one `[[upstream.backends]]` table each, instead of "
+        "`endpoint` ([Several Azure resources](#several-azure-resources))",
+        shown="—",
+    )
+    breaker: BreakerConfig = setting(factory=BreakerConfig)
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "endpoint", self.endpoint.rstrip("/"))
 
     def __check__(self, path: str) -> Iterable[str]:
+        if self.backends:
+            if self.endpoint or self.api_key_file:
+                given = "endpoint" if self.endpoint else "api_key_file"
+                yield problem(
+                    at(path, given),
+                    "give either `endpoint` (one resource) or `[[upstream.backends]]`, not both",
+                )
+            yield from self._check_backends(at(path, "backends"))
+            return
+        if not self.endpoint:
+            yield problem(at(path, "endpoint"), "is required (here or in AZURE_OPENAI_ENDPOINT)")
+            return
         message = url_problem(self.endpoint, allow_http=self.allow_plain_http)
         if message is not None:
             yield problem(at(path, "endpoint"), message)
-        if self.credential == "entra" and self.api_key_file is not None:
-            yield problem(
-                at(path, "api_key_file"),
-                'not used with credential = "entra": remove it (and the key Secret)',
+        yield from _credential_problems(path, self.credential, self.api_key_file, self.entra)
+
+    def _check_backends(self, where: str) -> Iterable[str]:
+        seen: set[str] = set()
+        for index, backend in enumerate(self.backends):
+            here = at(where, index)
+            if backend.name in seen:
+                yield problem(at(here, "name"), f"duplicate backend {backend.name!r}")
+            seen.add(backend.name)
+            plain = (
+                self.allow_plain_http
+                if backend.allow_plain_http is None
+                else (backend.allow_plain_http)
             )
-        authority = self.entra.authority_host
-        if authority is not None:
-            message = url_problem(authority, allow_http=False)
+            message = url_problem(backend.endpoint, allow_http=plain)
             if message is not None:
-                yield problem(at(at(path, "entra"), "authority_host"), message)
+                yield problem(at(here, "endpoint"), message)
+            if backend.credential == "api_key" and not backend.api_key_file:
+                yield problem(at(here, "api_key_file"), "is required with credential = api_key")
+            yield from _credential_problems(
+                here, backend.credential, backend.api_key_file, backend.entra
+            )
+
+    def resolved_backends(self) -> tuple[BackendConfig, ...]:
+        """The backends in force: the ``[[upstream.backends]]``, or the one resource of
+        ``endpoint`` as the backend ``default``."""
+        if self.backends:
+            return self.backends
+        return (
+            BackendConfig(
+                name="default",
+                endpoint=self.endpoint,
+                credential=self.credential,
+                api_key_file=self.api_key_file,
+                entra=self.entra,
+                allow_plain_http=self.allow_plain_http,
+            ),
+        )
+
+    def for_backend(self, backend: BackendConfig) -> UpstreamConfig:
+        """This section with one backend's endpoint (what its ``UpstreamClient`` is built
+        from: the timeouts and pool settings are shared)."""
+        plain = (
+            self.allow_plain_http
+            if backend.allow_plain_http is None
+            else (backend.allow_plain_http)
+        )
+        return dataclasses.replace(
+            self,
+            endpoint=backend.endpoint,
+            api_key_file=backend.api_key_file,
+            credential=backend.credential,
+            entra=backend.entra,
+            allow_plain_http=plain,
+            backends=(),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -66,7 +66,7 @@ PERMISSION_REASONS: frozenset[str] = frozenset({"caller_not_allowed"})
 #: (``thread_not_found``, ``response_not_found`` ...), a body reference to one as 400
 #: ``reference_not_found``.
 OWNERSHIP_REASONS: frozenset[str] = frozenset(
-    {kind.not_found_code for kind in ALL_KINDS} | {REFERENCE_NOT_FOUND}
+    {kind.not_found_code for kind in ALL_KINDS} | {REFERENCE_NOT_FOUND, "references_span_backends"}
 )
 #: The 429's error codes (``ratelimit.refusal_error``); the rule is ``ctx.ratelimit_rule``.
 RATELIMIT_CODES: frozenset[str] = frozenset({"rate_limit_exceeded", "concurrency_limit_exceeded"})
@@ -81,6 +81,8 @@ UPSTREAM_ERROR_CODES: dict[str, str] = {
     "upstream_auth_failed": "auth_failed",
     "upstream_error": "bad_response",
     "upstream_target_mismatch": "target_mismatch",
+    # Every backend out of rotation for new objects (``upstream.backends``).
+    "no_upstream_available": "no_backend",
 }
 UPSTREAM_ERROR_KINDS: tuple[str, ...] = (
     *UPSTREAM_ERROR_CODES.values(),
@@ -100,6 +102,20 @@ DECISION_RESULTS = ("allowed", "limited", "degraded", "shadow")
 JWKS_RESULTS = ("ok", "error", "rejected_key")
 #: Entra token fetch results (``upstream.entra``).
 TOKEN_RESULTS = ("ok", "error")
+
+
+#: Why an answer (or its absence) counts against a backend's breaker.
+BACKEND_ERROR_REASONS = ("throttled", "server_error", "timeout", "unreachable")
+
+
+def backend_error_reason(status: int | None, failure: str | None) -> str | None:
+    if failure is not None:
+        return failure if failure in BACKEND_ERROR_REASONS else OTHER
+    if status == 429:
+        return "throttled"
+    if status is not None and status >= 500:
+        return "server_error"
+    return None
 
 
 def status_class(status: int) -> str:

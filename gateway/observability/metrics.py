@@ -18,7 +18,7 @@ operations, status classes, fixed reason codes and configured profile names only
     gateway_refusals_total{stage,reason,profile}                 counter
     gateway_upstream_responses_total{status_class}               counter
     gateway_upstream_errors_total{kind}                          counter
-    gateway_upstream_pool_connections                            gauge
+    gateway_upstream_pool_connections{backend}                   gauge
     gateway_ratelimit_checks_total{profile}                      counter
     gateway_ratelimit_decisions_total{result}                    counter
     gateway_ratelimit_decision_seconds                           histogram
@@ -36,6 +36,12 @@ operations, status classes, fixed reason codes and configured profile names only
     gateway_upstream_token_expiry_seconds{backend}               gauge  (Entra credentials)
     gateway_upstream_token_refreshes_total{backend,result}       counter
     gateway_upstream_token_unavailable_total{backend}            counter
+    gateway_upstream_backend_requests_total{backend,status_class} counter  (status_class none:
+                                                                 no answer)
+    gateway_upstream_backend_errors_total{backend,reason}        counter  (throttled, server_error,
+                                                                 timeout, unreachable)
+    gateway_upstream_backend_state{backend}                      gauge  (0 closed, 1 half-open,
+                                                                 2 open: out of rotation)
     gateway_build_info{version,python}                           info
 """
 
@@ -225,7 +231,10 @@ class GatewayMetrics:
             registry=r,
         )
         self.pool = Gauge(
-            "gateway_upstream_pool_connections", "Connections in the upstream pool.", registry=r
+            "gateway_upstream_pool_connections",
+            "Connections in each Azure backend's upstream pool.",
+            ["backend"],
+            registry=r,
         )
         self.ratelimit_checks = Counter(
             "gateway_ratelimit_checks",
@@ -320,6 +329,27 @@ class GatewayMetrics:
             "gateway_upstream_token_unavailable",
             "Requests refused (503 upstream_credential_unavailable) for want of a usable "
             "Entra token, by backend.",
+            ["backend"],
+            registry=r,
+        )
+        self.backend_requests = Counter(
+            "gateway_upstream_backend_requests",
+            "Requests sent to each Azure backend, by the status class of its answer (none: no "
+            "answer).",
+            ["backend", "status_class"],
+            registry=r,
+        )
+        self.backend_errors = Counter(
+            "gateway_upstream_backend_errors",
+            "Answers and failures that count against an Azure backend's breaker, by reason "
+            "(throttled, server_error, timeout, unreachable).",
+            ["backend", "reason"],
+            registry=r,
+        )
+        self.backend_state = Gauge(
+            "gateway_upstream_backend_state",
+            "Each Azure backend's breaker: 0 closed, 1 half-open (one probe), 2 open (out of "
+            "rotation for new objects).",
             ["backend"],
             registry=r,
         )
@@ -484,8 +514,28 @@ class GatewayMetrics:
         for issuer, is_ready in ready.items():
             self.keys_ready.labels(issuer).set_function(_as_float(is_ready))
 
-    def track_pool(self, connections: Callable[[], int]) -> None:
-        self.pool.set_function(lambda: float(connections()))
+    def track_pool(self, connections: Mapping[str, Callable[[], int]]) -> None:
+        """Each backend's pool (``default`` for the single upstream), read at scrape time."""
+        for backend, count in connections.items():
+            self.pool.labels(backend).set_function(lambda count=count: float(count()))  # type: ignore[misc]
+
+    def track_backends(self, states: Callable[[], Mapping[str, str]]) -> None:
+        """The breaker state gauge of every configured backend (read at scrape time)."""
+        values = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+        for name in states():
+            self.backend_state.labels(name).set_function(
+                lambda name=name: values.get(states().get(name, "closed"), 0.0)  # type: ignore[misc]
+            )
+            for reason in lbl.BACKEND_ERROR_REASONS:
+                self.backend_errors.labels(name, reason)  # every series starts at 0
+
+    def on_backend_answer(self, backend: str, status: int | None, failure: str | None) -> None:
+        """One upstream answer of ``backend`` (its status), or none (``failure``)."""
+        klass = lbl.NONE if status is None else lbl.status_class(status)
+        self.backend_requests.labels(backend, klass).inc()
+        reason = lbl.backend_error_reason(status, failure)
+        if reason is not None:
+            self.backend_errors.labels(backend, reason).inc()
 
 
 def _as_float(flag: Callable[[], bool]) -> Callable[[], float]:

@@ -15,6 +15,11 @@ The request is the gateway's own, never the caller's:
 * Nothing of Azure's answer reaches the caller: 200 → the stamp (the metadata key, or a
   file's filename prefix; or None), 404 → the kind's 404 (``thread_not_found``, ...),
   anything else or no answer → 503 ``ownership_unavailable``.
+
+With several backends (``homes``, in configured order) each is asked in turn, with its own
+client and credential, until one has the object: that one is its home. 404 from every one is
+the kind's 404; a backend that cannot answer while none had the object is a 503 (the object
+may be there).
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, NotFoundError
 from gateway.operations.row import Kind
 from gateway.operations.table import BY_NAME, OperationTable
-from gateway.ownership.rules import not_found, ownership_unavailable, valid_owner
+from gateway.ownership.rules import Location, not_found, ownership_unavailable, valid_owner
 from gateway.ownership.stamp import stamp_in_object
 from gateway.upstream.client import UpstreamBrokenError, UpstreamClient
 from gateway.upstream.credentials import UpstreamCredential
@@ -37,24 +43,48 @@ from gateway.upstream.headers import upstream_request_headers
 log = logging.getLogger("gateway.ownership")
 
 
+@dataclass(frozen=True, slots=True)
+class Home:
+    """One backend an object may live on: its name (None: the only one), client, credential."""
+
+    name: str | None
+    upstream: UpstreamClient
+    credential: UpstreamCredential
+
+
 class AzureOwnerOrigin:
     def __init__(
         self,
-        upstream: UpstreamClient,
+        homes: Sequence[Home],
         routes: OperationTable,
         *,
-        credential: UpstreamCredential,
         api_versions: Mapping[str, str],
         timeout_s: float,
     ) -> None:
         """``api_versions``: per kind (its ``param``), the api-version its lookup uses."""
-        self.upstream = upstream
+        self.homes = tuple(homes)
         self.routes = routes
-        self.credential = credential
         self.api_versions = api_versions
         self.timeout_s = timeout_s
 
-    async def stamp(self, kind: Kind, object_id: str) -> str | None:
+    async def find(self, kind: Kind, object_id: str) -> Location:
+        failure: GatewayError | None = None
+        missing: GatewayError = not_found(kind)
+        for home in self.homes:
+            try:
+                stamp = await self.stamp(kind, object_id, home)
+            except NotFoundError as exc:
+                missing = exc
+                continue
+            except GatewayError as exc:
+                failure = exc
+                continue
+            return Location(stamp, home.name)
+        if failure is not None:
+            raise failure
+        raise missing
+
+    async def stamp(self, kind: Kind, object_id: str, home: Home) -> str | None:
         lookup = BY_NAME[kind.lookup]
         version = self.api_versions.get(kind.param)
         if version is None:
@@ -71,13 +101,13 @@ class AzureOwnerOrigin:
             raise ownership_unavailable()
         headers = upstream_request_headers(
             [],
-            credential=await self.credential.header(),
+            credential=await home.credential.header(),
             request_id=str(uuid.uuid4()),
             has_body=False,
         )
         try:
             async with asyncio.timeout(self.timeout_s):
-                response = await self.upstream.send(
+                response = await home.upstream.send(
                     lookup.method,
                     match.upstream_path,
                     match.upstream_query,
@@ -90,15 +120,17 @@ class AzureOwnerOrigin:
         except (TimeoutError, GatewayError, UpstreamBrokenError) as exc:
             log.warning("%s owner lookup at Azure failed: %s", kind.name, type(exc).__name__)
             raise ownership_unavailable() from None
-        return self._answer(kind, object_id, response.status, body)
+        return self._answer(kind, object_id, response.status, body, home)
 
-    def _answer(self, kind: Kind, object_id: str, status: int, body: bytes) -> str | None:
+    def _answer(
+        self, kind: Kind, object_id: str, status: int, body: bytes, home: Home
+    ) -> str | None:
         if status == 404:
             raise not_found(kind)
         if status != 200 or len(body) > kind.max_object_bytes:
             log.warning("%s owner lookup at Azure answered %d", kind.name, status)
             if status in (401, 403):
-                self.credential.reload()
+                home.credential.reload()
             raise ownership_unavailable()
         try:
             obj = json.loads(body)

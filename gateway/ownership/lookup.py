@@ -17,6 +17,15 @@ older record may exist there: guessing "unknown" could hand the object to anyone
 
 Cache and records are keyed by the object's id: the kinds' ids have distinct prefixes.
 
+With several Azure backends the object's backend (its home) travels with its owner
+(``locate``): recorded with it (``rules.record_value``), cached with it, and, when Redis lost
+it, found again by the origin, which asks the backends in turn (the one that has the object
+is its home; written back). A record written before there were several backends names none:
+``default_backend`` (the first configured) is its home. A record naming a backend that is no
+longer configured (``backends``: the configured names) is treated as a missing one: the
+origin asks the configured backends and the one that holds the object is its home (written
+back); an object is never sent to a backend on a guess.
+
 The cache is safe because an object's owner never changes (Azure never reuses an id; the
 stamp is written once at creation and callers cannot touch it). A known-unowned object (no
 record, no stamp) is cached too: nothing stamps an unowned object later. A stale entry after a
@@ -33,7 +42,13 @@ from collections.abc import Callable
 from typing import Protocol
 
 from gateway.operations.row import Kind
-from gateway.ownership.rules import RecordsUnavailableError, ownership_unavailable
+from gateway.ownership.rules import (
+    Location,
+    RecordsUnavailableError,
+    ownership_unavailable,
+    parse_record,
+    record_value,
+)
 
 log = logging.getLogger("gateway.ownership")
 
@@ -45,17 +60,19 @@ class OwnerRecords(Protocol):
     """Owner records (``store.RedisOwnerRecords``), by object id."""
 
     async def get(self, object_id: str) -> str | None:
-        """The recorded owner, None when there is no record; ``RecordsUnavailableError``."""
+        """The record (``rules.record_value``), None when there is none;
+        ``RecordsUnavailableError``."""
 
-    async def put(self, object_id: str, owner: str) -> bool: ...
+    async def put(self, object_id: str, value: str) -> bool: ...
     async def delete(self, object_id: str) -> None: ...
 
 
 class OwnerOrigin(Protocol):
-    """The object's own stamp (``azure.AzureOwnerOrigin``)."""
+    """The object's own stamp and home (``azure.AzureOwnerOrigin``)."""
 
-    async def stamp(self, kind: Kind, object_id: str) -> str | None:
-        """The stamped owner, None for an unstamped object; 404 or 503 as gateway errors."""
+    async def find(self, kind: Kind, object_id: str) -> Location:
+        """The stamped owner (None for an unstamped object) and the backend that has it;
+        404 or 503 as gateway errors."""
 
 
 class ObjectOwners:
@@ -69,65 +86,83 @@ class ObjectOwners:
         cache_ttl_s: float,
         cache_size: int = CACHE_SIZE,
         clock: Callable[[], float] = time.monotonic,
+        default_backend: str | None = None,
+        backends: frozenset[str] | None = None,
     ) -> None:
         self.records = records
+        self.default_backend = default_backend
+        self.backends = backends
         self.origin = origin
         self.cache_ttl_s = cache_ttl_s
         self.cache_size = cache_size
         self.clock = clock
-        self._known: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
-        self._asking: dict[str, asyncio.Future[str | None]] = {}
+        self._known: OrderedDict[str, tuple[Location, float]] = OrderedDict()
+        self._asking: dict[str, asyncio.Future[Location]] = {}
         #: Lookups answered by the origin (Azure), for tests and the benchmark's figures.
         self.origin_lookups = 0
 
-    def _cached(self, object_id: str) -> object:
+    def _cached(self, object_id: str) -> Location | None:
         known = self._known.get(object_id)
         if known is None:
-            return _MISS
+            return None
         if known[1] > self.clock():
             return known[0]
         del self._known[object_id]
-        return _MISS
+        return None
 
-    def _remember(self, object_id: str, owner: str | None) -> None:
+    def _remember(self, object_id: str, where: Location) -> None:
         if self.cache_ttl_s <= 0:
             return
-        self._known[object_id] = (owner, self.clock() + self.cache_ttl_s)
+        self._known[object_id] = (where, self.clock() + self.cache_ttl_s)
         self._known.move_to_end(object_id)
         if len(self._known) > self.cache_size:
             self._known.popitem(last=False)
 
     async def owner(self, kind: Kind, object_id: str) -> str | None:
+        return (await self.locate(kind, object_id)).owner
+
+    async def locate(self, kind: Kind, object_id: str) -> Location:
         cached = self._cached(object_id)
-        if cached is not _MISS:
-            return cached if isinstance(cached, str) else None
+        if cached is not None:
+            return cached
         try:
-            owner = await self.records.get(object_id)
+            value = await self.records.get(object_id)
             records_answered = True
         except RecordsUnavailableError:
-            owner, records_answered = None, False
-        if owner is not None:
-            self._remember(object_id, owner)
-            return owner
-        stamp = await self._ask_origin(kind, object_id)
-        if stamp is None:
+            value, records_answered = None, False
+        parsed = parse_record(value) if value is not None else None
+        if parsed is not None and not self._configured(parsed[1]):
+            log.warning("an owner record names a backend no longer configured; asking them")
+            parsed = None
+        if parsed is not None:
+            where = Location(parsed[0], parsed[1] or self.default_backend)
+            self._remember(object_id, where)
+            return where
+        found = await self._ask_origin(kind, object_id)
+        if found.owner is None:
             if not records_answered:
                 raise ownership_unavailable()
-            self._remember(object_id, None)
-            return None
-        self._remember(object_id, stamp)
-        if records_answered and not await self.records.put(object_id, stamp):
+            self._remember(object_id, found)
+            return found
+        self._remember(object_id, found)
+        if records_answered and not await self.records.put(
+            object_id, record_value(found.owner, found.backend)
+        ):
             log.warning("could not write back an owner read from its stamp")
-        return stamp
+        return found
 
-    async def _ask_origin(self, kind: Kind, object_id: str) -> str | None:
+    def _configured(self, backend: str | None) -> bool:
+        """A record's backend is one in force (None: an old record's, the default)."""
+        return backend is None or self.backends is None or backend in self.backends
+
+    async def _ask_origin(self, kind: Kind, object_id: str) -> Location:
         asking = self._asking.get(object_id)
         if asking is None:
-            asking = asyncio.ensure_future(self.origin.stamp(kind, object_id))
+            asking = asyncio.ensure_future(self.origin.find(kind, object_id))
             self._asking[object_id] = asking
             self.origin_lookups += 1
 
-            def done(task: asyncio.Future[str | None]) -> None:
+            def done(task: asyncio.Future[Location]) -> None:
                 if self._asking.get(object_id) is task:
                     del self._asking[object_id]
                 if not task.cancelled():
@@ -137,10 +172,11 @@ class ObjectOwners:
         # A waiter that goes away (client disconnect) leaves the lookup to the others.
         return await asyncio.shield(asking)
 
-    async def record(self, object_id: str, owner: str) -> bool:
-        """A new object's owner (already stamped on it): cached, and recorded in Redis."""
-        self._remember(object_id, owner)
-        return await self.records.put(object_id, owner)
+    async def record(self, object_id: str, owner: str, backend: str | None = None) -> bool:
+        """A new object's owner (already stamped on it) and its backend: cached, and recorded
+        in Redis."""
+        self._remember(object_id, Location(owner, backend))
+        return await self.records.put(object_id, record_value(owner, backend))
 
     async def forget(self, object_id: str) -> None:
         self._known.pop(object_id, None)

@@ -11,7 +11,13 @@ cause):
   caller's tenant's too, else 400 ``reference_not_found`` naming the path
   (``refs``); each object is looked up once, at most ``REF_LOOKUPS`` at a time;
 * a creating request carries the owner stamp (``stamp.stamp_request``), as does a
-  metadata-replacing modify of an owned object.
+  metadata-replacing modify of an owned object;
+* with several Azure backends (``router``), the request's backend (``ctx.backend``): the
+  home of the object it acts on (and of everything under it), else the one home of the
+  objects its body or cursor names (two different homes: 400 ``references_span_backends``
+  naming the path of the first one elsewhere), else, for a new object, the routing choice
+  (``router.new_home``: may be 503 ``no_upstream_available``), else the preferred backend
+  (a list without a cursor: ``router.list_home``).
 
 On the way back (before the caller sees anything of a 2xx answer):
 
@@ -44,7 +50,13 @@ from typing import Protocol
 
 from gateway.asgi import ASGIApp, Message, Receive, Scope, Send
 from gateway.context import RequestContext, context_of
-from gateway.errors import BadGatewayError, GatewayError, NotFoundError, ResponseCut
+from gateway.errors import (
+    BadGatewayError,
+    BadRequestError,
+    GatewayError,
+    NotFoundError,
+    ResponseCut,
+)
 from gateway.operations.row import Kind, Operation
 from gateway.operations.table import OperationTable
 from gateway.ownership import paths
@@ -57,6 +69,7 @@ from gateway.ownership.refs import (
     first_malformed,
 )
 from gateway.ownership.rules import (
+    Location,
     UnknownPolicy,
     check_owner,
     created_id,
@@ -83,11 +96,38 @@ MAX_LIST_PAGE_BYTES = 32 * 1024 * 1024
 
 
 class Owners(Protocol):
-    """Who owns each object (``lookup.ObjectOwners``): owner digests in, out."""
+    """Who owns each object, and where it lives (``lookup.ObjectOwners``)."""
 
-    async def owner(self, kind: Kind, object_id: str) -> str | None: ...
-    async def record(self, object_id: str, owner: str) -> bool: ...
+    async def locate(self, kind: Kind, object_id: str) -> Location: ...
+    async def record(self, object_id: str, owner: str, backend: str | None = None) -> bool: ...
     async def forget(self, object_id: str) -> None: ...
+
+
+class Router(Protocol):
+    """The backends (``upstream.backends.Backends``), by name."""
+
+    def new_home(self, api_version: str) -> tuple[str, bool]:
+        """A new object's backend, and whether it is a half-open probe (or 503)."""
+        ...
+
+    def list_home(self, api_version: str) -> str: ...
+
+    def home_of(self, name: str | None) -> str:
+        """The backend a recorded home names (None: an old record's, the first)."""
+        ...
+
+
+#: The code of a request naming objects that live on different backends.
+REFERENCES_SPAN_BACKENDS = "references_span_backends"
+
+
+def references_span_backends(path: str) -> BadRequestError:
+    return BadRequestError(
+        "The objects this request names live on different Azure resources; a request can "
+        "use objects of one resource only.",
+        code=REFERENCES_SPAN_BACKENDS,
+        param=path,
+    )
 
 
 class OwnershipMiddleware:
@@ -100,8 +140,10 @@ class OwnershipMiddleware:
         max_body_bytes: int,
         routes: OperationTable,
         list_scan_pages: int = 10,
+        router: Router | None = None,
     ) -> None:
         self.app = app
+        self.router = router
         self.owners = owners
         self.unknown = unknown
         self.max_body_bytes = max_body_bytes
@@ -117,12 +159,14 @@ class OwnershipMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        ctx.owner = await self._owner(ctx, owners, row)
-        await self._check_references(
+        ctx.owner, home = await self._owner(ctx, owners, row)
+        homes = await self._check_references(
             ctx,
             owners,
             [*body_references(row, ctx.body), *cursor_references(row, ctx.match.query)],
         )
+        if self.router is not None:
+            self._route(ctx, self.router, row, [("", home)] if row.owner else [], homes)
         if row.owner is not None or row.refs or row.lists is not None:
             ctx.stages["ownership"] = time.perf_counter() - started
         ctx.body = stamp_request(row, ctx.body, ctx.owner)
@@ -138,28 +182,53 @@ class OwnershipMiddleware:
             ctx.stream_cut = False  # nothing reached the caller: it gets a 502, not a cut
             raise BadGatewayError("The upstream response ended abnormally.")
 
-    async def _owner(self, ctx: RequestContext, owners: Owners, row: Operation) -> str | None:
+    async def _owner(
+        self, ctx: RequestContext, owners: Owners, row: Operation
+    ) -> tuple[str | None, str | None]:
         """The owner digest of the object the request acts on (checked: the caller's tenant,
-        or an unknown object ``unknown`` lets through) or creates; None when not owned."""
+        or an unknown object ``unknown`` lets through) or creates (None when not owned), and
+        the backend of the object acted on."""
         assert ctx.caller is not None and ctx.match is not None
         if row.owner is None:
-            return tenant_digest(ctx.caller.tenant) if row.creates is not None else None
-        owner = await owners.owner(row.owner, ctx.match.ids[row.owner.param])
+            return (tenant_digest(ctx.caller.tenant) if row.creates is not None else None), None
+        owner, home = await owners.locate(row.owner, ctx.match.ids[row.owner.param])
         check_owner(owner, ctx.caller.tenant, self.unknown, ctx.caller.legacy_tenant, row.owner)
         if row.creates is not None:  # a new object under one of the caller's
-            return tenant_digest(ctx.caller.tenant)
+            return tenant_digest(ctx.caller.tenant), home
         # The caller's tenant owns it: a stamp written now names the qualified tenant, also
         # for an object whose record predates qualified tenants.
-        return None if owner is None else tenant_digest(ctx.caller.tenant)
+        return (None if owner is None else tenant_digest(ctx.caller.tenant)), home
+
+    @staticmethod
+    def _route(
+        ctx: RequestContext,
+        router: Router,
+        row: Operation,
+        own: list[tuple[str, str | None]],
+        refs: list[tuple[str, str | None]],
+    ) -> None:
+        """The request's backend: its object's, its references' (all on one), or a choice."""
+        assert ctx.match is not None
+        homes = [(path, router.home_of(name)) for path, name in [*own, *refs]]
+        if homes:
+            first = homes[0][1]
+            for path, name in homes[1:]:
+                if name != first:
+                    raise references_span_backends(path)
+            ctx.backend = first
+        elif row.creates is not None:
+            ctx.backend, ctx.backend_probe = router.new_home(ctx.match.version.name)
+        else:
+            ctx.backend = router.list_home(ctx.match.version.name)
 
     async def _check_references(
         self, ctx: RequestContext, owners: Owners, references: list[Reference]
-    ) -> None:
+    ) -> list[tuple[str, str | None]]:
         """Every referenced object is the caller's tenant's (or unknown, when allowed), else
         400 ``reference_not_found`` at the first refused path (in body order; once one is
-        refused, lookups not yet started are skipped)."""
+        refused, lookups not yet started are skipped). Each reference's path and backend."""
         if not references:
-            return
+            return []
         malformed = first_malformed(references)
         if malformed is not None:
             raise reference_not_found(malformed.kind, malformed.path)
@@ -167,6 +236,7 @@ class OwnershipMiddleware:
         assert caller is not None
         gate = asyncio.Semaphore(REF_LOOKUPS)
         refused = asyncio.Event()
+        homes: dict[str, str | None] = {}
 
         async def usable(ref: Reference) -> bool | GatewayError | None:
             async with gate:
@@ -174,7 +244,7 @@ class OwnershipMiddleware:
                     return None  # another reference is refused already: no more lookups
                 assert ref.object_id is not None
                 try:
-                    owner = await owners.owner(ref.kind, ref.object_id)
+                    owner, homes[ref.object_id] = await owners.locate(ref.kind, ref.object_id)
                 except NotFoundError:
                     owner, ok = None, False  # Azure has no such object
                 except GatewayError as exc:
@@ -194,6 +264,7 @@ class OwnershipMiddleware:
         for outcome in outcomes:
             if isinstance(outcome, GatewayError):
                 raise outcome
+        return [(r.path, homes.get(r.object_id)) for r in unique if r.object_id is not None]
 
     async def _list(
         self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, kind: Kind
@@ -380,7 +451,9 @@ class _Effects:
                 continue
             for _where, value in paths.find(answer, inline.ids_at):
                 object_id = valid_id(inline.kind, value)
-                if object_id is not None and not await self.owners.record(object_id, owner):
+                if object_id is not None and not await self.owners.record(
+                    object_id, owner, self.ctx.backend
+                ):
                     log.warning(
                         "owner of an inline-made %s not recorded in Redis (it is stamped)",
                         inline.kind.name,
@@ -424,7 +497,7 @@ class _Effects:
                 extra={"request_id": self.ctx.request_id},
             )
             self.ctx.reason = "ownership_not_recorded"
-        elif not await self.owners.record(object_id, self.ctx.owner):
+        elif not await self.owners.record(object_id, self.ctx.owner, self.ctx.backend):
             kind = self.row.creates.kind.name if self.row.creates is not None else "object"
             log.warning(
                 "owner of a new %s not recorded in Redis (it is stamped on the %s)",

@@ -35,7 +35,7 @@ import hashlib
 import hmac
 import json
 import re
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from gateway.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 from gateway.operations.row import THREAD, Creation, Kind
@@ -98,6 +98,32 @@ def tenant_digest(tenant: str) -> str:
 def valid_owner(value: object) -> str | None:
     """``value`` if it has the shape of a stored owner digest, else None."""
     return value if isinstance(value, str) and _OWNER.fullmatch(value) else None
+
+
+class Location(NamedTuple):
+    """Who owns an object (None: unknown) and where it lives (None: the first backend)."""
+
+    owner: str | None
+    backend: str | None
+
+
+#: A record's value: the owner digest, then ``@`` and the object's backend (records written
+#: before there were several backends hold the digest alone: the first backend's).
+_BACKEND = re.compile(r"[a-z0-9-]{1,32}")
+
+
+def record_value(owner: str, backend: str | None) -> str:
+    return owner if backend is None else f"{owner}@{backend}"
+
+
+def parse_record(value: object) -> tuple[str, str | None] | None:
+    """A record's ``(owner, backend or None)``; None when it is malformed."""
+    if not isinstance(value, str):
+        return None
+    owner, at_sign, backend = value.partition("@")
+    if valid_owner(owner) is None or (at_sign and not _BACKEND.fullmatch(backend)):
+        return None
+    return owner, backend if at_sign else None
 
 
 def owned_by(owner: str, tenant: str, legacy_tenant: str | None = None) -> bool:

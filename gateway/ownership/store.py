@@ -19,7 +19,7 @@ import logging
 import redis.asyncio
 import redis.exceptions
 
-from gateway.ownership.rules import RecordsUnavailableError, owner_key, valid_owner
+from gateway.ownership.rules import RecordsUnavailableError, owner_key, parse_record
 
 log = logging.getLogger("gateway.ownership")
 
@@ -39,6 +39,7 @@ class RedisOwnerRecords:
         self.budget_s = budget_s
 
     async def get(self, object_id: str) -> str | None:
+        """The record's value (``rules.record_value``: the owner, and its backend)."""
         try:
             async with asyncio.timeout(self.budget_s):
                 value = await self.client.get(owner_key(object_id))
@@ -47,17 +48,16 @@ class RedisOwnerRecords:
             raise RecordsUnavailableError from None
         if value is None:
             return None
-        owner = valid_owner(
-            value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-        )
-        if owner is None:
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+        if parse_record(text) is None:
             log.error("malformed ownership record ignored")
-        return owner
+            return None
+        return text
 
-    async def put(self, object_id: str, owner: str) -> bool:
+    async def put(self, object_id: str, value: str) -> bool:
         try:
             async with asyncio.timeout(self.budget_s):
-                await self.client.set(owner_key(object_id), owner, ex=self.ttl_s)
+                await self.client.set(owner_key(object_id), value, ex=self.ttl_s)
         except _FAILURES as exc:
             log.warning("ownership record write failed: %s", type(exc).__name__)
             return False

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Literal, Protocol
 
-from gateway.config import ConfigError, EntraConfig, read_key, url_problem
+from gateway.config import ConfigError, EntraConfig, UpstreamConfig, read_key, url_problem
 from gateway.upstream.entra import EntraCredential, WorkloadIdentityTokens
 
 log = logging.getLogger("gateway.apikey")
@@ -217,3 +217,34 @@ def make_credential(
 
 def _bind(hook: Callable[[str, str], None], backend: str) -> Callable[[str], None]:
     return lambda result: hook(backend, result)
+
+
+def backend_credentials(
+    upstream: UpstreamConfig,
+    *,
+    environ: Mapping[str, str],
+    metrics: CredentialMetrics | None = None,
+    given: Mapping[str, UpstreamCredential] | None = None,
+) -> dict[str, UpstreamCredential]:
+    """Every backend's credential by name, ``make_credential`` each (those in ``given`` as
+    they are: tests): the single form's ``default`` (problems under ``upstream``), or each
+    ``[[upstream.backends]]`` table's own key file or Entra token (problems under
+    ``upstream.backends[i]``; the token metrics labelled with the backend's name). Each key
+    file is polled on its own, each token refreshed on its own: rotation per backend without
+    restart. Raises ``ConfigError``."""
+    credentials: dict[str, UpstreamCredential] = {}
+    for index, backend in enumerate(upstream.resolved_backends()):
+        if given is not None and backend.name in given:
+            credentials[backend.name] = given[backend.name]
+            continue
+        credentials[backend.name] = make_credential(
+            backend.credential,
+            api_key_file=backend.api_key_file,
+            entra=backend.entra,
+            reload_s=upstream.api_key_reload_s,
+            environ=environ,
+            backend=backend.name,
+            metrics=metrics,
+            where=f"upstream.backends[{index}]" if upstream.backends else "upstream",
+        )
+    return credentials

@@ -5,6 +5,9 @@ only allow-listed caller headers, the Azure ``api-key``), sends the validated bo
 target the operation table built, and relays Azure's status, filtered headers and raw bytes
 as they arrive — server-sent events included, never buffered.
 
+* The request goes to its backend (``ctx.backend``, chosen by the ownership middleware; None:
+  the first): that backend's client and credential. Its answer (status, ``Retry-After``) or
+  its absence (a timeout, unreachable) is fed to that backend's breaker (``backends``).
 * Azure refusing the gateway's credential (401/403) is never passed on: 502
   ``upstream_auth_failed``, and the key file is re-read at once (it may have been rotated).
 * A stream, or a read, stops waiting for Azure's headers when the client goes away first; a
@@ -30,9 +33,17 @@ from collections.abc import Awaitable
 
 from gateway.asgi import Receive, Scope, Send
 from gateway.context import RequestContext, UploadStream, context_of
-from gateway.errors import BadGatewayError, ClientGoneError, GatewayError, ResponseCut
+from gateway.errors import (
+    BadGatewayError,
+    ClientGoneError,
+    GatewayError,
+    GatewayTimeoutError,
+    ResponseCut,
+)
 from gateway.operations.table import OperationMatch
 from gateway.policy.jsonbody import dump_json
+from gateway.upstream.backends import Backend, Backends
+from gateway.upstream.breaker import BreakerPolicy, Failure
 from gateway.upstream.client import UpstreamBrokenError, UpstreamClient, UpstreamResponse
 from gateway.upstream.credentials import UpstreamCredential
 from gateway.upstream.headers import downstream_response_headers, upstream_request_headers
@@ -47,10 +58,14 @@ class Forwarder:
         *,
         credential: UpstreamCredential,
         stream_max_duration_s: float = 900.0,
+        backends: Backends | None = None,
     ) -> None:
         self.upstream = upstream
         self.credential = credential
         self.stream_max_duration_s = stream_max_duration_s
+        self.backends = backends or Backends(
+            [Backend("default", upstream, credential)], policy=BreakerPolicy()
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = context_of(scope)
@@ -60,9 +75,19 @@ class Forwarder:
         payload: bytes | UploadStream | None = upload
         if upload is None:
             payload = dump_json(ctx.body) if ctx.body is not None else None
+        backend = self.backends.get(ctx.backend)
+        try:
+            credential = await backend.credential.header()
+        except GatewayError:
+            # No usable credential (an expired Entra token): nothing is sent; a probe taken
+            # for this request is not spent on it (our refusal is not the backend's answer).
+            if ctx.backend_probe:
+                ctx.backend_probe = False
+                self.backends.release_probe(backend)
+            raise
         headers = upstream_request_headers(
             scope["headers"],
-            credential=await self.credential.header(),
+            credential=credential,
             request_id=ctx.request_id,
             has_body=payload is not None,
             content_type=upload.content_type if upload is not None else None,
@@ -71,7 +96,9 @@ class Forwarder:
         if length is not None:
             headers.append((b"content-length", str(length).encode("ascii")))
         ctx.upstream_started = time.perf_counter()
-        response = await self._send_upstream(ctx, scope, match, headers, payload, receive)
+        response = await self._observed(
+            backend, ctx, self._send_upstream(backend, ctx, scope, match, headers, payload, receive)
+        )
         try:
             ctx.stages["upstream_ttfb"] = time.perf_counter() - ctx.upstream_started
             if response.status in (401, 403):
@@ -80,7 +107,7 @@ class Forwarder:
                     response.status,
                     extra={"request_id": ctx.request_id},
                 )
-                self.credential.reload()
+                backend.credential.reload()
                 raise BadGatewayError(
                     "The upstream service refused the gateway's credentials.",
                     code="upstream_auth_failed",
@@ -99,8 +126,40 @@ class Forwarder:
             ctx.upstream_finished = time.perf_counter()
             await response.aclose()
 
+    async def _observed(
+        self, backend: Backend, ctx: RequestContext, sent: Awaitable[UpstreamResponse]
+    ) -> UpstreamResponse:
+        """The backend's answer, fed to its breaker (an absent answer too)."""
+        probe, ctx.backend_probe = ctx.backend_probe, False  # a list's next page is no probe
+        try:
+            response = await sent
+        except GatewayError as exc:
+            # No answer: a timeout, or a connection that failed (the backend's fault); our own
+            # limits (the pool) and a caller gone are not.
+            failure: Failure | None = None
+            if isinstance(exc, GatewayTimeoutError):
+                failure = "timeout"
+            elif isinstance(exc, BadGatewayError) and exc.code != "upstream_target_mismatch":
+                failure = "unreachable"
+            if failure is not None:
+                self.backends.observe(backend, status=None, failure=failure, probe=probe)
+            elif probe:
+                self.backends.release_probe(backend)
+            raise
+        except (ClientGoneError, asyncio.CancelledError):
+            if probe:
+                self.backends.release_probe(backend)
+            raise
+        retry_after = next(
+            (v.decode("latin-1") for n, v in response.headers if n.lower() == b"retry-after"),
+            None,
+        )
+        self.backends.observe(backend, status=response.status, retry_after=retry_after, probe=probe)
+        return response
+
     async def _send_upstream(
         self,
+        backend: Backend,
         ctx: RequestContext,
         scope: Scope,
         match: OperationMatch,
@@ -108,7 +167,7 @@ class Forwarder:
         payload: bytes | UploadStream | None,
         receive: Receive,
     ) -> UpstreamResponse:
-        sent = self.upstream.send(
+        sent = backend.client.send(
             scope["method"],
             match.upstream_path,
             match.upstream_query,
