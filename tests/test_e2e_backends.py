@@ -475,3 +475,32 @@ def test_lists_go_to_the_cursors_backend_else_the_preferred_one(
         assert cursor.status_code == 200, cursor.text
         assert (listed(s.a), listed(s.b)) == (1, 1)
         assert f"after={second}" in s.b.requests[-1].query
+
+
+def test_a_record_naming_a_removed_backend_is_probed_at_the_configured_ones(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """A record naming backend ``gone`` (since removed from the config) is no guess for the
+    first backend: the configured ones are asked, the one holding the object (B) is its home,
+    the record is rewritten, and the request goes there. Before, it went to A (the first),
+    which does not hold the thread: 404."""
+    with two_backends(tmp_path, redis_url, a={"priority": 1}) as s:
+        thread_id = s.thread()  # on B (A is only the fallback)
+        store = redis.Redis.from_url(redis_url)
+        try:
+            record: bytes = store.get(owner_key(thread_id))  # type: ignore[assignment]
+            owner = record.decode().rsplit("@", 1)[0]
+            store.set(owner_key(thread_id), f"{owner}@gone")
+            replica = start_gateway(s.config)  # an empty in-process cache
+            with ThreadedUvicorn(replica, http="httptools", server_header=False) as server:
+                response = httpx.get(
+                    f"{server.url}/openai/threads/{thread_id}", params=Q, headers=s.auth()
+                )
+                assert response.status_code == 200, response.text
+                assert response.json()["id"] == thread_id
+                lookups_a = [r for r in s.a.requests if r.method == "GET" and thread_id in r.path]
+                assert len(lookups_a) == 1  # A was asked (404), never sent the request
+                assert reached(s.b, thread_id) == 2  # the lookup, then the request itself
+                assert store.get(owner_key(thread_id)) == f"{owner}@b".encode()
+        finally:
+            store.close()
