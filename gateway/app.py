@@ -101,7 +101,7 @@ def _key_provider(
 @dataclass
 class Gateway:
     config: Config
-    #: The credential sent to Azure (an API key, or an Entra token).
+    #: The credential sent to Azure (an API key, or an Entra token): the first backend's.
     credential: UpstreamCredential
     upstream: UpstreamClient
     jwks_http: httpx.AsyncClient
@@ -126,7 +126,8 @@ class Gateway:
     in_flight: InFlight = field(default_factory=InFlight)
     #: Sheds requests before any work when this process is overloaded.
     admission: Admission | None = None
-    #: The Azure backends (one: ``default``, over ``upstream`` and ``api_key``).
+    #: The Azure backends (one: ``default``, over ``upstream`` and ``credential``; several:
+    #: the first over those), each with its own client and credential.
     backends: Backends | None = None
     app: Starlette = field(init=False)
 
