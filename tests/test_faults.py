@@ -184,6 +184,43 @@ def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def _open_files(pid: int, *, listener: int, redis_port: int) -> dict[str, int]:
+    """The process's descriptors by what they are: ``downstream`` (callers' connections to
+    ``listener``), ``redis`` (its pool, bounded by ``redis.max_connections``: it keeps what a
+    burst grew it to, which is no leak), ``other_sockets`` (upstream and the rest) and
+    ``files`` (every other descriptor)."""
+    inodes: set[str] = set()
+    files = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+        else:
+            files += 1
+    counts = {"downstream": 0, "redis": 0, "other_sockets": 0, "files": files}
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}", encoding="ascii") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[9] not in inodes:
+                    continue
+                inodes.discard(fields[9])
+                local = int(fields[1].rsplit(":", 1)[1], 16)
+                remote = int(fields[2].rsplit(":", 1)[1], 16)
+                if local == listener and remote != 0:
+                    counts["downstream"] += 1
+                elif remote == redis_port:
+                    counts["redis"] += 1
+                else:
+                    counts["other_sockets"] += 1
+    counts["other_sockets"] += len(inodes)  # unix sockets, the listener's own, ...
+    return counts
+
+
 def _leases(redis_url: str) -> int:
     client = redis.Redis.from_url(redis_url)
     try:
@@ -244,7 +281,12 @@ def test_a_thousand_mid_stream_disconnects_leave_nothing_behind(
 
         storm(100)  # warm-up: pools and caches reach their working size
         assert wait_for(lambda: metric(metrics_port, "gateway_requests_in_flight") == 0, 10)
-        fds = _fds(pid)
+        redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+
+        def open_files() -> dict[str, int]:
+            return _open_files(pid, listener=proc.port, redis_port=redis_port)
+
+        before = open_files()
         storm(total)
         assert not errors, errors[:3]
         assert len(fake.requests) == total + 100
@@ -258,9 +300,21 @@ def test_a_thousand_mid_stream_disconnects_leave_nothing_behind(
             == total + 100
         )
         assert wait_for(lambda: _leases(redis_url) == 0, 5), _leases(redis_url)
+
         # Sockets of the cut streams close as the loop gets to them: on a loaded 2-core CI box
-        # that can take longer than the streams themselves (same bound, more time).
-        assert wait_for(lambda: _fds(pid) <= fds + 10, 30), (fds, _fds(pid))
+        # that can take longer than the streams themselves. Every caller's connection and
+        # every upstream one of a cut stream is gone; the Redis pool may have grown in the
+        # burst, within its bound (64 by default), and keeps it: a pool, not a leak.
+        def settled() -> bool:
+            now = open_files()
+            return (
+                now["downstream"] <= before["downstream"] + 2
+                and now["other_sockets"] <= before["other_sockets"] + 10
+                and now["files"] <= before["files"] + 5
+                and now["redis"] <= 64
+            )
+
+        assert wait_for(settled, 30), (before, open_files())
         # And it keeps serving: ``limit`` concurrent streams fit (no slot leaked).
         fake.script(
             ScriptedResponse(
