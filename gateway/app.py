@@ -280,6 +280,10 @@ def build(
         upload_read_timeout_s=config.server.upload_timeout_s,
     )
     metrics.track_pool(upstream.pool_connections)
+    metrics.set_maxima(
+        pool_connections=config.upstream.max_connections,
+        requests_in_flight=config.server.max_concurrent_connections,
+    )
     jwks_http = make_jwks_http_client()
     # An issuer that names its own CA bundle (the cluster CA for the API server's JWKS) gets
     # its own client trusting only that bundle.

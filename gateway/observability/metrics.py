@@ -19,6 +19,8 @@ operations, status classes, fixed reason codes and configured profile names only
     gateway_upstream_responses_total{status_class}               counter
     gateway_upstream_errors_total{kind}                          counter
     gateway_upstream_pool_connections                            gauge
+    gateway_upstream_pool_max_connections                        gauge  (its size)
+    gateway_max_requests_in_flight                               gauge  (the server cap)
     gateway_ratelimit_checks_total{profile}                      counter
     gateway_ratelimit_decisions_total{result}                    counter
     gateway_ratelimit_decision_seconds                           histogram
@@ -223,6 +225,17 @@ class GatewayMetrics:
         )
         self.pool = Gauge(
             "gateway_upstream_pool_connections", "Connections in the upstream pool.", registry=r
+        )
+        self.pool_max = Gauge(
+            "gateway_upstream_pool_max_connections",
+            "The upstream pool's size (upstream.max_connections): the saturation panels' maximum.",
+            registry=r,
+        )
+        self.in_flight_max = Gauge(
+            "gateway_max_requests_in_flight",
+            "Requests in flight beyond which the server answers 503 at once "
+            "(server.max_concurrent_connections).",
+            registry=r,
         )
         self.ratelimit_checks = Counter(
             "gateway_ratelimit_checks",
@@ -449,6 +462,11 @@ class GatewayMetrics:
 
     def track_pool(self, connections: Callable[[], int]) -> None:
         self.pool.set_function(lambda: float(connections()))
+
+    def set_maxima(self, *, pool_connections: int, requests_in_flight: int) -> None:
+        """The configured caps the saturation panels divide by (constant for a process)."""
+        self.pool_max.set(pool_connections)
+        self.in_flight_max.set(requests_in_flight)
 
 
 def _as_float(flag: Callable[[], bool]) -> Callable[[], float]:
