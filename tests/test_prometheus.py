@@ -191,6 +191,12 @@ class Prometheus:
     def configure(self, targets: list[str]) -> None:
         """Write the scrape config: the gateway's job with the ServiceMonitor's labels."""
         static = [{"targets": targets, "labels": TARGET_LABELS}] if targets else []
+        # Another exporter in the gateway's namespace (Prometheus itself): its `up` must never
+        # count as a gateway replica, and its job is never offered by the Job variable.
+        neighbour = {
+            "targets": [f"127.0.0.1:{self.port}"],
+            "labels": {"namespace": TARGET_LABELS["namespace"], "pod": "prometheus-0"},
+        }
         self.config.write_text(
             yaml.safe_dump(
                 {
@@ -200,7 +206,10 @@ class Prometheus:
                         "scrape_timeout": "900ms",
                     },
                     "rule_files": [str(RULES)],
-                    "scrape_configs": [{"job_name": JOB, "static_configs": static}],
+                    "scrape_configs": [
+                        {"job_name": JOB, "static_configs": static},
+                        {"job_name": "neighbour", "static_configs": [neighbour]},
+                    ],
                 }
             )
         )
@@ -365,6 +374,7 @@ def test_dashboard_and_alerts_against_real_prometheus(
     # The template variables offer the target's labels, each narrowed by the ones before it.
     variables = {v["name"]: v for v in dashboard()["templating"]["list"] if v["type"] == "query"}
     assert list(variables) == ["namespace", "job", "pod"]
+    everything: dict[str, str] = {}  # each variable at "All", as Grafana sends it
     for name, variable in variables.items():
         m = re.fullmatch(r"label_values\((.*), (\w+)\)", variable["query"]["query"])
         assert m is not None and m.group(2) == name, variable["query"]
@@ -372,11 +382,21 @@ def test_dashboard_and_alerts_against_real_prometheus(
         for other, value in VARIABLES.items():
             match = match.replace(f"${other}", value)
         assert prom.label_values(name, match) == [VARIABLES[name]], (name, match)
-        assert variable["includeAll"] and variable["multi"] and variable["allValue"] == ".*"
+        assert variable["includeAll"] and variable["multi"]
+        # Without a custom all value Grafana sends the offered values as a regex alternation.
+        offered = prom.label_values(name, re.sub(r"\$\w+", ".*", m.group(1)))
+        everything[name] = variable["allValue"] or "(" + "|".join(offered) + ")"
 
     empty = [(title, expr) for title, expr in dashboard_queries() if not prom.query(expr)]
     assert empty == [], "dashboard queries without data"
     assert len(dashboard_queries()) >= 25
+    # "All" everywhere: every panel answers, and `up` counts gateway targets only (the Job
+    # variable offers jobs exposing gateway_build_info, and "All" means those).
+    empty = [(title, expr) for title, expr in dashboard_queries(everything) if not prom.query(expr)]
+    assert empty == [], "dashboard queries without data for All"
+    (replicas,) = [e for t, e in dashboard_queries(everything) if t == "Replicas up"]
+    (up,) = prom.query(replicas)
+    assert up["value"][1] == "1"  # the gateway's one target, not the neighbour exporter
     # ... and every query honours the variables: another pod's dashboard shows nothing.
     elsewhere = {**VARIABLES, "pod": "another-pod"}
     leaking = [(title, expr) for title, expr in dashboard_queries(elsewhere) if prom.query(expr)]
