@@ -431,6 +431,10 @@ def build(
     backends = _backends(config, upstream, by_name, upstream_transport, metrics, draw)
     metrics.track_pool({b.name: b.client.pool_connections for b in backends.all})
     metrics.track_backends(backends.states)
+    metrics.set_maxima(
+        pool_connections={b.name: config.upstream.max_connections for b in backends.all},
+        requests_in_flight=config.server.max_concurrent_connections,
+    )
     jwks_http = make_jwks_http_client()
     # An issuer that names its own CA bundle (the cluster CA for the API server's JWKS) gets
     # its own client trusting only that bundle.

@@ -20,6 +20,7 @@ import uvicorn
 
 from gateway.app import Gateway, build
 from gateway.config import Config, ConfigError, load
+from gateway.config.document import read_redis_url
 from gateway.observability import jsonlog
 from gateway.ratelimit.redis_limiter import RedisClient
 from gateway.server.protocol import ConnectionLimits, protocol_class
@@ -160,7 +161,7 @@ def _gateway(config: Config, redis_client: RedisClient | None = None) -> Gateway
 def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging()
     try:
-        config = load(args.config)
+        config = read_redis_url(load(args.config))  # redis.url_file, read once at start
         if config.demo:
             raise ConfigError(
                 ["demo: a demo config cannot be served in production (use `gateway demo`)"]

@@ -8,11 +8,16 @@
   that those schemas lack: they are checked structurally here instead.
 - Drift: every port, path, env var, mounted file and flag the manifests use must be what the
   gateway's config and CLI actually use; the shutdown budget inequality; the securityContext;
-  the PrometheusRule and dashboard copies equal their sources (deploy/sync-monitoring.py).
+  the PrometheusRule equals its source (``deploy/sync-monitoring.py --check``); the dashboard
+  is one file; the version label, the package version and the image tag agree.
+- The HPA variant (``components/hpa-in-flight``) is rendered on top of the production overlay
+  and validated like the rest; no kustomize patch edits a list by index; the image is
+  installed from a hash-locked requirements file and pinned by digest.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shlex
@@ -29,6 +34,8 @@ import httpx
 import pytest
 import yaml
 from kubernetes_validate import utils as kv
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from gateway.config import Config, parse
 from tests.servers import run_app
@@ -61,13 +68,45 @@ def _renderer() -> list[str]:
     )
 
 
+def render_dir(path: Path) -> tuple[Doc, ...]:
+    result = subprocess.run(
+        [*_renderer(), str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, f"kustomize failed for {path}:\n{result.stderr}"
+    return tuple(d for d in yaml.safe_load_all(result.stdout) if d)
+
+
 @cache
 def render(name: str) -> tuple[Doc, ...]:
-    result = subprocess.run(
-        [*_renderer(), str(OVERLAYS[name])], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, f"kustomize failed for {name}:\n{result.stderr}"
-    return tuple(d for d in yaml.safe_load_all(result.stdout) if d)
+    return render_dir(OVERLAYS[name])
+
+
+def schema_errors(docs: tuple[Doc, ...]) -> list[str]:
+    errors = []
+    for doc in docs:
+        if doc["apiVersion"].startswith(CRD_GROUPS):
+            continue
+        try:
+            kv.validate(doc, K8S_VERSION, strict=True)
+        except kv.ValidationError as exc:
+            errors.append(
+                f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at "
+                f"{'/'.join(map(str, exc.path))}"
+            )
+    return errors
+
+
+def network_policies(docs: tuple[Doc, ...]) -> list[Doc]:
+    """The NetworkPolicies that select the gateway's pods (their allowances add up)."""
+    selector = one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    found = [
+        d
+        for d in docs
+        if d["kind"] == "NetworkPolicy"
+        and d["spec"]["podSelector"]["matchLabels"].items() <= selector.items()
+    ]
+    assert found, "no NetworkPolicy selects the gateway's pods"
+    return found
 
 
 def one(docs: tuple[Doc, ...], kind: str) -> Doc:
@@ -138,18 +177,7 @@ def test_rendered_core_kinds_pass_the_kubernetes_schemas(docs: tuple[Doc, ...]) 
         "ServiceMonitor",
         "PrometheusRule",
     } <= kinds
-    errors = []
-    for doc in docs:
-        if doc["apiVersion"].startswith(CRD_GROUPS):
-            continue
-        try:
-            kv.validate(doc, K8S_VERSION, strict=True)
-        except kv.ValidationError as exc:
-            errors.append(
-                f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at "
-                f"{'/'.join(map(str, exc.path))}"
-            )
-    assert errors == []
+    assert schema_errors(docs) == []
 
 
 def test_the_validator_refuses_unknown_fields() -> None:
@@ -254,8 +282,12 @@ def test_container_and_service_ports_equal_the_config(docs: tuple[Doc, ...]) -> 
     for port in service["spec"]["ports"]:
         assert port["targetPort"] in ports
         assert port["port"] == ports[port["targetPort"]]
-    policy = one(docs, "NetworkPolicy")
-    ingress_ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    ingress_ports = {
+        p["port"]
+        for policy in network_policies(docs)
+        for rule in policy["spec"].get("ingress", [])
+        for p in rule["ports"]
+    }
     assert ingress_ports == set(ports.values())
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container(docs)[probe]["httpGet"]["port"] in ports
@@ -322,8 +354,15 @@ def test_mounted_files_are_the_configured_files(docs: tuple[Doc, ...]) -> None:
     assert sat["audience"] == k8s.policy.issuer  # the API server's issuer = its audience
     assert sat["expirationSeconds"] >= 600
 
-    # REDIS_URL comes from a Secret, never a literal.
-    assert "secretKeyRef" in env_value(c, "REDIS_URL")
+    # The Redis URL (with its password) is a file in a Secret volume (redis.url_file), never an
+    # environment variable or a literal.
+    assert not [e for e in c["env"] if e["name"] == "REDIS_URL"]
+    url_file = config.redis.url_file
+    assert url_file is not None
+    mount, volume = mount_for(docs, url_file)
+    assert "subPath" not in mount and mount.get("readOnly") is True
+    assert volume["secret"]["secretName"] == "assistants-gateway-redis"
+    assert {"key": "url", "path": relative(url_file, mount)} in volume["secret"]["items"]
     assert config.redis.url.startswith("rediss://")  # TLS even for the file's placeholder
 
     # The config file the args name is the ConfigMap's key in its mount.
@@ -355,9 +394,10 @@ def test_workload_identity_overlay_has_no_key_and_asks_for_the_webhook() -> None
     c = container(docs)
     names = {e["name"] for e in c["env"]}
     assert not names & {"AZURE_OPENAI_API_KEY_FILE", "AZURE_OPENAI_API_KEY"}
-    assert "REDIS_URL" in names
+    assert "REDIS_URL" not in names  # the Redis URL is the mounted Secret (redis.url_file)
     secrets = {v["secret"]["secretName"] for v in template["spec"]["volumes"] if "secret" in v}
     assert "assistants-gateway-azure" not in secrets
+    assert "assistants-gateway-redis" in secrets
     assert not [m for m in c["volumeMounts"] if "azure-openai" in m["mountPath"]]
     # Everything else is production's (the overlay builds on it).
     production = render("production")
@@ -429,15 +469,25 @@ def test_scaling_and_disruption_objects_target_the_deployment(docs: tuple[Doc, .
     assert hpa["spec"]["minReplicas"] >= 2
     assert one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == selector
     assert one(docs, "Service")["spec"]["selector"] == selector
-    assert one(docs, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"] == selector
+    for policy in network_policies(docs):
+        assert policy["spec"]["podSelector"]["matchLabels"] == selector
     keys = {t["topologyKey"] for t in pod_spec(docs)["topologySpreadConstraints"]}
     assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
 
 
 def test_network_policy_allows_only_what_the_gateway_needs(docs: tuple[Doc, ...]) -> None:
     config = rendered_config(docs)
-    spec = one(docs, "NetworkPolicy")["spec"]
-    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    policies = {p["metadata"]["name"]: p["spec"] for p in network_policies(docs)}
+    assert set(policies) == {
+        "assistants-gateway",
+        "assistants-gateway-apiserver",
+        "assistants-gateway-redis",
+    }
+    spec = policies["assistants-gateway"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]  # default deny both ways
+    for name in ("assistants-gateway-apiserver", "assistants-gateway-redis"):
+        assert policies[name]["policyTypes"] == ["Egress"] and "ingress" not in policies[name]
+        assert len(policies[name]["egress"]) == 1
     by_port = {rule["ports"][0]["port"]: rule["from"] for rule in spec["ingress"]}
     assert by_port[config.server.port] == [
         {"namespaceSelector": {"matchLabels": {"assistants-gateway.ai-platform/caller": "true"}}}
@@ -445,38 +495,181 @@ def test_network_policy_allows_only_what_the_gateway_needs(docs: tuple[Doc, ...]
     assert by_port[config.server.metrics_port] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     ]
-    egress_ports = [{p["port"] for p in rule["ports"]} for rule in spec["egress"]]
-    assert egress_ports == [{53}, {443, 6443}, {6379, 6380}, {443}]
-    assert all(rule.get("to") for rule in spec["egress"])  # no rule open to everything
+    egress = [rule for policy in policies.values() for rule in policy["egress"]]
+    egress_ports = sorted(sorted(p["port"] for p in rule["ports"]) for rule in egress)
+    assert egress_ports == [[53, 53], [443], [443, 6443], [6379, 6380]]
+    assert all(rule.get("to") for rule in egress)  # no rule open to everything
+    (apiserver,) = policies["assistants-gateway-apiserver"]["egress"]
+    (redis,) = policies["assistants-gateway-redis"]["egress"]
+    assert [t["ipBlock"]["cidr"] for t in apiserver["to"]] and all(
+        "except" not in t["ipBlock"] for t in apiserver["to"] + redis["to"]
+    )
+
+
+def _patches(kustomization: Path) -> Iterator[tuple[Path, Any]]:
+    doc = yaml.safe_load(kustomization.read_text())
+    for patch in doc.get("patches", []):
+        if "patch" in patch:
+            yield kustomization, yaml.safe_load(patch["patch"])
+        else:
+            for part in yaml.safe_load_all((kustomization.parent / patch["path"]).read_text()):
+                yield kustomization, part
+
+
+def test_no_patch_edits_a_list_by_index() -> None:
+    """A JSON patch path like /spec/egress/2/... silently edits whatever rule is third today."""
+    found = []
+    for kustomization in KUSTOMIZE.rglob("kustomization.yaml"):
+        for where, patch in _patches(kustomization):
+            ops = patch if isinstance(patch, list) else []
+            found += [(str(where), op["path"]) for op in ops if re.search(r"/\d+(/|$)", op["path"])]
+    assert found == []
+    assert re.search(r"/\d+(/|$)", "/spec/egress/1/to/0/ipBlock/cidr")  # the check bites
+
+
+def test_the_overlay_sets_site_addresses_by_policy_name(tmp_path: Path) -> None:
+    """Changing an address in the overlay's site file changes that policy, and only it."""
+    overlay = tmp_path / "site"
+    overlay.mkdir()
+    site = (OVERLAYS["production"] / "site-egress.yaml").read_text()
+    assert site.count("cidr: 198.51.100.0/28") == 1
+    (overlay / "site-egress.yaml").write_text(site.replace("198.51.100.0/28", "203.0.113.16/28"))
+    base = os.path.relpath(OVERLAYS["base"], overlay)
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": [base], "patches": [{"path": "site-egress.yaml"}]})
+    )
+    policies = {p["metadata"]["name"]: p for p in network_policies(render_dir(overlay))}
+    (redis,) = policies["assistants-gateway-redis"]["spec"]["egress"]
+    assert redis["to"] == [{"ipBlock": {"cidr": "203.0.113.16/28"}}]
+    assert (
+        policies["assistants-gateway"]
+        == {p["metadata"]["name"]: p for p in network_policies(render("base"))}[
+            "assistants-gateway"
+        ]
+    )
 
 
 # --- monitoring copies ---------------------------------------------------------------------
 
 
 def test_prometheus_rule_groups_equal_the_rules_file() -> None:
-    source = DEPLOY / "prometheus-rules.yaml"
-    if not source.exists():
-        pytest.skip("deploy/prometheus-rules.yaml (owned by the metrics work) does not exist yet")
-    expected = yaml.safe_load(source.read_text())["groups"]
-    assert one(render("base"), "PrometheusRule")["spec"]["groups"] == expected, (
-        "deploy/kustomize/base/prometheusrule.yaml is stale: run python3 deploy/sync-monitoring.py"
+    expected = yaml.safe_load((DEPLOY / "prometheus-rules.yaml").read_text())["groups"]
+    assert one(render("base"), "PrometheusRule")["spec"]["groups"] == expected
+    check = subprocess.run(
+        [sys.executable, str(DEPLOY / "sync-monitoring.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
+    assert check.returncode == 0, check.stderr
 
 
-def test_dashboard_config_map_equals_the_dashboard_file() -> None:
-    source = DEPLOY / "grafana-dashboard.json"
-    if not source.exists():
-        pytest.skip("deploy/grafana-dashboard.json (owned by the metrics work) does not exist yet")
+def test_the_dashboard_is_one_file_and_its_config_map() -> None:
+    source = KUSTOMIZE / "base" / "grafana-dashboard.json"
+    copies = [
+        p
+        for p in ROOT.rglob("*dashboard*.json")
+        if ".venv" not in p.parts and "node_modules" not in p.parts
+    ]
+    assert copies == [source], "one dashboard file: deploy/kustomize/base/grafana-dashboard.json"
     (cm,) = [
         d
         for d in render("base")
         if d["kind"] == "ConfigMap" and "grafana-dashboard.json" in d.get("data", {})
     ]
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert cm["data"]["grafana-dashboard.json"] == source.read_text(), (
-        "deploy/kustomize/base/grafana-dashboard.json is stale: run "
-        "python3 deploy/sync-monitoring.py"
+    assert cm["data"]["grafana-dashboard.json"] == source.read_text()
+
+
+# --- labels, the HPA variant ---------------------------------------------------------------
+
+
+def _version() -> str:
+    version: str = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    return version
+
+
+def test_every_object_carries_instance_and_version_labels(docs: tuple[Doc, ...]) -> None:
+    version = _version()
+    for doc in docs:
+        if doc["kind"] == "Namespace":
+            continue
+        labels = doc["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/instance") == "assistants-gateway", doc["kind"]
+        assert labels.get("app.kubernetes.io/version") == version, doc["kind"]
+    deployment = one(docs, "Deployment")
+    template = deployment["spec"]["template"]["metadata"]["labels"]
+    assert template["app.kubernetes.io/version"] == version
+    # Never in a selector: selectors are immutable, and a version there orphans old pods.
+    selectors = [
+        deployment["spec"]["selector"]["matchLabels"],
+        one(docs, "Service")["spec"]["selector"],
+        one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+        one(docs, "ServiceMonitor")["spec"]["selector"]["matchLabels"],
+        *(p["spec"]["podSelector"]["matchLabels"] for p in network_policies(docs)),
+    ]
+    for selector in selectors:
+        assert not {"app.kubernetes.io/version", "app.kubernetes.io/instance"} & selector.keys()
+
+
+def test_the_production_image_is_pinned_by_digest() -> None:
+    image = container(render("production"))["image"]
+    m = re.fullmatch(r"([a-z0-9.-]+(?::\d+)?/[a-z0-9/._-]+):([\w.-]+)@sha256:([0-9a-f]{64})", image)
+    assert m is not None, image
+    assert m.group(2) == _version()  # the tag people read is the version label
+
+
+def render_in_flight_variant(tmp_path: Path) -> tuple[Doc, ...]:
+    """The production overlay with the in-flight HPA component, as an operator would add it."""
+    overlay = tmp_path / "in-flight"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(OVERLAYS["production"], overlay)],
+                "components": [
+                    os.path.relpath(KUSTOMIZE / "components" / "hpa-in-flight", overlay)
+                ],
+            }
+        )
     )
+    return render_dir(overlay)
+
+
+def test_hpa_variant_scales_on_in_flight_requests_per_pod(tmp_path: Path) -> None:
+    docs = render_in_flight_variant(tmp_path)
+    assert schema_errors(docs) == []
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    production = one(render("production"), "HorizontalPodAutoscaler")
+    # Only the metrics change: the overlay's replica bounds and the behaviour stay.
+    assert {k: v for k, v in hpa["spec"].items() if k != "metrics"} == {
+        k: v for k, v in production["spec"].items() if k != "metrics"
+    }
+    by_type = {m["type"]: m for m in hpa["spec"]["metrics"]}
+    assert set(by_type) == {"Resource", "Pods"}
+    assert by_type["Resource"] == production["spec"]["metrics"][0]  # CPU stays
+    pods = by_type["Pods"]["pods"]
+    assert pods["metric"] == {"name": "gateway_requests_in_flight"}  # a metric the gateway has
+    assert pods["target"]["type"] == "AverageValue"
+    target = float(pods["target"]["averageValue"])
+    config = rendered_config(docs)
+    caps = (config.upstream.max_connections, config.server.max_concurrent_connections)
+    assert 0 < target < min(caps)  # scale out before a pod queues on its pool or refuses
+    # The adapter's rule serves that metric name (its query is run in test_prometheus.py).
+    values = yaml.safe_load(
+        (KUSTOMIZE / "components" / "hpa-in-flight" / "prometheus-adapter.yaml").read_text()
+    )
+    (rule,) = values["rules"]["custom"]
+    assert rule["name"]["as"] == pods["metric"]["name"]
+    assert rule["resources"]["overrides"] == {
+        "namespace": {"resource": "namespace"},
+        "pod": {"resource": "pod"},
+    }
+    # Without the component, CPU alone (no dependency on Prometheus Adapter).
+    assert one(render("base"), "HorizontalPodAutoscaler")["spec"]["metrics"] == [
+        by_type["Resource"]
+    ]
 
 
 # --- the image -----------------------------------------------------------------------------
@@ -549,3 +742,73 @@ def test_gateway_console_script_exists() -> None:
     """The image's ENTRYPOINT `gateway` is the package's console script."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["scripts"]["gateway"] == "gateway.cli:main"
+
+
+LOCK = DEPLOY / "requirements.lock"
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
+
+
+def _locked() -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, sha256 hashes) of every requirement in the lock."""
+    out: dict[str, tuple[str, list[str]]] = {}
+    name = ""
+    for line in LOCK.read_text().splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if m := _PIN.match(stripped):
+            name = canonicalize_name(m.group(1))
+            assert name not in out, f"{name} pinned twice"
+            out[name] = (m.group(2), [])
+        elif stripped.startswith("--hash="):
+            algorithm, _, digest = stripped.removeprefix("--hash=").rstrip(" \\").partition(":")
+            assert algorithm == "sha256" and re.fullmatch(r"[0-9a-f]{64}", digest), stripped
+            out[name][1].append(digest)
+        else:
+            pytest.fail(f"requirements.lock: not a pin or a hash: {stripped!r}")
+    return out
+
+
+def test_the_lock_pins_every_dependency_with_hashes() -> None:
+    locked = _locked()
+    assert all(hashes for _, hashes in locked.values()), "a pin without --hash lines"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wanted = [
+        *map(Requirement, project["project"]["dependencies"]),
+        *map(Requirement, project["build-system"]["requires"]),  # --no-build-isolation
+    ]
+    for requirement in wanted:
+        name = canonicalize_name(requirement.name)
+        assert name in locked, f"{name} is missing from deploy/requirements.lock"
+        version = locked[name][0]
+        assert requirement.specifier.contains(version, prereleases=True), (name, version)
+        for extra in requirement.extras:  # uvicorn[standard], pyjwt[crypto]: their packages too
+            for line in importlib.metadata.requires(requirement.name) or []:
+                inner = Requirement(line)
+                if inner.marker is not None and inner.marker.evaluate({"extra": extra}):
+                    assert canonicalize_name(inner.name) in locked, (name, extra, inner.name)
+    # Regenerated by the command in its header (and in deploy/README.md), never by hand.
+    header = LOCK.read_text().splitlines()[:3]
+    command = next(line.strip("# ").strip() for line in header if "--generate-hashes" in line)
+    assert command.startswith("uv pip compile pyproject.toml deploy/requirements-build.in ")
+    assert command in (DEPLOY / "README.md").read_text()
+
+
+def test_the_image_installs_only_hashed_files() -> None:
+    stages: list[list[tuple[str, str]]] = []
+    for word, rest in _instructions((DEPLOY / "Dockerfile").read_text()):
+        if word == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((word, rest))
+    build = stages[0]
+    installs = [rest for word, rest in build if word == "RUN" and "pip install" in rest]
+    locked, project = installs
+    assert "--require-hashes" in locked and "--no-deps" in locked
+    assert "-r requirements.lock" in locked
+    # The gateway itself: nothing resolved, no isolated build env fetched from an index.
+    assert "--no-deps" in project and "--no-build-isolation" in project
+    copies = [rest for word, rest in build if word == "COPY"]
+    assert copies[0] == "deploy/requirements.lock ./"  # before the source: a cached layer
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    assert "!deploy/requirements.lock" in ignore

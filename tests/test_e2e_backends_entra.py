@@ -164,3 +164,7 @@ def test_a_key_backend_and_an_entra_backend_each_rotate_without_restart(
         assert s.sample("gateway_azure_key_reloads_total") == 1
         for name in ("a", "b"):
             assert s.sample("gateway_upstream_pool_connections", backend=name) is not None
+            assert (
+                s.sample("gateway_upstream_pool_max_connections", backend=name)
+                == s.gateway.config.upstream.max_connections
+            )

@@ -8,14 +8,26 @@ upstream errors (scripted 500 and 502 from Azure, a stream cut mid-way).
 
 Then, through the HTTP API (``/api/v1/query``):
 
-* every target of every panel in ``deploy/grafana-dashboard.json`` (Grafana's
-  ``$__rate_interval`` read as ``1m``) must return a non-empty result;
+* the dashboard's template variables (namespace, job, pod: Grafana's ``label_values``, asked
+  through ``/api/v1/label/<name>/values``) must offer the target's labels, which the test's
+  scrape config sets as Prometheus Operator does for a ServiceMonitor (job
+  ``assistants-gateway``, ``namespace``, ``pod``);
+* every target of every panel in ``deploy/kustomize/base/grafana-dashboard.json`` (Grafana's
+  ``$__rate_interval`` read as ``1m``, the variables set to those labels) must return a
+  non-empty result, and an empty one when ``$pod`` names another pod: no query escapes the
+  variables (a bare ``sum`` would still answer);
 * every alert expression must be valid, and its *underlying series* must be non-empty. The
   rule file keeps one convention so that this can be checked while the alerts (rightly) do
   not fire: every comparison is against a number literal. Removing each ``<op> <number>``
   leaves the series the alert watches (``A / B > 0.05`` → ``A / B``; ``A > 0 and B == 0`` →
   ``A and B``); no ``or vector(0)`` is used or added. Counters with fixed label sets start at 0
-  so those series exist before the first failure;
+  so those series exist before the first failure. Each of those series carries ``namespace``
+  and ``job`` (every ``by`` keeps them);
+* the absence rules (``absent()``, ``unless``: target down or gone) return nothing while the
+  gateway is scraped; ``test_availability_alerts_fire_when_the_pods_go`` makes them fire by
+  stopping the target, then removing it from the scrape config;
+* the Prometheus Adapter rule of the in-flight HPA variant, rendered as the adapter does,
+  returns the pod's in-flight requests; the saturation maxima equal the config;
 * Prometheus reports every loaded rule healthy.
 
 ``promtool check rules`` must pass on the rule file and ``promtool check metrics`` must find no
@@ -29,6 +41,7 @@ import functools
 import json
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -39,17 +52,26 @@ import httpx
 import pytest
 import yaml
 
+from gateway.observability.metrics import make_registry, metrics_app
 from tests.entrastack import running_entra_stack
 from tests.fakeazure import ScriptedResponse
 from tests.servers import ThreadedUvicorn, free_port
 from tests.stack import V2, Stack, running_stack
 
 ROOT = Path(__file__).resolve().parent.parent
-DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"
+DASHBOARD = ROOT / "deploy" / "kustomize" / "base" / "grafana-dashboard.json"
 RULES = ROOT / "deploy" / "prometheus-rules.yaml"
-#: Series only an Entra credential exports: their rules are proven on an Entra stack
-#: (``test_token_alerts_fire_on_a_real_prometheus``), not on the API-key stack.
+#: Series only an Entra credential exports: their rules and panels are proven on an Entra
+#: stack (``test_token_alerts_fire_on_a_real_prometheus``), not on the API-key stack.
 ENTRA_SERIES = "gateway_upstream_token_"
+RUNBOOKS = ROOT / "deploy" / "README.md"
+ADAPTER = ROOT / "deploy" / "kustomize" / "components" / "hpa-in-flight" / "prometheus-adapter.yaml"
+#: The labels Prometheus Operator puts on a ServiceMonitor's targets (job: the Service's name).
+JOB = "assistants-gateway"
+TARGET_LABELS = {"namespace": "ai-platform", "pod": "assistants-gateway-7d9f-abcde"}
+VARIABLES = {"namespace": TARGET_LABELS["namespace"], "job": JOB, "pod": TARGET_LABELS["pod"]}
+SCOPED = ('namespace=~"$namespace"', 'job=~"$job"', 'pod=~"$pod"')
+_SELECTOR = re.compile(r"\b((?:gateway|process)_[a-z_]+|up)\b(\{[^}]*\})?")
 _COMPARISON = re.compile(r"\s*(?:==|!=|>=|<=|>|<)\s*(?:bool\s+)?-?(?:\d+\.?\d*|\.\d+)(?:e-?\d+)?")
 
 TIGHT = {
@@ -84,13 +106,37 @@ def probe(expr: str) -> str:
     return _COMPARISON.sub("", expr).strip()
 
 
-def dashboard_queries() -> list[tuple[str, str]]:
-    doc = json.loads(DASHBOARD.read_text())
+def dashboard() -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return doc
+
+
+def raw_queries() -> list[tuple[str, str]]:
+    return [
+        (panel["title"], target["expr"])
+        for panel in dashboard()["panels"]
+        for target in panel.get("targets", [])
+    ]
+
+
+def dashboard_queries(variables: dict[str, str] = VARIABLES) -> list[tuple[str, str]]:
+    """Every panel query as Grafana sends it with these variable values."""
     out = []
-    for panel in doc["panels"]:
-        for target in panel.get("targets", []):
-            out.append((panel["title"], target["expr"].replace("$__rate_interval", "1m")))
+    for title, expr in raw_queries():
+        expr = expr.replace("$__rate_interval", "1m")
+        for name, value in variables.items():
+            expr = expr.replace(f"${name}", value)
+        out.append((title, expr))
     return out
+
+
+def unscoped_selectors(expr: str) -> list[str]:
+    """The series selectors of a query that lack one of the namespace/job/pod matchers."""
+    return [
+        m.group(0)
+        for m in _SELECTOR.finditer(expr)
+        if not all(s in (m.group(2) or "") for s in SCOPED)
+    ]
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -98,26 +144,40 @@ def alert_rules() -> list[dict[str, Any]]:
     return [rule for group in doc["groups"] for rule in group["rules"]]
 
 
+def is_absence(rule: dict[str, Any]) -> bool:
+    """Rules that fire on missing series: no underlying series exists while they are silent."""
+    return "absent(" in rule["expr"] or " unless " in " ".join(rule["expr"].split())
+
+
+def adapter_query(rule: dict[str, Any], namespace: str, pod: str) -> str:
+    """The Prometheus Adapter's ``metricsQuery`` as it renders it for one pod of a namespace."""
+    series = re.match(r"\s*([a-z_:]+)", rule["seriesQuery"])
+    assert series is not None
+    template: str = rule["metricsQuery"]
+    return (
+        template.replace("<<.Series>>", series.group(1))
+        .replace("<<.LabelMatchers>>", f'namespace="{namespace}",pod=~"{pod}"')
+        .replace("<<.GroupBy>>", "pod")
+    )
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub makes for a file's headings (lowercase, punctuation dropped)."""
+    anchors = set()
+    for line in markdown.splitlines():
+        if m := re.match(r"#{1,6}\s+(.*?)\s*$", line):
+            slug = re.sub(r"[^\w\- ]", "", m.group(1).lower()).replace(" ", "-")
+            anchors.add(slug)
+    return anchors
+
+
 class Prometheus:
     def __init__(self, binary: str, tmp: Path, target: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = tmp / "prometheus.yml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "global": {
-                        "scrape_interval": "1s",
-                        "evaluation_interval": "1s",
-                        "scrape_timeout": "900ms",
-                    },
-                    "rule_files": [str(RULES)],
-                    "scrape_configs": [
-                        {"job_name": "gateway", "static_configs": [{"targets": [target]}]}
-                    ],
-                }
-            )
-        )
+        self.config = tmp / "prometheus.yml"
+        self.configure([target])
+        config = self.config
         self.log = tmp / "prometheus.log"
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
@@ -132,6 +192,49 @@ class Prometheus:
                 stdout=log,
                 stderr=log,
             )
+
+    def configure(self, targets: list[str]) -> None:
+        """Write the scrape config: the gateway's job with the ServiceMonitor's labels."""
+        static = [{"targets": targets, "labels": TARGET_LABELS}] if targets else []
+        # Another exporter in the gateway's namespace (Prometheus itself): its `up` must never
+        # count as a gateway replica, and its job is never offered by the Job variable.
+        neighbour = {
+            "targets": [f"127.0.0.1:{self.port}"],
+            "labels": {"namespace": TARGET_LABELS["namespace"], "pod": "prometheus-0"},
+        }
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "global": {
+                        "scrape_interval": "1s",
+                        "evaluation_interval": "1s",
+                        "scrape_timeout": "900ms",
+                    },
+                    "rule_files": [str(RULES)],
+                    "scrape_configs": [
+                        {"job_name": JOB, "static_configs": static},
+                        {"job_name": "neighbour", "static_configs": [neighbour]},
+                    ],
+                }
+            )
+        )
+
+    def reload(self, targets: list[str]) -> None:
+        self.configure(targets)
+        self.proc.send_signal(signal.SIGHUP)
+
+    def label_values(self, label: str, match: str) -> list[str]:
+        """Grafana's ``label_values(match, label)`` variable query."""
+        got = httpx.get(
+            f"{self.url}/api/v1/label/{label}/values", params={"match[]": match}, timeout=5
+        ).json()
+        assert got["status"] == "success", got
+        values: list[str] = got["data"]
+        return values
+
+    def alerts(self) -> dict[str, str]:
+        got = httpx.get(f"{self.url}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+        return {a["labels"]["alertname"]: a["state"] for a in got}
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         got = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=5)
@@ -254,7 +357,7 @@ def test_dashboard_and_alerts_against_real_prometheus(
     registry = gw.gateway.metrics.registry
     prom.wait("ready", lambda: httpx.get(f"{prom.url}/-/ready", timeout=1).status_code == 200)
     prom.wait(
-        "first scrape", lambda: any(r["value"][1] == "1" for r in prom.query('up{job="gateway"}'))
+        "first scrape", lambda: any(r["value"][1] == "1" for r in prom.query(f'up{{job="{JOB}"}}'))
     )
 
     mixed_traffic(gw)
@@ -273,9 +376,60 @@ def test_dashboard_and_alerts_against_real_prometheus(
     prom.wait("the burst scraped", scraped_all)
     time.sleep(2.2)  # two more scrapes and rule evaluations after the burst
 
-    empty = [(title, expr) for title, expr in dashboard_queries() if not prom.query(expr)]
+    # The template variables offer the target's labels, each narrowed by the ones before it.
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"] if v["type"] == "query"}
+    assert list(variables) == ["namespace", "job", "pod"]
+    everything: dict[str, str] = {}  # each variable at "All", as Grafana sends it
+    for name, variable in variables.items():
+        m = re.fullmatch(r"label_values\((.*), (\w+)\)", variable["query"]["query"])
+        assert m is not None and m.group(2) == name, variable["query"]
+        match = m.group(1)
+        for other, value in VARIABLES.items():
+            match = match.replace(f"${other}", value)
+        assert prom.label_values(name, match) == [VARIABLES[name]], (name, match)
+        assert variable["includeAll"] and variable["multi"]
+        # Without a custom all value Grafana sends the offered values as a regex alternation.
+        offered = prom.label_values(name, re.sub(r"\$\w+", ".*", m.group(1)))
+        everything[name] = variable["allValue"] or "(" + "|".join(offered) + ")"
+
+    empty = [
+        (title, expr)
+        for title, expr in dashboard_queries()
+        if ENTRA_SERIES not in expr and not prom.query(expr)
+    ]
     assert empty == [], "dashboard queries without data"
     assert len(dashboard_queries()) >= 25
+    # "All" everywhere: every panel answers, and `up` counts gateway targets only (the Job
+    # variable offers jobs exposing gateway_build_info, and "All" means those).
+    empty = [
+        (title, expr)
+        for title, expr in dashboard_queries(everything)
+        if ENTRA_SERIES not in expr and not prom.query(expr)
+    ]
+    assert empty == [], "dashboard queries without data for All"
+    (replicas,) = [e for t, e in dashboard_queries(everything) if t == "Replicas up"]
+    (up,) = prom.query(replicas)
+    assert up["value"][1] == "1"  # the gateway's one target, not the neighbour exporter
+    # ... and every query honours the variables: another pod's dashboard shows nothing.
+    elsewhere = {**VARIABLES, "pod": "another-pod"}
+    leaking = [(title, expr) for title, expr in dashboard_queries(elsewhere) if prom.query(expr)]
+    assert leaking == [], "dashboard queries that ignore $pod"
+
+    # Saturation: the maxima are the configured caps.
+    config = gw.gateway.config
+    maxima = {
+        "gateway_upstream_pool_max_connections": config.upstream.max_connections,
+        "gateway_max_requests_in_flight": config.server.max_concurrent_connections,
+    }
+    for metric, expected in maxima.items():
+        (sample,) = prom.query(f'{metric}{{job="{JOB}"}}')
+        assert float(sample["value"][1]) == expected, metric
+
+    # The HPA variant's Prometheus Adapter rule, rendered for this pod, answers per pod.
+    (adapter_rule,) = yaml.safe_load(ADAPTER.read_text())["rules"]["custom"]
+    assert prom.query(adapter_rule["seriesQuery"])
+    (per_pod,) = prom.query(adapter_query(adapter_rule, **TARGET_LABELS))
+    assert per_pod["metric"] == {"pod": TARGET_LABELS["pod"]}
 
     rules = alert_rules()
     names = {r["alert"] for r in rules}
@@ -288,14 +442,23 @@ def test_dashboard_and_alerts_against_real_prometheus(
         "Gateway429Storm",
         "GatewayStreamsSlowToStart",
     } <= names
+    assert {"GatewayTargetsDown", "GatewayTargetsGone", "GatewayAbsent"} <= names
     for rule in rules:
         prom.query(rule["expr"])  # valid as written (it may be empty: not firing)
+    watched = [r for r in rules if not is_absence(r) and ENTRA_SERIES not in r["expr"]]
     no_series = [
-        (r["alert"], probe(r["expr"]))
-        for r in rules
-        if ENTRA_SERIES not in r["expr"] and not prom.query(probe(r["expr"]))
+        (r["alert"], probe(r["expr"])) for r in watched if not prom.query(probe(r["expr"]))
     ]
     assert no_series == [], "alert expressions whose underlying series are missing"
+    ungrouped = [
+        (r["alert"], series["metric"])
+        for r in watched
+        for series in prom.query(probe(r["expr"]))
+        if not {"namespace", "job"} <= series["metric"].keys()
+    ]
+    assert ungrouped == [], "alerts whose series lose the namespace or job label"
+    firing = [r["alert"] for r in rules if is_absence(r) and prom.query(r["expr"])]
+    assert firing == [], "absence alerts fire while the gateway is scraped"
     loaded = httpx.get(f"{prom.url}/api/v1/rules", timeout=5).json()["data"]["groups"]
     health = {r["name"]: (r["health"], r.get("lastError", "")) for g in loaded for r in g["rules"]}
     assert set(health) == names
@@ -326,9 +489,10 @@ def active_alerts(prom: Prometheus) -> dict[str, tuple[str, dict[str, str]]]:
 
 
 def test_token_alerts_fire_on_a_real_prometheus(tmp_path: Path) -> None:
-    """The Entra token's series exist from the start, and when the token endpoint goes down
-    both alerts become active (``pending``: their expression holds; ``for`` then makes them
-    fire) on a real Prometheus evaluating the repository's rule file."""
+    """The Entra token's series exist from the start (the dashboard's token panels answer,
+    scoped by the variables), and when the token endpoint goes down both alerts become active
+    (``pending``: their expression holds; ``for`` then makes them fire), carrying namespace,
+    job and backend, on a real Prometheus evaluating the repository's rule file."""
     prometheus_bin, _ = binaries()
     (tmp_path / "stack").mkdir()
     (tmp_path / "prom").mkdir()
@@ -348,7 +512,7 @@ def test_token_alerts_fire_on_a_real_prometheus(tmp_path: Path) -> None:
             try:
                 prom.wait(
                     "first scrape",
-                    lambda: any(r["value"][1] == "1" for r in prom.query('up{job="gateway"}')),
+                    lambda: any(r["value"][1] == "1" for r in prom.query(f'up{{job="{JOB}"}}')),
                 )
                 for rule in entra_rules:  # (increase() needs a second scrape)
                     expr = probe(rule["expr"])
@@ -356,12 +520,25 @@ def test_token_alerts_fire_on_a_real_prometheus(tmp_path: Path) -> None:
                 left = prom.query('gateway_upstream_token_expiry_seconds{backend="default"}')
                 assert 0 < float(left[0]["value"][1]) <= 20
                 assert not set(active_alerts(prom)) & {r["alert"] for r in entra_rules}
+                token_panels = [(t, e) for t, e in dashboard_queries() if ENTRA_SERIES in e]
+                assert len(token_panels) == 3
+                assert [(t, e) for t, e in token_panels if not prom.query(e)] == []
+                elsewhere = {**VARIABLES, "pod": "another-pod"}
+                leaking = [e for _, e in dashboard_queries(elsewhere) if ENTRA_SERIES in e]
+                assert [e for e in leaking if prom.query(e)] == []
 
                 def both_active() -> bool:
                     alerts = active_alerts(prom)
                     return all(
                         alerts.get(r["alert"], ("", {}))[0] in ("pending", "firing")
-                        and alerts[r["alert"]][1].get("backend") == "default"
+                        and {
+                            k: alerts[r["alert"]][1].get(k) for k in ("backend", "namespace", "job")
+                        }
+                        == {
+                            "backend": "default",
+                            "namespace": TARGET_LABELS["namespace"],
+                            "job": JOB,
+                        }
                         for r in entra_rules
                     )
 
@@ -388,3 +565,79 @@ def test_alert_probes_strip_only_number_comparisons() -> None:
     )
     for rule in alert_rules():
         assert "vector(" not in rule["expr"], rule["alert"]
+
+
+def test_every_alert_links_a_runbook_that_exists() -> None:
+    anchors = github_anchors(RUNBOOKS.read_text())
+    missing = []
+    for rule in alert_rules():
+        url = rule["annotations"].get("runbook_url", "")
+        page, _, anchor = url.partition("#")
+        if page != "deploy/README.md" or anchor not in anchors:
+            missing.append((rule["alert"], url))
+    assert missing == [], "runbook_url must name a heading of deploy/README.md"
+    assert {r["alert"].lower() for r in alert_rules()} <= anchors
+
+
+def test_every_dashboard_query_is_scoped_by_the_variables() -> None:
+    """No bare ``sum``: each selector names $namespace, $job and $pod (the real-Prometheus test
+    shows the same by answering nothing for another pod)."""
+    unscoped = [(t, unscoped_selectors(e)) for t, e in raw_queries() if unscoped_selectors(e)]
+    assert unscoped == []
+    assert unscoped_selectors("sum(rate(gateway_requests_total[1m]))")  # the check bites
+    top = sorted(
+        (p for p in dashboard()["panels"] if p["gridPos"]["y"] < 5 and p["type"] == "stat"),
+        key=lambda p: p["gridPos"]["x"],
+    )
+    assert [p["title"] for p in top][:4] == [
+        "Requests per second",
+        "Error ratio (5xx)",
+        "p99 duration (unstreamed)",
+        "Limiter degraded (replicas)",
+    ]
+    titles = {p["title"] for p in dashboard()["panels"]}
+    assert {
+        "CPU per pod (cores; limit 1)",
+        "Resident memory per pod",
+        "Upstream pool in use / its maximum",
+        "In flight / the connection cap",
+        "Replicas",
+    } <= titles
+
+
+def test_availability_alerts_fire_when_the_pods_go(tmp_path: Path) -> None:
+    """The target-down and absence rules, made to fire on a real Prometheus: a gateway metrics
+    listener is scraped, then stopped (every scrape fails: GatewayTargetsDown), then removed
+    from the scrape config (no target left: GatewayTargetsGone and GatewayAbsent)."""
+    prometheus_bin, _ = binaries()
+    rules = {r["alert"]: r for r in alert_rules()}
+    listener = ThreadedUvicorn(metrics_app(make_registry()), lifespan="off").start()
+    prom = Prometheus(prometheus_bin, tmp_path, f"127.0.0.1:{listener.port}")
+    try:
+        prom.wait("ready", lambda: httpx.get(f"{prom.url}/-/ready", timeout=1).status_code == 200)
+        prom.wait("scraped", lambda: bool(prom.query(f'up{{job="{JOB}"}} == 1')))
+        time.sleep(1.5)  # rule evaluations with the target up
+        for name in ("GatewayTargetsDown", "GatewayTargetsGone", "GatewayAbsent"):
+            assert prom.query(rules[name]["expr"]) == [], name
+
+        listener.stop()
+        prom.wait("target down", lambda: bool(prom.query(rules["GatewayTargetsDown"]["expr"])))
+        (down,) = prom.query(rules["GatewayTargetsDown"]["expr"])
+        assert down["metric"] == {"namespace": TARGET_LABELS["namespace"], "job": JOB}
+        prom.wait("down pending", lambda: prom.alerts().get("GatewayTargetsDown") == "pending")
+        assert prom.query(rules["GatewayAbsent"]["expr"]) == []
+
+        prom.reload([])  # the Deployment deleted: the endpoints, and so the targets, are gone
+        prom.wait("target gone", lambda: not prom.query(f'up{{job="{JOB}"}}'))
+        (gone,) = prom.query(rules["GatewayTargetsGone"]["expr"])
+        assert gone["metric"] == {"namespace": TARGET_LABELS["namespace"], "job": JOB}
+        (absent,) = prom.query(rules["GatewayAbsent"]["expr"])
+        assert absent["metric"] == {"job": JOB}
+        prom.wait(
+            "gone pending",
+            lambda: {"GatewayTargetsGone", "GatewayAbsent"} <= prom.alerts().keys(),
+        )
+        assert prom.query(rules["GatewayTargetsDown"]["expr"]) == []
+    finally:
+        prom.stop()
+        listener.stop()

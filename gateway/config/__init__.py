@@ -7,7 +7,7 @@ setting's ``env``: ``AZURE_OPENAI_ENDPOINT``, ``AZURE_OPENAI_API_KEY_FILE``, ``R
 ``GATEWAY_HOST`` / ``GATEWAY_PORT`` / ``GATEWAY_METRICS_PORT``).
 
 Secrets never live in the config file: the Azure key comes from the environment or a file
-(``read_api_key``).
+(``read_api_key``), and so may the Redis URL (``read_redis_url``: ``redis.url_file``).
 
 Layout: ``schema`` declares settings and documents them, ``reader`` reads and checks them
 (both generic, standard library only); ``service``,
@@ -31,6 +31,7 @@ from gateway.config.document import (
     parse,
     read_api_key,
     read_key,
+    read_redis_url,
 )
 from gateway.config.limits import RateLimitConfig, RateLimitSettings, RateSettings
 from gateway.config.profiles import OPERATIONS, PolicySettings, Profile
@@ -72,5 +73,6 @@ __all__ = [
     "parse",
     "read_api_key",
     "read_key",
+    "read_redis_url",
     "url_problem",
 ]

@@ -22,6 +22,7 @@ from gateway.config.service import (
     ServerConfig,
     ThreadsConfig,
     UpstreamConfig,
+    redis_url,
 )
 
 
@@ -195,3 +196,25 @@ def read_key(
             ]
         )
     return key
+
+
+def read_redis_url(config: Config) -> Config:
+    """The config with ``redis.url`` read from ``redis.url_file`` when one is set (at start:
+    ``check-config`` does not read it). The file's content never appears in a problem: it may
+    hold a password."""
+    path = config.redis.url_file
+    if not path:
+        return config
+    try:
+        with open(path, encoding="utf-8") as f:
+            url = f.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError([f"redis.url_file: cannot read {path}: {reason}"]) from None
+    if not url:
+        raise ConfigError([f"redis.url_file: {path} is empty"])
+    if not url.isprintable() or " " in url or redis_url(url) is not None:
+        raise ConfigError(
+            [f"redis.url_file: {path} must hold one redis://, rediss:// or unix:// URL"]
+        )
+    return dataclasses.replace(config, redis=dataclasses.replace(config.redis, url=url))

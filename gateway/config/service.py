@@ -396,6 +396,12 @@ class RedisConfig:
         check=redis_url,
         env="REDIS_URL",
     )
+    url_file: str | None = setting(
+        None,
+        "file holding the Redis URL (a mounted Secret: the URL may carry the ACL user's "
+        "password); read once at start by `gateway serve`, and then used instead of `url` and "
+        "`REDIS_URL`",
+    )
     socket_timeout_s: float = setting(
         0.25,
         "explicit; redis-py's retries are off (no double counting)",

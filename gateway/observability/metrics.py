@@ -19,6 +19,8 @@ operations, status classes, fixed reason codes and configured profile names only
     gateway_upstream_responses_total{status_class}               counter
     gateway_upstream_errors_total{kind}                          counter
     gateway_upstream_pool_connections{backend}                   gauge
+    gateway_upstream_pool_max_connections{backend}               gauge  (its size)
+    gateway_max_requests_in_flight                               gauge  (the server cap)
     gateway_ratelimit_checks_total{profile}                      counter
     gateway_ratelimit_decisions_total{result}                    counter
     gateway_ratelimit_decision_seconds                           histogram
@@ -234,6 +236,19 @@ class GatewayMetrics:
             "gateway_upstream_pool_connections",
             "Connections in each Azure backend's upstream pool.",
             ["backend"],
+            registry=r,
+        )
+        self.pool_max = Gauge(
+            "gateway_upstream_pool_max_connections",
+            "Each backend's upstream pool size (upstream.max_connections): the saturation "
+            "panels' maximum.",
+            ["backend"],
+            registry=r,
+        )
+        self.in_flight_max = Gauge(
+            "gateway_max_requests_in_flight",
+            "Requests in flight beyond which the server answers 503 at once "
+            "(server.max_concurrent_connections).",
             registry=r,
         )
         self.ratelimit_checks = Counter(
@@ -536,6 +551,13 @@ class GatewayMetrics:
         reason = lbl.backend_error_reason(status, failure)
         if reason is not None:
             self.backend_errors.labels(backend, reason).inc()
+
+    def set_maxima(self, *, pool_connections: Mapping[str, int], requests_in_flight: int) -> None:
+        """The configured caps the saturation panels divide by (constant for a process):
+        each backend's pool size, by name, and the server's in-flight cap."""
+        for backend, size in pool_connections.items():
+            self.pool_max.labels(backend).set(size)
+        self.in_flight_max.set(requests_in_flight)
 
 
 def _as_float(flag: Callable[[], bool]) -> Callable[[], float]:
