@@ -109,7 +109,7 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "ownership.middleware": (set(), set()),
     "upstream.forwarder": ({"httpx", "aiohttp"}, {"upstream.client"}),
 }
-ROOTS = {"app", "cli", "config.__main__"}
+ROOTS = {"app", "cli", "__main__", "config.__main__"}
 
 
 def source(module: str) -> Path:
