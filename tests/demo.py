@@ -5,32 +5,22 @@ only the parts around it are local: the upstream is the in-package fake Azure, t
 issuer is a key pair generated at start, and Redis is a private ``redis-server`` child when
 one is installed (``tests.redischild``: it dies with the demo), else an in-process Redis that
 runs the same Lua script (fakeredis, the ``demo`` extra). What it prints is a guided tour
-(``tests.demotour``).
-
-Each demo has a state directory of its own, ``<root>/<host>-<port>`` (the root:
-``$GATEWAY_DEMO_DIR``, else ``$XDG_RUNTIME_DIR/assistants-gateway-demo``, else
-``/tmp/assistants-gateway-demo-<uid>``), holding its key pair, config and a lock the demo holds
-while it runs: a second demo on the same address is refused before it touches the first one's
-keys, and ``gateway token`` finds the running demo (the only one, or the one on ``--port``).
-The directory is removed when the demo stops.
+(``tests.demotour``); what it keeps, a state directory of its own (``tests.demostate``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
 import secrets
 import shutil
 import signal
-import stat
+import socket
 import sys
-import tempfile
 import time
-from collections.abc import Generator, Mapping
-from dataclasses import dataclass
+from collections.abc import Generator
 from pathlib import Path
 
 import jwt
@@ -41,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from gateway.cli import _gateway, metrics_server, serve_with_metrics, uvicorn_config
 from gateway.config import ConfigError, load
 from gateway.ratelimit.redis_limiter import RedisClient
+from tests.demostate import DemoError, DemoFiles, claimed, demo_files, find_demo
 from tests.demotour import (
     DEMO_MODEL,
     TEAM_B_WRITE_BURST,
@@ -56,119 +47,6 @@ DEMO_ISSUER = "https://demo-issuer.gateway.invalid"
 DEMO_AUDIENCE = "azure-openai-gateway"
 DEMO_KID = "demo-key-1"
 DEFAULT_TTL_S = 3600
-
-
-class DemoError(Exception):
-    """A problem the user can fix, said in one sentence (printed without a traceback)."""
-
-
-def state_root(environ: Mapping[str, str] = os.environ) -> Path:
-    if explicit := environ.get("GATEWAY_DEMO_DIR"):
-        return Path(explicit)
-    runtime = environ.get("XDG_RUNTIME_DIR")
-    if runtime and Path(runtime).is_dir():
-        return Path(runtime) / "assistants-gateway-demo"
-    return Path(tempfile.gettempdir()) / f"assistants-gateway-demo-{os.getuid()}"
-
-
-def private_dir(path: Path) -> Path:
-    """``path`` as a directory only this user can enter (made if missing): refuses one that
-    another user made or could write to (the key pair lives below it)."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = path.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise DemoError(
-            f"{path} is not a private directory of this user (mode 0700, owned by uid "
-            f"{os.getuid()}): remove it, or set GATEWAY_DEMO_DIR to another directory"
-        )
-    return path
-
-
-@dataclass(frozen=True)
-class DemoFiles:
-    state_dir: Path
-
-    @property
-    def private_key(self) -> Path:
-        return self.state_dir / "demo-signing-key.pem"
-
-    @property
-    def jwks(self) -> Path:
-        return self.state_dir / "jwks.json"
-
-    @property
-    def config(self) -> Path:
-        return self.state_dir / "gateway.toml"
-
-    @property
-    def api_key(self) -> Path:
-        return self.state_dir / "azure-api-key"
-
-    @property
-    def token(self) -> Path:
-        return self.state_dir / "token"
-
-    @property
-    def lock(self) -> Path:
-        return self.state_dir / "lock"
-
-
-def demo_files(host: str, port: int, root: Path | None = None) -> DemoFiles:
-    return DemoFiles((root or state_root()) / f"{host}-{port}")
-
-
-def _holder(lock: Path) -> str:
-    with contextlib.suppress(OSError):
-        return f" (pid {lock.read_text().strip()})"
-    return ""
-
-
-@contextlib.contextmanager
-def claimed(files: DemoFiles) -> Generator[None, None, None]:
-    """Hold the demo's lock for its life; remove the state directory at the end."""
-    private_dir(files.state_dir.parent)
-    private_dir(files.state_dir)
-    fd = os.open(files.lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DemoError(
-                f"another `gateway demo` is running on this address{_holder(files.lock)}, "
-                f"state {files.state_dir}: stop it, or choose another --port"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        try:
-            yield
-        finally:
-            shutil.rmtree(files.state_dir, ignore_errors=True)
-    finally:
-        os.close(fd)
-
-
-def is_running(files: DemoFiles) -> bool:
-    """Whether a demo holds this state directory's lock (and its config exists)."""
-    if not files.config.is_file():
-        return False
-    try:
-        fd = os.open(files.lock, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def running_demos(root: Path) -> list[DemoFiles]:
-    if not root.is_dir():
-        return []
-    found = (DemoFiles(d) for d in sorted(root.iterdir()) if d.is_dir())
-    return [f for f in found if is_running(f)]
 
 
 def generate_keys(files: DemoFiles) -> None:
@@ -397,6 +275,18 @@ async def _run_demo(files: DemoFiles, host: str, port: int, metrics_port: int) -
             await fake_task
 
 
+def ensure_free(host: str, port: int) -> None:
+    """Say so before any set-up when something else holds the address."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise DemoError(
+                f"{host}:{port} is not free ({exc.strerror}): choose another --port"
+            ) from None
+
+
 def run(host: str, port: int, metrics_port: int | None) -> int:
     """``gateway demo``: serve until Ctrl-C or SIGTERM (both unwind the same way: the redis
     child and the state directory go; a crash leaves the child to ``PR_SET_PDEATHSIG``)."""
@@ -404,6 +294,7 @@ def run(host: str, port: int, metrics_port: int | None) -> int:
     files = demo_files(host, port)
     try:
         with claimed(files), contextlib.suppress(KeyboardInterrupt):
+            ensure_free(host, port)
             asyncio.run(_run_demo(files, host, port, metrics_port or free_port()))
     except DemoError as exc:
         print(f"gateway demo: {exc}", file=sys.stderr)
@@ -411,28 +302,12 @@ def run(host: str, port: int, metrics_port: int | None) -> int:
     return 0
 
 
-def _find_demo(port: int | None) -> DemoFiles:
-    root = state_root()
-    running = running_demos(root)
-    if port is not None:
-        chosen = [f for f in running if f.state_dir.name.rsplit("-", 1)[-1] == str(port)]
-    else:
-        chosen = running
-    if len(chosen) == 1:
-        return chosen[0]
-    listed = ", ".join(f.state_dir.name for f in running) or "none"
-    if not chosen:
-        where = f"on port {port}" if port is not None else "running"
-        raise DemoError(f"no `gateway demo` {where} (under {root}; running: {listed})")
-    raise DemoError(f"several demos are running ({listed}): choose one with --port")
-
-
 def token_command(
     config: str | None, *, port: int | None, namespace: str, service_account: str, ttl_s: int
 ) -> int:
     """``gateway token``: a token signed by a running demo's key (demo configs only)."""
     try:
-        files = DemoFiles(Path(config).parent) if config else _find_demo(port)
+        files = DemoFiles(Path(config).parent) if config else find_demo(port)
         demo = load(str(config or files.config), environ={}).demo
         key = files.private_key.read_bytes() if demo else b""
     except (DemoError, ConfigError, OSError) as exc:

@@ -14,7 +14,8 @@ import jwt
 import pytest
 
 from gateway.cli import parser
-from tests.demo import DemoFiles, demo_config_text, generate_keys
+from tests.demo import demo_config_text, generate_keys
+from tests.demostate import DemoFiles
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ["serve", "check-config", "demo", "token"]

@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -268,6 +269,20 @@ def test_two_demos_keep_their_own_keys_and_tokens(tmp_path: Path) -> None:
         assert again.returncode == 1, again.stderr
         assert "another `gateway demo` is running on this address" in again.stderr
         assert status(first, one.stdout) == 200
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = subprocess.run(
+            [*GATEWAY, "demo", "--port", str(busy.getsockname()[1])],
+            cwd=ROOT,
+            env=first.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert taken.returncode == 1 and "is not free" in taken.stderr, taken.stderr
+    assert "choose another --port" in taken.stderr
     gone = subprocess.run(
         [*GATEWAY, "token"], cwd=ROOT, env=first.env, capture_output=True, text=True, check=False
     )
