@@ -289,12 +289,15 @@ def test_two_demos_keep_their_own_keys_and_tokens(tmp_path: Path) -> None:
     assert gone.returncode == 1 and "no `gateway demo` running" in gone.stderr
 
 
-def test_sigterm_stops_the_redis_child_and_removes_the_state(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stopped_demo_stops_its_redis_child_and_removes_the_state(
+    sig: signal.Signals, tmp_path: Path
+) -> None:
     need_redis_server()
     demo = start_demo(tmp_path / "demos")
     try:
         child = redis_child(demo)
-        _, err = stop(demo.proc, signal.SIGTERM)
+        _, err = stop(demo.proc, sig)
         assert demo.proc.returncode == 0, err
         wait_gone(child)
     finally:
