@@ -248,10 +248,7 @@ def ttl_seconds(text: str) -> int:
     """``--ttl``: whole seconds within ``TTL_RANGE_S`` (a 0 or negative lifetime would mint
     a token that is already expired)."""
     low, high = TTL_RANGE_S
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
+    value = int(text) if text.isascii() and text.isdigit() else None  # no sign, "_", space
     if value is None or not low <= value <= high:
         raise argparse.ArgumentTypeError(
             f"must be a whole number of seconds from {low} to {high} (one day), not {text!r}"
@@ -260,10 +257,7 @@ def ttl_seconds(text: str) -> int:
 
 
 def port_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
+    value = int(text) if text.isascii() and text.isdigit() else 0
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, not {text!r}")
     return value

@@ -86,7 +86,9 @@ def test_python_m_gateway_runs_the_commands() -> None:
     assert bare.returncode == 2 and "COMMAND" in bare.stderr
 
 
-@pytest.mark.parametrize("ttl", ["-5", "0", "86401", "1000000000000", "abc", "1.5", "", "1e3"])
+@pytest.mark.parametrize(
+    "ttl", ["-5", "0", "86401", "1000000000000", "abc", "1.5", "", "1e3", "1_000", " 60", "+60"]
+)
 def test_token_refuses_a_ttl_out_of_range(ttl: str, tmp_path: Path) -> None:
     refused = run("token", "--config", str(demo_state(tmp_path)), f"--ttl={ttl}")
     assert refused.returncode == 2, refused
@@ -132,3 +134,11 @@ def demo_state(tmp_path: Path) -> Path:
         )
     )
     return files.config
+
+
+@pytest.mark.parametrize("command", ["demo", "token"])
+def test_ports_are_checked_before_anything_starts(command: str) -> None:
+    for port in ("0", "65536", "-1", "http"):
+        refused = run(command, f"--port={port}")
+        assert refused.returncode == 2, refused
+        assert f"argument --port: must be a port from 1 to 65535, not {port!r}" in refused.stderr
