@@ -15,7 +15,7 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
+import shlex
 import signal
 import socket
 import sys
@@ -197,13 +197,12 @@ def mint_token(
 
 
 def gateway_command() -> str:
-    """How a shell runs this installation's ``gateway``: its name when the PATH finds this
-    one, else its path (``./dev demo`` runs it without activating the environment)."""
+    """How any shell runs this installation's ``gateway``: by its path, since the terminal the
+    tour is pasted into may not have activated the environment (``./dev demo`` never does)."""
     ours = Path(sys.executable).parent / "gateway"
-    found = shutil.which("gateway")
-    if found is not None and Path(found).resolve() == ours.resolve():
-        return "gateway"
-    return str(ours) if ours.is_file() else f"{sys.executable} -m gateway"
+    if ours.is_file():
+        return shlex.quote(str(ours))
+    return f"{shlex.quote(sys.executable)} -m gateway"
 
 
 def redis_line(child: RedisChild | None) -> str:
