@@ -215,15 +215,15 @@ def test_the_sdk_and_minted_tokens_work_and_secrets_stay_private(tmp_path: Path)
         minted = demo.token("--namespace", "demo", "--service-account", "tester")
         assert minted.returncode == 0, minted.stderr
         token = minted.stdout.strip()
-        client = openai.AzureOpenAI(
+        with openai.AzureOpenAI(  # closed: its pooled sockets would warn in a later test
             azure_endpoint=demo.url,
             api_version="2024-05-01-preview",
             azure_ad_token=token,
             max_retries=0,
-        )
-        thread = client.beta.threads.create()
-        client.beta.threads.messages.create(thread.id, role="user", content="Hello")
-        [message] = client.beta.threads.messages.list(thread.id).data
+        ) as client:
+            thread = client.beta.threads.create()
+            client.beta.threads.messages.create(thread.id, role="user", content="Hello")
+            [message] = client.beta.threads.messages.list(thread.id).data
         block = message.content[0]
         assert isinstance(block, TextContentBlock) and block.text.value == "Hello"
         auth = {"Authorization": f"Bearer {token}"}
