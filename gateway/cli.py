@@ -1,4 +1,4 @@
-"""Entry points: ``gateway serve | check-config | demo | token``."""
+"""Entry points: ``gateway serve | check-config | demo | token`` (``gateway --help``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import gc
 import importlib
+import importlib.metadata
 import logging
 import os
+import platform
 import signal
 import socket
 import sys
@@ -222,13 +224,14 @@ def _demo_tools() -> ModuleType:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     _setup_logging()
-    return int(_demo_tools().run(args.host, args.port))
+    return int(_demo_tools().run(args.host, args.port, args.metrics_port))
 
 
 def cmd_token(args: argparse.Namespace) -> int:
     return int(
         _demo_tools().token_command(
             args.config,
+            port=args.port,
             namespace=args.namespace,
             service_account=args.service_account,
             ttl_s=args.ttl,
@@ -236,28 +239,141 @@ def cmd_token(args: argparse.Namespace) -> int:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the gateway (production)")
-    serve.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG))
-    serve.set_defaults(func=cmd_serve)
-    check = sub.add_parser("check-config", help="validate a config file; exit 1 on problems")
-    check.add_argument("path")
-    check.set_defaults(func=cmd_check_config)
-    demo = sub.add_parser(
-        "demo", help="run the embedded demo on 127.0.0.1 (Assistants and the v1 API)"
+#: ``gateway token --ttl``: from one second to one day (longer is no demo's business).
+TTL_RANGE_S = (1, 86_400)
+
+
+def ttl_seconds(text: str) -> int:
+    """``--ttl``: whole seconds within ``TTL_RANGE_S`` (a 0 or negative lifetime would mint
+    a token that is already expired)."""
+    low, high = TTL_RANGE_S
+    value = int(text) if text.isascii() and text.isdigit() else None  # no sign, "_", space
+    if value is None or not low <= value <= high:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of seconds from {low} to {high} (one day), not {text!r}"
+        )
+    return value
+
+
+def port_number(text: str) -> int:
+    value = int(text) if text.isascii() and text.isdigit() else 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, not {text!r}")
+    return value
+
+
+def version() -> str:
+    try:
+        own = importlib.metadata.version("assistants-gateway")
+    except importlib.metadata.PackageNotFoundError:
+        own = "unknown (not installed)"
+    return f"gateway {own} (Python {platform.python_version()})"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, unless it has none or says it itself."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            action.option_strings
+            and action.default not in (None, False, argparse.SUPPRESS)
+            and "default" not in text
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+DESCRIPTION = """An authenticating reverse proxy for the Azure OpenAI Assistants API and the v1 API
+(Responses, Conversations, Files).
+
+  gateway demo                              a guided tour on 127.0.0.1:8080 (no Azure needed)
+  gateway token --namespace team-b          a token of another tenant for the running demo
+  gateway check-config config/gateway.toml  validate a config file
+  gateway serve --config config/gateway.toml
+
+gateway COMMAND --help describes each command."""
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="gateway", description=DESCRIPTION, formatter_class=HelpFormatter
     )
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8080)
+    top.add_argument("--version", action="version", version=version())
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=summary, description=description, formatter_class=HelpFormatter
+        )
+
+    serve = command(
+        "serve",
+        "run the gateway (production)",
+        "Serve the gateway with a config file; SIGTERM drains in-flight requests first.",
+    )
+    serve.add_argument(
+        "--config",
+        default=os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG),
+        metavar="PATH",
+        help=f"the config file (default: $GATEWAY_CONFIG, else {DEFAULT_CONFIG})",
+    )
+    serve.set_defaults(func=cmd_serve)
+    check = command(
+        "check-config",
+        "validate a config file; exit 1 on problems",
+        "Read and validate a config file: print every problem with its path, exit 1 if any.",
+    )
+    check.add_argument("path", metavar="PATH", help="the config file to check")
+    check.set_defaults(func=cmd_check_config)
+    demo = command(
+        "demo",
+        "a guided tour: the gateway and a fake Azure on 127.0.0.1",
+        "Run the real gateway in front of a fake Azure, with two tenants (demo and team-b), "
+        "and print a\nguided tour to paste into a shell. Serves until Ctrl-C or SIGTERM.",
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="the gateway's address")
+    demo.add_argument("--port", type=port_number, default=8080, help="the gateway's port")
+    demo.add_argument(
+        "--metrics-port",
+        type=port_number,
+        default=None,
+        metavar="PORT",
+        help="the metrics listener's port on 127.0.0.1 (default: a free port, printed)",
+    )
     demo.set_defaults(func=cmd_demo)
-    token = sub.add_parser("token", help="mint a development token signed with the demo key")
-    token.add_argument("--config", default=None)
-    token.add_argument("--namespace", default="demo")
-    token.add_argument("--service-account", default="demo-app")
-    token.add_argument("--ttl", type=int, default=3600)
+    token = command(
+        "token",
+        "mint a token for the running demo",
+        "Print a token signed with a running demo's key (demo configs only).",
+    )
+    token.add_argument(
+        "--port",
+        type=port_number,
+        default=None,
+        help="the demo's port (default: the only demo running)",
+    )
+    token.add_argument(
+        "--config",
+        default=None,
+        metavar="PATH",
+        help="a demo's gateway.toml, its signing key beside it (default: the running demo's)",
+    )
+    token.add_argument("--namespace", default="demo", help="the tenant: a Kubernetes namespace")
+    token.add_argument("--service-account", default="demo-app", help="the caller in it")
+    token.add_argument(
+        "--ttl",
+        type=ttl_seconds,
+        default=3600,
+        metavar="SECONDS",
+        help=f"the token's lifetime in seconds, {TTL_RANGE_S[0]} to {TTL_RANGE_S[1]}",
+    )
     token.set_defaults(func=cmd_token)
-    args = parser.parse_args(argv)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     return int(args.func(args))
 
 

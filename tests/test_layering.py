@@ -121,7 +121,7 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
         {"upstream.client", "upstream.backends", "upstream.credentials"},
     ),
 }
-ROOTS = {"app", "cli", "config.__main__"}
+ROOTS = {"app", "cli", "__main__", "config.__main__"}
 
 
 def source(module: str) -> Path:
