@@ -1,7 +1,8 @@
 """The "backend out of rotation" alert against a real Prometheus (``tests/test_prometheus``'s
 private process, the repository's rule file): two fake Azures behind a real gateway, A's
 breaker opened by a 429 with ``Retry-After``; Prometheus scrapes the gateway's metrics
-listener and the alert becomes active for A, and only for A. (Its ``for: 1m`` keeps it
+listener and the alert becomes active for A, and only for A, with the target's namespace
+and job. (Its ``for: 1m`` keeps it
 pending for a minute: being active is what the expression decides; the test does not wait.)
 """
 
@@ -16,7 +17,7 @@ import pytest
 from tests.fakeazure import ScriptedResponse
 from tests.servers import ThreadedUvicorn
 from tests.test_e2e_backends import two_backends
-from tests.test_prometheus import Prometheus, binaries
+from tests.test_prometheus import JOB, TARGET_LABELS, Prometheus, binaries
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -32,7 +33,7 @@ def test_backend_out_of_rotation_alert_on_real_prometheus(tmp_path: Path, redis_
             try:
                 prom.wait(
                     "first scrape",
-                    lambda: any(r["value"][1] == "1" for r in prom.query('up{job="gateway"}')),
+                    lambda: any(r["value"][1] == "1" for r in prom.query(f'up{{job="{JOB}"}}')),
                 )
                 thread_id = s.thread()
                 assert len(s.b.requests) == 0
@@ -53,6 +54,8 @@ def test_backend_out_of_rotation_alert_on_real_prometheus(tmp_path: Path, redis_
                 prom.wait("the alert active", lambda: bool(active()), timeout=20)
                 alerts = active()
                 assert [a["labels"]["backend"] for a in alerts] == ["a"]
+                assert alerts[0]["labels"]["namespace"] == TARGET_LABELS["namespace"]
+                assert alerts[0]["labels"]["job"] == JOB
                 assert alerts[0]["state"] in ("pending", "firing")
                 throttled = prom.query(
                     'gateway_upstream_backend_errors_total{backend="a",reason="throttled"}'
