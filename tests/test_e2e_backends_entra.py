@@ -6,7 +6,9 @@ Each fake Azure checks its own credential only: A its api-key (no Bearer accepte
 unexpired tokens the endpoint issued (its own random api-key is unknown to the gateway). A
 real gateway (uvicorn) built from the config alone, as ``gateway serve`` builds it, a
 private Redis, new objects on both backends; then B's token is refreshed while A's key file
-rotates, both picked up by the same running gateway.
+rotates, both picked up by the same running gateway. And B without a usable token (its
+endpoint down, its token expired) takes no new objects: they go to A, while requests on B's
+objects still go to B's credential and get its 503.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +64,13 @@ class Mixed:
 
 
 @contextmanager
-def key_and_entra_backends(tmp: Path, redis_url: str, *, lifetime_s: int) -> Iterator[Mixed]:
+def key_and_entra_backends(
+    tmp: Path,
+    redis_url: str,
+    *,
+    lifetime_s: int,
+    draw: Callable[[], float] | None = None,
+) -> Iterator[Mixed]:
     key = secrets.token_urlsafe(24)
     key_file = tmp / "key-a"
     key_file.write_text(key)
@@ -103,7 +111,7 @@ def key_and_entra_backends(tmp: Path, redis_url: str, *, lifetime_s: int) -> Ite
             {"threads": {"ownership": True, "unknown": "deny"}, "rate_limit": {"enabled": False}},
         )
         # Built from the config alone (every credential by make_credential), as served.
-        gateway = build(parse(data), environ={}, draw=alternate())
+        gateway = build(parse(data), environ={}, draw=draw or alternate())
         with ThreadedUvicorn(gateway, http="httptools", server_header=False) as server:
             yield Mixed(fake_a, fake_b, endpoint, gateway, server.url, key_file)
 
@@ -168,3 +176,52 @@ def test_a_key_backend_and_an_entra_backend_each_rotate_without_restart(
                 s.sample("gateway_upstream_pool_max_connections", backend=name)
                 == s.gateway.config.upstream.max_connections
             )
+
+
+def test_an_entra_backend_without_a_usable_token_takes_no_new_objects(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Every draw picks B (the second of two equal weights). With its token usable, new threads
+    go to B; once its token endpoint is down and its token expired, new threads go to A (not
+    503, not created nowhere); a request on B's thread is still B's: 503
+    upstream_credential_unavailable with nothing sent to B; when a token is held again, B takes
+    new threads again. Without the routing's credential check every new thread would get
+    that 503."""
+    with key_and_entra_backends(tmp_path, redis_url, lifetime_s=4, draw=lambda: 0.99) as s:
+        wait_until("ready", lambda: httpx.get(f"{s.url}/readyz", timeout=5).status_code == 200)
+        on_b = s.post("threads")
+        assert on_b.status_code == 200, on_b.text
+        assert (creates(s.a), creates(s.b)) == (0, 1)
+        b_id = on_b.json()["id"]
+
+        s.endpoint.fail_status = 503
+        wait_until(
+            "B's token expired",
+            lambda: s.sample("gateway_upstream_token_expiry_seconds", backend="b") == 0,
+            timeout=15,
+        )
+        sent_to_b = len(s.b.requests)
+        new = [s.post("threads") for _ in range(3)]
+        assert [r.status_code for r in new] == [200, 200, 200], [r.text for r in new]
+        assert (creates(s.a), creates(s.b)) == (3, 1)
+        assert all(r.header_values("api-key") == [s.a.api_key] for r in s.a.requests)
+        for r in new:  # each is A's: its messages go to A
+            t_id = r.json()["id"]
+            assert s.post(f"threads/{t_id}/messages", {"role": "user", "content": "x"}).is_success
+            assert s.a.requests[-1].path.endswith(f"{t_id}/messages")
+        on_b_now = s.get(f"threads/{b_id}")
+        assert on_b_now.status_code == 503
+        assert on_b_now.json()["error"]["code"] == "upstream_credential_unavailable"
+        assert on_b_now.headers["retry-after"].isdigit()
+        assert len(s.b.requests) == sent_to_b  # nothing reached B
+
+        s.endpoint.fail_status = None
+        wait_until(
+            "a token again",
+            lambda: (s.sample("gateway_upstream_token_expiry_seconds", backend="b") or 0) > 0,
+            timeout=15,
+        )
+        again = s.post("threads")
+        assert again.status_code == 200, again.text
+        assert (creates(s.a), creates(s.b)) == (3, 2)
+        assert s.get(f"threads/{b_id}").status_code == 200

@@ -1,5 +1,6 @@
 """The Entra token's refresh schedule (pure core, table-driven), the credential's single flight
-over a typed fake token source, and ``make_credential``'s config problems."""
+over a typed fake token source, ``make_credential``'s config problems, and routing's use of
+``usable()`` (no new object on a backend without a token)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, EntraConfig
+from gateway.config import ConfigError, EntraConfig, parse
 from gateway.errors import ServiceUnavailableError
+from gateway.upstream.backends import Backend, Backends
+from gateway.upstream.breaker import BreakerPolicy
+from gateway.upstream.client import UpstreamClient
 from gateway.upstream.credentials import ApiKeySource, make_credential
 from gateway.upstream.entra import EntraCredential, TokenFetchError
 from gateway.upstream.tokenrefresh import FORCE_INTERVAL_S, JITTER, Schedule, Token
+from tests.stack import V2, base_config
 
 T0 = 1_000_000.0
 
@@ -250,3 +255,40 @@ def test_make_credential_reports_what_is_missing(tmp_path: Path) -> None:
         "api_key", api_key_file=str(key_file), entra=EntraConfig(), reload_s=10, environ={}
     )
     assert isinstance(key, ApiKeySource) and key.current() == "k1" and key.ready()
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_routing_skips_a_backend_without_a_usable_token() -> None:
+    """``Backends.choose`` (new objects) and ``preferred`` (lists) leave out a backend whose
+    credential cannot give a header now; a key is always usable. With none usable, the
+    breakers alone decide, and the credential gives its own 503 (not no_upstream_available)."""
+    config = parse(base_config("http://127.0.0.1:9", "/nonexistent/jwks.json", None))
+    clock = [T0]
+    down, up = FakeTokens(clock, fail=True), FakeTokens(clock, lifetime=60)
+    events: list[str] = []
+    a_cred, b_cred = credential(down, events), credential(up, events)
+    await b_cred.header()  # B holds a token; A's endpoint is down: none
+    assert (a_cred.usable(), b_cred.usable()) == (False, True)
+    assert ApiKeySource("k").usable()
+    client = UpstreamClient(config.upstream)
+    backends = Backends(
+        [Backend("a", client, a_cred), Backend("b", client, b_cred)],
+        policy=BreakerPolicy(),
+        clock=lambda: clock[0],
+        draw=lambda: 0.0,  # would pick A (the first of equal weights)
+    )
+    try:
+        assert backends.choose(V2)[0].name == "b"
+        assert backends.preferred(V2).name == "b"
+        clock[0] += 61  # B's token expired too
+        assert not b_cred.usable()
+        picked, _ = backends.choose(V2)
+        assert picked.name == "a"
+        with pytest.raises(ServiceUnavailableError) as refused:
+            await picked.credential.header()
+        assert refused.value.code == "upstream_credential_unavailable"
+    finally:
+        await a_cred.aclose()
+        await b_cred.aclose()
+        await client.aclose()

@@ -6,8 +6,15 @@ there is no breaker: there is nothing to fail over to, and Azure's own answer (i
 ``Retry-After``, its 5xx) is relayed as it is.
 
 * ``choose(api_version)``: a new object's backend (``routing.choose`` over the available
-  ones, by priority then weight; a half-open backend's pick is its probe). None available:
-  503 ``no_upstream_available`` with ``Retry-After`` = the soonest reopening, nothing sent.
+  ones, by priority then weight; a half-open backend's pick is its probe). Available: its
+  breaker lets it take one, and its credential is usable now (an Entra backend whose token
+  has expired, its endpoint down, takes no new object: the object would be created nowhere
+  and the caller told 503, while another backend could hold it). Requests on objects that
+  live on such a backend still go there (``get``) and get the credential's 503
+  ``upstream_credential_unavailable``. When no backend has a usable credential, the choice
+  is made among those the breakers allow: the credential then answers (a fetch in flight may
+  yet bring a token) or gives its own 503 and ``Retry-After``. None available: 503
+  ``no_upstream_available`` with ``Retry-After`` = the soonest reopening, nothing sent.
 * ``preferred(api_version)``: where a request that names no object goes (a list without a
   cursor): the lowest priority group's heaviest available backend, else the choice of
   ``choose``'s fallback (the first configured).
@@ -82,14 +89,24 @@ class Backends:
             return self.first
         return self.by_name[name]
 
-    def _candidates(self, now: float) -> list[routing.Candidate]:
+    def _candidates(self, now: float, api_version: str) -> list[routing.Candidate]:
+        allowed = {b.name: b.breaker is None or b.breaker.available(now) for b in self.all}
+        credentialed = {b.name: b.credential.usable() for b in self.all}
+        # No backend of the version with a usable credential: the breakers decide alone (the
+        # credential gives its own answer, perhaps a token fetched meanwhile).
+        if not any(
+            allowed[b.name] and credentialed[b.name]
+            for b in self.all
+            if not b.api_versions or api_version in b.api_versions
+        ):
+            credentialed = dict.fromkeys(credentialed, True)
         return [
             routing.Candidate(
                 b.name,
                 b.weight,
                 b.priority,
                 b.api_versions,
-                b.breaker is None or b.breaker.available(now),
+                allowed[b.name] and credentialed[b.name],
                 now if b.breaker is None else b.breaker.reopens_at(now),
             )
             for b in self.all
@@ -100,7 +117,7 @@ class Backends:
         if len(self.all) == 1:
             return self.first, False
         now = self.clock()
-        candidates = self._candidates(now)
+        candidates = self._candidates(now, api_version)
         picked = routing.choose(candidates, api_version, self.draw())
         if picked is None:
             soonest = routing.soonest(candidates, api_version)
@@ -112,7 +129,7 @@ class Backends:
     def preferred(self, api_version: str) -> Backend:
         if len(self.all) == 1:
             return self.first
-        picked = routing.preferred(self._candidates(self.clock()), api_version)
+        picked = routing.preferred(self._candidates(self.clock(), api_version), api_version)
         return self.first if picked is None else self.by_name[picked.name]
 
     # The ownership middleware's ``Router``: backends by name.

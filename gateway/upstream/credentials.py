@@ -52,6 +52,12 @@ class UpstreamCredential(Protocol):
         """Readiness: a key is always ready; a token once one has been held."""
         ...
 
+    def usable(self) -> bool:
+        """Whether ``header()`` gives a header now, without waiting for a fetch: a key
+        always; a token while an unexpired one is held. Routing sends no new object to a
+        backend whose credential is not usable (``Backends.choose``)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -80,6 +86,9 @@ class ApiKeySource:
         return (b"api-key", self._key.encode("ascii"))
 
     def ready(self) -> bool:
+        return True
+
+    def usable(self) -> bool:
         return True
 
     def reload(self) -> bool:

@@ -12,6 +12,9 @@ Entra authority for an access token to Azure OpenAI, sent as ``Authorization: Be
   with no usable token joins a fetch in flight, or starts one when one is due.
 * **Azure 401/403** (``reload``): a fetch at once, or ``tokenrefresh.FORCE_INTERVAL_S`` after
   the last one started (a refused token cannot make every request a fetch).
+* **Routing** (several backends): ``usable()`` is false while no unexpired token is held;
+  such a backend takes no new objects (``Backends.choose``); requests on its objects still
+  go to it and get the 503 above.
 * **Start-up**: the first fetch starts with the gateway; ``ready()`` (readiness) is false until
   a token has been held once. Afterwards an expired token does not fail readiness: every
   replica shares the authority's outage, which the 503 code, the metrics and the alert report.
@@ -206,6 +209,11 @@ class EntraCredential:
     def ready(self) -> bool:
         """True once a token has been held (see the module docstring)."""
         return self.schedule.token is not None
+
+    def usable(self) -> bool:
+        """An unexpired token is held: ``header()`` answers at once (routing's question)."""
+        token = self.schedule.token
+        return token is not None and token.usable(self._clock())
 
     def seconds_left(self) -> float:
         """Seconds until the held token expires (0 with none, or an expired one)."""
