@@ -246,8 +246,11 @@ def sequential(
     return times[len(times) // 2], cpu / n * 1e6, errors
 
 
-def py_spy(server: Server, out_dir: Path, duration_s: float) -> subprocess.Popen[bytes]:
-    """``py-spy record`` of ``server`` for ``duration_s`` into ``out_dir/NAME.txt``."""
+def py_spy(
+    server: Server, out_dir: Path, duration_s: float, *, native: bool = False
+) -> subprocess.Popen[bytes]:
+    """``py-spy record`` of ``server`` for ``duration_s`` into ``out_dir/NAME.txt`` (``native``:
+    C frames too, where the time in extensions and syscalls shows)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [
@@ -259,11 +262,12 @@ def py_spy(server: Server, out_dir: Path, duration_s: float) -> subprocess.Popen
             str(round(duration_s)),
             "--rate",
             "250",
-            "--nonblocking",
             "--format",
             "raw",
             "--output",
             str(out_dir / f"{server.name}.txt"),
+            # Native unwinding needs the process stopped while sampled (no --nonblocking).
+            *(["--native"] if native else ["--nonblocking"]),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
