@@ -76,7 +76,7 @@ CORE_THIRD_PARTY = {"jwt"}
 
 #: adapter -> (third-party libraries it may use, adapters it may import)
 ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
-    "upstream.client": ({"httpx", "aiohttp", "httpx_aiohttp"}, set()),
+    "upstream.client": ({"httpx", "aiohttp", "yarl"}, set()),
     "auth.keyset": ({"jwt", "cryptography"}, set()),
     "auth.jwks": ({"httpx", "jwt"}, {"auth.keyset"}),
     "redisconn.client": ({"redis"}, set()),

@@ -15,9 +15,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
-from httpx_aiohttp import AiohttpTransport
 
 from tests.fakeazure import ScriptedResponse
 from tests.rawhttp import build_request
@@ -50,11 +50,18 @@ def _messages(gw: Stack) -> str:
 
 
 def test_the_configured_transport_is_the_one_used(ts: Stack) -> None:
-    used = ts.gateway.upstream.transport
+    response = httpx.post(
+        f"{ts.url}/openai/threads", params={"api-version": V2}, json={}, headers=ts.auth()
+    )
+    assert response.status_code == 200
+    upstream = ts.gateway.upstream
     if ts.config.upstream.transport == "aiohttp":
-        assert isinstance(used, AiohttpTransport)
+        # The aiohttp session, called directly: no httpx transport in between.
+        assert upstream.transport is None
+        assert isinstance(upstream._session, aiohttp.ClientSession)
     else:
-        assert isinstance(used, httpx.AsyncHTTPTransport)
+        assert isinstance(upstream.transport, httpx.AsyncHTTPTransport)
+        assert upstream._session is None
 
 
 def test_body_arrives_chunk_by_chunk(ts: Stack) -> None:
