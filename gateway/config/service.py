@@ -184,9 +184,10 @@ class UpstreamConfig:
     allow_plain_http: bool = setting(False, "allow an `http://` endpoint (demo and tests only)")
     transport: Literal["httpx", "aiohttp"] = setting(
         "aiohttp",
-        "the pool under the httpx API: `aiohttp` (httpx-aiohttp; ~¼ of the CPU per request, "
-        "measured by `python -m tests.benchmark`) or `httpx` (httpcore). Same properties "
-        "either way: no env, redirects or cookie jar, raw bytes, explicit timeouts",
+        "the upstream HTTP client: `aiohttp` (called directly; ~⅙ of httpcore's CPU per "
+        "request, measured by `python -m tests.benchmark`) or `httpx` (httpcore). Same "
+        "properties either way: no env, redirects or cookie jar, raw bytes, explicit "
+        "timeouts, the target sent byte for byte",
     )
 
     def __post_init__(self) -> None:
