@@ -22,6 +22,7 @@ from gateway.app import Gateway, build
 from gateway.config import Config, ConfigError, load, read_api_key
 from gateway.observability import jsonlog
 from gateway.ratelimit.redis_limiter import RedisClient
+from gateway.server import workers
 from gateway.server.protocol import ConnectionLimits, protocol_class
 from gateway.upstream.credentials import ApiKeySource
 
@@ -133,10 +134,15 @@ def metrics_server(gateway: Gateway, config: Config) -> MetricsServer | None:
     )
 
 
-async def serve_with_metrics(server: uvicorn.Server, metrics: uvicorn.Server | None) -> None:
-    """Run the gateway's server and, when configured, the metrics listener (started first)."""
+async def serve_with_metrics(
+    server: uvicorn.Server,
+    metrics: uvicorn.Server | None,
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """Run the gateway's server (on ``sockets`` when given) and, when configured, the metrics
+    listener (started first)."""
     if metrics is None:
-        await server.serve()
+        await server.serve(sockets)
         return
     task = asyncio.create_task(metrics.serve(), name="metrics-server")
     while not metrics.started and not task.done():  # noqa: ASYNC110 (uvicorn has no event)
@@ -145,7 +151,7 @@ async def serve_with_metrics(server: uvicorn.Server, metrics: uvicorn.Server | N
         await task
         raise RuntimeError("the metrics listener did not start")
     try:
-        await server.serve()
+        await server.serve(sockets)
     finally:
         metrics.should_exit = True
         await task
@@ -167,6 +173,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise ConfigError(
                 ["demo: a demo config cannot be served in production (use `gateway demo`)"]
             )
+        if config.server.workers > 1 and args.worker is None:  # the supervisor only
+            argvs = [workers.worker_argv(args.config, i) for i in range(config.server.workers)]
+            return workers.supervise(argvs, config.server.metrics_port)
         gateway = _gateway(config)
     except ConfigError as exc:
         log.error(
@@ -180,8 +189,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _after_drain)
+    # A worker of several (``server.workers``) shares the port with its siblings.
+    sockets = (
+        None
+        if args.worker is None
+        else [workers.reuse_port_socket(config.server.host, config.server.port)]
+    )
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
-        runner.run(serve_with_metrics(server, metrics_server(gateway, config)))
+        runner.run(serve_with_metrics(server, metrics_server(gateway, config), sockets))
     return 0
 
 
@@ -242,6 +257,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway (production)")
     serve.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG))
+    serve.add_argument(
+        "--worker",
+        type=int,
+        default=None,
+        help="internal: run as worker N of `server.workers` (started by the supervisor)",
+    )
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check-config", help="validate a config file; exit 1 on problems")
     check.add_argument("path")

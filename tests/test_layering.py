@@ -94,6 +94,8 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "observability.accesslog": (set(), set()),
     "observability.jsonlog": (set(), set()),
     "server.protocol": ({"uvicorn"}, set()),
+    # The supervisor of ``server.workers`` processes (stdlib: subprocess, socket, signal).
+    "server.workers": (set(), set()),
     "upstream.credentials": (set(), set()),
     "auth.authenticator": (set(), set()),
     # The pipeline: one pure-ASGI middleware per concern (no I/O library of their own; each

@@ -62,6 +62,14 @@ class ServerConfig:
         "for its next chunk is bounded by `body_timeout_s`)",
         check=positive,
     )
+    workers: int = setting(
+        1,
+        "server processes sharing the proxy port (`SO_REUSEPORT`; the kernel spreads "
+        "connections): `gateway serve` supervises them, each a full gateway with its own "
+        "metrics listener on `metrics_port + i`. One per CPU the pod may use",
+        check=between(1, 64),
+        env="GATEWAY_WORKERS",
+    )
     drain_timeout_s: float = setting(
         25.0, "on SIGTERM, time for in-flight requests and streams", check=positive
     )

@@ -4,6 +4,7 @@ time to first SSE event."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -67,16 +68,32 @@ class Server:
         assert self.proc is not None
         return self.proc.pid
 
+    def processes(self) -> list[int]:
+        """The server's processes: itself, or its workers when it supervises some (the
+        supervisor's own CPU is counted too; it only waits)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        workers = [int(p) for p in children.read_text().split()] if children.exists() else []
+        return [self.pid, *workers]
+
     def cpu_s(self) -> float:
-        """utime + stime of the server process so far (seconds)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        """utime + stime of the server's processes so far (seconds)."""
+        total = 0
+        for pid in self.processes():
+            with contextlib.suppress(FileNotFoundError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / CLK_TCK
 
     def peak_rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """Peak RSS of the server (summed over its workers when it has some)."""
+        pids = self.processes()
+        pids = pids[1:] if len(pids) > 1 else pids
+        total = 0
+        for pid in pids:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        return total / 1024 if total else float("nan")
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
