@@ -66,6 +66,9 @@ from gateway.upstream.forwarder import Forwarder
 
 log = logging.getLogger("gateway.app")
 
+#: The paths Starlette routes (the probes); every other request is the pipeline's.
+_PROBES = frozenset({"/healthz", "/readyz"})
+
 
 def _key_provider(
     issuer: IssuerConfig, http: httpx.AsyncClient, metrics: GatewayMetrics
@@ -118,13 +121,19 @@ class Gateway:
     #: Sheds requests before any work when this process is overloaded.
     admission: Admission | None = None
     app: Starlette = field(init=False)
+    #: The pipeline around the forwarder (what the ``Mount`` serves).
+    proxy: ASGIApp = field(init=False)
 
     def __post_init__(self) -> None:
+        proxy: ASGIApp = self.forwarder
+        for middleware in reversed(self.pipeline):  # as Starlette builds a Mount's stack
+            proxy = middleware.cls(proxy, *middleware.args, **middleware.kwargs)
+        self.proxy = proxy
         self.app = Starlette(
             routes=[
                 Route("/healthz", self._healthz, methods=["GET", "HEAD"]),
                 Route("/readyz", self._readyz, methods=["GET", "HEAD"]),
-                Mount("", app=self.forwarder, middleware=self.pipeline),
+                Mount("", app=proxy),
             ],
             lifespan=lambda _app: self.lifespan(),
         )
@@ -183,7 +192,14 @@ class Gateway:
         return ready, checks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
+        # Every HTTP request but the probes goes straight to the pipeline: the Mount would
+        # route it there anyway, after Starlette's error, exception and routing layers (and a
+        # wrapper around every ``send``), which the pipeline's first middleware makes moot (it
+        # renders every error itself).
+        if scope["type"] == "http" and scope["path"] not in _PROBES:
+            await self.proxy(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
     async def _healthz(self, _request: Request) -> Response:
         return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})
