@@ -10,6 +10,7 @@ before anything is sent, never rewritten (httpx-aiohttp sent ``/a%2Fb/%2e%2e/c``
 from __future__ import annotations
 
 import asyncio
+
 import pytest
 
 from gateway.config import UpstreamConfig

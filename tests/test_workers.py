@@ -39,9 +39,10 @@ def _wait(predicate: object, timeout: float) -> bool:
 
 def test_two_workers_share_the_port_and_drain_on_sigterm(tmp_path: Path, redis_url: str) -> None:
     metrics = free_port()
-    with served(
-        tmp_path, redis_url, env={"GATEWAY_WORKERS": "2"}, metrics_port=metrics
-    ) as (fake, proc):
+    with served(tmp_path, redis_url, env={"GATEWAY_WORKERS": "2"}, metrics_port=metrics) as (
+        fake,
+        proc,
+    ):
         assert proc.proc is not None
         supervisor = proc.proc.pid
         assert _wait(lambda: len(_children(supervisor)) == 2, 10)
