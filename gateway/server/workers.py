@@ -54,30 +54,33 @@ def worker_argv(config_path: str, index: int) -> list[str]:
 def supervise(argvs: Sequence[list[str]], metrics_port: int, *, poll_s: float = 0.2) -> int:
     """Run one worker per ``argv`` until they have all exited; the exit code (see above)."""
     children: list[subprocess.Popen[bytes]] = []
+    signalled: set[int] = set()  # once each: a second SIGTERM would cut uvicorn's drain
     stopping = False
 
     def forward(sig: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
         for child in children:
-            if child.poll() is None:
+            if child.pid not in signalled and child.poll() is None:
+                signalled.add(child.pid)
                 child.send_signal(sig)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
     for index, argv in enumerate(argvs):
+        if stopping:  # signalled while starting: start no more
+            break
         env = dict(os.environ)
         if metrics_port:
             env[METRICS_PORT_ENV] = str(metrics_port + index)
         children.append(subprocess.Popen(argv, env=env))
+    if stopping:  # and stop those started after the signal
+        forward(signal.SIGTERM, None)
     code = 0
     while any(child.poll() is None for child in children):
         if not stopping and any(child.poll() is not None for child in children):
-            stopping = True  # a worker died on its own: stop the rest, exit non-zero
-            code = 1
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signal.SIGTERM)
+            code = 1  # a worker died on its own: stop the rest, exit non-zero
+            forward(signal.SIGTERM, None)
         time.sleep(poll_s)
     for child in children:
         if child.returncode and not code:
