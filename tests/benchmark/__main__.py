@@ -145,7 +145,7 @@ jwks_file = "{jwks}"
 profile = "writer"
 namespaces = ["team-a", "team-b"]
 [profiles.writer]
-operations = ["threads.*", "messages.*", "runs.*"]
+operations = ["threads.*", "messages.*", "runs.*", "assistants.*"]
 [profiles.writer.policy]
 roles = ["user", "assistant"]
 max_files = 10
@@ -217,7 +217,7 @@ class Bench:
         harness.closed_load(server, self.message, 8, a.warmup, self.work)  # warm-up
         for c in a.concurrency:
             spy = (
-                harness.py_spy(server, a.py_spy, a.duration)
+                harness.py_spy(server, a.py_spy, a.duration, native=a.py_spy_native)
                 if a.py_spy and c == max(a.concurrency)
                 else None
             )
@@ -451,6 +451,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="profile each server at the top concurrency with py-spy into DIR "
         "(collapsed stacks; sampling disturbs the CPU figures)",
+    )
+    parser.add_argument(
+        "--py-spy-native",
+        action="store_true",
+        help="with --py-spy: sample C frames too (py-spy --native)",
     )
     parser.add_argument(
         "--compare",

@@ -246,8 +246,11 @@ def sequential(
     return times[len(times) // 2], cpu / n * 1e6, errors
 
 
-def py_spy(server: Server, out_dir: Path, duration_s: float) -> subprocess.Popen[bytes]:
-    """``py-spy record`` of ``server`` for ``duration_s`` into ``out_dir/NAME.txt``."""
+def py_spy(
+    server: Server, out_dir: Path, duration_s: float, *, native: bool = False
+) -> subprocess.Popen[bytes]:
+    """``py-spy record`` of ``server`` for ``duration_s`` into ``out_dir/NAME.txt`` (``native``:
+    C frames too, where the time in extensions and syscalls shows)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [
@@ -264,6 +267,7 @@ def py_spy(server: Server, out_dir: Path, duration_s: float) -> subprocess.Popen
             "raw",
             "--output",
             str(out_dir / f"{server.name}.txt"),
+            *(["--native"] if native else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
