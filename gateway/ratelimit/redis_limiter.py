@@ -186,6 +186,11 @@ class RedisRateLimiter:
     async def aclose(self) -> None:
         """Send the operations still queued (a release: never lost on shutdown)."""
         await self.batch.aclose()
+        log.info(
+            "rate limiter: %d operations in %d script calls",
+            self.batch.ops_total,
+            self.batch.calls_total,
+        )
 
     def _succeeded(self) -> None:
         self._degraded = False
