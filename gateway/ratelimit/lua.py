@@ -14,9 +14,12 @@ microseconds as strings (Lua numbers would be truncated). Every command the scri
 in the README's ``ACL SETUSER`` line: ``TIME``, ``GET``, ``SET``, ``ZREMRANGEBYSCORE``,
 ``ZCARD``, ``ZRANGE``, ``ZADD``, ``PEXPIRE``, ``ZSCORE``, ``ZREM``.
 
-ARGV: the number of operations, then per operation its kind, its key count, its argument
-count and its arguments; KEYS: every operation's keys, in order. Reply: one entry per
-operation. The kinds:
+ARGV: one string per operation, its words separated by spaces (``-`` for an empty one): its
+kind, its key count, then its arguments; KEYS: every operation's keys, in order. Reply: one
+string per operation, its words separated by spaces (``{'E', message}`` for one that failed).
+One string each way per operation rather than a dozen: redis-py encodes every argument and
+parses every reply element in Python, which was most of a batch's cost in the gateway. The
+kinds:
 
 ``c`` (check). KEYS: GCRA keys (n), then the concurrency ZSET if any. ARGV: now override
 (µs, '' = Redis TIME), n, then (T, tau, cost) per rule, then (limit, lease ttl µs, lease
@@ -108,16 +111,21 @@ local function renew(K, A)
 end
 
 local run = {c = check, r = release, n = renew}
-local replies, k, a = {}, 0, 2
-for op = 1, tonumber(ARGV[1]) do
-  local kind, nk, na = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local K, A = {}, {}
+local replies, k = {}, 0
+for op = 1, #ARGV do
+  local A = {}
+  for word in string.gmatch(ARGV[op], '%S+') do
+    if word == '-' then word = '' end
+    A[#A + 1] = word
+  end
+  local kind, nk = table.remove(A, 1), tonumber(table.remove(A, 1))
+  local K = {}
   for i = 1, nk do K[i] = KEYS[k + i] end
-  for i = 1, na do A[i] = ARGV[a + 2 + i] end
-  k, a = k + nk, a + 3 + na
+  k = k + nk
   local ok, result = pcall(run[kind], K, A)
   if ok then
-    replies[op] = result
+    if type(result) == 'table' then result = table.concat(result, ' ') end
+    replies[op] = tostring(result)
   else
     if type(result) == 'table' then result = result.err or 'error' end
     replies[op] = {'E', tostring(result)}

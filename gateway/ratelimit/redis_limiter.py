@@ -376,7 +376,7 @@ class RedisRateLimiter:
         args: list[str | int] = [lease.member, self._lease_ttl_us, self._now_arg(now_us)]
         started = time.monotonic()
         try:
-            return bool(await self._run(RENEW, [lease.key], args) == 1)
+            return bool(await self._run(RENEW, [lease.key], args) == [b"1"])
         except _ERRORS as exc:
             self.failed(exc, "renew", "", started)
             return False

@@ -49,22 +49,27 @@ class Op:
     future: asyncio.Future[Any] | None = field(default=None, compare=False)
 
 
-def encode(ops: Sequence[Op]) -> tuple[list[str], list[str | int]]:
-    """``KEYS`` and ``ARGV`` of one script call running ``ops`` in order."""
+def encode(ops: Sequence[Op]) -> tuple[list[str], list[str]]:
+    """``KEYS`` and ``ARGV`` of one script call running ``ops`` in order: each operation's
+    kind, key count and arguments as one string of words (``-`` for an empty argument;
+    an argument never contains a space)."""
     keys: list[str] = []
-    args: list[str | int] = [len(ops)]
+    args: list[str] = []
     for op in ops:
         keys += op.keys
-        args += [op.kind, len(op.keys), len(op.args), *op.args]
+        words = [op.kind, str(len(op.keys))]
+        words += [str(a) if a != "" else "-" for a in op.args]
+        args.append(" ".join(words))
     return keys, args
 
 
-def outcome(reply: Any) -> Any:
-    """One operation's reply, or the ``ResponseError`` it failed with inside the script."""
-    if isinstance(reply, list) and len(reply) == 2 and reply[0] in (_ERROR, "E"):
-        message = reply[1]
+def outcome(reply: Any) -> list[bytes] | ResponseError:
+    """One operation's reply as its words, or the ``ResponseError`` it failed with inside
+    the script."""
+    if isinstance(reply, list):
+        message = reply[1] if len(reply) == 2 and reply[0] in (_ERROR, "E") else reply
         return ResponseError(message.decode() if isinstance(message, bytes) else str(message))
-    return reply
+    return (reply if isinstance(reply, bytes) else str(reply).encode()).split()
 
 
 def _expire(future: asyncio.Future[Any]) -> None:
