@@ -176,6 +176,8 @@ class Gateway:
         await self.jwks_http.aclose()
         for close in self.extra_closers:
             await close()
+        if self.limiter is not None:
+            await self.limiter.aclose()  # the lease releases still queued
         if self.redis is not None:
             await self.redis.aclose()
         await self.upstream.aclose()

@@ -81,8 +81,13 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "auth.jwks": ({"httpx", "jwt"}, {"auth.keyset"}),
     "redisconn.client": ({"redis"}, set()),
     # The limiter and the health probes share the one client and its error translation.
-    "ratelimit.redis_limiter": ({"redis"}, {"redisconn.client"}),
-    "redisconn.health": ({"redis"}, {"ratelimit.redis_limiter", "redisconn.client"}),
+    "ratelimit.redis_limiter": ({"redis"}, {"redisconn.client", "redisconn.batch"}),
+    # Auto-pipelining of one script over the shared client.
+    "redisconn.batch": ({"redis"}, {"redisconn.client"}),
+    "redisconn.health": (
+        {"redis"},
+        {"ratelimit.redis_limiter", "redisconn.client", "redisconn.batch"},
+    ),
     "server.looplag": (set(), set()),
     "ownership.store": ({"redis"}, set()),
     # Reads the owner stamp with the gateway's own request over the upstream adapter.
