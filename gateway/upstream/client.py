@@ -115,6 +115,10 @@ _TARGET = re.compile(r"/[!-\x22\x24-~]*")
 _CHUNK = 16 * 1024
 
 
+#: aiohttp's automatic request headers, never added (see ``_aiohttp_session``).
+_SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+
+
 def _aiohttp_session(config: UpstreamConfig) -> aiohttp.ClientSession:
     """The aiohttp session (built lazily, inside the running loop)."""
     connector = aiohttp.TCPConnector(
@@ -132,6 +136,11 @@ def _aiohttp_session(config: UpstreamConfig) -> aiohttp.ClientSession:
         raise_for_status=False,
         requote_redirect_url=False,
         timeout=aiohttp.ClientTimeout(total=None),  # per request, from the phases
+        # Nothing the gateway did not put in the header list reaches Azure: without this,
+        # aiohttp adds ``User-Agent: Python/aiohttp``, ``Accept: */*``, ``Accept-Encoding``
+        # and, on a POST without a body, ``Content-Type: application/octet-stream``. A header
+        # in the list (the caller's allowed ``User-Agent``, the gateway's own) still goes.
+        skip_auto_headers=_SKIP_AUTO_HEADERS,
     )
 
 
