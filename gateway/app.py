@@ -49,6 +49,7 @@ from gateway.ownership.lookup import ObjectOwners
 from gateway.ownership.middleware import OwnershipMiddleware
 from gateway.ownership.store import RedisOwnerRecords
 from gateway.policy.middleware import PolicyMiddleware
+from gateway.ratelimit.keeper import LeaseKeeper
 from gateway.ratelimit.middleware import RateLimitMiddleware
 from gateway.ratelimit.redis_limiter import (
     RedisClient,
@@ -324,6 +325,7 @@ def build(
         cache_size=config.auth.token_cache_size,
     )
     limiter = None
+    keeper = None
     owners = None
     if redis_client is None and (config.rate_limit.enabled or config.ownership.enabled):
         redis_client = make_redis_client(
@@ -348,6 +350,8 @@ def build(
             on_deadline=metrics.on_ratelimit_deadline,
         )
         metrics.track_limiter(limiter)
+        # One task renews every held concurrency lease (a third of its TTL, at least 1 s).
+        keeper = LeaseKeeper(limiter.renew, every_s=max(1.0, config.rate_limit.lease_ttl_s / 3))
     health = None
     if limiter is not None or owners is not None:
         health = RedisHealth(
@@ -380,7 +384,7 @@ def build(
             limiter=limiter,
             global_rate=config.rate_limit.global_rate,
             cluster=config.redis.cluster,
-            lease_ttl_s=config.rate_limit.lease_ttl_s,
+            keeper=keeper,
         ),
         Middleware(
             PolicyMiddleware,
@@ -412,7 +416,11 @@ def build(
         limiter,
         pipeline,
         forwarder,
-        extra_closers=[c.aclose for c in jwks_clients.values()],
+        # The lease keeper stops before the limiter sends its last queued releases.
+        extra_closers=[
+            *(c.aclose for c in jwks_clients.values()),
+            *([keeper.aclose] if keeper is not None else []),
+        ],
         metrics=metrics,
         metrics_app=metrics_app(metrics.registry),
         redis_health=health,
