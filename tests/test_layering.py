@@ -91,7 +91,8 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "server.looplag": (set(), set()),
     "ownership.store": ({"redis"}, set()),
     # Reads the owner stamp with the gateway's own request over the upstream adapter.
-    "ownership.azure": (set(), {"upstream.client"}),
+    # (and the credential port for the gateway's own header).
+    "ownership.azure": (set(), {"upstream.client", "upstream.credentials"}),
     # Cache → records → origin, over its two ports (no I/O library of its own).
     "ownership.lookup": (set(), set()),
     "observability.metrics": ({"prometheus_client"}, set()),
@@ -109,12 +110,14 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "server.middleware": (set(), {"policy.bodyread"}),
     "auth.middleware": (set(), {"auth.authenticator"}),
     "operations.middleware": (set(), set()),
-    "ratelimit.middleware": (set(), set()),
+    "ratelimit.middleware": (set(), {"ratelimit.keeper"}),
+    # One task renewing every held concurrency lease (asyncio only; the limiter's renew).
+    "ratelimit.keeper": (set(), set()),
     "policy.middleware": (set(), {"policy.bodyread", "policy.uploads"}),
     # A file upload's body, read from ASGI as the forwarder sends it (asyncio only).
     "policy.uploads": (set(), {"policy.bodyread"}),
     "ownership.middleware": (set(), set()),
-    "upstream.forwarder": ({"httpx", "aiohttp"}, {"upstream.client"}),
+    "upstream.forwarder": ({"httpx", "aiohttp"}, {"upstream.client", "upstream.credentials"}),
 }
 ROOTS = {"app", "cli", "config.__main__"}
 
