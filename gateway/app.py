@@ -51,6 +51,7 @@ from gateway.ownership.lookup import ObjectOwners
 from gateway.ownership.middleware import OwnershipMiddleware
 from gateway.ownership.store import RedisOwnerRecords
 from gateway.policy.middleware import PolicyMiddleware
+from gateway.ratelimit.keeper import LeaseKeeper
 from gateway.ratelimit.middleware import RateLimitMiddleware
 from gateway.ratelimit.redis_limiter import (
     RedisClient,
@@ -73,6 +74,9 @@ from gateway.upstream.credentials import (
 from gateway.upstream.forwarder import Forwarder
 
 log = logging.getLogger("gateway.app")
+
+#: The paths Starlette routes (the probes); every other request is the pipeline's.
+_PROBES = frozenset({"/healthz", "/readyz"})
 
 
 def _key_provider(
@@ -130,13 +134,19 @@ class Gateway:
     #: the first over those), each with its own client and credential.
     backends: Backends | None = None
     app: Starlette = field(init=False)
+    #: The pipeline around the forwarder (what the ``Mount`` serves).
+    proxy: ASGIApp = field(init=False)
 
     def __post_init__(self) -> None:
+        proxy: ASGIApp = self.forwarder
+        for middleware in reversed(self.pipeline):  # as Starlette builds a Mount's stack
+            proxy = middleware.cls(proxy, *middleware.args, **middleware.kwargs)
+        self.proxy = proxy
         self.app = Starlette(
             routes=[
                 Route("/healthz", self._healthz, methods=["GET", "HEAD"]),
                 Route("/readyz", self._readyz, methods=["GET", "HEAD"]),
-                Mount("", app=self.forwarder, middleware=self.pipeline),
+                Mount("", app=proxy),
             ],
             lifespan=lambda _app: self.lifespan(),
         )
@@ -183,6 +193,8 @@ class Gateway:
         await self.jwks_http.aclose()
         for close in self.extra_closers:
             await close()
+        if self.limiter is not None:
+            await self.limiter.aclose()  # the lease releases still queued
         if self.redis is not None:
             await self.redis.aclose()
         if self.backends is not None:
@@ -204,7 +216,14 @@ class Gateway:
         return ready, checks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
+        # Every HTTP request but the probes goes straight to the pipeline: the Mount would
+        # route it there anyway, after Starlette's error, exception and routing layers (and a
+        # wrapper around every ``send``), which the pipeline's first middleware makes moot (it
+        # renders every error itself).
+        if scope["type"] == "http" and scope["path"] not in _PROBES:
+            await self.proxy(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
     async def _healthz(self, _request: Request) -> Response:
         return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})
@@ -461,6 +480,7 @@ def build(
         cache_size=config.auth.token_cache_size,
     )
     limiter = None
+    keeper = None
     owners = None
     if redis_client is None and (config.rate_limit.enabled or config.ownership.enabled):
         redis_client = make_redis_client(
@@ -485,6 +505,8 @@ def build(
             on_deadline=metrics.on_ratelimit_deadline,
         )
         metrics.track_limiter(limiter)
+        # One task renews every held concurrency lease (a third of its TTL, at least 1 s).
+        keeper = LeaseKeeper(limiter.renew, every_s=max(1.0, config.rate_limit.lease_ttl_s / 3))
     health = None
     if limiter is not None or owners is not None:
         health = RedisHealth(
@@ -517,7 +539,7 @@ def build(
             limiter=limiter,
             global_rate=config.rate_limit.global_rate,
             cluster=config.redis.cluster,
-            lease_ttl_s=config.rate_limit.lease_ttl_s,
+            keeper=keeper,
         ),
         Middleware(
             PolicyMiddleware,
@@ -551,7 +573,11 @@ def build(
         limiter,
         pipeline,
         forwarder,
-        extra_closers=[c.aclose for c in jwks_clients.values()],
+        # The lease keeper stops before the limiter sends its last queued releases.
+        extra_closers=[
+            *(c.aclose for c in jwks_clients.values()),
+            *([keeper.aclose] if keeper is not None else []),
+        ],
         metrics=metrics,
         metrics_app=metrics_app(metrics.registry),
         redis_health=health,

@@ -25,9 +25,12 @@ from gateway.config import Config, ConfigError, load
 from gateway.config.document import read_redis_url
 from gateway.observability import jsonlog
 from gateway.ratelimit.redis_limiter import RedisClient
+from gateway.server import workers
 from gateway.server.protocol import ConnectionLimits, protocol_class
 
 DEFAULT_CONFIG = "config/gateway.toml"
+#: The cyclic collector's young-generation threshold once serving (allocations, default 700).
+GC_THRESHOLD = 10_000
 log = logging.getLogger("gateway.cli")
 
 
@@ -86,6 +89,11 @@ class GatewayServer(uvicorn.Server):
         # collector's generations so full collections under load do not walk it again.
         gc.collect()
         gc.freeze()
+        # A request allocates a few thousand container objects that its end frees by
+        # reference counting; at the default threshold (700) the young generation is
+        # collected several times per request, each time walking every in-flight request's
+        # objects. Cyclic garbage waits at most this many allocations longer.
+        gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.gateway.draining = True  # a signal handler: set flags only, no I/O
@@ -135,10 +143,15 @@ def metrics_server(gateway: Gateway, config: Config) -> MetricsServer | None:
     )
 
 
-async def serve_with_metrics(server: uvicorn.Server, metrics: uvicorn.Server | None) -> None:
-    """Run the gateway's server and, when configured, the metrics listener (started first)."""
+async def serve_with_metrics(
+    server: uvicorn.Server,
+    metrics: uvicorn.Server | None,
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """Run the gateway's server (on ``sockets`` when given) and, when configured, the metrics
+    listener (started first)."""
     if metrics is None:
-        await server.serve()
+        await server.serve(sockets)
         return
     task = asyncio.create_task(metrics.serve(), name="metrics-server")
     while not metrics.started and not task.done():  # noqa: ASYNC110 (uvicorn has no event)
@@ -147,7 +160,7 @@ async def serve_with_metrics(server: uvicorn.Server, metrics: uvicorn.Server | N
         await task
         raise RuntimeError("the metrics listener did not start")
     try:
-        await server.serve()
+        await server.serve(sockets)
     finally:
         metrics.should_exit = True
         await task
@@ -168,6 +181,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise ConfigError(
                 ["demo: a demo config cannot be served in production (use `gateway demo`)"]
             )
+        if config.server.workers > 1 and args.worker is None:  # the supervisor only
+            argvs = [workers.worker_argv(args.config, i) for i in range(config.server.workers)]
+            return workers.supervise(argvs, config.server.metrics_port)
         gateway = _gateway(config)
     except ConfigError as exc:
         log.error(
@@ -181,8 +197,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _after_drain)
+    # A worker of several (``server.workers``) shares the port with its siblings.
+    sockets = (
+        None
+        if args.worker is None
+        else [workers.reuse_port_socket(config.server.host, config.server.port)]
+    )
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
-        runner.run(serve_with_metrics(server, metrics_server(gateway, config)))
+        runner.run(serve_with_metrics(server, metrics_server(gateway, config), sockets))
     return 0
 
 
@@ -317,6 +339,13 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG),
         metavar="PATH",
         help=f"the config file (default: $GATEWAY_CONFIG, else {DEFAULT_CONFIG})",
+    )
+    serve.add_argument(
+        "--worker",
+        type=int,
+        default=None,
+        metavar="N",
+        help="internal: run as worker N of `server.workers` (started by the supervisor)",
     )
     serve.set_defaults(func=cmd_serve)
     check = command(

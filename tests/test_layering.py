@@ -79,13 +79,18 @@ CORE_THIRD_PARTY = {"jwt"}
 
 #: adapter -> (third-party libraries it may use, adapters it may import)
 ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
-    "upstream.client": ({"httpx", "aiohttp", "httpx_aiohttp"}, set()),
+    "upstream.client": ({"httpx", "aiohttp", "yarl"}, set()),
     "auth.keyset": ({"jwt", "cryptography"}, set()),
     "auth.jwks": ({"httpx", "jwt"}, {"auth.keyset"}),
     "redisconn.client": ({"redis"}, set()),
     # The limiter and the health probes share the one client and its error translation.
-    "ratelimit.redis_limiter": ({"redis"}, {"redisconn.client"}),
-    "redisconn.health": ({"redis"}, {"ratelimit.redis_limiter", "redisconn.client"}),
+    "ratelimit.redis_limiter": ({"redis"}, {"redisconn.client", "redisconn.batch"}),
+    # Auto-pipelining of one script over the shared client.
+    "redisconn.batch": ({"redis"}, {"redisconn.client"}),
+    "redisconn.health": (
+        {"redis"},
+        {"ratelimit.redis_limiter", "redisconn.client", "redisconn.batch"},
+    ),
     "server.looplag": (set(), set()),
     "ownership.store": ({"redis"}, set()),
     # Reads the owner stamp with the gateway's own request over the upstream adapter.
@@ -102,6 +107,8 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "upstream.credentials": (set(), {"upstream.entra"}),
     # Workload identity: azure-identity over one aiohttp session with its own CA bundle.
     "upstream.entra": ({"azure", "aiohttp", "certifi"}, set()),
+    # The supervisor of ``server.workers`` processes (stdlib: subprocess, socket, signal).
+    "server.workers": (set(), set()),
     "auth.authenticator": (set(), set()),
     # The pipeline: one pure-ASGI middleware per concern (no I/O library of their own; each
     # uses its concern's adapter or core), and the forwarder over the upstream adapter.
@@ -109,7 +116,9 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "server.middleware": (set(), {"policy.bodyread"}),
     "auth.middleware": (set(), {"auth.authenticator"}),
     "operations.middleware": (set(), set()),
-    "ratelimit.middleware": (set(), set()),
+    "ratelimit.middleware": (set(), {"ratelimit.keeper"}),
+    # One task renewing every held concurrency lease (asyncio only; the limiter's renew).
+    "ratelimit.keeper": (set(), set()),
     "policy.middleware": (set(), {"policy.bodyread", "policy.uploads"}),
     # A file upload's body, read from ASGI as the forwarder sends it (asyncio only).
     "policy.uploads": (set(), {"policy.bodyread"}),

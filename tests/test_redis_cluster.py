@@ -113,3 +113,40 @@ def test_gateway_on_a_cluster(tmp_path: Path, cluster: list[RedisServer]) -> Non
         assert ceiling.status_code == 429
         assert ceiling.json()["error"]["code"] == "rate_limit_exceeded"
         assert httpx.get(f"{stack.url}/readyz").status_code == 200
+
+
+def test_batched_operations_of_many_slots_are_exact_on_a_cluster(
+    cluster: list[RedisServer],
+) -> None:
+    """Decisions and releases of twelve tenants (slots on every node) issued in one loop
+    iteration: one script call per slot, and each tenant's counts exactly as if alone."""
+    profile = ratelimit.RateLimitProfile(
+        per_caller={"write": ratelimit.Rate(requests=10, per_seconds=3600, burst=4)},
+        max_concurrent=100,
+    )
+    tenants = [f"batch-tenant-{i}" for i in range(12)]
+    plans = {t: ratelimit.plan(caller(0, t), "write", profile, cluster=True) for t in tenants}
+    slots = {key_slot(p.keys[0].encode()) for p in plans.values()}
+
+    async def run() -> tuple[dict[str, int], int, int]:
+        client = make_redis_client(
+            cluster[0].url, socket_timeout_s=1, connect_timeout_s=1, cluster=True
+        )
+        await connect_redis(client)
+        limiter = RedisRateLimiter(client, budget_s=2)
+        order = [t for t in tenants for _ in range(6)]
+        decisions = await asyncio.gather(*(limiter.check(plans[t], t) for t in order))
+        calls = limiter.batch.calls_total
+        leases = [d.lease for d in decisions if d.lease is not None]
+        await asyncio.gather(*(limiter.release(lease) for lease in leases))
+        held = sum([await client.zcard(p.keys[-1]) for p in plans.values()])
+        await client.aclose()
+        admitted = {t: 0 for t in tenants}
+        for t, d in zip(order, decisions, strict=True):
+            admitted[t] += d.allowed
+        return admitted, calls, held
+
+    admitted, calls, held = asyncio.run(run())
+    assert admitted == {t: 4 for t in tenants}
+    assert calls == len(slots)  # 72 decisions: one script call per slot
+    assert held == 0  # every release reached its own slot's node

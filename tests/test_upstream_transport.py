@@ -15,12 +15,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
-from httpx_aiohttp import AiohttpTransport
 
 from tests.fakeazure import ScriptedResponse
-from tests.rawhttp import build_request
+from tests.rawhttp import build_request, raw_request
 from tests.servers import free_port
 from tests.stack import V2, Stack, running_stack
 
@@ -50,11 +50,18 @@ def _messages(gw: Stack) -> str:
 
 
 def test_the_configured_transport_is_the_one_used(ts: Stack) -> None:
-    used = ts.gateway.upstream.transport
+    response = httpx.post(
+        f"{ts.url}/openai/threads", params={"api-version": V2}, json={}, headers=ts.auth()
+    )
+    assert response.status_code == 200
+    upstream = ts.gateway.upstream
     if ts.config.upstream.transport == "aiohttp":
-        assert isinstance(used, AiohttpTransport)
+        # The aiohttp session, called directly: no httpx transport in between.
+        assert upstream.transport is None
+        assert isinstance(upstream._session, aiohttp.ClientSession)
     else:
-        assert isinstance(used, httpx.AsyncHTTPTransport)
+        assert isinstance(upstream.transport, httpx.AsyncHTTPTransport)
+        assert upstream._session is None
 
 
 def test_body_arrives_chunk_by_chunk(ts: Stack) -> None:
@@ -113,6 +120,53 @@ def test_upstream_cookies_are_never_replayed(ts: Stack) -> None:
     session = ts.gateway.upstream._session
     if session is not None:
         assert len(session.cookie_jar) == 0
+
+
+#: What the gateway itself puts on a request to Azure besides the caller's allowed headers
+#: (its credential, request id and encoding; the framing the HTTP client writes).
+_GATEWAY_OWN = {"host", "content-length", "accept-encoding", "api-key", "x-ms-client-request-id"}
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "body"),
+    [
+        ("POST", f"/openai/threads/{T}/runs/run_abc123/cancel", b""),  # a POST without a body
+        ("POST", f"/openai/threads/{T}/messages", b'{"role":"user","content":"hi"}'),
+        ("GET", f"/openai/threads/{T}/messages", b""),
+    ],
+)
+def test_the_http_client_adds_no_header_of_its_own(
+    ts: Stack, method: str, target: str, body: bytes
+) -> None:
+    """A caller that sends no User-Agent, Accept or Content-Type: Azure gets none of them
+    (aiohttp would add ``User-Agent: Python/aiohttp``, ``Accept: */*`` and, on a POST without
+    a body, ``Content-Type: application/octet-stream``); the only content type is the one the
+    gateway sets on a body."""
+    headers = dict(ts.auth())
+    if body:
+        headers["Content-Type"] = "application/json"
+    response = raw_request(
+        ts.url, build_request(method, f"{target}?api-version={V2}", headers, body)
+    )
+    assert response.status < 500, response.body
+    [rec] = ts.fake.requests
+    names = {name for name, _ in rec.headers}
+    allowed = _GATEWAY_OWN | ({"content-type"} if body else set())
+    assert names <= allowed, sorted(names - allowed)
+    assert rec.header("user-agent") is None and rec.header("accept") is None
+    if body:
+        assert rec.header_values("content-type") == ["application/json"]
+
+
+def test_the_callers_user_agent_and_accept_are_the_only_ones(ts: Stack) -> None:
+    headers = {**ts.auth(), "User-Agent": "caller-agent/1", "Accept": "application/json"}
+    response = raw_request(
+        ts.url, build_request("GET", f"/openai/threads/{T}/messages?api-version={V2}", headers)
+    )
+    assert response.status < 500, response.body
+    [rec] = ts.fake.requests
+    assert rec.header_values("user-agent") == ["caller-agent/1"]
+    assert rec.header_values("accept") == ["application/json"]
 
 
 def test_read_timeout_is_504_and_not_retried(ts: Stack, tmp_path: Path) -> None:

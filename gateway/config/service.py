@@ -64,6 +64,14 @@ class ServerConfig:
         "for its next chunk is bounded by `body_timeout_s`)",
         check=positive,
     )
+    workers: int = setting(
+        1,
+        "server processes sharing the proxy port (`SO_REUSEPORT`; the kernel spreads "
+        "connections): `gateway serve` supervises them, each a full gateway with its own "
+        "metrics listener on `metrics_port + i`. One per CPU the pod may use",
+        check=between(1, 64),
+        env="GATEWAY_WORKERS",
+    )
     drain_timeout_s: float = setting(
         25.0, "on SIGTERM, time for in-flight requests and streams", check=positive
     )
@@ -286,9 +294,10 @@ class UpstreamConfig:
     allow_plain_http: bool = setting(False, "allow an `http://` endpoint (demo and tests only)")
     transport: Literal["httpx", "aiohttp"] = setting(
         "aiohttp",
-        "the pool under the httpx API: `aiohttp` (httpx-aiohttp; ~¼ of the CPU per request, "
-        "measured by `python -m tests.benchmark`) or `httpx` (httpcore). Same properties "
-        "either way: no env, redirects or cookie jar, raw bytes, explicit timeouts",
+        "the upstream HTTP client: `aiohttp` (called directly; ~⅙ of httpcore's CPU per "
+        "request, measured by `python -m tests.benchmark`) or `httpx` (httpcore). Same "
+        "properties either way: no env, redirects or cookie jar, raw bytes, explicit "
+        "timeouts, the target sent byte for byte",
     )
 
     backends: tuple[BackendConfig, ...] = setting(

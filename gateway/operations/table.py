@@ -98,10 +98,13 @@ class OperationTable:
             versions[name] = KNOWN_VERSIONS[name]
         self.versions: Mapping[str, ApiVersion] = versions
         self.operations = frozenset(r.name for r in self.rows)
+        self._index = _index(self.rows)
 
     def match(self, method: str, raw_path: bytes, raw_query: bytes) -> OperationMatch:
         segments = _split_path(raw_path)
-        candidates = [(r, ids) for r in self.rows if (ids := _match(r, segments)) is not None]
+        candidates = [
+            (r, ids) for r in self._candidates(segments) if (ids := _match(r, segments)) is not None
+        ]
         if not candidates:
             raise NotFoundError("Resource not found.", code="route_not_found")
         for route, ids in candidates:
@@ -111,6 +114,16 @@ class OperationTable:
             f"Method {method[:16]!r} is not allowed on this resource.",
             allowed=sorted({r.method for r, _ in candidates}),
         )
+
+    def _candidates(self, segments: list[str]) -> list[Operation]:
+        """The rows whose literal segments equal the path's, in table order (a dict lookup
+        per template shape, not a scan of every row; ``_match`` then checks the ids)."""
+        found: list[tuple[int, Operation]] = []
+        for literals, rows in self._index.get(len(segments), ()):
+            found += rows.get(tuple([segments[i] for i in literals]), ())
+        if len(found) > 1:
+            found.sort(key=lambda pair: pair[0])
+        return [row for _, row in found]
 
     def _finish(self, route: Operation, ids: dict[str, str], raw_query: bytes) -> OperationMatch:
         pairs = _split_query(raw_query)
@@ -194,6 +207,24 @@ def _split_path(raw_path: bytes) -> list[str]:
     if not _SAFE_PATH.fullmatch(path):
         raise NotFoundError("Resource not found.", code="route_not_found")
     return path[1:].split("/")
+
+
+#: Per path length, per template shape (the positions of its literal segments): the rows by
+#: their literal segments, each with its place in the table.
+_Index = dict[int, list[tuple[tuple[int, ...], dict[tuple[str, ...], list[tuple[int, Operation]]]]]]
+
+
+def _index(rows: Iterable[Operation]) -> _Index:
+    shapes: dict[tuple[int, tuple[int, ...]], dict[tuple[str, ...], list[tuple[int, Operation]]]]
+    shapes = {}
+    for place, row in enumerate(rows):
+        literals = tuple(i for i, s in enumerate(row.segments) if not s.startswith("{"))
+        by_literals = shapes.setdefault((len(row.segments), literals), {})
+        by_literals.setdefault(tuple(row.segments[i] for i in literals), []).append((place, row))
+    index: _Index = {}
+    for (length, literals), by_literals in shapes.items():
+        index.setdefault(length, []).append((literals, by_literals))
+    return index
 
 
 def _match(route: Operation, segments: list[str]) -> dict[str, str] | None:

@@ -190,7 +190,26 @@ def _parse_float(literal: str) -> float:
 
 
 def _check_tree(root: dict[str, Any]) -> None:
-    """Walk every value (depth already bounded): duplicate keys, lone surrogates, NUL."""
+    """Walk every value (depth already bounded): duplicate keys, lone surrogates, NUL.
+
+    The walk builds no paths: only a body it refuses is walked again, with them, to name the
+    offending place (``param``)."""
+    stack: list[Any] = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node, _DuplicateKeys) or any(map(_BAD_CHAR.search, node)):
+                _refuse_tree(root)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and _BAD_CHAR.search(node):
+            _refuse_tree(root)
+
+
+def _refuse_tree(root: dict[str, Any]) -> NoReturn:
+    """The refusal of a body ``_check_tree`` found at fault, with the path of the first fault
+    in its walk order."""
     stack: list[tuple[Any, str]] = [(root, "")]
     while stack:
         node, path = stack.pop()
@@ -209,6 +228,7 @@ def _check_tree(root: dict[str, Any]) -> None:
             stack.extend((value, item_path(path, i)) for i, value in enumerate(node))
         elif isinstance(node, str) and _BAD_CHAR.search(node):
             _refuse("invalid_string", _BAD_STRING_MESSAGE, path)
+    raise AssertionError("unreachable: both walks check the same things")
 
 
 _BAD_STRING_MESSAGE = "Strings may not contain U+0000 or unpaired surrogate escapes."

@@ -1,77 +1,135 @@
-"""The limiter's Lua scripts (pure text; run by ``ratelimit_redis``, modelled by ``ratelimit``).
+"""The limiter's Lua script (pure text; run by ``ratelimit.redis_limiter`` through
+``redisconn.batch``, modelled by ``ratelimit.gcra``).
 
-Each script runs atomically on one Redis (or one Cluster slot), on Redis's own clock
-(``TIME``), and returns integer microseconds as strings (Lua numbers would be truncated).
-Every command they call is in the README's ``ACL SETUSER`` line: ``TIME``, ``GET``, ``SET``,
-``ZREMRANGEBYSCORE``, ``ZCARD``, ``ZRANGE``, ``ZADD``, ``PEXPIRE``, ``ZSCORE``, ``ZREM``.
+One script, ``LIMITER_LUA``, runs a *batch* of limiter operations atomically on one Redis (or
+one Cluster slot): every decision, lease release and lease renewal that the gateway's
+concurrent requests issued in one event-loop iteration travels in one ``EVALSHA``
+(``redisconn.batch``). The operations run in order, each exactly as it would alone: a batch of
+``n`` decisions is ``n`` sequential atomic decisions, so the counts are the same as with one
+call each, on every replica. Each operation runs under ``pcall``: one caller's broken key
+fails only that caller's operation (``{'E', message}`` in its place).
+
+Everything runs on Redis's own clock (``TIME``, read once per batch) and returns integer
+microseconds as strings (Lua numbers would be truncated). Every command the script calls is
+in the README's ``ACL SETUSER`` line: ``TIME``, ``GET``, ``SET``, ``ZREMRANGEBYSCORE``,
+``ZCARD``, ``ZRANGE``, ``ZADD``, ``PEXPIRE``, ``ZSCORE``, ``ZREM``.
+
+ARGV: one string per operation, its words separated by spaces (``-`` for an empty one): its
+kind, its key count, then its arguments; KEYS: every operation's keys, in order. Reply: one
+string per operation, its words separated by spaces (``{'E', message}`` for one that failed).
+One string each way per operation rather than a dozen: redis-py encodes every argument and
+parses every reply element in Python, which was most of a batch's cost in the gateway. The
+kinds:
+
+``c`` (check). KEYS: GCRA keys (n), then the concurrency ZSET if any. ARGV: now override
+(µs, '' = Redis TIME), n, then (T, tau, cost) per rule, then (limit, lease ttl µs, lease
+member) if concurrency, then the deadline (µs on Redis's clock, '' = none): a call that runs
+after it (one the gateway stopped waiting for, sent to a stopped or busy Redis) changes
+nothing and answers status 3. Reply: {status (1 allowed, 0 rate, 2 concurrency, 3 expired),
+now, concurrency wait, tat_1..tat_n (none when expired)}.
+
+``r`` (release). KEYS: the lease's ZSET. ARGV: member. Reply: 1.
+
+``n`` (renew). KEYS: the lease's ZSET. ARGV: member, ttl µs, now override. Reply: 1 renewed,
+0 lease gone.
 """
 
-#: KEYS: GCRA keys (n), then the concurrency ZSET if any.
-#: ARGV: now override (µs, '' = Redis TIME), n, then (T, tau, cost) per rule,
-#: then (limit, lease ttl µs, lease member) if concurrency, then the deadline (µs on Redis's
-#: clock, '' = none): a call that runs after it (one the gateway stopped waiting for, sent
-#: to a stopped or busy Redis) changes nothing and answers status 3.
-#: Reply: {status (1 allowed, 0 rate, 2 concurrency, 3 expired), now, concurrency wait,
-#: tat_1..tat_n (none when expired)}.
-CHECK_LUA = """
+#: The operation kinds of ``LIMITER_LUA``.
+CHECK, RELEASE, RENEW = "c", "r", "n"
+
+LIMITER_LUA = """
 local function fmt(x) return string.format('%.0f', x) end
-local now
-if ARGV[1] ~= '' then now = tonumber(ARGV[1]) else
-  local t = redis.call('TIME'); now = tonumber(t[1]) * 1000000 + tonumber(t[2]) end
-local deadline = ARGV[#ARGV]
-if deadline ~= '' and now > tonumber(deadline) then return {'3', fmt(now), '0'} end
-local n = tonumber(ARGV[2])
-local tats, news, ok = {}, {}, true
-for i = 1, n do
-  local a = 3 + (i - 1) * 3
-  local emission, tau, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '')
-  if tat == nil or tat < now then tat = now end
-  tats[i] = tat
-  news[i] = tat + cost * emission
-  if news[i] - tau > now then ok = false end
+local redis_now
+local function clock(override)
+  if override ~= '' then return tonumber(override) end
+  if redis_now == nil then
+    local t = redis.call('TIME'); redis_now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return redis_now
 end
-local status, wait = 0, 0
-if ok then
-  status = 1
-  if #KEYS > n then
-    local a = 3 + n * 3
-    local limit, ttl, member = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2]
-    local ck = KEYS[n + 1]
-    redis.call('ZREMRANGEBYSCORE', ck, '-inf', fmt(now))
-    if redis.call('ZCARD', ck) >= limit then
-      status = 2
-      local first = redis.call('ZRANGE', ck, 0, 0, 'WITHSCORES')
-      wait = tonumber(first[2]) - now
-    else
-      redis.call('ZADD', ck, fmt(now + ttl), member)
-      redis.call('PEXPIRE', ck, math.ceil(ttl / 1000) + 1000)
+
+local function check(K, A)
+  local now = clock(A[1])
+  local deadline = A[#A]
+  if deadline ~= '' and now > tonumber(deadline) then return {'3', fmt(now), '0'} end
+  local n = tonumber(A[2])
+  local tats, news, ok = {}, {}, true
+  for i = 1, n do
+    local a = 3 + (i - 1) * 3
+    local emission, tau, cost = tonumber(A[a]), tonumber(A[a + 1]), tonumber(A[a + 2])
+    local tat = tonumber(redis.call('GET', K[i]) or '')
+    if tat == nil or tat < now then tat = now end
+    tats[i] = tat
+    news[i] = tat + cost * emission
+    if news[i] - tau > now then ok = false end
+  end
+  local status, wait = 0, 0
+  if ok then
+    status = 1
+    if #K > n then
+      local a = 3 + n * 3
+      local limit, ttl, member = tonumber(A[a]), tonumber(A[a + 1]), A[a + 2]
+      local ck = K[n + 1]
+      redis.call('ZREMRANGEBYSCORE', ck, '-inf', fmt(now))
+      if redis.call('ZCARD', ck) >= limit then
+        status = 2
+        local first = redis.call('ZRANGE', ck, 0, 0, 'WITHSCORES')
+        wait = tonumber(first[2]) - now
+      else
+        redis.call('ZADD', ck, fmt(now + ttl), member)
+        redis.call('PEXPIRE', ck, math.ceil(ttl / 1000) + 1000)
+      end
     end
   end
-end
-local reply = {tostring(status), fmt(now), fmt(wait)}
-for i = 1, n do
-  if status == 1 then
-    tats[i] = news[i]
-    redis.call('SET', KEYS[i], fmt(news[i]), 'PX', math.ceil((news[i] - now) / 1000))
+  local reply = {tostring(status), fmt(now), fmt(wait)}
+  for i = 1, n do
+    if status == 1 then
+      tats[i] = news[i]
+      redis.call('SET', K[i], fmt(news[i]), 'PX', math.ceil((news[i] - now) / 1000))
+    end
+    reply[3 + i] = fmt(tats[i])
   end
-  reply[3 + i] = fmt(tats[i])
+  return reply
 end
-return reply
-"""
 
-#: KEYS: the lease's ZSET. ARGV: member, ttl µs, now override. Reply: 1 renewed, 0 lease gone.
-RENEW_LUA = """
-local now
-if ARGV[3] ~= '' then now = tonumber(ARGV[3]) else
-  local t = redis.call('TIME'); now = tonumber(t[1]) * 1000000 + tonumber(t[2]) end
-local ttl = tonumber(ARGV[2])
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) <= now then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  return 0
+local function release(K, A)
+  redis.call('ZREM', K[1], A[1])
+  return 1
 end
-redis.call('ZADD', KEYS[1], 'XX', string.format('%.0f', now + ttl), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], math.ceil(ttl / 1000) + 1000)
-return 1
+
+local function renew(K, A)
+  local now = clock(A[3])
+  local ttl = tonumber(A[2])
+  local score = redis.call('ZSCORE', K[1], A[1])
+  if not score or tonumber(score) <= now then
+    redis.call('ZREM', K[1], A[1])
+    return 0
+  end
+  redis.call('ZADD', K[1], 'XX', fmt(now + ttl), A[1])
+  redis.call('PEXPIRE', K[1], math.ceil(ttl / 1000) + 1000)
+  return 1
+end
+
+local run = {c = check, r = release, n = renew}
+local replies, k = {}, 0
+for op = 1, #ARGV do
+  local A = {}
+  for word in string.gmatch(ARGV[op], '%S+') do
+    if word == '-' then word = '' end
+    A[#A + 1] = word
+  end
+  local kind, nk = table.remove(A, 1), tonumber(table.remove(A, 1))
+  local K = {}
+  for i = 1, nk do K[i] = KEYS[k + i] end
+  k = k + nk
+  local ok, result = pcall(run[kind], K, A)
+  if ok then
+    if type(result) == 'table' then result = table.concat(result, ' ') end
+    replies[op] = tostring(result)
+  else
+    if type(result) == 'table' then result = result.err or 'error' end
+    replies[op] = {'E', tostring(result)}
+  end
+end
+return replies
 """

@@ -12,7 +12,6 @@ concurrency), before the body is read.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import NoReturn, Protocol
 
@@ -20,6 +19,7 @@ from gateway.asgi import ASGIApp, Message, Receive, Scope, Send
 from gateway.context import RequestContext, context_of
 from gateway.ratelimit import gcra
 from gateway.ratelimit.gcra import Decision, Lease, LimitPlan, Rate
+from gateway.ratelimit.keeper import LeaseKeeper
 
 
 class Limiter(Protocol):
@@ -36,15 +36,15 @@ class RateLimitMiddleware:
         limiter: Limiter | None,
         global_rate: Rate | None = None,
         cluster: bool = False,
-        lease_ttl_s: float = 30.0,
+        keeper: LeaseKeeper | None = None,
     ) -> None:
-        if lease_ttl_s <= 0:
-            raise ValueError("lease_ttl_s must be > 0")
         self.app = app
         self.limiter = limiter
         self.global_rate = global_rate
         self.cluster = cluster
-        self.renew_every_s = max(1.0, lease_ttl_s / 3)
+        if limiter is not None and keeper is None:
+            raise ValueError("a limiter needs the lease keeper that renews its leases")
+        self.keeper = keeper
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = context_of(scope)
@@ -58,16 +58,18 @@ class RateLimitMiddleware:
         if ctx.ticket is not None:
             ctx.ticket.release()  # past admission: the body, Azure and the relay are bounded
         lease = decision.lease if decision is not None else None
-        keeper = asyncio.ensure_future(self._keep(lease)) if lease is not None else None
+        if lease is not None:
+            assert self.keeper is not None
+            self.keeper.hold(lease)  # renewed for as long as the request lives
         try:
             if decision is None or decision.degraded:
                 await self.app(scope, receive, send)
             else:
                 await self.app(scope, receive, _with_limit_headers(send, decision))
         finally:
-            if keeper is not None:
-                keeper.cancel()
             if lease is not None:
+                assert self.keeper is not None
+                self.keeper.drop(lease)
                 await self.limiter.release(lease)
 
     async def _decide(self, ctx: RequestContext, limiter: Limiter) -> Decision | None:
@@ -92,12 +94,6 @@ class RateLimitMiddleware:
             decision = decision or ceiling
         ctx.stages["ratelimit"] = time.perf_counter() - started
         return decision
-
-    async def _keep(self, lease: Lease) -> None:
-        assert self.limiter is not None
-        while True:
-            await asyncio.sleep(self.renew_every_s)
-            await self.limiter.renew(lease)
 
 
 def _refuse(ctx: RequestContext, decision: Decision) -> NoReturn:

@@ -1,14 +1,18 @@
-"""The Redis limiter: one atomic Lua script per decision, and what happens when Redis fails.
+"""The Redis limiter: one atomic Lua decision per request, and what happens when Redis fails.
 
-One ``EVALSHA`` per request checks every rule of a :class:`~gateway.ratelimit.LimitPlan`
+One atomic decision per request checks every rule of a :class:`~gateway.ratelimit.LimitPlan`
 (the caller's, the tenant's, the optional global ceiling) and acquires the concurrency lease,
-all-or-nothing, on Redis's own clock (``TIME``), so replicas with skewed clocks agree. redis-py's
-``Script`` reloads the script after ``NOSCRIPT`` (a flush or a restart). The maths is the pure
-model in ``ratelimit.py``; the scripts are in ``ratelimit_lua.py``.
+all-or-nothing, on Redis's own clock (``TIME``), so replicas with skewed clocks agree. The
+decisions, lease releases and renewals of concurrent requests issued in one event-loop
+iteration share one ``EVALSHA`` (``redisconn.batch``: auto-pipelining; the script runs them in
+order, each as it would alone, so counts stay exact across replicas). redis-py's ``Script``
+reloads the script after ``NOSCRIPT`` (a flush or a restart). The maths is the pure model in
+``ratelimit.gcra``; the script is in ``ratelimit.lua``.
 
 Failure: the client has explicit short timeouts and no retries (a retried ``EVAL`` that already
-ran would count a request twice), and every call is bounded by ``budget_s`` with
-``asyncio.timeout``. A call that fails is never re-run, and a limit never switches itself off:
+ran would count a request twice), and every operation is bounded by ``budget_s`` from when it
+was issued (its own timer, whatever batch it travels in). A call that fails is never re-run,
+and a limit never switches itself off:
 
 * ``fail_mode = "open"`` / ``"local"``: this replica decides alone (``ratelimit_local``: the
   full limits, or its share of them), from local state Redis's answers kept warm; the
@@ -47,7 +51,8 @@ from gateway.errors import ServiceUnavailableError
 from gateway.ratelimit.clock import ClockOffset
 from gateway.ratelimit.gcra import Decision, Lease, LimitPlan, decide
 from gateway.ratelimit.local import LocalLimiter
-from gateway.ratelimit.lua import CHECK_LUA, RENEW_LUA
+from gateway.ratelimit.lua import CHECK, LIMITER_LUA, RELEASE, RENEW
+from gateway.redisconn.batch import ScriptBatcher
 from gateway.redisconn.client import RedisClient, connect_redis, error_kind, make_redis_client
 from gateway.server.admission import overloaded
 
@@ -124,8 +129,8 @@ class RedisRateLimiter:
             )
         )
         self.client = client
-        self.check_script = client.register_script(CHECK_LUA)
-        self.renew_script = client.register_script(RENEW_LUA)
+        #: Every decision, release and renewal: one script call per loop iteration (per slot).
+        self.batch = ScriptBatcher(client, LIMITER_LUA, budget_s=budget_s)
         self._degraded = False
         self._clock = ClockOffset()
         self._skip_until = float("-inf")
@@ -171,6 +176,21 @@ class RedisRateLimiter:
             result = await coro
         self._succeeded()
         return result
+
+    async def _run(self, kind: str, keys: list[str], args: list[str | int]) -> Any:
+        """One operation of the limiter script, batched, within the budget."""
+        result = await self.batch.run(kind, keys, args)
+        self._succeeded()
+        return result
+
+    async def aclose(self) -> None:
+        """Send the operations still queued (a release: never lost on shutdown)."""
+        await self.batch.aclose()
+        log.info(
+            "rate limiter: %d operations in %d script calls",
+            self.batch.ops_total,
+            self.batch.calls_total,
+        )
 
     def _succeeded(self) -> None:
         self._degraded = False
@@ -270,7 +290,7 @@ class RedisRateLimiter:
         if self.local is not None:
             self.local.begin(plan)
         try:
-            reply = await self.call(self.check_script(keys=list(plan.keys), args=args))
+            reply = await self._run(CHECK, list(plan.keys), args)
             code, now, wait = _text(reply[0]), int(reply[1]), int(reply[2])
             self._clock.learn(now, sent_us, self._local_now(), force=code == _EXPIRED)
             if code == _EXPIRED:
@@ -334,7 +354,7 @@ class RedisRateLimiter:
             return
         started = time.monotonic()
         try:
-            await self.call(self.client.zrem(lease.key, lease.member))
+            await self._run(RELEASE, [lease.key], [lease.member])
         except _ERRORS as exc:
             self.failed(exc, "release", "", started)
 
@@ -356,7 +376,7 @@ class RedisRateLimiter:
         args: list[str | int] = [lease.member, self._lease_ttl_us, self._now_arg(now_us)]
         started = time.monotonic()
         try:
-            return bool(await self.call(self.renew_script(keys=[lease.key], args=args)) == 1)
+            return bool(await self._run(RENEW, [lease.key], args) == [b"1"])
         except _ERRORS as exc:
             self.failed(exc, "renew", "", started)
             return False

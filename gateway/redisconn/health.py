@@ -32,7 +32,9 @@ from redis.exceptions import RedisError
 
 from gateway.ownership.rules import owner_key
 from gateway.ratelimit.gcra import Rate
+from gateway.ratelimit.lua import CHECK, RELEASE, RENEW
 from gateway.ratelimit.redis_limiter import RedisRateLimiter
+from gateway.redisconn.batch import Op
 from gateway.redisconn.client import RedisClient, error_kind
 
 log = logging.getLogger("gateway.redis_health")
@@ -55,37 +57,22 @@ def check_value(kind: str) -> str:
 
 
 async def probe_limiter(limiter: RedisRateLimiter) -> str:
-    """Run every command the limiter sends, on probe keys that expire at once: both scripts
-    (so ``EVALSHA``, ``SCRIPT LOAD`` after ``NOSCRIPT``, and each command they call, which
-    Redis checks against the ACL), a full slot set (``ZRANGE``), a renew and a release, and
-    ``PING``. Returns ``ok``, ``deadline`` (our own delay), or the failure's ``error_kind``."""
+    """Run every command the limiter sends, on probe keys that expire at once: its script
+    with every kind of operation (so ``EVALSHA``, ``SCRIPT LOAD`` after ``NOSCRIPT``, and each
+    command the script calls, which Redis checks against the ACL): two decisions (the second
+    finds the single slot taken: ``ZRANGE``), a renewal and two releases; then ``PING``.
+    Returns ``ok``, ``deadline`` (our own delay), or the failure's ``error_kind``."""
     members = (uuid.uuid4().hex, uuid.uuid4().hex)
     keys = [LIMITER_PROBE_KEY, LIMITER_PROBE_LEASES]
+    rule = [1, PROBE_RATE.emission_us, PROBE_RATE.tolerance_us, 1]
+    ops = [Op(CHECK, keys, ["", *rule, 1, PROBE_LEASE_TTL_US, member, ""]) for member in members]
+    ops.append(Op(RENEW, [LIMITER_PROBE_LEASES], [members[0], PROBE_LEASE_TTL_US, ""]))
+    ops += [Op(RELEASE, [LIMITER_PROBE_LEASES], [member]) for member in members]
     started = time.monotonic()
     try:
-        for member in members:  # the second finds the single slot taken
-            await limiter.call(
-                limiter.check_script(
-                    keys=keys,
-                    args=[
-                        "",
-                        1,
-                        PROBE_RATE.emission_us,
-                        PROBE_RATE.tolerance_us,
-                        1,
-                        1,
-                        PROBE_LEASE_TTL_US,
-                        member,
-                        "",
-                    ],
-                )
-            )
-        await limiter.call(
-            limiter.renew_script(
-                keys=[LIMITER_PROBE_LEASES], args=[members[0], PROBE_LEASE_TTL_US, ""]
-            )
-        )
-        await limiter.call(limiter.client.zrem(LIMITER_PROBE_LEASES, *members))
+        for reply in await limiter.call(limiter.batch.execute(ops)):
+            if isinstance(reply, BaseException):
+                raise reply
         await limiter.call(limiter.client.ping())
     except (RedisError, OSError, TimeoutError) as exc:
         return limiter.failed(exc, "probe", "", started)

@@ -1,23 +1,28 @@
-"""The one adapter to Azure: an httpx client and the streaming forward.
+"""The one adapter to Azure: the upstream HTTP client and the streaming forward.
 
-* One transport (connection pool) per process, built by the composition root and closed at
-  shutdown. Requests go straight to the transport as ``httpx.Request``s: no ``AsyncClient``
-  in between, so there is no client cookie jar to replay one caller's upstream cookies to
-  another, no redirect following, no auth flow and no default headers — and none of their
-  per-request cost (about a tenth of the gateway's CPU in a profile).
-* Its transport is configurable (``upstream.transport``): ``aiohttp`` (default; httpx-aiohttp's
-  ``AiohttpTransport`` over one ``aiohttp.ClientSession``) or ``httpx`` (httpcore's pool, about
-  four times the CPU per request, see the README's performance section). Both are built here,
-  with the same properties; nothing outside this module sees which one runs.
+* One connection pool per process, built by the composition root and closed at shutdown.
+* Its transport is configurable (``upstream.transport``): ``aiohttp`` (default: one
+  ``aiohttp.ClientSession`` called directly, no httpx layer on the hot path) or ``httpx``
+  (httpcore's pool; the requests go straight to the transport as ``httpx.Request``s, no
+  ``AsyncClient``). The httpx-over-aiohttp layer the default used to run cost about 90 µs of
+  CPU per request (its ``Request``/``URL`` models and a second response object): see the
+  README's performance section. Both transports are built here, with the same properties;
+  nothing outside this module sees which one runs.
 * ``trust_env=False`` (no proxy/netrc/SSL settings from the environment), no redirects, no
-  cookie jar, every timeout phase explicit, no retries.
-* Bodies pass through ``aiter_raw()``: bytes as Azure sent them, never decompressed (the
-  aiohttp session is built with ``auto_decompress=False`` and a ``DummyCookieJar``).
-* The URL is the configured endpoint plus a target built by ``operations/table.py``; the
-  request httpx is about to send is checked against it, so no normalisation can change what
-  is sent.
-* httpx's (and, under it, aiohttp's) exceptions are translated into the gateway's error tree
-  here and only here.
+  cookie jar (aiohttp: a ``DummyCookieJar``; httpx: no client), no auth flow, every timeout
+  phase explicit, no retries.
+* Bodies pass through as raw bytes as Azure sent them, never decompressed
+  (``auto_decompress=False``; httpx: ``aiter_raw()``), chunk by chunk as they arrive.
+* A streamed request body (an async iterable) is sent with the ``Content-Length`` the headers
+  carry, else chunked; when the iterable raises, the request is aborted before its end.
+* The URL is the configured endpoint plus a target built by ``operations/table.py``, parsed
+  as already encoded; the URL about to be sent is checked against it (request target, scheme,
+  host, port), so no normalisation can change what is sent: a target that would not go out
+  byte for byte (a ``#``, a space or a control byte) is refused, never rewritten. (Through
+  httpx-aiohttp the default transport re-parsed the URL after the check: ``/a%2Fb/%2e%2e/c``
+  went out as ``/c``.)
+* aiohttp's and httpx's exceptions are translated into the gateway's error tree here and only
+  here (``translate``).
 
 Timeouts under aiohttp: ``connect_timeout_s`` bounds the TCP/TLS connect (``sock_connect``),
 ``read_timeout_s``/``stream_read_timeout_s`` every read (``sock_read``), and
@@ -29,12 +34,13 @@ timeout of the answer that does not come.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
+from yarl import URL
 
 from gateway.config import UpstreamConfig
 from gateway.errors import (
@@ -69,12 +75,17 @@ def _unreachable() -> GatewayError:
     )
 
 
-def translate(exc: Exception, *, pool_full: bool = False) -> GatewayError:
-    """httpx or aiohttp exception → gateway error (the only place this mapping lives).
+def _off_route() -> GatewayError:
+    return BadGatewayError(
+        "Refusing to send a request off its route.", code="upstream_target_mismatch"
+    )
 
-    httpx-aiohttp re-raises aiohttp's errors as httpx ones with a coarse map (any dropped
-    connection becomes ``ConnectTimeout``), so the aiohttp cause decides when there is one.
-    aiohttp reports a slow pool and a slow connect alike: ``pool_full`` tells them apart.
+
+def translate(exc: Exception, *, pool_full: bool = False) -> GatewayError:
+    """aiohttp or httpx exception → gateway error (the only place this mapping lives).
+
+    An httpx error caused by an aiohttp one is decided by its cause. aiohttp reports a slow
+    pool and a slow connect alike: ``pool_full`` tells them apart.
     """
     cause = exc if isinstance(exc, aiohttp.ClientError) else exc.__cause__
     if isinstance(cause, aiohttp.ClientError):
@@ -94,12 +105,22 @@ def translate(exc: Exception, *, pool_full: bool = False) -> GatewayError:
     return BadGatewayError("The upstream service failed to answer.")
 
 
-#: What either transport raises (httpx-aiohttp lets aiohttp errors it does not map through).
+#: What either transport raises.
 _ERRORS = (httpx.HTTPError, aiohttp.ClientError)
+
+#: A request target that goes on the request line as it is: visible ASCII, no fragment.
+_TARGET = re.compile(r"/[!-\x22\x24-~]*")
+
+#: aiohttp's read size for a response body (a chunk is relayed as soon as it arrives).
+_CHUNK = 16 * 1024
+
+
+#: aiohttp's automatic request headers, never added (see ``_aiohttp_session``).
+_SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
 def _aiohttp_session(config: UpstreamConfig) -> aiohttp.ClientSession:
-    """The aiohttp session under the httpx API (built lazily, inside the running loop)."""
+    """The aiohttp session (built lazily, inside the running loop)."""
     connector = aiohttp.TCPConnector(
         limit=config.max_connections,
         limit_per_host=0,
@@ -114,21 +135,60 @@ def _aiohttp_session(config: UpstreamConfig) -> aiohttp.ClientSession:
         trust_env=False,
         raise_for_status=False,
         requote_redirect_url=False,
-        timeout=aiohttp.ClientTimeout(total=None),  # per request, from the httpx timeouts
+        timeout=aiohttp.ClientTimeout(total=None),  # per request, from the phases
+        # Nothing the gateway did not put in the header list reaches Azure: without this,
+        # aiohttp adds ``User-Agent: Python/aiohttp``, ``Accept: */*``, ``Accept-Encoding``
+        # and, on a POST without a body, ``Content-Type: application/octet-stream``. A header
+        # in the list (the caller's allowed ``User-Agent``, the gateway's own) still goes.
+        skip_auto_headers=_SKIP_AUTO_HEADERS,
     )
 
 
 class UpstreamResponse:
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.status = response.status_code
-        self.headers: list[tuple[bytes, bytes]] = list(response.headers.raw)
+    """Azure's answer: status, raw headers, and the body's raw bytes (read once)."""
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: AsyncIterable[bytes],
+        close: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self._body = body
+        self._close = close
         self._chunks: AsyncIterator[bytes] | None = None
+
+    @classmethod
+    def _of_httpx(cls, response: httpx.Response) -> UpstreamResponse:
+        return cls(
+            response.status_code, list(response.headers.raw), response.aiter_raw(), response.aclose
+        )
+
+    @classmethod
+    def _of_aiohttp(cls, response: aiohttp.ClientResponse) -> UpstreamResponse:
+        async def close() -> None:
+            response.release()  # a body not read to its end closes the connection
+            await response.wait_for_close()
+
+        return cls(
+            response.status,
+            list(response.raw_headers),
+            response.content.iter_chunked(_CHUNK),
+            close,
+        )
+
+    def _header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
 
     @property
     def has_length(self) -> bool:
         """Azure declared the body's length (a bounded JSON answer, not a stream)."""
-        return "content-length" in self._response.headers
+        return self._header(b"content-length") is not None
 
     @property
     def is_event_stream(self) -> bool:
@@ -136,11 +196,11 @@ class UpstreamResponse:
 
     @property
     def content_type(self) -> str:
-        return str(self._response.headers.get("content-type", ""))
+        return (self._header(b"content-type") or b"").decode("latin-1")
 
     async def _raw(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._response.aiter_raw():
+            async for chunk in self._body:
                 yield chunk
         except _ERRORS as exc:
             raise UpstreamBrokenError(type(exc).__name__) from exc
@@ -164,7 +224,7 @@ class UpstreamResponse:
         return bytes(prefix)
 
     async def aclose(self) -> None:
-        await self._response.aclose()
+        await self._close()
 
     async def __aenter__(self) -> UpstreamResponse:
         return self
@@ -185,7 +245,9 @@ class UpstreamClient:
     ) -> None:
         """``upload_read_timeout_s`` (at least ``read_timeout_s``) bounds each read of the
         answer to a streamed upload: Azure stores the whole file before it answers. Neither
-        transport runs a read timeout while the body is still being sent."""
+        transport runs a read timeout while the body is still being sent. ``transport`` (an
+        httpx one) replaces the configured one; ``self.transport`` is None when the aiohttp
+        session is called directly (``upstream.transport = "aiohttp"``)."""
         self.config = config
         self.base = httpx.URL(config.endpoint)
         aiohttp_default = transport is None and config.transport == "aiohttp"
@@ -199,20 +261,34 @@ class UpstreamClient:
 
         self.timeout = phases(config.read_timeout_s)
         self.stream_timeout = phases(config.stream_read_timeout_s)
-        self._upload_timeout = phases(max(config.read_timeout_s, upload_read_timeout_s)).as_dict()
+        upload = phases(max(config.read_timeout_s, upload_read_timeout_s))
+        self._upload_timeout = upload.as_dict()
         self._session: aiohttp.ClientSession | None = None
-        if aiohttp_default:
-            transport = AiohttpTransport(client=self._new_session, trust_env=False)
-        elif transport is None:
+        if transport is None and not aiohttp_default:
             limits = httpx.Limits(
                 max_connections=config.max_connections,
                 max_keepalive_connections=config.max_keepalive,
                 keepalive_expiry=30.0,
             )
             transport = httpx.AsyncHTTPTransport(limits=limits, retries=0, trust_env=False)
-        self.transport = transport
+        self.transport: httpx.AsyncBaseTransport | None = transport
         self._timeouts = {False: self.timeout.as_dict(), True: self.stream_timeout.as_dict()}
         self._base_path = self.base.raw_path.rstrip(b"/").decode("ascii")
+        # The aiohttp path: the endpoint's origin (the target is appended as encoded) and one
+        # ``ClientTimeout`` per kind of request, built once.
+        self._origin = str(self.base.copy_with(raw_path=b"/")).rstrip("/")
+        self._port = self.base.port or (443 if self.base.scheme == "https" else 80)
+
+        def client_timeout(t: httpx.Timeout) -> aiohttp.ClientTimeout:
+            return aiohttp.ClientTimeout(
+                total=None, sock_connect=t.connect, sock_read=t.read, connect=t.pool
+            )
+
+        self._aiohttp_timeouts = {
+            False: client_timeout(self.timeout),
+            True: client_timeout(self.stream_timeout),
+        }
+        self._aiohttp_upload_timeout = client_timeout(upload)
 
     async def send(
         self,
@@ -228,31 +304,78 @@ class UpstreamClient:
         when the headers carry one, else chunked)."""
         # An empty query (the v1 API without its optional api-version) is sent without ``?``.
         target = f"{self._base_path}{path}?{query}" if query else f"{self._base_path}{path}"
-        expected = target.encode("ascii")
         streamed = body is not None and not isinstance(body, bytes)
+        try:
+            if self.transport is None:
+                return await self._send_aiohttp(method, target, headers, body, streamed, stream)
+            return await self._send_httpx(method, target, headers, body, streamed, stream)
+        except _ERRORS as exc:
+            cause = exc.__cause__ if isinstance(exc, httpx.HTTPError) else exc
+            log.warning("upstream request failed: %s", type(cause or exc).__name__)
+            raise translate(exc, pool_full=self._pool_full()) from None
+
+    async def _send_aiohttp(
+        self,
+        method: str,
+        target: str,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes | AsyncIterable[bytes] | None,
+        streamed: bool,
+        stream: bool,
+    ) -> UpstreamResponse:
+        url = URL(self._origin + target, encoded=True)  # as it is: never re-quoted
+        if (
+            not _TARGET.fullmatch(target)
+            or url.raw_path_qs != target
+            or url.raw_host != self.base.host
+            or url.port != self._port
+            or url.scheme != self.base.scheme
+        ):
+            raise _off_route()
+        session = self._session or self._new_session()
+        response = await session.request(
+            method,
+            url,
+            headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers],
+            data=body or None,
+            allow_redirects=False,
+            compress=False,
+            timeout=self._aiohttp_upload_timeout if streamed else self._aiohttp_timeouts[stream],
+        )
+        return UpstreamResponse._of_aiohttp(response)
+
+    async def _send_httpx(
+        self,
+        method: str,
+        target: str,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes | AsyncIterable[bytes] | None,
+        streamed: bool,
+        stream: bool,
+    ) -> UpstreamResponse:
+        assert self.transport is not None
+        expected = target.encode("ascii")
+        try:
+            url = self.base.copy_with(raw_path=expected)
+        except httpx.InvalidURL:  # not a path httpx would send as it is
+            raise _off_route() from None
         request = httpx.Request(
             method,
-            self.base.copy_with(raw_path=expected),
+            url,
             headers=list(headers),
             content=body,
             extensions={"timeout": self._upload_timeout if streamed else self._timeouts[stream]},
         )
         if (
-            request.url.raw_path != expected
+            not _TARGET.fullmatch(target)
+            or request.url.raw_path != expected
             or request.url.host != self.base.host
             or (request.url.port != self.base.port or request.url.scheme != self.base.scheme)
         ):
-            raise BadGatewayError(
-                "Refusing to send a request off its route.", code="upstream_target_mismatch"
-            )
-        try:
-            response = await self.transport.handle_async_request(request)
-        except _ERRORS as exc:
-            cause = exc.__cause__ if isinstance(exc, httpx.HTTPError) else exc
-            log.warning("upstream request failed: %s", type(cause or exc).__name__)
-            raise translate(exc, pool_full=self._pool_full()) from None
+            raise _off_route()
+        response = await self.transport.handle_async_request(request)
         response.request = request
-        return UpstreamResponse(response)
+        return UpstreamResponse._of_httpx(response)
 
     def _new_session(self) -> aiohttp.ClientSession:
         self._session = _aiohttp_session(self.config)
@@ -273,4 +396,7 @@ class UpstreamClient:
         return len(getattr(pool, "connections", ()))
 
     async def aclose(self) -> None:
-        await self.transport.aclose()
+        if self.transport is not None:
+            await self.transport.aclose()
+        if self._session is not None:
+            await self._session.close()

@@ -4,6 +4,7 @@ time to first SSE event."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -67,16 +68,32 @@ class Server:
         assert self.proc is not None
         return self.proc.pid
 
+    def processes(self) -> list[int]:
+        """The server's processes: itself, or its workers when it supervises some (the
+        supervisor's own CPU is counted too; it only waits)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        workers = [int(p) for p in children.read_text().split()] if children.exists() else []
+        return [self.pid, *workers]
+
     def cpu_s(self) -> float:
-        """utime + stime of the server process so far (seconds)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        """utime + stime of the server's processes so far (seconds)."""
+        total = 0
+        for pid in self.processes():
+            with contextlib.suppress(FileNotFoundError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / CLK_TCK
 
     def peak_rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """Peak RSS of the server (summed over its workers when it has some)."""
+        pids = self.processes()
+        pids = pids[1:] if len(pids) > 1 else pids
+        total = 0
+        for pid in pids:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        return total / 1024 if total else float("nan")
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -246,8 +263,11 @@ def sequential(
     return times[len(times) // 2], cpu / n * 1e6, errors
 
 
-def py_spy(server: Server, out_dir: Path, duration_s: float) -> subprocess.Popen[bytes]:
-    """``py-spy record`` of ``server`` for ``duration_s`` into ``out_dir/NAME.txt``."""
+def py_spy(
+    server: Server, out_dir: Path, duration_s: float, *, native: bool = False
+) -> subprocess.Popen[bytes]:
+    """``py-spy record`` of ``server`` for ``duration_s`` into ``out_dir/NAME.txt`` (``native``:
+    C frames too, where the time in extensions and syscalls shows)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [
@@ -259,11 +279,12 @@ def py_spy(server: Server, out_dir: Path, duration_s: float) -> subprocess.Popen
             str(round(duration_s)),
             "--rate",
             "250",
-            "--nonblocking",
             "--format",
             "raw",
             "--output",
             str(out_dir / f"{server.name}.txt"),
+            # Native unwinding needs the process stopped while sampled (no --nonblocking).
+            *(["--native"] if native else ["--nonblocking"]),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -11,8 +11,13 @@
   pair measures that protocol's cost per request.
 * ``baseline``: a minimal Starlette pass-through over the gateway's own upstream adapter
   (``UpstreamClient``, same transport and settings as the gateway), streaming the body back.
+* ``aiohttp-proxy``: the floor of a Python proxy: a minimal aiohttp server whose one handler
+  forwards over one aiohttp client session (no cookie jar, raw bytes, hop-by-hop headers
+  dropped) and streams the answer back, on uvloop. No Starlette, no uvicorn.
 
-All three run under the gateway's server settings (uvicorn, uvloop + httptools, one worker).
+The first three run under the gateway's server settings (uvicorn, uvloop + httptools, one
+worker). The benchmark's ``nginx`` row (nginx as a reverse proxy, one process) is configured
+in ``__main__`` (``nginx_config``).
 """
 
 from __future__ import annotations
@@ -231,6 +236,56 @@ def baseline_app(upstream_url: str, transport: str) -> Starlette:
     )
 
 
+def aiohttp_proxy(upstream_url: str, port: int) -> None:
+    import asyncio
+
+    import aiohttp
+    import uvloop
+    from aiohttp import web
+
+    hop = {h.decode() for h in _HOP}
+    session: aiohttp.ClientSession | None = None
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        assert session is not None
+        body = await request.read()
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in hop]
+        async with session.request(
+            request.method,
+            upstream_url + request.raw_path,
+            headers=headers,
+            data=body or None,
+            allow_redirects=False,
+        ) as upstream:
+            out = [(k, v) for k, v in upstream.headers.items() if k.lower() not in hop]
+            length = upstream.headers.get("content-length")
+            response = web.StreamResponse(status=upstream.status, headers=out)
+            if length is not None:
+                response.content_length = int(length)
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_chunked(16 * 1024):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+    async def start(_app: web.Application) -> None:
+        nonlocal session
+        session = aiohttp.ClientSession(
+            cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, trust_env=False
+        )
+
+    async def stop(_app: web.Application) -> None:
+        if session is not None:
+            await session.close()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
 def serve(app: Any, port: int, http: Any = "httptools") -> None:
     """The gateway's server settings (``gateway.cli.uvicorn_config``)."""
     uvicorn.Server(
@@ -264,6 +319,8 @@ def main(argv: list[str]) -> None:
         serve(ceiling_app(), port, http=protocol_class(ConnectionLimits(10, 10, 2048, 2048)))
     elif kind == "baseline":
         serve(baseline_app(argv[2], argv[3]), port)
+    elif kind == "aiohttp-proxy":
+        aiohttp_proxy(argv[2], port)
     else:
         raise SystemExit(f"unknown server {kind!r}")
 

@@ -1,0 +1,160 @@
+"""Auto-pipelining of one Lua script: the operations issued in one event-loop iteration travel
+in one ``EVALSHA`` (redis-py asyncio adapter).
+
+Concurrent requests each need a limiter operation (a decision, a lease release, a renewal).
+Sent one call each, most of the cost is redis-py's per-command path (a pool checkout, three
+``asyncio.timeout`` blocks, the health check, the retry wrapper: and on CPython 3.11 a
+``getpid`` syscall in every ``asyncio.get_running_loop``). :class:`ScriptBatcher` queues the
+operations submitted while the loop runs its ready callbacks and sends them, at the end of
+that iteration (``call_soon``), as one call of a script that runs them in order
+(``ratelimit.lua``): one round trip, one pool checkout for all of them. On Redis Cluster the
+operations are grouped by hash slot (every key of one operation shares its slot): one call
+per slot, sent concurrently.
+
+Each waiter keeps its own budget: a timer started when it submitted (no ``asyncio.timeout``,
+no extra task) fails it with ``TimeoutError`` while the call may still be running; the
+operation itself carries its deadline on Redis's clock where it matters (the limiter's
+decisions), so an answer nobody waits for changes nothing. A call that fails fails every
+operation in it with that error; an operation that fails inside the script (its own key)
+fails alone with ``ResponseError``. Nothing is retried. ``aclose`` sends what is queued and
+waits for the calls in flight (within the budget): a release submitted before shutdown is
+sent, whether or not its waiter is still there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio
+from redis.crc import key_slot
+from redis.exceptions import ResponseError
+
+from gateway.redisconn.client import RedisClient
+
+#: At most this many operations in one ``EVALSHA`` (bounds the script's run on Redis).
+MAX_OPS = 128
+_ERROR = b"E"
+
+
+@dataclass(slots=True)
+class Op:
+    """One operation of the script: its kind, keys and arguments."""
+
+    kind: str
+    keys: Sequence[str]
+    args: Sequence[str | int]
+    future: asyncio.Future[Any] | None = field(default=None, compare=False)
+
+
+def encode(ops: Sequence[Op]) -> tuple[list[str], list[str]]:
+    """``KEYS`` and ``ARGV`` of one script call running ``ops`` in order: each operation's
+    kind, key count and arguments as one string of words (``-`` for an empty argument;
+    an argument never contains a space)."""
+    keys: list[str] = []
+    args: list[str] = []
+    for op in ops:
+        keys += op.keys
+        words = [op.kind, str(len(op.keys))]
+        words += [str(a) if a != "" else "-" for a in op.args]
+        args.append(" ".join(words))
+    return keys, args
+
+
+def outcome(reply: Any) -> list[bytes] | ResponseError:
+    """One operation's reply as its words, or the ``ResponseError`` it failed with inside
+    the script."""
+    if isinstance(reply, list):
+        message = reply[1] if len(reply) == 2 and reply[0] in (_ERROR, "E") else reply
+        return ResponseError(message.decode() if isinstance(message, bytes) else str(message))
+    return (reply if isinstance(reply, bytes) else str(reply).encode()).split()
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError("the call ran past its budget"))
+
+
+class ScriptBatcher:
+    def __init__(self, client: RedisClient, script: str, *, budget_s: float) -> None:
+        self.client = client
+        self.script = client.register_script(script)
+        self.budget_s = budget_s
+        self.cluster = isinstance(client, redis.asyncio.RedisCluster)
+        self._queued: list[Op] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+        #: Script calls sent and operations they carried (the batching's effect, for tests).
+        self.calls_total = 0
+        self.ops_total = 0
+
+    async def run(self, kind: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        """Queue one operation, and wait (within the budget) for its reply."""
+        loop = self._loop
+        if loop is None or not loop.is_running():  # the first operation of this iteration
+            loop = self._loop = asyncio.get_running_loop()
+            self._queued = []
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._queued:
+            loop.call_soon(self._flush)
+        self._queued.append(Op(kind, keys, args, future))
+        timer = loop.call_later(self.budget_s, _expire, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    def _flush(self) -> None:
+        queued, self._queued = self._queued, []
+        loop = self._loop
+        assert loop is not None
+        for group in self._groups(queued):
+            for start in range(0, len(group), MAX_OPS):
+                task = loop.create_task(self._send(group[start : start + MAX_OPS]))
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+
+    def _groups(self, ops: list[Op]) -> list[list[Op]]:
+        if not self.cluster:
+            return [ops]
+        slots: dict[int, list[Op]] = {}
+        for op in ops:
+            slots.setdefault(key_slot(op.keys[0].encode()), []).append(op)
+        return list(slots.values())
+
+    async def execute(self, ops: Sequence[Op]) -> list[Any]:
+        """Run ``ops`` in one script call now (no queue, no budget of its own): each reply, or
+        the ``ResponseError`` its operation failed with."""
+        keys, args = encode(ops)
+        self.calls_total += 1
+        self.ops_total += len(ops)
+        replies = await self.script(keys=keys, args=args)
+        if not isinstance(replies, list) or len(replies) != len(ops):
+            raise ResponseError("the limiter script answered the wrong number of replies")
+        return [outcome(reply) for reply in replies]
+
+    async def _send(self, ops: list[Op]) -> None:
+        try:
+            async with asyncio.timeout(self.budget_s):
+                replies = await self.execute(ops)
+        except Exception as exc:  # every waiter gets the call's failure
+            for op in ops:
+                if op.future is not None and not op.future.done():
+                    op.future.set_exception(exc)
+            return
+        for op, reply in zip(ops, replies, strict=True):
+            if op.future is None or op.future.done():
+                continue  # its waiter gave up (budget, cancelled): the answer is dropped
+            if isinstance(reply, BaseException):
+                op.future.set_exception(reply)
+            else:
+                op.future.set_result(reply)
+
+    async def aclose(self) -> None:
+        """Send what is queued and wait for every call in flight (each within the budget)."""
+        if self._queued:
+            self._flush()
+        while self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
