@@ -345,7 +345,8 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="internal: run as worker N of `server.workers` (started by the supervisor)",
+        help="internal: run as worker N of server.workers, started by the supervisor "
+        "(default: none, the only process or the supervisor)",
     )
     serve.set_defaults(func=cmd_serve)
     check = command(
