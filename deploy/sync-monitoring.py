@@ -37,8 +37,10 @@ def prometheus_rule(groups: list[Any]) -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": {"name": "assistants-gateway",
-                     "labels": {"app.kubernetes.io/name": "assistants-gateway"}},
+        "metadata": {
+            "name": "assistants-gateway",
+            "labels": {"app.kubernetes.io/name": "assistants-gateway"},
+        },
         "spec": {"groups": groups},
     }
 
@@ -47,8 +49,13 @@ def render() -> str:
     rules = yaml.safe_load(SOURCE.read_text())
     dumper = type("LiteralDumper", (yaml.SafeDumper,), {})
     dumper.add_representer(str, _str)
-    return HEADER + yaml.dump(prometheus_rule(rules["groups"]), Dumper=dumper, sort_keys=False,
-                              width=100, allow_unicode=True)
+    return HEADER + yaml.dump(
+        prometheus_rule(rules["groups"]),
+        Dumper=dumper,
+        sort_keys=False,
+        width=100,
+        allow_unicode=True,
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -56,7 +56,7 @@ def self_signed(tmp: Path) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", ["h1", "aiohttp", "httpx"])
 def test_untrusted_upstream_certificate_is_refused_whatever_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str
 ) -> None:
@@ -102,7 +102,7 @@ def test_untrusted_upstream_certificate_is_refused_whatever_the_environment(
     assert fake.requests == []  # the TLS handshake failed: not one byte of the request (or key)
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", ["h1", "aiohttp", "httpx"])
 def test_proxy_settings_in_the_environment_are_ignored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str
 ) -> None:

@@ -41,7 +41,7 @@ def owner_of(namespace: str) -> str:
     return tenant_digest(f"{default_domain(ISSUER)}:{namespace}")
 
 
-@pytest.fixture(scope="module", params=["aiohttp", "httpx"])
+@pytest.fixture(scope="module", params=["h1", "aiohttp", "httpx"])
 def upload_stack(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,

@@ -153,7 +153,7 @@ def _stream(url: str, thread: str, request_id: str) -> tuple[bytes, BaseExceptio
     return bytes(received), None
 
 
-@pytest.mark.parametrize("resetting", ["aiohttp", "httpx"], indirect=True)
+@pytest.mark.parametrize("resetting", ["h1", "aiohttp", "httpx"], indirect=True)
 def test_an_upstream_reset_mid_stream_is_a_cut(resetting: tuple[GatewayProcess, int]) -> None:
     proc, metrics_port = resetting
     body, error = _stream(proc.url, "thread_cut", "reset-1")

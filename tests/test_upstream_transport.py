@@ -1,6 +1,7 @@
-"""The upstream adapter's properties under BOTH transports (``upstream.transport``).
+"""The upstream adapter's properties under EVERY transport (``upstream.transport``).
 
-The default transport changed from httpcore ("httpx") to aiohttp for CPU cost; every property
+The default transport changed from httpcore ("httpx") to aiohttp, then to the gateway's own
+HTTP/1.1 client ("h1"), for CPU cost; every property
 the proxy relies on is checked here against each, over real loopback servers: streaming chunk
 by chunk, compressed bodies relayed raw, no cookie replay, timeouts → 504, connect errors →
 502, a full pool → 503, a cut stays a cut, and a client disconnect closes the upstream request.
@@ -19,13 +20,14 @@ import aiohttp
 import httpx
 import pytest
 
+from gateway.upstream import h1
 from tests.fakeazure import ScriptedResponse
 from tests.rawhttp import build_request, raw_request
 from tests.servers import free_port
 from tests.stack import V2, Stack, running_stack
 
 T = "thread_abc123"
-TRANSPORTS = ["aiohttp", "httpx"]
+TRANSPORTS = ["h1", "aiohttp", "httpx"]
 
 
 @pytest.fixture(scope="module", params=TRANSPORTS)
@@ -55,7 +57,11 @@ def test_the_configured_transport_is_the_one_used(ts: Stack) -> None:
     )
     assert response.status_code == 200
     upstream = ts.gateway.upstream
-    if ts.config.upstream.transport == "aiohttp":
+    if ts.config.upstream.transport == "h1":
+        # The gateway's own HTTP/1.1 client: no aiohttp session, no httpx transport.
+        assert upstream.transport is None and upstream._session is None
+        assert isinstance(upstream._h1, h1.Pool)
+    elif ts.config.upstream.transport == "aiohttp":
         # The aiohttp session, called directly: no httpx transport in between.
         assert upstream.transport is None
         assert isinstance(upstream._session, aiohttp.ClientSession)

@@ -279,7 +279,10 @@ class UpstreamConfig:
         check=positive,
     )
     write_timeout_s: float = setting(
-        30.0, "per write of a request body (`httpx` only: aiohttp has none)", check=positive
+        30.0,
+        "per write of a request body (`httpx` only: with `h1` a stalled write is bounded by the "
+        "read timeout, aiohttp has none)",
+        check=positive,
     )
     pool_timeout_s: float = setting(
         2.0,
@@ -289,15 +292,15 @@ class UpstreamConfig:
     )
     max_connections: int = setting(100, "upstream connection pool size", check=positive)
     max_keepalive: int = setting(
-        50, "idle upstream connections kept (`httpx` only)", check=positive
+        50, "idle upstream connections kept (`h1` and `httpx`)", check=positive
     )
     allow_plain_http: bool = setting(False, "allow an `http://` endpoint (demo and tests only)")
-    transport: Literal["httpx", "aiohttp"] = setting(
-        "aiohttp",
-        "the upstream HTTP client: `aiohttp` (called directly; ~⅙ of httpcore's CPU per "
-        "request, measured by `python -m tests.benchmark`) or `httpx` (httpcore). Same "
-        "properties either way: no env, redirects or cookie jar, raw bytes, explicit "
-        "timeouts, the target sent byte for byte",
+    transport: Literal["h1", "aiohttp", "httpx"] = setting(
+        "h1",
+        "the upstream HTTP client: `h1` (the gateway's own HTTP/1.1 client over httptools; "
+        "the least CPU per request, measured by `python -m tests.benchmark`), `aiohttp` "
+        "(called directly) or `httpx` (httpcore). Same properties whichever: no env, "
+        "redirects or cookie jar, raw bytes, explicit timeouts, the target sent byte for byte",
     )
 
     backends: tuple[BackendConfig, ...] = setting(

@@ -1,18 +1,21 @@
 """The one adapter to Azure: the upstream HTTP client and the streaming forward.
 
 * One connection pool per process, built by the composition root and closed at shutdown.
-* Its transport is configurable (``upstream.transport``): ``aiohttp`` (default: one
-  ``aiohttp.ClientSession`` called directly, no httpx layer on the hot path) or ``httpx``
-  (httpcore's pool; the requests go straight to the transport as ``httpx.Request``s, no
+* Its transport is configurable (``upstream.transport``): ``h1`` (default: the gateway's own
+  HTTP/1.1 client, ``upstream/h1.py``: an ``asyncio.Protocol`` over httptools and a small
+  pool), ``aiohttp`` (one ``aiohttp.ClientSession`` called directly) or ``httpx`` (httpcore's
+  pool; the requests go straight to the transport as ``httpx.Request``s, no
   ``AsyncClient``). The httpx-over-aiohttp layer the default used to run cost about 90 µs of
-  CPU per request (its ``Request``/``URL`` models and a second response object): see the
-  README's performance section. Both transports are built here, with the same properties;
-  nothing outside this module sees which one runs.
+  CPU per request (its ``Request``/``URL`` models and a second response object), aiohttp's
+  client itself about a fifth of the gateway's CPU samples: see the README's performance
+  section. All three are built here, with the same properties; nothing outside this module
+  sees which one runs.
 * ``trust_env=False`` (no proxy/netrc/SSL settings from the environment), no redirects, no
-  cookie jar (aiohttp: a ``DummyCookieJar``; httpx: no client), no auth flow, every timeout
-  phase explicit, no retries.
+  cookie jar (aiohttp: a ``DummyCookieJar``; httpx: no client; h1: none by construction), no
+  auth flow, every timeout phase explicit, no retries.
 * Bodies pass through as raw bytes as Azure sent them, never decompressed
-  (``auto_decompress=False``; httpx: ``aiter_raw()``), chunk by chunk as they arrive.
+  (``auto_decompress=False``; httpx: ``aiter_raw()``; h1 knows no encoding), chunk by chunk
+  as they arrive.
 * A streamed request body (an async iterable) is sent with the ``Content-Length`` the headers
   carry, else chunked; when the iterable raises, the request is aborted before its end.
 * The URL is the configured endpoint plus a target built by ``operations/table.py``, parsed
@@ -21,14 +24,16 @@
   byte for byte (a ``#``, a space or a control byte) is refused, never rewritten. (Through
   httpx-aiohttp the default transport re-parsed the URL after the check: ``/a%2Fb/%2e%2e/c``
   went out as ``/c``.)
-* aiohttp's and httpx's exceptions are translated into the gateway's error tree here and only
-  here (``translate``).
+* aiohttp's, httpx's and h1's exceptions are translated into the gateway's error tree here
+  and only here (``translate``).
 
 Timeouts under aiohttp: ``connect_timeout_s`` bounds the TCP/TLS connect (``sock_connect``),
 ``read_timeout_s``/``stream_read_timeout_s`` every read (``sock_read``), and
 ``pool_timeout_s + connect_timeout_s`` the wait for a pooled connection plus the connect
 (``connect``); aiohttp has no write timeout: a body Azure does not read is bounded by the read
-timeout of the answer that does not come.
+timeout of the answer that does not come. Under h1: ``connect_timeout_s`` the connect,
+``pool_timeout_s`` the wait for a pooled connection, and the read timeout every wait for the
+server once the request is sent (a write drain included), reset by each arrival.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from gateway.errors import (
     GatewayTimeoutError,
     ServiceUnavailableError,
 )
+from gateway.upstream import h1
 
 log = logging.getLogger("gateway.upstream")
 
@@ -82,11 +88,23 @@ def _off_route() -> GatewayError:
 
 
 def translate(exc: Exception, *, pool_full: bool = False) -> GatewayError:
-    """aiohttp or httpx exception → gateway error (the only place this mapping lives).
+    """aiohttp, httpx or h1 exception → gateway error (the only place this mapping lives).
 
     An httpx error caused by an aiohttp one is decided by its cause. aiohttp reports a slow
-    pool and a slow connect alike: ``pool_full`` tells them apart.
+    pool and a slow connect alike: ``pool_full`` tells them apart. A request h1 would not send
+    as given (a header with CR/LF/NUL, a streamed body off its declared length) is refused like
+    a target off its route: the gateway's refusal, not the backend's failure.
     """
+    if isinstance(exc, h1.H1Error):
+        if isinstance(exc, h1.H1PoolTimeout):
+            return _pool_exhausted()
+        if isinstance(exc, h1.H1ConnectTimeout | h1.H1ReadTimeout):
+            return _timed_out()
+        if isinstance(exc, h1.H1ConnectError):
+            return _unreachable()
+        if isinstance(exc, h1.H1RequestError):
+            return _off_route()
+        return BadGatewayError("The upstream service failed to answer.")
     cause = exc if isinstance(exc, aiohttp.ClientError) else exc.__cause__
     if isinstance(cause, aiohttp.ClientError):
         if isinstance(cause, aiohttp.ConnectionTimeoutError):
@@ -105,8 +123,8 @@ def translate(exc: Exception, *, pool_full: bool = False) -> GatewayError:
     return BadGatewayError("The upstream service failed to answer.")
 
 
-#: What either transport raises.
-_ERRORS = (httpx.HTTPError, aiohttp.ClientError)
+#: What the transports raise.
+_ERRORS = (httpx.HTTPError, aiohttp.ClientError, h1.H1Error)
 
 #: A request target that goes on the request line as it is: visible ASCII, no fragment.
 _TARGET = re.compile(r"/[!-\x22\x24-~]*")
@@ -178,6 +196,11 @@ class UpstreamResponse:
             response.content.iter_chunked(_CHUNK),
             close,
         )
+
+    @classmethod
+    def _of_h1(cls, conn: h1.Connection) -> UpstreamResponse:
+        body = h1.Body(conn)
+        return cls(conn.status, conn.headers, body, body.aclose)
 
     def _header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
@@ -251,6 +274,7 @@ class UpstreamClient:
         self.config = config
         self.base = httpx.URL(config.endpoint)
         aiohttp_default = transport is None and config.transport == "aiohttp"
+        own = transport is None and config.transport == "h1"
         # aiohttp's ``connect`` covers the pool wait and the connect: give it both budgets.
         pool = config.pool_timeout_s + (config.connect_timeout_s if aiohttp_default else 0.0)
 
@@ -264,7 +288,7 @@ class UpstreamClient:
         upload = phases(max(config.read_timeout_s, upload_read_timeout_s))
         self._upload_timeout = upload.as_dict()
         self._session: aiohttp.ClientSession | None = None
-        if transport is None and not aiohttp_default:
+        if transport is None and not aiohttp_default and not own:
             limits = httpx.Limits(
                 max_connections=config.max_connections,
                 max_keepalive_connections=config.max_keepalive,
@@ -289,6 +313,15 @@ class UpstreamClient:
             True: client_timeout(self.stream_timeout),
         }
         self._aiohttp_upload_timeout = client_timeout(upload)
+        # The h1 path: its pool (built lazily, inside the running loop), the ``Host`` header
+        # as aiohttp sends it, and the read timeout per kind of request.
+        self._h1: h1.Pool | None = None
+        self._own = own
+        host = self.base.raw_host
+        host = b"[" + host + b"]" if b":" in host else host
+        self._host_header = host + (b":%d" % self.base.port if self.base.port else b"")
+        self._h1_timeouts = {False: config.read_timeout_s, True: config.stream_read_timeout_s}
+        self._h1_upload_timeout = max(config.read_timeout_s, upload_read_timeout_s)
 
     async def send(
         self,
@@ -306,6 +339,8 @@ class UpstreamClient:
         target = f"{self._base_path}{path}?{query}" if query else f"{self._base_path}{path}"
         streamed = body is not None and not isinstance(body, bytes)
         try:
+            if self._own:
+                return await self._send_h1(method, target, headers, body, streamed, stream)
             if self.transport is None:
                 return await self._send_aiohttp(method, target, headers, body, streamed, stream)
             return await self._send_httpx(method, target, headers, body, streamed, stream)
@@ -377,17 +412,71 @@ class UpstreamClient:
         response.request = request
         return UpstreamResponse._of_httpx(response)
 
+    async def _send_h1(
+        self,
+        method: str,
+        target: str,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes | AsyncIterable[bytes] | None,
+        streamed: bool,
+        stream: bool,
+    ) -> UpstreamResponse:
+        if not _TARGET.fullmatch(target):  # written on the request line as it is
+            raise _off_route()
+        length: int | None = None
+        if isinstance(body, bytes) and body:
+            framing = b"Content-Length: %d\r\n" % len(body)
+        elif streamed:
+            length = h1.declared_length(headers)
+            framing = b"" if length is not None else b"Transfer-Encoding: chunked\r\n"
+        else:
+            body = None
+            framing = b"" if method in h1.BODYLESS else b"Content-Length: 0\r\n"
+        head = h1.request_head(
+            method, target, self._host_header, headers, framing, keep_framing=length is not None
+        )
+        pool = self._h1 or self._new_h1()
+        conn = await pool.acquire(
+            self._h1_upload_timeout if streamed else self._h1_timeouts[stream]
+        )
+        try:
+            await conn.send(head, body, length)
+            await conn.response_head()
+        except BaseException:
+            conn.abort()  # never reused: the exchange stopped midway
+            raise
+        return UpstreamResponse._of_h1(conn)
+
+    def _new_h1(self) -> h1.Pool:
+        config = self.config
+        self._h1 = h1.Pool(
+            self.base.host,
+            self._port,
+            ssl_context=(
+                httpx.create_ssl_context(trust_env=False) if self.base.scheme == "https" else None
+            ),
+            max_connections=config.max_connections,
+            max_keepalive=config.max_keepalive,
+            connect_timeout_s=config.connect_timeout_s,
+            pool_timeout_s=config.pool_timeout_s,
+        )
+        return self._h1
+
     def _new_session(self) -> aiohttp.ClientSession:
         self._session = _aiohttp_session(self.config)
         return self._session
 
     def _pool_full(self) -> bool:
+        if self._h1 is not None:
+            return self._h1.full
         connector = self._session.connector if self._session is not None else None
         acquired = getattr(connector, "_acquired", ())
         return connector is not None and len(acquired) >= connector.limit > 0
 
     def pool_connections(self) -> int:
         """Connections the pool holds now (for metrics and leak tests)."""
+        if self._h1 is not None:
+            return self._h1.size
         if self._session is not None:
             connector = self._session.connector
             idle = getattr(connector, "_conns", {})
@@ -396,6 +485,8 @@ class UpstreamClient:
         return len(getattr(pool, "connections", ()))
 
     async def aclose(self) -> None:
+        if self._h1 is not None:
+            await self._h1.close()
         if self.transport is not None:
             await self.transport.aclose()
         if self._session is not None:

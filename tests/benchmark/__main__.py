@@ -12,7 +12,7 @@ In one run, each target in its own process on loopback, one at a time:
   ``ceiling-protocol``: the same under the gateway's HTTP protocol (header deadlines and
   connection caps, ``gateway/httpprotocol.py``): the difference is that protocol's cost;
 * ``baseline``: a minimal Starlette pass-through over the gateway's upstream adapter, once per
-  transport;
+  transport (``h1``, ``aiohttp``, ``httpx``);
 * ``gateway``: ``gateway serve`` with a realistic RS256 Kubernetes token, caller rules and
   profile policy on a create-message body with metadata, Redis rate limits (per caller, per
   tenant and concurrency, high enough never to refuse; ``fail_mode = "closed"`` so a Redis
@@ -57,6 +57,9 @@ from tests.benchmark.harness import Request, Server
 from tests.benchmark.servers import ASSISTANT_ID, THREAD_ID
 from tests.servers import free_port, private_redis
 from tests.stack import AUDIENCE, ISSUER, PUBLIC_JWK, V2, make_token
+
+#: The gateway's default upstream transport (``upstream.transport``): the gateway rows' own.
+DEFAULT = "h1"
 
 API_KEY = "bench-azure-key-0123456789abcdef"
 
@@ -155,7 +158,7 @@ def gateway_config(
     upstream: str,
     jwks: Path,
     *,
-    transport: str,
+    transport: str | None,
     token_cache: int,
     metrics_port: int,
     owner_cache_s: float = 60,
@@ -170,7 +173,7 @@ access_log = true
 [upstream]
 endpoint = "{upstream}"
 allow_plain_http = true
-transport = "{transport}"
+{f'transport = "{transport}"' if transport else ""}
 [auth]
 token_cache_size = {token_cache}
 [[auth.issuers]]
@@ -309,7 +312,7 @@ class Bench:
     def run_gateway(
         self,
         name: str,
-        transport: str,
+        transport: str | None,
         token_cache: int,
         redis_url: str,
         owner_cache_s: float = 60,
@@ -347,7 +350,7 @@ class Bench:
         ).start()
         try:
             self._create_thread(server)  # ownership: the thread's owner is recorded first
-            self.measure(server, Row(name, transport, "gateway"), ttfb=True)
+            self.measure(server, Row(name, transport or "default", "gateway"), ttfb=True)
             if name == "gateway":
                 self.ownership["in-process cache hit"] = harness.sequential(
                     server, self.message, self.args.ownership_n
@@ -571,27 +574,28 @@ def main(argv: list[str] | None = None) -> int:
                 bench.run_simple("ceiling-protocol", "ceiling-protocol", "—")
             if want("aiohttp-proxy"):
                 bench.run_simple("aiohttp-proxy", "aiohttp-proxy", "—", upstream.url)
-            for transport in ("aiohttp", "httpx"):
+            for transport in ("h1", "aiohttp", "httpx"):
                 if want(f"baseline-{transport}"):
                     bench.run_simple(
                         f"baseline-{transport}", "baseline", transport, upstream.url, transport
                     )
             if want("gateway"):
-                bench.run_gateway("gateway", "aiohttp", 10000, redis.url)
-            if args.compare:
+                bench.run_gateway("gateway", DEFAULT, 10000, redis.url)
+            if args.compare:  # that checkout's default transport
                 with _checkout(args.compare, work) as old:
                     bench.run_gateway(
-                        f"gateway@{args.compare}", "aiohttp", 10000, redis.url, checkout=old
+                        f"gateway@{args.compare}", None, 10000, redis.url, checkout=old
                     )
             if want("gateway-2-workers"):
-                bench.run_gateway("gateway-2-workers", "aiohttp", 10000, redis.url, workers=2)
-            if want("gateway-httpx"):
-                bench.run_gateway("gateway-httpx", "httpx", 10000, redis.url)
+                bench.run_gateway("gateway-2-workers", DEFAULT, 10000, redis.url, workers=2)
+            for transport in ("aiohttp", "httpx"):
+                if want(f"gateway-{transport}"):
+                    bench.run_gateway(f"gateway-{transport}", transport, 10000, redis.url)
             if want("gateway-no-token-cache"):
-                bench.run_gateway("gateway-no-token-cache", "aiohttp", 0, redis.url)
+                bench.run_gateway("gateway-no-token-cache", DEFAULT, 0, redis.url)
             if want("gateway-no-owner-cache"):
                 bench.run_gateway(
-                    "gateway-no-owner-cache", "aiohttp", 10000, redis.url, owner_cache_s=0
+                    "gateway-no-owner-cache", DEFAULT, 10000, redis.url, owner_cache_s=0
                 )
             p50, _, errors = harness.first_event_ms(upstream, bench.stream, args.ttfb_n)
             bench.direct_ttfb_ms = p50

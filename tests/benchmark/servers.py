@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal, cast
 
 import uvicorn
 from starlette.applications import Starlette
@@ -201,7 +201,7 @@ def baseline_app(upstream_url: str, transport: str) -> Starlette:
         UpstreamConfig(
             endpoint=upstream_url,
             allow_plain_http=True,
-            transport="httpx" if transport == "httpx" else "aiohttp",
+            transport=cast(Literal["httpx", "aiohttp", "h1"], transport),
         )
     )
 
