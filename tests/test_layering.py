@@ -79,7 +79,10 @@ CORE_THIRD_PARTY = {"jwt"}
 
 #: adapter -> (third-party libraries it may use, adapters it may import)
 ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
-    "upstream.client": ({"httpx", "aiohttp", "yarl"}, set()),
+    # The upstream adapter builds each transport: aiohttp's, httpx's or its own (upstream.h1).
+    "upstream.client": ({"httpx", "aiohttp", "yarl"}, {"upstream.h1"}),
+    # The h1 transport: asyncio and httptools' response parser, nothing of the gateway.
+    "upstream.h1": ({"httptools"}, set()),
     "auth.keyset": ({"jwt", "cryptography"}, set()),
     "auth.jwks": ({"httpx", "jwt"}, {"auth.keyset"}),
     "redisconn.client": ({"redis"}, set()),

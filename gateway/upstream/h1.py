@@ -372,6 +372,10 @@ class Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         self._active = False
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():  # (the client closing under a request)
+            self._error = self._error or H1BrokenError("connection closed")
+            waiter.set_exception(self._error)
         if self.transport is not None and not self.closed:
             self.transport.abort()
         self._closed()
@@ -404,6 +408,7 @@ class Pool:
         max_keepalive: int,
         connect_timeout_s: float,
         pool_timeout_s: float,
+        keepalive_s: float = _KEEPALIVE_S,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self._host = host
@@ -413,6 +418,7 @@ class Pool:
         self._max_keepalive = max_keepalive
         self._connect_timeout = connect_timeout_s
         self._pool_timeout = pool_timeout_s
+        self._keepalive = keepalive_s
         self._idle: list[Connection] = []
         self._all: set[Connection] = set()
         self._opening = 0
@@ -437,7 +443,7 @@ class Pool:
         idle = self._idle
         while idle:
             conn = idle.pop()
-            if conn.reusable and now - conn.idle_since < _KEEPALIVE_S:
+            if conn.reusable and now - conn.idle_since < self._keepalive:
                 conn._timeout = timeout_s
                 return conn
             conn.close()
@@ -533,15 +539,16 @@ class Pool:
         conn.idle_since = self.loop.time()
         self._idle.append(conn)
         if self._sweeper is None:
-            self._sweeper = self.loop.call_later(_KEEPALIVE_S, self._sweep)
+            self._sweeper = self.loop.call_later(self._keepalive, self._sweep)
 
     def _sweep(self) -> None:
         self._sweeper = None
-        limit = self.loop.time() - _KEEPALIVE_S
-        for conn in [c for c in self._idle if c.idle_since <= limit]:
+        now = self.loop.time()
+        for conn in [c for c in self._idle if c.idle_since <= now - self._keepalive]:
             conn.close()
-        if self._idle:
-            self._sweeper = self.loop.call_later(_KEEPALIVE_S, self._sweep)
+        if self._idle:  # again when the oldest left expires
+            wait = self._idle[0].idle_since + self._keepalive - now
+            self._sweeper = self.loop.call_later(max(wait, 0.0), self._sweep)
 
     def discard(self, conn: Connection) -> None:
         """A connection closed (by either side): forgotten, its slot given on."""
