@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -583,6 +584,46 @@ def test_closing_the_client_closes_connections_and_fails_waiters() -> None:
             await asyncio.wait_for(up.closed.wait(), 2)
             assert c.pool_connections() == 0
         finally:
+            server.close()
+
+    run(main())
+
+
+def test_a_body_the_server_does_not_read_is_bounded_by_the_read_timeout() -> None:
+    async def handler(up: Upstream, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(3)  # reads no body
+
+    async def main() -> None:
+        up, server = await serving(handler)
+        c = client(up, read_timeout_s=0.5)
+        loop = asyncio.get_running_loop()
+        try:
+            started = loop.time()
+            with pytest.raises(GatewayTimeoutError):
+                await c.send("POST", "/", "", HEADERS, b"x" * (64 << 20), stream=False)
+            assert loop.time() - started < 2.5
+            assert c.pool_connections() == 0
+        finally:
+            await c.aclose()
+            server.close()
+
+    run(main())
+
+
+def test_connections_are_opened_with_tcp_nodelay() -> None:
+    async def main() -> None:
+        up, server = await answering(OK)
+        c = client(up)
+        try:
+            await read_all(c, "GET", "/", "", HEADERS, None, stream=False)
+            assert c._h1 is not None
+            [conn] = c._h1._idle
+            assert conn.transport is not None
+            sock = conn.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        finally:
+            await c.aclose()
             server.close()
 
     run(main())
