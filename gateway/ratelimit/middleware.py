@@ -4,7 +4,9 @@ concurrency), before the body is read.
 * Refused → 429 with ``Retry-After``/``retry-after-ms`` (``gcra.refusal_error``).
 * Admitted → the admission place is given back (what follows is bounded elsewhere); a held
   concurrency slot is renewed for as long as the request lives (the lease TTL exists only for
-  crashed replicas) and released when it is over.
+  crashed replicas) and released when it is over: the release is queued for the limiter's
+  next Redis call, not waited for (the request's task ends at once; a lost release is
+  bounded by the lease TTL).
 * The response carries the gateway's limit headers instead of Azure's ``x-ratelimit-*``, which
   describe the shared key — unless the decision was degraded (made without Redis).
 * On Redis Cluster the global ceiling lives in its own slot: a second call.
@@ -24,7 +26,7 @@ from gateway.ratelimit.keeper import LeaseKeeper
 
 class Limiter(Protocol):
     async def check(self, plan: LimitPlan, request_id: str) -> Decision: ...
-    async def release(self, lease: Lease) -> None: ...
+    def release_soon(self, lease: Lease) -> None: ...
     async def renew(self, lease: Lease) -> None: ...
 
 
@@ -69,8 +71,8 @@ class RateLimitMiddleware:
         finally:
             if lease is not None:
                 assert self.keeper is not None
-                self.keeper.drop(lease)
-                await self.limiter.release(lease)
+                self.keeper.drop(lease)  # no renewal from now on
+                self.limiter.release_soon(lease)  # sent even if this task is cancelled
 
     async def _decide(self, ctx: RequestContext, limiter: Limiter) -> Decision | None:
         assert ctx.caller is not None and ctx.match is not None
@@ -89,7 +91,7 @@ class RateLimitMiddleware:
             ceiling = await limiter.check(gcra.plan_global(self.global_rate), ctx.request_id)
             if not ceiling.allowed:
                 if decision is not None and decision.lease is not None:
-                    await limiter.release(decision.lease)
+                    limiter.release_soon(decision.lease)
                 _refuse(ctx, ceiling)
             decision = decision or ceiling
         ctx.stages["ratelimit"] = time.perf_counter() - started

@@ -5,7 +5,8 @@ One atomic decision per request checks every rule of a :class:`~gateway.ratelimi
 all-or-nothing, on Redis's own clock (``TIME``), so replicas with skewed clocks agree. The
 decisions, lease releases and renewals of concurrent requests issued in one event-loop
 iteration share one ``EVALSHA`` (``redisconn.batch``: auto-pipelining; the script runs them in
-order, each as it would alone, so counts stay exact across replicas). redis-py's ``Script``
+order, each as it would alone, so counts stay exact across replicas); a request does not wait
+for its lease's release (``release_soon``). redis-py's ``Script``
 reloads the script after ``NOSCRIPT`` (a flush or a restart). The maths is the pure model in
 ``ratelimit.gcra``; the script is in ``ratelimit.lua``.
 
@@ -357,6 +358,24 @@ class RedisRateLimiter:
             await self._run(RELEASE, [lease.key], [lease.member])
         except _ERRORS as exc:
             self.failed(exc, "release", "", started)
+
+    def release_soon(self, lease: Lease | None) -> None:
+        """Free a concurrency slot without waiting for Redis: the release is queued for this
+        loop iteration's script call (``ScriptBatcher.submit``), so the request's task ends
+        at once. It is sent whatever becomes of that task, and at shutdown (``aclose``); a
+        failure is recorded like any other (log, ``on_error``), and the lease TTL bounds a
+        release that is lost. Never raises."""
+        if lease is None:
+            return
+        self.release_local(lease)
+        if self._skip_redis(lease):
+            return
+        started = time.monotonic()
+
+        def failed(exc: BaseException) -> None:
+            self.failed(exc, "release", "", started)
+
+        self.batch.submit(RELEASE, [lease.key], [lease.member], failed)
 
     async def renew(self, lease: Lease | None) -> None:
         """Extend a lease to a full TTL from now (long streams). Never raises."""

@@ -16,15 +16,18 @@ no extra task) fails it with ``TimeoutError`` while the call may still be runnin
 operation itself carries its deadline on Redis's clock where it matters (the limiter's
 decisions), so an answer nobody waits for changes nothing. A call that fails fails every
 operation in it with that error; an operation that fails inside the script (its own key)
-fails alone with ``ResponseError``. Nothing is retried. ``aclose`` sends what is queued and
-waits for the calls in flight (within the budget): a release submitted before shutdown is
-sent, whether or not its waiter is still there.
+fails alone with ``ResponseError``. Nothing is retried. An operation may also have no waiter
+at all (``submit``: a lease release, off the request's path): it travels the same way and
+only its failure is reported, to a hook. ``aclose`` sends what is queued and waits for the
+calls in flight (within the budget): a release submitted before shutdown is sent, whether or
+not its waiter is still there.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +36,8 @@ from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
 from gateway.redisconn.client import RedisClient
+
+log = logging.getLogger("gateway.ratelimit")
 
 #: At most this many operations in one ``EVALSHA`` (bounds the script's run on Redis).
 MAX_OPS = 128
@@ -47,6 +52,8 @@ class Op:
     keys: Sequence[str]
     args: Sequence[str | int]
     future: asyncio.Future[Any] | None = field(default=None, compare=False)
+    #: For an operation nobody waits for (``submit``): told of its failure.
+    on_error: Callable[[BaseException], None] | None = field(default=None, compare=False)
 
 
 def encode(ops: Sequence[Op]) -> tuple[list[str], list[str]]:
@@ -77,6 +84,17 @@ def _expire(future: asyncio.Future[Any]) -> None:
         future.set_exception(TimeoutError("the call ran past its budget"))
 
 
+def _fail(op: Op, exc: BaseException) -> None:
+    if op.future is not None:
+        if not op.future.done():
+            op.future.set_exception(exc)
+    elif op.on_error is not None:
+        try:
+            op.on_error(exc)
+        except Exception:  # one hook's failure must not keep the others' replies back
+            log.exception("a batched operation's error hook failed")
+
+
 class ScriptBatcher:
     def __init__(self, client: RedisClient, script: str, *, budget_s: float) -> None:
         self.client = client
@@ -90,21 +108,39 @@ class ScriptBatcher:
         self.calls_total = 0
         self.ops_total = 0
 
-    async def run(self, kind: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
-        """Queue one operation, and wait (within the budget) for its reply."""
+    def _queue(self, op: Op) -> asyncio.AbstractEventLoop:
         loop = self._loop
         if loop is None or not loop.is_running():  # the first operation of this iteration
             loop = self._loop = asyncio.get_running_loop()
             self._queued = []
-        future: asyncio.Future[Any] = loop.create_future()
         if not self._queued:
             loop.call_soon(self._flush)
-        self._queued.append(Op(kind, keys, args, future))
+        self._queued.append(op)
+        return loop
+
+    async def run(self, kind: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        """Queue one operation, and wait (within the budget) for its reply."""
+        op = Op(kind, keys, args)
+        loop = self._queue(op)
+        future = op.future = loop.create_future()
         timer = loop.call_later(self.budget_s, _expire, future)
         try:
             return await future
         finally:
             timer.cancel()
+
+    def submit(
+        self,
+        kind: str,
+        keys: Sequence[str],
+        args: Sequence[str | int],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        """Queue one operation nobody waits for (a lease release): it travels in this
+        iteration's call like the others, bounded by the call's budget; its failure goes to
+        ``on_error``. Whatever happens to the task that submitted it, it is sent (``aclose``
+        sends what is still queued)."""
+        self._queue(Op(kind, keys, args, on_error=on_error))
 
     def _flush(self) -> None:
         queued, self._queued = self._queued, []
@@ -141,16 +177,14 @@ class ScriptBatcher:
                 replies = await self.execute(ops)
         except Exception as exc:  # every waiter gets the call's failure
             for op in ops:
-                if op.future is not None and not op.future.done():
-                    op.future.set_exception(exc)
+                _fail(op, exc)
             return
         for op, reply in zip(ops, replies, strict=True):
-            if op.future is None or op.future.done():
-                continue  # its waiter gave up (budget, cancelled): the answer is dropped
             if isinstance(reply, BaseException):
-                op.future.set_exception(reply)
-            else:
+                _fail(op, reply)
+            elif op.future is not None and not op.future.done():
                 op.future.set_result(reply)
+            # else: its waiter gave up (budget, cancelled), or there is none: dropped
 
     async def aclose(self) -> None:
         """Send what is queued and wait for every call in flight (each within the budget)."""
