@@ -215,6 +215,11 @@ class Row:
     cpu_us: dict[int, float] = field(default_factory=dict)
     p50_ms: float = math.nan
     p99_ms: float = math.nan
+    #: During the open-loop run: the generator's own lateness (p99), the server's CPU and its
+    #: wait for a CPU per request (µs).
+    late_p99_ms: float = math.nan
+    open_cpu_us: float = math.nan
+    open_runq_us: float = math.nan
     achieved: float = math.nan
     ttfb_ms: float = math.nan
     rss_mib: float = math.nan
@@ -266,6 +271,8 @@ class Bench:
             row.errors += result.errors
         lat = harness.open_loop(server, self.message, a.rate, a.open_duration, self.work)
         row.p50_ms, row.p99_ms, row.achieved = lat["p50_ms"], lat["p99_ms"], lat["achieved"]
+        row.late_p99_ms, row.open_cpu_us = lat["late_p99_ms"], lat["cpu_us"]
+        row.open_runq_us = lat["runq_us"]
         row.errors += lat["errors"]
         if ttfb:
             p50, _p99, errors = harness.first_event_ms(server, self.stream, a.ttfb_n)
@@ -456,6 +463,17 @@ def report(bench: Bench) -> bool:
             f" | {_fmt(r.p50_ms, '.2f')} | {_fmt(r.p99_ms, '.2f')}"
             f" | {_fmt(r.p99_ms / base.p99_ms, '.2f') if base and r.kind != 'ceiling' else '—'}"
             f" | {_fmt(r.ttfb_ms, '.2f')} | {_fmt(r.rss_mib, '.1f')} | {r.errors} |"
+        )
+    print(
+        f"\nDuring the open-loop run at {a.rate:g} req/s, per request: the server's CPU and its "
+        "wait for a CPU (schedstat, µs; its processes only, not the upstream's or Redis'), "
+        "and how late the generator sent (p99 ms):\n"
+    )
+    print("| target | CPU µs | waited for a CPU µs | generator late p99 ms |\n|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r.name} | {_fmt(r.open_cpu_us)} | {_fmt(r.open_runq_us)} "
+            f"| {_fmt(r.late_p99_ms, '.2f')} |"
         )
     print(
         f"\nFirst SSE event directly from the upstream: p50 {bench.direct_ttfb_ms:.2f} ms "
