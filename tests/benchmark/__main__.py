@@ -2,7 +2,9 @@
 
 In one run, each target in its own process on loopback, one at a time:
 
-* the static fake upstream (fixed thread, created message, run event stream) and a private
+* the static fake upstream (fixed thread, created message, run event stream; an asyncio
+  protocol over httptools answering byte for byte as the same app under uvicorn, so that it
+  takes as little as it can of the two cores every row shares with it) and a private
   ``redis-server``, up for the whole run; ``direct``: that upstream measured on its own (the
   latency floor every other row is compared with);
 * ``nginx``: nginx as a reverse proxy to it (one process, keep-alive upstream connections, no
@@ -32,7 +34,10 @@ Every target gets the same request: ``POST /openai/threads/{id}/messages`` with 
 headers, token and body. Load comes from ``wrk`` (another process) when installed, else from a
 Python closed-loop generator in another process (said in the output). CPU per request is the
 server process's utime+stime delta over the run divided by the requests completed; latency is
-measured open-loop at a fixed rate; time to first SSE event is a streamed ``runs.create``
+measured open-loop at a fixed rate by a light raw-socket generator (``loadgen open``), which
+also reports how late it sent, beside the server's CPU and its wait for a CPU per request
+during that run (``/proc/<pid>/schedstat``: on a shared machine the wait is the neighbours'
+share of the tail); time to first SSE event is a streamed ``runs.create``
 directly against the upstream and through the gateway.
 """
 
