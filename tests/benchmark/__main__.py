@@ -570,13 +570,24 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="run only these targets (ceiling, baseline-aiohttp, …)",
     )
+    parser.add_argument(
+        "--upstream",
+        choices=["protocol", "uvicorn"],
+        default="protocol",
+        help="the fake upstream: the httptools protocol server, or the same answers from "
+        "the ASGI app under uvicorn (what runs before this one used)",
+    )
     args = parser.parse_args(argv)
     work = harness.workdir()
     print(f"benchmark work dir (configs, server logs): {work}", file=sys.stderr)
     upstream_port = free_port()
     upstream = Server(
         "upstream",
-        harness.python_module("tests.benchmark.servers", "upstream", str(upstream_port)),
+        harness.python_module(
+            "tests.benchmark.servers",
+            "upstream" if args.upstream == "protocol" else "upstream-uvicorn",
+            str(upstream_port),
+        ),
         upstream_port,
         log=work / "upstream.log",
     ).start()
