@@ -84,6 +84,16 @@ class Server:
                 total += int(fields[11]) + int(fields[12])
         return total / CLK_TCK
 
+    def schedstat_s(self) -> tuple[float, float]:
+        """Time on a CPU and time runnable but waiting for one (``/proc/<pid>/schedstat``,
+        nanosecond clocks), summed over the server's processes (seconds)."""
+        ran = waited = 0
+        for pid in self.processes():
+            with contextlib.suppress(FileNotFoundError):
+                on_cpu, queued, _slices = Path(f"/proc/{pid}/schedstat").read_text().split()
+                ran, waited = ran + int(on_cpu), waited + int(queued)
+        return ran / 1e9, waited / 1e9
+
     def peak_rss_mib(self) -> float:
         """Peak RSS of the server (summed over its workers when it has some)."""
         pids = self.processes()
@@ -194,7 +204,15 @@ def _loadgen(mode: str, request: Request, base: str, workdir: Path, **spec: Any)
 def open_loop(
     server: Server, request: Request, rate: float, duration_s: float, workdir: Path
 ) -> dict[str, Any]:
-    return _loadgen("open", request, server.url, workdir, rate=rate, duration_s=duration_s)
+    """Open-loop latency at ``rate``; with the server's CPU time and its wait for a CPU per
+    request over the run (µs): on a shared machine the wait is the neighbours' share."""
+    ran, waited = server.schedstat_s()
+    result = _loadgen("open", request, server.url, workdir, rate=rate, duration_s=duration_s)
+    ran_after, waited_after = server.schedstat_s()
+    n = max(int(result["requests"]), 1)
+    result["cpu_us"] = (ran_after - ran) / n * 1e6
+    result["runq_us"] = (waited_after - waited) / n * 1e6
+    return result
 
 
 def _raw(request: Request, host: str) -> bytes:

@@ -3,7 +3,15 @@
 
 * ``open``: open-loop at a fixed rate. Request ``i`` is due at ``t0 + i / rate`` whatever
   happened to earlier ones, and its latency counts from that due time, so a stalled server is
-  not hidden by the generator waiting for it (no coordinated omission).
+  not hidden by the generator waiting for it (no coordinated omission). It is kept light so
+  that its own work is not the tail it measures: blocking sockets with ``TCP_NODELAY``, one
+  ``select`` with a microsecond timeout, a new connection only when every open one has a
+  request outstanding, the collector off, no event loop and no HTTP library. It also reports
+  how late it sent (``late_p50_ms``, ``late_p99_ms``: its own share of the figures). (An
+  aiohttp-on-uvloop generator measured 1.2 to 1.5 ms p50 and 3 to 8 ms p99 directly against the
+  upstream where this one measures 0.6 to 0.7 and 1.3 to 5.9, and h2load ``--rps`` (C, but closed
+  per connection) 0.4 to 0.5 and 1.2 to 4.5: the heavier client's own CPU on the shared cores
+  counted as the server's latency.)
 * ``closed``: ``concurrency`` workers back to back for ``duration_s`` — the fallback when
   ``wrk`` is not installed (slower than wrk, and said so in the report).
 
@@ -14,10 +22,14 @@ SPEC: ``{"url", "method", "headers": {...}, "body": str, "rate", "duration_s",
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import select
+import socket
 import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import uvloop
@@ -45,35 +57,75 @@ def _session() -> aiohttp.ClientSession:
     )
 
 
-async def open_loop(spec: dict[str, Any]) -> dict[str, Any]:
+def _complete(buf: bytes | bytearray) -> bool:
+    head_end = buf.find(b"\r\n\r\n")
+    if head_end < 0:
+        return False
+    head = bytes(buf[:head_end]).lower()
+    at = head.find(b"\r\ncontent-length:")
+    if at >= 0:
+        end = head.find(b"\r\n", at + 2)
+        length = int(head[at + 17 : end if end >= 0 else len(head)])
+        return len(buf) >= head_end + 4 + length
+    return bytes(buf).endswith(b"0\r\n\r\n")
+
+
+def open_loop(spec: dict[str, Any]) -> dict[str, Any]:
+    url = urlsplit(spec["url"])
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    target = url.path + (f"?{url.query}" if url.query else "")
+    body = spec["body"].encode()
+    head = [f"{spec['method']} {target} HTTP/1.1", f"Host: {host}:{port}"]
+    head.append(f"Content-Length: {len(body)}")
+    head += [f"{k}: {v}" for k, v in spec["headers"].items()]
+    data = ("\r\n".join(head) + "\r\n\r\n").encode() + body
     rate, duration = float(spec["rate"]), float(spec["duration_s"])
     total = int(rate * duration)
+
+    def connect() -> socket.socket:
+        sock = socket.create_connection((host, port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    idle = [connect()]
+    busy: dict[socket.socket, tuple[float, bytearray]] = {}
     latencies: list[float] = []
-    errors = 0
-
-    async with _session() as session:
-
-        async def fire(due: float) -> None:
-            nonlocal errors
-            try:
-                status = await _one(session, spec)
-            except (aiohttp.ClientError, TimeoutError):
-                status = 0
-            latencies.append(time.perf_counter() - due)
-            if not 200 <= status < 300:
+    late: list[float] = []
+    errors = sent = 0
+    gc.collect()
+    gc.disable()
+    t0 = time.perf_counter() + 0.05
+    while sent < total or busy:
+        now = time.perf_counter()
+        due = t0 + sent / rate if sent < total else now + 1.0
+        if sent < total and now >= due:
+            sock = idle.pop() if idle else connect()
+            sock.sendall(data)
+            late.append(time.perf_counter() - due)
+            busy[sock] = (due, bytearray())
+            sent += 1
+            continue
+        readable, _, _ = select.select(list(busy), [], [], max(0.0, due - now))
+        for sock in readable:
+            started, buf = busy[sock]
+            chunk = sock.recv(65536)
+            if not chunk:
                 errors += 1
-
-        tasks = []
-        t0 = time.perf_counter() + 0.05
-        for i in range(total):
-            due = t0 + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.ensure_future(fire(due)))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - t0
+                del busy[sock]
+                sock.close()
+                continue
+            buf += chunk
+            if _complete(buf):
+                latencies.append(time.perf_counter() - started)
+                errors += not buf.startswith(b"HTTP/1.1 2")
+                del busy[sock]
+                idle.append(sock)
+    elapsed = time.perf_counter() - t0
+    gc.enable()
+    for sock in idle:
+        sock.close()
     latencies.sort()
+    late.sort()
     return {
         "requests": total,
         "errors": errors,
@@ -82,6 +134,8 @@ async def open_loop(spec: dict[str, Any]) -> dict[str, Any]:
         "p50_ms": _percentile(latencies, 0.50) * 1000,
         "p99_ms": _percentile(latencies, 0.99) * 1000,
         "max_ms": latencies[-1] * 1000 if latencies else float("nan"),
+        "late_p50_ms": _percentile(late, 0.50) * 1000,
+        "late_p99_ms": _percentile(late, 0.99) * 1000,
     }
 
 
@@ -111,8 +165,7 @@ def main(argv: list[str]) -> None:
     mode, spec_path = argv[0], argv[1]
     with open(spec_path) as f:
         spec = json.load(f)
-    runner = open_loop if mode == "open" else closed_loop
-    result = uvloop.run(runner(spec))
+    result = open_loop(spec) if mode == "open" else uvloop.run(closed_loop(spec))
     print(json.dumps(result), flush=True)
 
 

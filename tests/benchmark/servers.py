@@ -1,10 +1,15 @@
 """The benchmark's servers, each run as its own process: ``python -m tests.benchmark.servers
-{upstream|ceiling|baseline} PORT [UPSTREAM_URL TRANSPORT]``.
+{upstream|upstream-uvicorn|ceiling|ceiling-protocol|baseline|aiohttp-proxy} PORT
+[UPSTREAM_URL TRANSPORT]``.
 
-* ``upstream``: a static, fast fake Azure (raw ASGI): a fixed thread, a fixed created message
-  (JSON) and a fixed run event stream (SSE, one body chunk per event). It keeps the thread
-  metadata of the last create (the gateway's owner stamp among it) and answers
-  ``GET /openai/threads/{id}`` with it, as Azure does: the gateway's owner lookup reads it.
+* ``upstream``: a static, fast fake Azure: a fixed thread, a fixed created message (JSON) and a
+  fixed run event stream (SSE, one body chunk per event). It keeps the thread metadata of the
+  last create (the gateway's owner stamp among it) and answers ``GET /openai/threads/{id}``
+  with it, as Azure does: the gateway's owner lookup reads it. An asyncio protocol over
+  httptools on uvloop (``_Upstream``), answering byte for byte as ``upstream-uvicorn`` (the
+  same answers as a raw ASGI app under uvicorn, which the benchmark ran before) does
+  (``tests/test_benchmark_upstream.py``): it shares the two cores with the server measured,
+  so the cheaper it is, the less it takes from every row (53 µs per request under uvicorn).
 * ``ceiling``: Starlette answering a fixed JSON response after reading the body — what
   uvicorn + Starlette can do at all; ``ceiling-protocol`` is the same under the gateway's
   HTTP protocol (``gateway/httpprotocol.py``: header deadlines, connection caps), so the
@@ -22,6 +27,7 @@ in ``__main__`` (``nginx_config``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -167,6 +173,123 @@ async def upstream_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class _Upstream(asyncio.Protocol):
+    """The same answers as ``upstream_app`` under uvicorn, byte for byte (status line, header
+    names, order and values, the ``date`` header, chunked SSE with one write per event,
+    ``connection: close`` when asked), from an asyncio protocol over httptools with no ASGI
+    and no per-request task: so the fake Azure costs the shared cores as little as it can."""
+
+    def __init__(self) -> None:
+        import httptools
+
+        self.transport: Any = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.body = bytearray()
+
+    # asyncio.Protocol
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        import httptools
+
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def eof_received(self) -> None:
+        return None
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.url, self.body = b"", bytearray()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        if self.transport is None:
+            return
+        path = self.url.split(b"?", 1)[0].decode("latin-1")
+        method = self.parser.get_method().decode()
+        close = not self.parser.should_keep_alive()
+        for piece in _answer(method, path, bytes(self.body), close):
+            self.transport.write(piece)
+        if close:
+            self.transport.close()
+
+
+_DATE = [b""]
+
+
+def _date_header() -> bytes:
+    return _DATE[0]
+
+
+def _head(status: bytes, headers: list[tuple[bytes, bytes]], close: bool, chunked: bool) -> bytes:
+    out = [status, b"date: ", _date_header(), b"\r\n"]
+    for name, value in headers:
+        out += [name, b": ", value, b"\r\n"]
+    if close:
+        out.append(b"connection: close\r\n")
+    if chunked:
+        out.append(b"transfer-encoding: chunked\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+_OK, _NOT_FOUND = b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 404 Not Found\r\n"
+
+
+def _answer(method: str, path: str, received: bytes, close: bool) -> list[bytes]:
+    """What ``upstream_app`` answers under uvicorn, as the writes uvicorn makes."""
+    if path in ("/openai/threads", f"/openai/threads/{THREAD_ID}"):
+        if method == "POST":
+            _THREAD_METADATA.update(json.loads(received or b"{}").get("metadata") or {})
+        headers, data = _json_response({**THREAD, "metadata": _THREAD_METADATA})
+        return [_head(_OK, headers, close, False), data]
+    if path in ("/openai/assistants", f"/openai/assistants/{ASSISTANT_ID}"):
+        if method == "POST":
+            _ASSISTANT_METADATA.update(json.loads(received or b"{}").get("metadata") or {})
+        headers, data = _json_response({**ASSISTANT, "metadata": _ASSISTANT_METADATA})
+        return [_head(_OK, headers, close, False), data]
+    if path.endswith("/runs"):
+        chunks = [b"%x\r\n%b\r\n" % (len(event), event) for event in SSE_EVENTS]
+        return [_head(_OK, _SSE_HEADERS, close, True), *chunks, b"0\r\n\r\n"]
+    if path.endswith("/messages"):
+        headers, body = _MESSAGE_RESPONSE
+        return [_head(_OK, headers, close, False) + body]
+    return [_head(_NOT_FOUND, [(b"content-length", b"0")], close, False)]
+
+
+def fast_upstream(port: int) -> None:
+    import email.utils
+
+    import uvloop
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_Upstream, "127.0.0.1", port, backlog=2048)
+
+        def tick() -> None:  # uvicorn refreshes its date header once a second
+            _DATE[0] = email.utils.formatdate(usegmt=True).encode()
+            loop.call_later(1.0, tick)
+
+        tick()
+        async with server:
+            await server.serve_forever()
+
+    uvloop.run(run())
+
+
 def ceiling_app() -> Starlette:
     _headers, body = _MESSAGE_RESPONSE
 
@@ -308,6 +431,8 @@ def serve(app: Any, port: int, http: Any = "httptools") -> None:
 def main(argv: list[str]) -> None:
     kind, port = argv[0], int(argv[1])
     if kind == "upstream":
+        fast_upstream(port)
+    elif kind == "upstream-uvicorn":
         serve(upstream_app, port)
     elif kind == "ceiling":
         serve(ceiling_app(), port)
