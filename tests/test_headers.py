@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from gateway.upstream.headers import (
     downstream_response_headers,
+    new_request_id,
     request_id_from,
     upstream_request_headers,
 )
@@ -133,6 +136,17 @@ def test_response_headers() -> None:
         ([(b"x-request-id", b"abc-123")], "abc-123"),
         ([(b"X-MS-Client-Request-Id", b"ms-1")], "ms-1"),
         ([(b"x-request-id", b"bad id"), (b"x-ms-client-request-id", b"ok-2")], "ok-2"),
+        # The caller's x-request-id wins wherever it is; the first well-formed one of each.
+        ([(b"x-ms-client-request-id", b"ms-1"), (b"X-Request-Id", b"rid-1")], "rid-1"),
+        ([(b"x-request-id", b"bad id"), (b"x-request-id", b"rid-2")], "rid-2"),
+        (
+            [
+                (b"x-ms-client-request-id", b"bad id"),
+                (b"x-ms-client-request-id", b"ms-2"),
+                (b"x-ms-client-request-id", b"ms-3"),
+            ],
+            "ms-2",
+        ),
     ],
 )
 def test_request_id(headers: list[tuple[bytes, bytes]], expected: str) -> None:
@@ -144,3 +158,18 @@ def test_request_id_is_generated_for_bad_values(value: bytes) -> None:
     generated = request_id_from([(b"x-request-id", value)])
     assert len(generated) == 36
     assert generated != value.decode("latin-1")
+
+
+def test_a_new_request_id_is_a_random_uuid4() -> None:
+    ids = [new_request_id() for _ in range(5_000)]
+    assert len(set(ids)) == len(ids)
+    for made in ids[:200]:
+        parsed = uuid.UUID(made)
+        assert (str(parsed), parsed.version, parsed.variant) == (made, 4, uuid.RFC_4122)
+    # Every hex digit but the version's varies (the variant digit over 8, 9, a, b).
+    for i, char in enumerate(ids[0]):
+        seen = {made[i] for made in ids}
+        if char == "-" or i == 14:
+            assert len(seen) == 1
+        else:
+            assert len(seen) == (4 if i == 19 else 16)

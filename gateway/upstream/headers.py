@@ -19,8 +19,8 @@ Rules:
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Iterable, Sequence
 
 RawHeaders = Sequence[tuple[bytes, bytes]]
@@ -145,14 +145,31 @@ def downstream_response_headers(
 
 
 def request_id_from(headers: RawHeaders) -> str:
-    """The caller's ``x-request-id`` / ``x-ms-client-request-id`` if well-formed, else a new one."""
-    for wanted in (b"x-request-id", b"x-ms-client-request-id"):
-        for name, value in headers:
-            if name.lower() == wanted:
-                text = value.decode("latin-1")
-                if _REQUEST_ID.fullmatch(text):
-                    return text
-    return str(uuid.uuid4())
+    """The caller's first well-formed ``x-request-id``, else its first well-formed
+    ``x-ms-client-request-id``, else a new one (``new_request_id``)."""
+    client_id = None
+    for name, value in headers:
+        name = name.lower()
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(text):
+                return text
+        elif name == b"x-ms-client-request-id" and client_id is None:
+            text = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(text):
+                client_id = text
+    return client_id if client_id is not None else new_request_id()
+
+
+#: The variant nibble of an RFC 4122 UUID (``10xx``), by the random nibble's low two bits.
+_VARIANT = {f"{n:x}": "89ab"[n & 3] for n in range(16)}
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID in its 36-character form: 122 bits from ``os.urandom``, as
+    ``uuid.uuid4`` makes it, without building a ``UUID`` object."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def header_values(headers: RawHeaders, wanted: bytes) -> list[bytes]:
