@@ -77,6 +77,50 @@ def test_connection_nominated_headers_are_dropped_but_ours_survive() -> None:
     assert dict(out)[b"api-key"] == b"k"
 
 
+@pytest.mark.parametrize(
+    ("caller", "copied"),
+    [
+        # A nominated header is dropped wherever Connection comes, every copy of it.
+        (
+            [(b"accept", b"a/1"), (b"accept", b"a/2"), (b"connection", b"accept")],
+            [(b"content-type", b"application/json")],
+        ),
+        # A nominated Content-Type: the gateway's own takes its place.
+        (
+            [(b"Content-Type", b"application/json; x=1"), (b"Connection", b"content-type")],
+            [(b"content-type", b"application/json")],
+        ),
+        # The first copy whose value is safe; the others are dropped.
+        (
+            [(b"accept", b"a\x00"), (b"Accept", b"a/2"), (b"accept", b"a/3")],
+            [(b"accept", b"a/2"), (b"content-type", b"application/json")],
+        ),
+        (
+            [
+                (b"connection", b"keep-alive"),
+                (b"connection", b"X-Stainless-Lang , ,"),
+                (b"x-stainless-lang", b"python"),
+                (b"openai-beta", b"assistants=v2"),
+                (b"content-type", b"application/json"),
+            ],
+            [(b"openai-beta", b"assistants=v2"), (b"content-type", b"application/json")],
+        ),
+    ],
+)
+def test_copied_caller_headers(
+    caller: list[tuple[bytes, bytes]], copied: list[tuple[bytes, bytes]]
+) -> None:
+    out = upstream_request_headers(
+        caller, credential=(b"api-key", b"k"), request_id="r", has_body=True
+    )
+    assert out == [
+        *copied,
+        (b"accept-encoding", b"identity"),
+        (b"api-key", b"k"),
+        (b"x-ms-client-request-id", b"r"),
+    ]
+
+
 @pytest.mark.parametrize("value", [b"a\r\nb", b"a\x00b", b"caf\xc3\xa9", b"\x7f"])
 def test_unsafe_values_are_dropped(value: bytes) -> None:
     out = upstream_request_headers(

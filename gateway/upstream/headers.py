@@ -85,11 +85,12 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def _connection_named(headers: RawHeaders) -> set[bytes]:
-    named: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            named.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return named
+    return _named([value for name, value in headers if name.lower() == b"connection"])
+
+
+def _named(connection: Iterable[bytes]) -> set[bytes]:
+    """The header names ``Connection`` values nominate (hop-by-hop for this connection)."""
+    return {t.strip().lower() for value in connection for t in value.split(b",") if t.strip()}
 
 
 def upstream_request_headers(
@@ -102,12 +103,16 @@ def upstream_request_headers(
 ) -> list[tuple[bytes, bytes]]:
     """The exact header list sent to Azure. ``content_type`` replaces the caller's (a
     re-emitted upload carries the gateway's own multipart boundary)."""
-    nominated = _connection_named(headers)
     out: list[tuple[bytes, bytes]] = []
     seen: set[bytes] = set()
+    connection: list[bytes] = []
     for raw_name, value in headers:
         name = raw_name.lower()
-        if name not in REQUEST_ALLOW or name in nominated or name in seen:
+        if name not in REQUEST_ALLOW:
+            if name == b"connection":
+                connection.append(value)
+            continue
+        if name in seen:
             continue
         if name == b"content-type" and (not has_body or content_type is not None):
             continue
@@ -115,6 +120,12 @@ def upstream_request_headers(
             continue
         seen.add(name)
         out.append((name, value))
+    # One pass: an allowed header the caller's Connection nominates is taken out afterwards
+    # (it is there once at most: the first of its name), as if never copied.
+    nominated = _named(connection) & seen if connection else None
+    if nominated:
+        out = [(name, value) for name, value in out if name not in nominated]
+        seen -= nominated
     if has_body and b"content-type" not in seen:
         out.append((b"content-type", content_type or b"application/json"))
     # Never the caller's choice: the gateway reads thread ids and owner stamps in Azure's
