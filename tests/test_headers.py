@@ -175,6 +175,50 @@ def test_response_headers() -> None:
 
 
 @pytest.mark.parametrize(
+    ("upstream", "relayed"),
+    [
+        (
+            [
+                (b"Connection", b"apim-request-id, X-Request-Id"),
+                (b"apim-request-id", b"ap-1"),
+                (b"x-request-id", b"az-1"),
+                (b"x-ms-region", b"eu"),
+            ],
+            [(b"x-ms-region", b"eu")],
+        ),
+        # Nominating x-upstream-request-id names nothing relayed: Azure's x-request-id stays.
+        (
+            [
+                (b"x-request-id", b"az-1"),
+                (b"x-upstream-request-id", b"no"),
+                (b"connection", b"x-upstream-request-id, keep-alive"),
+            ],
+            [(b"x-upstream-request-id", b"az-1")],
+        ),
+        (
+            [
+                (b"x-ratelimit-a", b"1"),
+                (b"x-ratelimit-b", b"2"),
+                (b"x-ratelimit-a", b"3"),
+                (b"connection", b"X-RateLimit-A"),
+                (b"connection", b"close"),
+            ],
+            [(b"x-ratelimit-b", b"2")],
+        ),
+        (
+            [(b"content-type", b"text/plain"), (b"content-type", b"a\x01"), (b"retry-after", b"1")],
+            [(b"content-type", b"text/plain"), (b"retry-after", b"1")],
+        ),
+    ],
+)
+def test_relayed_response_headers(
+    upstream: list[tuple[bytes, bytes]], relayed: list[tuple[bytes, bytes]]
+) -> None:
+    out = downstream_response_headers(iter(upstream), request_id="gw-1")
+    assert out == [*relayed, (b"x-request-id", b"gw-1")]
+
+
+@pytest.mark.parametrize(
     ("headers", "expected"),
     [
         ([(b"x-request-id", b"abc-123")], "abc-123"),

@@ -84,10 +84,6 @@ _VISIBLE = re.compile(rb"[\x20-\x7e\t]*")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-def _connection_named(headers: RawHeaders) -> set[bytes]:
-    return _named([value for name, value in headers if name.lower() == b"connection"])
-
-
 def _named(connection: Iterable[bytes]) -> set[bytes]:
     """The header names ``Connection`` values nominate (hop-by-hop for this connection)."""
     return {t.strip().lower() for value in connection for t in value.split(b",") if t.strip()}
@@ -140,17 +136,29 @@ def downstream_response_headers(
     headers: Iterable[tuple[bytes, bytes]], *, request_id: str
 ) -> list[tuple[bytes, bytes]]:
     """The headers relayed from Azure's response to the caller."""
-    headers = list(headers)
-    nominated = _connection_named(headers)
     out: list[tuple[bytes, bytes]] = []
+    connection: list[bytes] = []
     for raw_name, value in headers:
         name = raw_name.lower()
-        if name in HOP_BY_HOP or name in nominated or not _VISIBLE.fullmatch(value):
+        if name in HOP_BY_HOP:
+            if name == b"connection":
+                connection.append(value)
+            continue
+        if not _VISIBLE.fullmatch(value):
             continue
         if name == b"x-request-id":
             out.append((b"x-upstream-request-id", value))
         elif name in RESPONSE_ALLOW or name.startswith(RESPONSE_ALLOW_PREFIXES):
             out.append((name, value))
+    if connection:
+        # One pass: what the Connection values nominate is taken out afterwards, under the
+        # name it was relayed as (Azure's own x-upstream-request-id is never relayed).
+        dropped = {
+            b"x-upstream-request-id" if name == b"x-request-id" else name
+            for name in _named(connection)
+            if name != b"x-upstream-request-id"
+        }
+        out = [(name, value) for name, value in out if name not in dropped]
     out.append((b"x-request-id", request_id.encode("ascii")))
     return out
 
