@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -11,7 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.asgi import Message, Receive, Scope, Send
+from gateway.context import CONTEXT, RequestContext
+from gateway.errors import GatewayError
 from gateway.server.admission import NO_ADMISSION, Admission, overloaded
+from gateway.server.middleware import AdmissionMiddleware
 from tests.rawhttp import raw_request
 from tests.servers import private_redis
 from tests.stack import V2, running_stack
@@ -107,3 +112,58 @@ def test_a_full_gate_answers_503_before_the_token_or_the_body_is_looked_at(tmp_p
         assert registry.get_sample_value("gateway_requests_pending") == 0
         assert stack.fake.requests == []
         client.close()
+
+
+def _admit(headers: list[tuple[bytes, bytes]], http_version: str = "1.1") -> str:
+    """The admission middleware alone, around an app that answers: ``passed`` or the
+    refusal's code."""
+    reached: list[bool] = []
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(True)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        return None
+
+    middleware = AdmissionMiddleware(inner, admission=Admission(max_pending=4), max_header_bytes=64)
+    scope: Scope = {"type": "http", "headers": headers, "http_version": http_version}
+    scope[CONTEXT] = RequestContext(request_id="r", method="POST")
+    try:
+        asyncio.run(middleware(scope, receive, send))
+    except GatewayError as exc:
+        assert not reached
+        return exc.code
+    assert reached == [True]
+    return "passed"
+
+
+@pytest.mark.parametrize(
+    ("headers", "http_version", "outcome"),
+    [
+        # Size: each header counts as ``name: value\r\n``; 64 bytes pass, 65 do not.
+        ([(b"a" * 30, b"b" * 30)], "1.1", "passed"),
+        ([(b"a" * 30, b"b" * 31)], "1.1", "request_header_too_large"),
+        ([(b"x", b"1")] * 10, "1.1", "passed"),
+        ([(b"x", b"1")] * 11, "1.1", "request_header_too_large"),
+        ([(b"x", b"1")] * 10 + [(b"upgrade", b"h2c")], "1.1", "request_header_too_large"),
+        ([(b"Upgrade", b"websocket")], "1.1", "upgrade_refused"),
+        ([(b"upgrade", b"")], "1.1", "upgrade_refused"),
+        ([(b"upgrade", b"h2c"), (b"transfer-encoding", b"gzip")], "1.1", "upgrade_refused"),
+        ([(b"Transfer-Encoding", b"chunked")], "1.1", "passed"),
+        ([(b"transfer-encoding", b"chunked")], "1.0", "invalid_transfer_encoding"),
+        ([(b"transfer-encoding", b"gzip, chunked")], "1.1", "invalid_transfer_encoding"),
+        (
+            [(b"transfer-encoding", b"chunked"), (b"content-length", b"1")],
+            "1.1",
+            "invalid_transfer_encoding",
+        ),
+        ([(b"content-length", b"1"), (b"x-upgrade", b"1")], "1.1", "passed"),
+    ],
+)
+def test_the_request_framing_checks(
+    headers: list[tuple[bytes, bytes]], http_version: str, outcome: str
+) -> None:
+    assert _admit(headers, http_version) == outcome

@@ -356,6 +356,35 @@ def test_verified_tokens_are_cached_until_exp() -> None:
     asyncio.run(run())
 
 
+def test_the_cache_is_keyed_by_the_header_value() -> None:
+    """A cached token under another spelling of its header is verified again (the same
+    caller, a second entry); header refusals stand whatever is cached."""
+    auth = authenticator()
+    token = sign()
+
+    async def run() -> None:
+        first = await auth.authenticate([bearer(token)])
+        assert await auth.authenticate([bearer(token)]) is first
+        other = await auth.authenticate([f"bearer  {token} ".encode()])
+        assert other is not first and other == first
+        assert len(auth.cache) == 2
+        refusals = [
+            ([], "missing_token"),
+            ([bearer(token), bearer(token)], "duplicate_header"),
+            ([bearer(token) + b"\xff"], "malformed_header"),
+            ([f"Basic {token}".encode()], "malformed_header"),
+            ([bearer(token + "." + "a" * 8192)], "token_too_large"),
+            ([bearer(token + "a" * 8192)], "token_too_large"),
+        ]
+        for header, reason in refusals:
+            with pytest.raises(AuthenticationError) as err:
+                await auth.authenticate(header)
+            assert err.value.reason == reason
+        assert len(auth.cache) == 2
+
+    asyncio.run(run())
+
+
 def test_cache_is_bounded() -> None:
     auth = authenticator()
     auth.cache.max_entries = 3

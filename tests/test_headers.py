@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from gateway.upstream.headers import (
     downstream_response_headers,
+    new_request_id,
     request_id_from,
     upstream_request_headers,
 )
@@ -74,6 +77,50 @@ def test_connection_nominated_headers_are_dropped_but_ours_survive() -> None:
     assert dict(out)[b"api-key"] == b"k"
 
 
+@pytest.mark.parametrize(
+    ("caller", "copied"),
+    [
+        # A nominated header is dropped wherever Connection comes, every copy of it.
+        (
+            [(b"accept", b"a/1"), (b"accept", b"a/2"), (b"connection", b"accept")],
+            [(b"content-type", b"application/json")],
+        ),
+        # A nominated Content-Type: the gateway's own takes its place.
+        (
+            [(b"Content-Type", b"application/json; x=1"), (b"Connection", b"content-type")],
+            [(b"content-type", b"application/json")],
+        ),
+        # The first copy whose value is safe; the others are dropped.
+        (
+            [(b"accept", b"a\x00"), (b"Accept", b"a/2"), (b"accept", b"a/3")],
+            [(b"accept", b"a/2"), (b"content-type", b"application/json")],
+        ),
+        (
+            [
+                (b"connection", b"keep-alive"),
+                (b"connection", b"X-Stainless-Lang , ,"),
+                (b"x-stainless-lang", b"python"),
+                (b"openai-beta", b"assistants=v2"),
+                (b"content-type", b"application/json"),
+            ],
+            [(b"openai-beta", b"assistants=v2"), (b"content-type", b"application/json")],
+        ),
+    ],
+)
+def test_copied_caller_headers(
+    caller: list[tuple[bytes, bytes]], copied: list[tuple[bytes, bytes]]
+) -> None:
+    out = upstream_request_headers(
+        caller, credential=(b"api-key", b"k"), request_id="r", has_body=True
+    )
+    assert out == [
+        *copied,
+        (b"accept-encoding", b"identity"),
+        (b"api-key", b"k"),
+        (b"x-ms-client-request-id", b"r"),
+    ]
+
+
 @pytest.mark.parametrize("value", [b"a\r\nb", b"a\x00b", b"caf\xc3\xa9", b"\x7f"])
 def test_unsafe_values_are_dropped(value: bytes) -> None:
     out = upstream_request_headers(
@@ -128,11 +175,66 @@ def test_response_headers() -> None:
 
 
 @pytest.mark.parametrize(
+    ("upstream", "relayed"),
+    [
+        (
+            [
+                (b"Connection", b"apim-request-id, X-Request-Id"),
+                (b"apim-request-id", b"ap-1"),
+                (b"x-request-id", b"az-1"),
+                (b"x-ms-region", b"eu"),
+            ],
+            [(b"x-ms-region", b"eu")],
+        ),
+        # Nominating x-upstream-request-id names nothing relayed: Azure's x-request-id stays.
+        (
+            [
+                (b"x-request-id", b"az-1"),
+                (b"x-upstream-request-id", b"no"),
+                (b"connection", b"x-upstream-request-id, keep-alive"),
+            ],
+            [(b"x-upstream-request-id", b"az-1")],
+        ),
+        (
+            [
+                (b"x-ratelimit-a", b"1"),
+                (b"x-ratelimit-b", b"2"),
+                (b"x-ratelimit-a", b"3"),
+                (b"connection", b"X-RateLimit-A"),
+                (b"connection", b"close"),
+            ],
+            [(b"x-ratelimit-b", b"2")],
+        ),
+        (
+            [(b"content-type", b"text/plain"), (b"content-type", b"a\x01"), (b"retry-after", b"1")],
+            [(b"content-type", b"text/plain"), (b"retry-after", b"1")],
+        ),
+    ],
+)
+def test_relayed_response_headers(
+    upstream: list[tuple[bytes, bytes]], relayed: list[tuple[bytes, bytes]]
+) -> None:
+    out = downstream_response_headers(iter(upstream), request_id="gw-1")
+    assert out == [*relayed, (b"x-request-id", b"gw-1")]
+
+
+@pytest.mark.parametrize(
     ("headers", "expected"),
     [
         ([(b"x-request-id", b"abc-123")], "abc-123"),
         ([(b"X-MS-Client-Request-Id", b"ms-1")], "ms-1"),
         ([(b"x-request-id", b"bad id"), (b"x-ms-client-request-id", b"ok-2")], "ok-2"),
+        # The caller's x-request-id wins wherever it is; the first well-formed one of each.
+        ([(b"x-ms-client-request-id", b"ms-1"), (b"X-Request-Id", b"rid-1")], "rid-1"),
+        ([(b"x-request-id", b"bad id"), (b"x-request-id", b"rid-2")], "rid-2"),
+        (
+            [
+                (b"x-ms-client-request-id", b"bad id"),
+                (b"x-ms-client-request-id", b"ms-2"),
+                (b"x-ms-client-request-id", b"ms-3"),
+            ],
+            "ms-2",
+        ),
     ],
 )
 def test_request_id(headers: list[tuple[bytes, bytes]], expected: str) -> None:
@@ -144,3 +246,18 @@ def test_request_id_is_generated_for_bad_values(value: bytes) -> None:
     generated = request_id_from([(b"x-request-id", value)])
     assert len(generated) == 36
     assert generated != value.decode("latin-1")
+
+
+def test_a_new_request_id_is_a_random_uuid4() -> None:
+    ids = [new_request_id() for _ in range(5_000)]
+    assert len(set(ids)) == len(ids)
+    for made in ids[:200]:
+        parsed = uuid.UUID(made)
+        assert (str(parsed), parsed.version, parsed.variant) == (made, 4, uuid.RFC_4122)
+    # Every hex digit but the version's varies (the variant digit over 8, 9, a, b).
+    for i, char in enumerate(ids[0]):
+        seen = {made[i] for made in ids}
+        if char == "-" or i == 14:
+            assert len(seen) == 1
+        else:
+            assert len(seen) == (4 if i == 19 else 16)

@@ -139,6 +139,12 @@ def test_brackets_inside_strings_do_not_count_as_depth() -> None:
     assert parse_json_object(text.encode(), CT) == {"a": "[{" * 5_000 + '"]]'}
 
 
+def test_many_shallow_brackets_are_accepted() -> None:
+    # More opening brackets than ``max_depth`` in all, none deeper than 2: the depth scan runs.
+    raw = ('{"a":[' + ",".join(["[]"] * 40) + '],"b":{"c":{}}}').encode()
+    assert parse_json_object(raw, CT, max_depth=3) == {"a": [[]] * 40, "b": {"c": {}}}
+
+
 # --- B5: numbers -----------------------------------------------------------------------------
 
 
@@ -213,6 +219,40 @@ def test_duplicate_keys_are_400_with_their_path(raw: str, param: str) -> None:
 def test_lone_surrogates_and_nul_are_400_invalid_string(raw: str, param: str) -> None:
     err = refusal(raw.encode())
     assert (err.status, err.code, err.param) == (400, "invalid_string", param)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "param"),
+    [
+        # A parse fault after a repeated key wins, as in one parse; between a repeated key
+        # and a bad string, the tree walk's order decides.
+        (b'{"m":{"a":1,"a":2},"n":NaN}', "invalid_number", None),
+        (b'{"m":{"a":1,"a":2},"n":1,}', "invalid_json", None),
+        (b'{"m":{"a":1,"a":2},"n":' + b"9" * (MAX_INT_DIGITS + 1) + b"}", "invalid_number", None),
+        (b'{"a":1,"a":2,"s":"\\u0000"}', "duplicate_key", "a"),
+        (b'{"s":"\\ud800","a":1,"a":2}', "duplicate_key", "a"),
+        (b'{"s":"\\ud800","m":{"a":1,"a":2}}', "duplicate_key", "m.a"),
+        (b'{"m":{"a":1,"a":2},"s":"\\ud800"}', "invalid_string", "s"),
+    ],
+)
+def test_a_repeated_key_and_another_fault(raw: bytes, code: str, param: str | None) -> None:
+    err = refusal(raw)
+    assert (err.code, err.param) == (code, param)
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        (rb'{"a":"\\u0000"}', "\\u0000"),  # an escaped backslash, then "u0000": no NUL
+        (rb'{"a":"x\\ud800"}', "x\\ud800"),
+        (rb'{"a":"\\","b":"u0000"}', None),
+    ],
+)
+def test_an_escaped_backslash_before_u_is_no_escape(raw: bytes, value: str | None) -> None:
+    parsed = parse_json_object(raw, CT)
+    assert parsed == json.loads(raw)
+    if value is not None:
+        assert parsed["a"] == value
 
 
 def test_escaped_surrogate_pair_is_one_code_point() -> None:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import httpx
@@ -163,6 +164,10 @@ def test_formatter_fields_request_id_and_exceptions() -> None:
     assert explicit["request_id"] == "rid-extra"
     fields = json.loads(fmt.format(_record("access", fields={"status": 200, "odd": {1, 2}})))
     assert fields["status"] == 200 and fields["odd"] == "{1, 2}"
+    proxied = json.loads(fmt.format(_record("access", fields=MappingProxyType({"status": 201}))))
+    assert proxied["status"] == 201  # any Mapping, not only a dict
+    listed = json.loads(fmt.format(_record("access", fields=[("status", 202)])))
+    assert "status" not in listed  # not a Mapping: nothing of it is written
 
     try:
         raise ValueError("bad\nvalue")

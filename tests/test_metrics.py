@@ -388,6 +388,31 @@ def test_adapter_hooks() -> None:
     assert len(build) == 1 and build[0].value == 1 and set(build[0].labels) == {"version", "python"}
 
 
+def test_backend_answers_are_counted_per_backend_and_class() -> None:
+    m = fresh()
+    r = m.registry
+    for backend, status, failure in [
+        ("a", 201, None),
+        ("a", 200, None),
+        ("b", 200, None),
+        ("a", 429, None),
+        ("a", None, "timeout"),
+        ("a", 503, None),
+        ("a", 502, None),
+    ]:
+        m.on_backend_answer(backend, status, failure)
+    requests = "gateway_upstream_backend_requests_total"
+    assert value(r, requests, backend="a", status_class="2xx") == 2
+    assert value(r, requests, backend="b", status_class="2xx") == 1
+    assert value(r, requests, backend="a", status_class="4xx") == 1
+    assert value(r, requests, backend="a", status_class="5xx") == 2
+    assert value(r, requests, backend="a", status_class="none") == 1
+    errors = "gateway_upstream_backend_errors_total"
+    assert value(r, errors, backend="a", reason="throttled") == 1
+    assert value(r, errors, backend="a", reason="timeout") == 1
+    assert value(r, errors, backend="a", reason="server_error") == 2
+
+
 # -- wired into the real gateway
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -240,3 +241,13 @@ def test_sse_filter_refuses_what_it_cannot_check() -> None:
 
 def _b(text: str) -> bytes:
     return text.encode()
+
+
+def test_the_tenant_digest_is_memoised_and_bounded() -> None:
+    tenant = "iss-0123456789ab:memo-team"
+    expected = hashlib.sha256(tenant.encode()).hexdigest()[:32]
+    assert tenant_digest(tenant) == expected
+    hits = tenant_digest.cache_info().hits
+    assert tenant_digest(tenant) == expected
+    assert tenant_digest.cache_info().hits == hits + 1
+    assert tenant_digest.cache_info().maxsize == 4096

@@ -384,6 +384,8 @@ class GatewayMetrics:
         self._refusals: dict[tuple[str, str, str], Any] = {}
         self._upstream_status: dict[str, Any] = {}
         self._checks: dict[str, Any] = {}
+        self._backend_requests: dict[tuple[str, str], Any] = {}
+        self._backend_errors: dict[tuple[str, str], Any] = {}
         self._streaming: set[int] = set()
 
     # -- labels
@@ -547,10 +549,12 @@ class GatewayMetrics:
     def on_backend_answer(self, backend: str, status: int | None, failure: str | None) -> None:
         """One upstream answer of ``backend`` (its status), or none (``failure``)."""
         klass = lbl.NONE if status is None else lbl.status_class(status)
-        self.backend_requests.labels(backend, klass).inc()
+        key = (backend, klass)  # configured backends by status class (or reason): bounded
+        self._child(self._backend_requests, key, lambda: self.backend_requests.labels(*key)).inc()
         reason = lbl.backend_error_reason(status, failure)
         if reason is not None:
-            self.backend_errors.labels(backend, reason).inc()
+            rkey = (backend, reason)
+            self._child(self._backend_errors, rkey, lambda: self.backend_errors.labels(*rkey)).inc()
 
     def set_maxima(self, *, pool_connections: Mapping[str, int], requests_in_flight: int) -> None:
         """The configured caps the saturation panels divide by (constant for a process):

@@ -31,6 +31,7 @@ anything is forwarded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -91,7 +92,10 @@ def owner_key(object_id: str) -> str:
     return f"{KEY_PREFIX}{{{object_id}}}"
 
 
+@functools.lru_cache(maxsize=4096)
 def tenant_digest(tenant: str) -> str:
+    """The owner digest of a tenant (memoised: a request computes its caller's up to twice,
+    and the tenants a process serves are few; the cache is bounded all the same)."""
     return hashlib.sha256(tenant.encode("utf-8")).hexdigest()[:32]
 
 

@@ -11,10 +11,13 @@ Rules (security checklist B2-B7):
   ``invalid_body``; malformed JSON is 400 ``invalid_json``.
 * Nesting deeper than ``max_depth`` is 400 ``json_too_deep``. Depth is pre-scanned on the text
   (brackets outside strings), so ``json.loads`` never recurses deeply; a ``RecursionError`` is
-  caught anyway.
+  caught anyway. A text with at most ``max_depth`` opening brackets in all (strings included)
+  cannot nest deeper, and is not scanned.
 * Duplicate keys anywhere: 400 ``duplicate_key``. ``NaN``/``Infinity``, floats that overflow to
   infinity and integers of more than ``MAX_INT_DIGITS`` digits: 400 ``invalid_number``.
-* Lone surrogates and U+0000 in any key or string: 400 ``invalid_string``.
+* Lone surrogates and U+0000 in any key or string: 400 ``invalid_string``. The raw body has no
+  NUL byte and strict UTF-8 has no surrogates, so only a ``\\u`` escape can make one: a text
+  without ``\\u`` and without a repeated key is not walked again after the parse.
 
 Every refusal is a ``BadRequestError`` (or ``UnsupportedMediaTypeError``) whose message never
 echoes the input. ``param`` is a JSON path (``messages[0].metadata.team``); object keys that are
@@ -79,16 +82,16 @@ def parse_json_object(
         _refuse("invalid_body", "The request body is empty; a JSON object is required.")
     if not stripped.startswith("{"):
         _refuse("invalid_body", "The request body must be a JSON object.")
-    if _nesting_depth(text) > max_depth:
+    if text.count("{") + text.count("[") > max_depth and _nesting_depth(text) > max_depth:
         _refuse("json_too_deep", f"The JSON body is nested deeper than {max_depth} levels.")
+    walk = "\\u" in text  # only an escape can make a NUL or a lone surrogate
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_object_from_pairs,
-            parse_constant=_parse_constant,
-            parse_int=_parse_int,
-            parse_float=_parse_float,
-        )
+        try:
+            value = _FAST.decode(text)
+        except _RepeatedKey:
+            # Parsed again, marking the objects with a repeated key, so the tree walk names
+            # the first fault (or the parse's own refusal further on wins, as it would have).
+            value, walk = _MARKING.decode(text), True
     except RecursionError:
         _refuse("json_too_deep", f"The JSON body is nested deeper than {max_depth} levels.")
     except json.JSONDecodeError as exc:
@@ -100,7 +103,8 @@ def parse_json_object(
         _refuse("invalid_number", "The JSON body contains a number out of range.")
     if not isinstance(value, dict):  # defensive: the first character was "{"
         _refuse("invalid_body", "The request body must be a JSON object.")
-    _check_tree(value)
+    if walk:
+        _check_tree(value)
     return value
 
 
@@ -172,6 +176,17 @@ def _object_from_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return marked
 
 
+class _RepeatedKey(Exception):
+    """An object repeats a key (the fast parse stops; the marking parse names it)."""
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _RepeatedKey
+    return obj
+
+
 def _parse_constant(_name: str) -> NoReturn:
     _refuse("invalid_number", "NaN and Infinity are not valid JSON numbers.")
 
@@ -187,6 +202,22 @@ def _parse_float(literal: str) -> float:
     if not math.isfinite(value):
         _refuse("invalid_number", "The JSON body contains a number out of range.")
     return value
+
+
+#: The decoders, built once (``json.loads`` with options builds one per call). ``_FAST``
+#: stops at a repeated key; ``_MARKING`` marks it for the tree walk.
+_FAST = json.JSONDecoder(
+    object_pairs_hook=_unique_pairs,
+    parse_constant=_parse_constant,
+    parse_int=_parse_int,
+    parse_float=_parse_float,
+)
+_MARKING = json.JSONDecoder(
+    object_pairs_hook=_object_from_pairs,
+    parse_constant=_parse_constant,
+    parse_int=_parse_int,
+    parse_float=_parse_float,
+)
 
 
 def _check_tree(root: dict[str, Any]) -> None:

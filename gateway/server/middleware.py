@@ -17,7 +17,6 @@ from gateway.context import context_of
 from gateway.errors import BadRequestError, HeadersTooLargeError
 from gateway.policy.bodyread import check_transfer_encoding
 from gateway.server.admission import NO_ADMISSION, Admission, overloaded
-from gateway.upstream.headers import header_values
 
 
 class AdmissionMiddleware:
@@ -36,13 +35,30 @@ class AdmissionMiddleware:
             if ticket.shed is not None:
                 raise overloaded()
             headers: Sequence[tuple[bytes, bytes]] = scope["headers"]
-            if sum(len(n) + len(v) + 4 for n, v in headers) > self.max_header_bytes:
+            size, upgrade, transfer_encoding = _scan(headers)
+            if size > self.max_header_bytes:
                 raise HeadersTooLargeError("Request headers are too large.")
-            if header_values(headers, b"upgrade"):
+            if upgrade:
                 raise BadRequestError(
                     "Protocol upgrades are not supported.", code="upgrade_refused"
                 )
-            check_transfer_encoding(headers, scope.get("http_version", "1.1"))
+            if transfer_encoding:
+                check_transfer_encoding(headers, scope.get("http_version", "1.1"))
             await self.app(scope, receive, send)
         finally:
             ticket.release()
+
+
+def _scan(headers: Sequence[tuple[bytes, bytes]]) -> tuple[int, bool, bool]:
+    """One pass over the request's headers: their size (each line as ``name: value\r\n``),
+    and whether an ``Upgrade`` and a ``Transfer-Encoding`` header are among them."""
+    size = 0
+    upgrade = transfer_encoding = False
+    for name, value in headers:
+        size += len(name) + len(value) + 4
+        name = name.lower()
+        if name == b"upgrade":
+            upgrade = True
+        elif name == b"transfer-encoding":
+            transfer_encoding = True
+    return size, upgrade, transfer_encoding

@@ -19,8 +19,8 @@ Rules:
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Iterable, Sequence
 
 RawHeaders = Sequence[tuple[bytes, bytes]]
@@ -84,12 +84,9 @@ _VISIBLE = re.compile(rb"[\x20-\x7e\t]*")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-def _connection_named(headers: RawHeaders) -> set[bytes]:
-    named: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            named.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return named
+def _named(connection: Iterable[bytes]) -> set[bytes]:
+    """The header names ``Connection`` values nominate (hop-by-hop for this connection)."""
+    return {t.strip().lower() for value in connection for t in value.split(b",") if t.strip()}
 
 
 def upstream_request_headers(
@@ -102,12 +99,16 @@ def upstream_request_headers(
 ) -> list[tuple[bytes, bytes]]:
     """The exact header list sent to Azure. ``content_type`` replaces the caller's (a
     re-emitted upload carries the gateway's own multipart boundary)."""
-    nominated = _connection_named(headers)
     out: list[tuple[bytes, bytes]] = []
     seen: set[bytes] = set()
+    connection: list[bytes] = []
     for raw_name, value in headers:
         name = raw_name.lower()
-        if name not in REQUEST_ALLOW or name in nominated or name in seen:
+        if name not in REQUEST_ALLOW:
+            if name == b"connection":
+                connection.append(value)
+            continue
+        if name in seen:
             continue
         if name == b"content-type" and (not has_body or content_type is not None):
             continue
@@ -115,6 +116,12 @@ def upstream_request_headers(
             continue
         seen.add(name)
         out.append((name, value))
+    # One pass: an allowed header the caller's Connection nominates is taken out afterwards
+    # (it is there once at most: the first of its name), as if never copied.
+    nominated = _named(connection) & seen if connection else None
+    if nominated:
+        out = [(name, value) for name, value in out if name not in nominated]
+        seen -= nominated
     if has_body and b"content-type" not in seen:
         out.append((b"content-type", content_type or b"application/json"))
     # Never the caller's choice: the gateway reads thread ids and owner stamps in Azure's
@@ -129,30 +136,59 @@ def downstream_response_headers(
     headers: Iterable[tuple[bytes, bytes]], *, request_id: str
 ) -> list[tuple[bytes, bytes]]:
     """The headers relayed from Azure's response to the caller."""
-    headers = list(headers)
-    nominated = _connection_named(headers)
     out: list[tuple[bytes, bytes]] = []
+    connection: list[bytes] = []
     for raw_name, value in headers:
         name = raw_name.lower()
-        if name in HOP_BY_HOP or name in nominated or not _VISIBLE.fullmatch(value):
+        if name in HOP_BY_HOP:
+            if name == b"connection":
+                connection.append(value)
+            continue
+        if not _VISIBLE.fullmatch(value):
             continue
         if name == b"x-request-id":
             out.append((b"x-upstream-request-id", value))
         elif name in RESPONSE_ALLOW or name.startswith(RESPONSE_ALLOW_PREFIXES):
             out.append((name, value))
+    if connection:
+        # One pass: what the Connection values nominate is taken out afterwards, under the
+        # name it was relayed as (Azure's own x-upstream-request-id is never relayed).
+        dropped = {
+            b"x-upstream-request-id" if name == b"x-request-id" else name
+            for name in _named(connection)
+            if name != b"x-upstream-request-id"
+        }
+        out = [(name, value) for name, value in out if name not in dropped]
     out.append((b"x-request-id", request_id.encode("ascii")))
     return out
 
 
 def request_id_from(headers: RawHeaders) -> str:
-    """The caller's ``x-request-id`` / ``x-ms-client-request-id`` if well-formed, else a new one."""
-    for wanted in (b"x-request-id", b"x-ms-client-request-id"):
-        for name, value in headers:
-            if name.lower() == wanted:
-                text = value.decode("latin-1")
-                if _REQUEST_ID.fullmatch(text):
-                    return text
-    return str(uuid.uuid4())
+    """The caller's first well-formed ``x-request-id``, else its first well-formed
+    ``x-ms-client-request-id``, else a new one (``new_request_id``)."""
+    client_id = None
+    for name, value in headers:
+        name = name.lower()
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(text):
+                return text
+        elif name == b"x-ms-client-request-id" and client_id is None:
+            text = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(text):
+                client_id = text
+    return client_id if client_id is not None else new_request_id()
+
+
+#: The variant nibble of an RFC 4122 UUID (``10xx``), by the random nibble's low two bits.
+_VARIANT = {f"{n:x}": "89ab"[n & 3] for n in range(16)}
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID in its 36-character form: 122 bits from ``os.urandom``, as
+    ``uuid.uuid4`` makes it, without building a ``UUID`` object."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def header_values(headers: RawHeaders, wanted: bytes) -> list[bytes]:
