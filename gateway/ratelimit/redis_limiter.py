@@ -342,16 +342,22 @@ class RedisRateLimiter:
         if self.local is not None:
             self.local.release(lease)
 
+    def _to_free(self, lease: Lease | None) -> Lease | None:
+        """Free ``lease``'s local slot; the lease if Redis holds a slot to free too (not one
+        granted locally while Redis is failing)."""
+        if lease is None:
+            return None
+        self.release_local(lease)
+        return None if self._skip_redis(lease) else lease
+
     def _skip_redis(self, lease: Lease) -> bool:
         """A slot granted locally while Redis is failing has nothing to free there."""
         return lease.local and self._degraded
 
     async def release(self, lease: Lease | None) -> None:
         """Free a concurrency slot. Best effort within the budget; never raises."""
+        lease = self._to_free(lease)
         if lease is None:
-            return
-        self.release_local(lease)
-        if self._skip_redis(lease):
             return
         started = time.monotonic()
         try:
@@ -365,10 +371,8 @@ class RedisRateLimiter:
         at once. It is sent whatever becomes of that task, and at shutdown (``aclose``); a
         failure is recorded like any other (log, ``on_error``), and the lease TTL bounds a
         release that is lost. Never raises."""
+        lease = self._to_free(lease)
         if lease is None:
-            return
-        self.release_local(lease)
-        if self._skip_redis(lease):
             return
         started = time.monotonic()
 
