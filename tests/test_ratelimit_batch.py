@@ -7,31 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import redis
 
-from gateway.auth.caller import Caller
 from gateway.errors import ServiceUnavailableError
 from gateway.ratelimit.gcra import Decision, LimitPlan, Rate, RateLimitProfile, plan
 from gateway.ratelimit.redis_limiter import RedisRateLimiter, make_redis_client
 from gateway.redisconn.client import RedisClient
+from tests.ratelimitcases import caller, run
 
-T = TypeVar("T")
 SLOW = 3600.0
-
-
-def caller(n: int = 0, tenant: str = "tenant-a") -> Caller:
-    return Caller(id=f"{tenant}/sa-{n}", tenant=tenant, issuer="i", subject="s", profile="p")
-
-
-def run(factory: Callable[[], Awaitable[T]], timeout: float = 30) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout):
-            return await factory()
-
-    return asyncio.run(bounded())
 
 
 def client(url: str, timeout: float = 2.0) -> RedisClient:

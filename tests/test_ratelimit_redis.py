@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,7 +17,6 @@ import pytest
 import redis
 import redis.asyncio
 
-from gateway.auth.caller import Caller
 from gateway.errors import ServiceUnavailableError
 from gateway.ratelimit.gcra import (
     Decision,
@@ -31,6 +30,7 @@ from gateway.ratelimit.gcra import (
 )
 from gateway.ratelimit.redis_limiter import RETRY_S, RedisRateLimiter, make_redis_client
 from gateway.redisconn.client import RedisClient
+from tests.ratelimitcases import caller, run
 from tests.servers import RedisServer, private_redis
 
 T = TypeVar("T")
@@ -38,18 +38,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SLOW = 3600.0  # per_seconds that make refill negligible during a test
 BUDGET = 0.1
 MARGIN = 0.15  # scheduling slack on top of the budget
-
-
-def caller(n: int = 0, tenant: str = "tenant-a") -> Caller:
-    return Caller(id=f"{tenant}/sa-{n}", tenant=tenant, issuer="i", subject="s", profile="p")
-
-
-def run(factory: Callable[[], Awaitable[T]], timeout: float = 30) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout):
-            return await factory()
-
-    return asyncio.run(bounded())
 
 
 def client(url: str, max_connections: int = 32, timeout: float = BUDGET) -> RedisClient:

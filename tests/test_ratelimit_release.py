@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import redis
 
@@ -24,23 +22,15 @@ from gateway.ratelimit.keeper import LeaseKeeper
 from gateway.ratelimit.middleware import RateLimitMiddleware
 from gateway.ratelimit.redis_limiter import RedisRateLimiter, make_redis_client
 from tests.faultproxy import delay_proxy
+from tests.ratelimitcases import run
 from tests.servers import RedisServer
 from tests.stack import V2
 
-T = TypeVar("T")
 CALLER = Caller(id="team-a/sa", tenant="team-a", issuer="i", subject="sa", profile="p")
 TABLE = OperationTable([V2])
 PATH = "/openai/threads/thread_abc"
 #: Redis's replies (not the commands) come this late, through the proxy.
 LATE_S = 0.4
-
-
-def run(factory: Callable[[], Awaitable[T]], timeout: float = 30) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout):
-            return await factory()
-
-    return asyncio.run(bounded())
 
 
 def profile() -> Profile:
