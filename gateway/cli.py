@@ -195,8 +195,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = GatewayServer(
         uvicorn_config(gateway, config.server.host, config.server.port, config), gateway
     )
+
+    def stop_or_after_drain(sig: int, frame: FrameType | None) -> None:
+        """Before ``server.serve`` takes the signals (the metrics listener starting), a
+        SIGTERM must not be lost: the server then starts, drains at once and exits (a worker
+        signalled while its sibling died used to run on, and its supervisor with it). After
+        the drain uvicorn re-raises the signal here (``_after_drain``): nothing more."""
+        server.should_exit = True
+        _after_drain(sig, frame)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _after_drain)
+        signal.signal(sig, stop_or_after_drain)
     # A worker of several (``server.workers``) shares the port with its siblings.
     sockets = (
         None
