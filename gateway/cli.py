@@ -111,6 +111,21 @@ def _after_drain(sig: int, frame: FrameType | None) -> None:
     """uvicorn re-raises the signal it drained on; a clean drain then exits 0, not 128+sig."""
 
 
+def take_stop_signals(server: uvicorn.Server) -> None:
+    """SIGTERM/SIGINT stop ``server`` from now on, also before ``server.serve`` takes the
+    signals itself (while the metrics listener starts): the server then starts, skips its
+    main loop and shuts down (a worker signalled in that window used to run on, and its
+    supervisor with it). After a drain uvicorn re-raises the signal here: a clean drain
+    exits 0, not 128+sig."""
+
+    def stop_or_after_drain(sig: int, frame: FrameType | None) -> None:
+        server.should_exit = True
+        _after_drain(sig, frame)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop_or_after_drain)
+
+
 class MetricsServer(uvicorn.Server):
     """The metrics listener, beside the gateway's server in the same event loop.
 
@@ -195,17 +210,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = GatewayServer(
         uvicorn_config(gateway, config.server.host, config.server.port, config), gateway
     )
-
-    def stop_or_after_drain(sig: int, frame: FrameType | None) -> None:
-        """Before ``server.serve`` takes the signals (the metrics listener starting), a
-        SIGTERM must not be lost: the server then starts, drains at once and exits (a worker
-        signalled while its sibling died used to run on, and its supervisor with it). After
-        the drain uvicorn re-raises the signal here (``_after_drain``): nothing more."""
-        server.should_exit = True
-        _after_drain(sig, frame)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stop_or_after_drain)
+    take_stop_signals(server)
     # A worker of several (``server.workers``) shares the port with its siblings.
     sockets = (
         None

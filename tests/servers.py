@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import socket
 import subprocess
@@ -11,15 +12,68 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 
 def free_port() -> int:
+    """A port free now, for a server the test starts next (``free_ports``: why not bind(0))."""
+    return free_ports()
+
+
+#: The kernel's ephemeral range when /proc does not say (Linux's default).
+EPHEMERAL_DEFAULT = (32768, 60999)
+_handed: set[int] = set()
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel picks for outgoing connections and ``bind(0)``."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return EPHEMERAL_DEFAULT
+
+
+def bindable(port: int) -> bool:
+    """A server could bind ``port`` on every address now, as uvicorn does (SO_REUSEADDR)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_ports(*offsets: int) -> int:
+    """A port ``p`` such that ``p`` and every ``p + offset`` are free now, for a server that
+    binds several ports derived from one (a worker's ``metrics_port + i``, a Redis node's
+    cluster bus at ``+ 10000``).
+
+    They are drawn from below the kernel's ephemeral range, not by ``bind(0)``: no outgoing
+    connection's local port, nor one left in TIME_WAIT by the suite's earlier connections,
+    takes one between this check and the server's bind (seen: EADDRINUSE on
+    ``metrics_port + 1``, next to a port bind(0) had checked, at the suite's end). A port
+    is handed out once per process."""
+    span = max((0, *offsets))
+    low, high = ephemeral_range()
+    first, last = 10_000, min(low, 65_536) - 1 - span  # every p + offset below the range
+    if last < first:  # a machine whose ephemeral range starts low: anywhere above it
+        first, last = high + 1, 65_535 - span
+    if last < first:
+        raise RuntimeError(f"no room for ports at offsets {offsets} outside {low}-{high}")
+    for _ in range(500):
+        port = random.randint(first, last)  # noqa: S311 (a port, not a secret)
+        ports = {port + offset for offset in (0, *offsets)}
+        if ports & _handed:
+            continue
+        if all(bindable(p) for p in ports):
+            _handed.update(ports)
+            return port
+    raise RuntimeError(f"no free ports at offsets {offsets} in {first}-{last + span}")
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
@@ -134,21 +188,6 @@ def private_redis() -> Iterator[RedisServer]:
             proc.wait(timeout=5)
 
 
-def _free_cluster_port() -> int:
-    """A free port whose cluster-bus port (port + 10000) is free and valid too."""
-    for _ in range(200):
-        port = free_port()
-        if port + 10000 > 65535:
-            continue
-        with socket.socket() as bus:
-            try:
-                bus.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair for a Redis Cluster node")
-
-
 @contextlib.contextmanager
 def private_redis_cluster(masters: int = 3) -> Iterator[list[RedisServer]]:
     """A real Redis Cluster of ``masters`` redis-server children on free loopback ports."""
@@ -162,7 +201,7 @@ def private_redis_cluster(masters: int = 3) -> Iterator[list[RedisServer]]:
         nodes: list[RedisServer] = []
         try:
             for _ in range(masters):
-                port = _free_cluster_port()
+                port = free_ports(10000)  # and its cluster bus
                 proc = subprocess.Popen(
                     [
                         binary,

@@ -10,8 +10,11 @@ serving them while its endpoint is removed (SIGTERM comes only after preStop).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -23,11 +26,17 @@ import httpx
 import pytest
 import uvicorn
 
-from gateway.cli import GatewayServer, connection_limits
+from gateway.cli import (
+    GatewayServer,
+    MetricsServer,
+    connection_limits,
+    serve_with_metrics,
+    take_stop_signals,
+)
 from gateway.server.protocol import protocol_class
 from tests.fakeazure import FakeAzure, ScriptedResponse
 from tests.gatewayproc import GatewayProcess, write_config
-from tests.servers import ThreadedUvicorn
+from tests.servers import ThreadedUvicorn, free_port
 from tests.stack import PUBLIC_JWK, V2, base_config, make_token, running_stack
 
 pytestmark = pytest.mark.timeout(30)
@@ -280,3 +289,62 @@ def test_signal_handler_fails_readiness_at_once(tmp_path: Path) -> None:
         assert ready.status_code == 503
         assert ready.json()["checks"]["draining"] == "yes"
         assert httpx.get(f"{stack.url}/healthz").status_code == 200  # liveness is unaffected
+
+
+class _HeldMetricsServer(MetricsServer):
+    """The real metrics listener whose start waits until the test lets it go on."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self.entered.set()
+        await self.release.wait()
+        await super().startup(sockets)
+
+
+def test_a_sigterm_while_the_metrics_listener_starts_stops_the_server(tmp_path: Path) -> None:
+    """``gateway serve`` takes SIGTERM before uvicorn does (``take_stop_signals``): one that
+    arrives while the metrics listener is still starting, before the proxy's server takes
+    the signals, stops that server as soon as it has started. It used to be swallowed, and
+    the process served on (the supervisor's crash test hung 1 run in 3)."""
+    with running_stack(tmp_path) as stack:
+        port, metrics_port = free_port(), free_port()
+        server = GatewayServer(
+            uvicorn.Config(stack.gateway, host="127.0.0.1", port=port, lifespan="off"),
+            stack.gateway,
+        )
+        metrics_app = stack.gateway.metrics_app
+        assert metrics_app is not None
+        metrics = _HeldMetricsServer(
+            uvicorn.Config(metrics_app, host="127.0.0.1", port=metrics_port, lifespan="off")
+        )
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        async def scenario() -> tuple[bool, bool]:
+            serving = asyncio.create_task(serve_with_metrics(server, metrics))
+            await asyncio.wait_for(metrics.entered.wait(), 5)
+            os.kill(os.getpid(), signal.SIGTERM)  # the window: nothing of uvicorn's has it
+            await asyncio.sleep(0.1)  # the handler runs between two bytecodes of this thread
+            metrics.release.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(serving), 10)
+            except TimeoutError:
+                server.should_exit = True  # the old behaviour: serving on; end the test
+                await serving
+                return server.started, False
+            return server.started, True
+
+        try:
+            take_stop_signals(server)
+            started, stopped = asyncio.run(scenario())
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        assert started  # it did start (so the shutdown closed what the start-up opened)
+        assert stopped, "the server served on after a SIGTERM sent while the metrics started"
+        for closed in (port, metrics_port):  # both listeners are gone
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", closed), 0.5).close()

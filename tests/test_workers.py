@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.gatewayproc import served
-from tests.servers import free_port
+from tests.servers import free_ports
 from tests.stack import V2, make_token
 
 pytestmark = pytest.mark.timeout(60)
@@ -38,7 +38,7 @@ def _wait(predicate: object, timeout: float) -> bool:
 
 
 def test_two_workers_share_the_port_and_drain_on_sigterm(tmp_path: Path, redis_url: str) -> None:
-    metrics = free_port()
+    metrics = free_ports(1)  # worker 0's and worker 1's
     with served(tmp_path, redis_url, env={"GATEWAY_WORKERS": "2"}, metrics_port=metrics) as (
         fake,
         proc,
