@@ -135,6 +135,15 @@ class RuleSpec:
     key: str
     rate: Rate
     cost: int = 1
+    #: ``rate.emission_us`` and ``rate.tolerance_us``, worked out once (a plan is kept per
+    #: caller: ``PlanCache``).
+    emission_us: int = field(init=False, repr=False, compare=False)
+    tolerance_us: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        emission_us = self.rate.emission_us
+        object.__setattr__(self, "emission_us", emission_us)
+        object.__setattr__(self, "tolerance_us", self.rate.burst * emission_us)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,10 +236,9 @@ def _ceil_ms(us: int) -> int:
 def rule_state(spec: RuleSpec, tat_us: int, now_us: int) -> RuleState:
     """Remaining burst and reset times of a rule whose stored TAT is ``tat_us``."""
     rate = spec.rate
-    t = rate.emission_us
+    t = spec.emission_us
     burst = rate.burst
-    # ``tolerance_us`` is ``burst * emission_us``: the emission interval computed once.
-    slack = now_us + burst * t - (tat_us if tat_us > now_us else now_us)
+    slack = now_us + spec.tolerance_us - (tat_us if tat_us > now_us else now_us)
     if slack < 0:
         slack = 0
     remaining = slack // t

@@ -239,9 +239,7 @@ class RedisRateLimiter:
             return Decision(True)
         args: list[str | int] = [self._now_arg(now_us), len(plan.rules)]
         for spec in plan.rules:
-            rate = spec.rate
-            emission_us = rate.emission_us
-            args += [emission_us, rate.burst * emission_us, spec.cost]  # T, tau = burst * T
+            args += [spec.emission_us, spec.tolerance_us, spec.cost]
         member = ""
         if plan.concurrency is not None:
             member = os.urandom(16).hex()  # 128 random bits, as unique as a uuid4's 122
