@@ -10,10 +10,10 @@ be silently dropped, so the request is refused with 400 and its connection close
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from gateway.asgi import Receive
+from gateway.deadline import Deadline
 from gateway.errors import (
     BadRequestError,
     ClientGoneError,
@@ -70,46 +70,20 @@ async def read_body(
     """The whole body, refusing it (413) as soon as it crosses ``max_bytes``, or 408 when it
     does not arrive within ``timeout_s`` (slow-body clients hold no worker forever)."""
     declared_length(headers, max_bytes)
-    # ``asyncio.timeout(timeout_s)``'s semantics over one timer handle (on uvloop 3.7 µs a
-    # request against 1.2): at the deadline the task is cancelled; that cancellation, and
-    # only that one, becomes the 408 (a cancellation from elsewhere, also requested, goes on
-    # as one). Any TimeoutError inside is the 408 too, as it was around ``asyncio.timeout``.
-    task = asyncio.current_task()
-    if task is None:
-        raise RuntimeError("read_body must run inside a task")
-    loop = asyncio.get_running_loop()
-    expired = False
-
-    def expire() -> None:
-        nonlocal expired
-        expired = True
-        task.cancel()
-
-    cancelling = task.cancelling()
-    timer = loop.call_at(loop.time() + timeout_s, expire)
     chunks: list[bytes] = []
     total = 0
     try:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGoneError
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            if total > max_bytes:
-                raise PayloadTooLargeError(f"Request body is larger than {max_bytes} bytes.")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-    except BaseException as exc:
-        if expired:  # the deadline's cancellation is taken back (once), as __aexit__ does
-            expired = False
-            if task.uncancel() <= cancelling and isinstance(exc, asyncio.CancelledError):
-                raise RequestTimeoutError("The request body did not arrive in time.") from None
-        if isinstance(exc, TimeoutError):
-            raise RequestTimeoutError("The request body did not arrive in time.") from None
-        raise
-    finally:
-        timer.cancel()
-        if expired:  # the body came although the deadline fired: its cancellation goes too
-            task.uncancel()
+        with Deadline(timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGoneError
+                chunk = message.get("body", b"")
+                total += len(chunk)
+                if total > max_bytes:
+                    raise PayloadTooLargeError(f"Request body is larger than {max_bytes} bytes.")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        raise RequestTimeoutError("The request body did not arrive in time.") from None
