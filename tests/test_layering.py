@@ -89,7 +89,7 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     # The limiter and the health probes share the one client and its error translation.
     "ratelimit.redis_limiter": ({"redis"}, {"redisconn.client", "redisconn.batch"}),
     # Auto-pipelining of one script over the shared client.
-    "redisconn.batch": ({"redis"}, {"redisconn.client"}),
+    "redisconn.batch": ({"redis"}, {"redisconn.client", "deadline"}),
     "redisconn.health": (
         {"redis"},
         {"ratelimit.redis_limiter", "redisconn.client", "redisconn.batch"},
@@ -102,7 +102,9 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     # Cache → records → origin, over its two ports (no I/O library of its own).
     "ownership.lookup": (set(), set()),
     "observability.metrics": ({"prometheus_client"}, set()),
-    "policy.bodyread": (set(), set()),
+    "policy.bodyread": (set(), {"deadline"}),
+    # asyncio.timeout's semantics as a plain context manager over one timer handle.
+    "deadline": (set(), set()),
     "observability.accesslog": (set(), set()),
     "observability.jsonlog": (set(), set()),
     "server.protocol": ({"uvicorn"}, set()),

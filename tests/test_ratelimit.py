@@ -15,8 +15,10 @@ from gateway.errors import RateLimitedError
 from gateway.ratelimit.gcra import (
     RATELIMIT_REASONS,
     Decision,
+    PlanCache,
     Rate,
     RateLimitProfile,
+    RuleSpec,
     RuleState,
     decide,
     gcra,
@@ -134,6 +136,44 @@ def test_rule_state_remaining_next_and_reset() -> None:
     assert (state.remaining, state.next_ms, state.reset_ms) == (2, 50, 50)
 
 
+def _rule_state_reference(spec: RuleSpec, tat_us: int, now_us: int) -> RuleState:
+    """``rule_state`` as first written, over the ``Rate`` properties (the model it keeps)."""
+    rate = spec.rate
+    t = rate.emission_us
+    slack = max(0, now_us + rate.tolerance_us - max(tat_us, now_us))
+    remaining = min(rate.burst, slack // t)
+    next_us = 0 if remaining >= rate.burst else (remaining + 1) * t - slack
+    return RuleState(
+        name=spec.name,
+        kind=spec.kind,
+        limit=rate.requests,
+        window_s=rate.window_s,
+        burst=rate.burst,
+        remaining=remaining,
+        next_ms=-(-next_us // 1000),
+        reset_ms=-(-max(0, tat_us - now_us) // 1000),
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    requests=st.integers(1, 10_000),
+    per_seconds=st.sampled_from([0.001, 0.5, 1, 7, 60, 3600.5]),
+    burst=st.integers(1, 10_000),
+    tat_offset=st.integers(-(10**10), 10**10),
+    now_us=st.integers(0, 10**15),
+)
+def test_rule_state_equals_its_reference(
+    requests: int, per_seconds: float, burst: int, tat_offset: int, now_us: int
+) -> None:
+    rate = Rate(requests, per_seconds, burst)
+    if rate_problems(rate, "x"):
+        return
+    spec = RuleSpec("caller-read", "caller", "k", rate)
+    tat_us = now_us + tat_offset
+    assert rule_state(spec, tat_us, now_us) == _rule_state_reference(spec, tat_us, now_us)
+
+
 # --- configuration --------------------------------------------------------------------------
 
 
@@ -210,6 +250,43 @@ def test_keys_never_contain_raw_ids() -> None:
             assert caller.tenant not in key
     ids = {plan(c, "read", PROFILE).keys[0] for c in (CALLER, tricky)}
     assert len(ids) == 2
+
+
+def test_plan_cache_gives_the_plan_of_each_caller_and_class() -> None:
+    other = Caller(
+        id="team-secret/other", tenant="tenant-Alpha", issuer="i", subject="s", profile="p"
+    )
+    cache = PlanCache(Rate(10_000, 60, 1000), cluster=True)
+    for caller in (CALLER, other, CALLER):
+        for op_class in ("read", "write", "read"):
+            got = cache.plan(caller, op_class, PROFILE)
+            assert got == plan(caller, op_class, PROFILE, Rate(10_000, 60, 1000), cluster=True)
+    assert len(cache) == 4
+    assert cache.plan(CALLER, "read", PROFILE) is cache.plan(CALLER, "read", PROFILE)
+    # another profile object (a reloaded config) is planned anew, never served the old plan
+    tighter = RateLimitProfile(per_caller={"read": Rate(1, 60, 1)})
+    assert cache.plan(CALLER, "read", tighter) == plan(
+        CALLER, "read", tighter, Rate(10_000, 60, 1000), cluster=True
+    )
+    assert len(cache) == 4
+
+
+def test_plan_cache_is_bounded_and_remembers_no_refusal() -> None:
+    cache = PlanCache(size=3)
+    callers = [
+        Caller(id=f"ns/sa-{i}", tenant="tenant-Alpha", issuer="i", subject="s", profile="p")
+        for i in range(5)
+    ]
+    for caller in callers:
+        cache.plan(caller, "read", PROFILE)
+    assert len(cache) == 3
+    assert cache.plan(callers[0], "read", PROFILE) == plan(callers[0], "read", PROFILE)
+    bad = RateLimitProfile(per_caller={"read": Rate(0, 1, 1)})
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"caller-read\.requests"):
+            cache.plan(CALLER, "read", bad)
+    with pytest.raises(ValueError, match="operation class"):
+        cache.plan(CALLER, "delete", PROFILE)
 
 
 # --- headers --------------------------------------------------------------------------------

@@ -1,8 +1,13 @@
 """The operation table's dict lookup finds exactly the rows a scan of every row finds, in
 table order (``OperationTable._candidates``): the same 200/404/405 and the same row for every
-path, whether built from a template (each placeholder a valid id, or not) or mutated."""
+path, whether built from a template (each placeholder a valid id, or not) or mutated. The
+target backstop's shortcuts (``_split_target``, ``_quoted``) answer as ``urlsplit`` and
+``quote`` do."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import quote, urlsplit
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,7 +15,14 @@ from hypothesis import strategies as st
 from gateway.errors import GatewayError
 from gateway.operations.apiversions import KNOWN_VERSIONS
 from gateway.operations.row import Operation
-from gateway.operations.table import OPERATIONS, OperationTable, _match, _split_path
+from gateway.operations.table import (
+    OPERATIONS,
+    OperationTable,
+    _match,
+    _quoted,
+    _split_path,
+    _split_target,
+)
 
 TABLE = OperationTable(KNOWN_VERSIONS)
 METHODS = sorted({r.method for r in OPERATIONS})
@@ -63,6 +75,9 @@ def test_the_index_finds_what_a_scan_finds(path: str, method: str) -> None:
     segments = _split_path(path.encode())
     found = [r for r in TABLE._candidates(segments) if _match(r, segments) is not None]
     assert found == _scan(segments)
+    # a candidate's ids, checked at its placeholders alone, are what the full match finds
+    for row in TABLE._candidates(segments):
+        assert TABLE._ids(row, segments) == _match(row, segments)
     expected: tuple[str, str]
     if not found:
         expected = ("error", "route_not_found")
@@ -84,3 +99,34 @@ def test_every_row_is_found_by_its_own_template() -> None:
         candidates = TABLE._candidates(_split_path(path.encode()))
         assert row in candidates, row.name
         assert candidates == sorted(candidates, key=OPERATIONS.index)  # table order
+
+
+#: Plain characters and every one ``urlsplit`` or ``quote`` treats apart.
+TARGET_TEXT = st.text(st.sampled_from("aZ09_-.~/?#&=%+ \t\r\n;:@[]\x00\x7fé"), max_size=12)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(TARGET_TEXT, TARGET_TEXT)
+def test_the_target_split_is_urlsplits(path: str, query: str) -> None:
+    def outcome(split: Callable[[], tuple[str, str, str]]) -> object:
+        try:
+            return split()
+        except ValueError as exc:  # "Invalid IPv6 URL": a "[" in what urlsplit takes as host
+            return repr(exc)
+
+    for p in (path, "/" + path):
+
+        def by_urlsplit(p: str = p) -> tuple[str, str, str]:
+            parts = urlsplit(f"https://upstream.invalid{p}?{query}")
+            return parts.path, parts.query, parts.fragment
+
+        def ours(p: str = p) -> tuple[str, str, str]:
+            return _split_target(p, query)
+
+        assert outcome(ours) == outcome(by_urlsplit)
+
+
+@settings(max_examples=500, deadline=None)
+@given(TARGET_TEXT)
+def test_quoted_is_quote(text: str) -> None:
+    assert _quoted(text) == quote(text, safe="")

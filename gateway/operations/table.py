@@ -28,15 +28,17 @@ rows, not new code.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
+from typing import cast
 from urllib.parse import quote, unquote, urlsplit
 
 from gateway.errors import BadRequestError, MethodNotAllowedError, NotFoundError
 from gateway.operations.apiversions import KNOWN_VERSIONS, OPTIONAL_DEFAULT, ApiVersion
 from gateway.operations.assistants import ASSISTANTS
 from gateway.operations.files import FILES
-from gateway.operations.row import ID_PATTERNS, Operation
+from gateway.operations.row import ID_PATTERNS, Operation, QueryParam
 from gateway.operations.v1 import V1_ROWS
 from gateway.operations.vector_stores import VECTOR_STORES
 
@@ -99,11 +101,31 @@ class OperationTable:
         self.versions: Mapping[str, ApiVersion] = versions
         self.operations = frozenset(r.name for r in self.rows)
         self._index = _index(self.rows)
+        #: Per row (by identity: the table holds its rows): its placeholders (position, name,
+        #: id pattern), what ``_ids`` checks.
+        self._placeholders = {
+            id(r): tuple(
+                (i, s[1:-1], ID_PATTERNS[s[1:-1]])
+                for i, s in enumerate(r.segments)
+                if s.startswith("{")
+            )
+            for r in self.rows
+        }
+        #: Per row: its segments, each with its placeholder's name ('' for a literal).
+        self._segments = {
+            id(r): tuple((s, s[1:-1] if s.startswith("{") else "") for s in r.segments)
+            for r in self.rows
+        }
+        #: The query parameters of a row in a version, by name (filled as they are asked for;
+        #: bounded by rows x allowed versions).
+        self._allowed: dict[tuple[int, str], dict[str, QueryParam]] = {}
 
     def match(self, method: str, raw_path: bytes, raw_query: bytes) -> OperationMatch:
         segments = _split_path(raw_path)
         candidates = [
-            (r, ids) for r in self._candidates(segments) if (ids := _match(r, segments)) is not None
+            (r, ids)
+            for r in self._candidates(segments)
+            if (ids := self._ids(r, segments)) is not None
         ]
         if not candidates:
             raise NotFoundError("Resource not found.", code="route_not_found")
@@ -120,15 +142,34 @@ class OperationTable:
         per template shape, not a scan of every row; ``_match`` then checks the ids)."""
         found: list[tuple[int, Operation]] = []
         for literals, rows in self._index.get(len(segments), ()):
-            found += rows.get(tuple([segments[i] for i in literals]), ())
+            found += rows.get(literals(segments), ())
         if len(found) > 1:
             found.sort(key=lambda pair: pair[0])
         return [row for _, row in found]
 
+    def _ids(self, route: Operation, segments: list[str]) -> dict[str, str] | None:
+        """``_match`` for a candidate: its length and literal segments equal the path's
+        already (``_candidates``), so only its placeholders are checked."""
+        ids: dict[str, str] = {}
+        for i, name, pattern in self._placeholders[id(route)]:
+            got = segments[i]
+            if not pattern.fullmatch(got):
+                return None
+            ids[name] = got
+        return ids
+
+    def _allowed_query(self, route: Operation, version: ApiVersion) -> dict[str, QueryParam]:
+        key = (id(route), version.name)
+        allowed = self._allowed.get(key)
+        if allowed is None:
+            allowed = {p.name: p for p in route.query if p.available(version)}
+            self._allowed[key] = allowed
+        return allowed
+
     def _finish(self, route: Operation, ids: dict[str, str], raw_query: bytes) -> OperationMatch:
         pairs = _split_query(raw_query)
         version, given = self._version(route, [v for k, v in pairs if k == "api-version"])
-        allowed = {p.name: p for p in route.query if p.available(version)}
+        allowed = self._allowed_query(route, version)
         seen: set[str] = set()
         query: list[tuple[str, str]] = [("api-version", version.name)] if given else []
         for key, value in pairs:
@@ -155,10 +196,8 @@ class OperationTable:
                 )
             seen.add(key)
             query.append((key, value))
-        path = "/" + "/".join(
-            ids.get(s[1:-1], s) if s.startswith("{") else s for s in route.segments
-        )
-        encoded = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query)
+        path = "/" + "/".join([ids.get(n, s) if n else s for s, n in self._segments[id(route)]])
+        encoded = "&".join([f"{_quoted(k)}={_quoted(v)}" for k, v in query])
         _assert_target(route, ids, path, encoded, query)
         return OperationMatch(route, version, ids, tuple(query), path, encoded)
 
@@ -209,9 +248,18 @@ def _split_path(raw_path: bytes) -> list[str]:
     return path[1:].split("/")
 
 
-#: Per path length, per template shape (the positions of its literal segments): the rows by
-#: their literal segments, each with its place in the table.
-_Index = dict[int, list[tuple[tuple[int, ...], dict[tuple[str, ...], list[tuple[int, Operation]]]]]]
+#: A template shape's literal segments picked out of a path's (``_literals``).
+_Literals = Callable[[list[str]], tuple[str, ...]]
+#: Per path length, per template shape (the literal segments it picks): the rows by their
+#: literal segments, each with its place in the table.
+_Index = dict[int, list[tuple[_Literals, dict[tuple[str, ...], list[tuple[int, Operation]]]]]]
+
+
+def _literals(positions: tuple[int, ...]) -> _Literals:
+    """The segments at ``positions``, as a tuple (``itemgetter``: one C call)."""
+    if len(positions) > 1:
+        return cast(_Literals, itemgetter(*positions))
+    return lambda segments: tuple([segments[i] for i in positions])
 
 
 def _index(rows: Iterable[Operation]) -> _Index:
@@ -223,7 +271,7 @@ def _index(rows: Iterable[Operation]) -> _Index:
         by_literals.setdefault(tuple(row.segments[i] for i in literals), []).append((place, row))
     index: _Index = {}
     for (length, literals), by_literals in shapes.items():
-        index.setdefault(length, []).append((literals, by_literals))
+        index.setdefault(length, []).append((_literals(literals), by_literals))
     return index
 
 
@@ -263,6 +311,14 @@ def _split_query(raw_query: bytes) -> list[tuple[str, str]]:
     return pairs
 
 
+#: What ``quote(text, safe="")`` leaves as it is: a text of these alone is its own quoting.
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _quoted(text: str) -> str:
+    return text if _UNRESERVED.fullmatch(text) else quote(text, safe="")
+
+
 def _safe_param(key: str) -> str | None:
     """Echo a parameter name back only when it is short and plain."""
     return key if re.fullmatch(r"[A-Za-z0-9_.\[\]-]{1,40}", key) else None
@@ -272,12 +328,23 @@ def _assert_target(
     route: Operation, ids: Mapping[str, str], path: str, query: str, pairs: list[tuple[str, str]]
 ) -> None:
     """Backstop: the built target must re-parse to exactly the template and validated query."""
-    parts = urlsplit(f"https://upstream.invalid{path}?{query}")
+    got_path, got_query, fragment = _split_target(path, query)
     expected = route.template.format(**ids)
-    decoded = [tuple(p.split("=", 1)) for p in parts.query.split("&")] if parts.query else []
-    if (
-        parts.path != expected
-        or parts.fragment
-        or [(unquote(k), unquote(v)) for k, v in decoded] != pairs
-    ):
+    decoded = [tuple(p.split("=", 1)) for p in got_query.split("&")] if got_query else []
+    if got_path != expected or fragment or [(unquote(k), unquote(v)) for k, v in decoded] != pairs:
         raise AssertionError(f"upstream target mismatch for {route.name}")
+
+
+#: What ``urlsplit`` reads specially after the authority: the query and fragment delimiters
+#: and the bytes it removes (tab, CR, LF).
+_URL_SPECIAL = re.compile(r"[?#\t\r\n]")
+
+
+def _split_target(path: str, query: str) -> tuple[str, str, str]:
+    """Path, query and fragment of ``https://upstream.invalid{path}?{query}`` as ``urlsplit``
+    reads them. A ``/``-rooted path and a query holding none of ``_URL_SPECIAL`` come back
+    unchanged (an empty fragment): then ``urlsplit`` is not run."""
+    if path.startswith("/") and not _URL_SPECIAL.search(path) and not _URL_SPECIAL.search(query):
+        return path, query, ""
+    parts = urlsplit(f"https://upstream.invalid{path}?{query}")
+    return parts.path, parts.query, parts.fragment

@@ -10,10 +10,10 @@ be silently dropped, so the request is refused with 400 and its connection close
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from gateway.asgi import Receive
+from gateway.deadline import Deadline
 from gateway.errors import (
     BadRequestError,
     ClientGoneError,
@@ -73,7 +73,7 @@ async def read_body(
     chunks: list[bytes] = []
     total = 0
     try:
-        async with asyncio.timeout(timeout_s):
+        with Deadline(timeout_s):
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":

@@ -135,6 +135,15 @@ class RuleSpec:
     key: str
     rate: Rate
     cost: int = 1
+    #: ``rate.emission_us`` and ``rate.tolerance_us``, worked out once (a plan is kept per
+    #: caller: ``PlanCache``).
+    emission_us: int = field(init=False, repr=False, compare=False)
+    tolerance_us: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        emission_us = self.rate.emission_us
+        object.__setattr__(self, "emission_us", emission_us)
+        object.__setattr__(self, "tolerance_us", self.rate.burst * emission_us)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,19 +236,25 @@ def _ceil_ms(us: int) -> int:
 def rule_state(spec: RuleSpec, tat_us: int, now_us: int) -> RuleState:
     """Remaining burst and reset times of a rule whose stored TAT is ``tat_us``."""
     rate = spec.rate
-    t = rate.emission_us
-    slack = max(0, now_us + rate.tolerance_us - max(tat_us, now_us))
-    remaining = min(rate.burst, slack // t)
-    next_us = 0 if remaining >= rate.burst else (remaining + 1) * t - slack
+    t = spec.emission_us
+    burst = rate.burst
+    slack = now_us + spec.tolerance_us - (tat_us if tat_us > now_us else now_us)
+    if slack < 0:
+        slack = 0
+    remaining = slack // t
+    if remaining > burst:
+        remaining = burst
+    next_us = 0 if remaining >= burst else (remaining + 1) * t - slack
+    reset_us = tat_us - now_us
     return RuleState(
-        name=spec.name,
-        kind=spec.kind,
-        limit=rate.requests,
-        window_s=rate.window_s,
-        burst=rate.burst,
-        remaining=remaining,
-        next_ms=_ceil_ms(next_us),
-        reset_ms=_ceil_ms(max(0, tat_us - now_us)),
+        spec.name,
+        spec.kind,
+        rate.requests,
+        rate.window_s,
+        burst,
+        remaining,
+        -(-next_us // 1000),
+        -(-reset_us // 1000) if reset_us > 0 else 0,
     )
 
 
@@ -284,6 +299,37 @@ def plan(
             raise ValueError("max_concurrent out of range")
         concurrency = ConcurrencySpec(f"{tag}:cc:{who}", profile.max_concurrent)
     return LimitPlan(tuple(rules), concurrency)
+
+
+class PlanCache:
+    """:func:`plan` remembered per caller and operation class (a plan depends on nothing
+    else but the profile, the global rate and ``cluster``, all fixed here or checked by
+    identity): the keys' hashes and the rates' checks are done once per caller, not once per
+    request. Bounded (a plan is about 1.1 KB): the oldest entry goes first. A plan that
+    raises is not remembered."""
+
+    def __init__(
+        self, global_rate: Rate | None = None, *, cluster: bool = False, size: int = 1024
+    ) -> None:
+        self.global_rate = global_rate
+        self.cluster = cluster
+        self.size = size
+        self._plans: dict[tuple[str, str, str, str], tuple[RateLimitProfile, LimitPlan]] = {}
+
+    def plan(self, caller: Caller, op_class: str, profile: RateLimitProfile) -> LimitPlan:
+        key = (caller.tenant, caller.issuer, caller.id, op_class)
+        plans = self._plans
+        found = plans.get(key)
+        if found is not None and found[0] is profile:
+            return found[1]
+        made = plan(caller, op_class, profile, self.global_rate, cluster=self.cluster)
+        if found is None and len(plans) >= self.size:
+            del plans[next(iter(plans))]
+        plans[key] = (profile, made)
+        return made
+
+    def __len__(self) -> int:
+        return len(self._plans)
 
 
 def plan_global(global_rate: Rate) -> LimitPlan:
@@ -369,7 +415,7 @@ def decide(
     lease: Lease | None = None,
 ) -> Decision:
     """Assemble a Decision from the script's (or the model's) per-rule TATs after the call."""
-    states = tuple(rule_state(s, t, now_us) for s, t in zip(plan_.rules, tats_after, strict=True))
+    states = tuple([rule_state(s, t, now_us) for s, t in zip(plan_.rules, tats_after, strict=True)])
     if status == "allowed":
         return Decision(True, rules=states, lease=lease)
     if status == "concurrency":

@@ -47,6 +47,7 @@ class RateLimitMiddleware:
         if limiter is not None and keeper is None:
             raise ValueError("a limiter needs the lease keeper that renews its leases")
         self.keeper = keeper
+        self.plans = gcra.PlanCache(global_rate, cluster=cluster)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = context_of(scope)
@@ -77,13 +78,7 @@ class RateLimitMiddleware:
     async def _decide(self, ctx: RequestContext, limiter: Limiter) -> Decision | None:
         assert ctx.caller is not None and ctx.match is not None
         started = time.perf_counter()
-        plan = gcra.plan(
-            ctx.caller,
-            ctx.match.row.op_class,
-            ctx.profile.rate_limit,
-            self.global_rate,
-            cluster=self.cluster,
-        )
+        plan = self.plans.plan(ctx.caller, ctx.match.row.op_class, ctx.profile.rate_limit)
         decision = None if plan.empty else await limiter.check(plan, ctx.request_id)
         if decision is not None and not decision.allowed:
             _refuse(ctx, decision)

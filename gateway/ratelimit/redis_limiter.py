@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -239,10 +239,10 @@ class RedisRateLimiter:
             return Decision(True)
         args: list[str | int] = [self._now_arg(now_us), len(plan.rules)]
         for spec in plan.rules:
-            args += [spec.rate.emission_us, spec.rate.tolerance_us, spec.cost]
+            args += [spec.emission_us, spec.tolerance_us, spec.cost]
         member = ""
         if plan.concurrency is not None:
-            member = uuid.uuid4().hex
+            member = os.urandom(16).hex()  # 128 random bits, as unique as a uuid4's 122
             args += [plan.concurrency.limit, self._lease_ttl_us, member]
         known = None
         if self.local is not None and now_us is None:

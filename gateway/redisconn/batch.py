@@ -35,6 +35,7 @@ import redis.asyncio
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
+from gateway.deadline import Deadline
 from gateway.redisconn.client import RedisClient
 
 log = logging.getLogger("gateway.ratelimit")
@@ -173,7 +174,7 @@ class ScriptBatcher:
 
     async def _send(self, ops: list[Op]) -> None:
         try:
-            async with asyncio.timeout(self.budget_s):
+            with Deadline(self.budget_s):
                 replies = await self.execute(ops)
         except Exception as exc:  # every waiter gets the call's failure
             for op in ops:
