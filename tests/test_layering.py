@@ -103,7 +103,8 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "ownership.lookup": (set(), set()),
     "observability.metrics": ({"prometheus_client"}, set()),
     "policy.bodyread": (set(), set()),
-    "observability.accesslog": (set(), set()),
+    # Its line is written through the JSON log's handler (jsonlog.write_fields).
+    "observability.accesslog": (set(), {"observability.jsonlog"}),
     "observability.jsonlog": (set(), set()),
     "server.protocol": ({"uvicorn"}, set()),
     # The one credential factory builds either form (the key here, Entra over its adapter).
