@@ -101,7 +101,9 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "ownership.azure": (set(), {"upstream.client", "upstream.credentials"}),
     # Cache → records → origin, over its two ports (no I/O library of its own).
     "ownership.lookup": (set(), set()),
-    "observability.metrics": ({"prometheus_client"}, set()),
+    "observability.metrics": ({"prometheus_client"}, {"observability.fastmetrics"}),
+    # Lock-free counters and histograms with prometheus-client's exposition (its Metric).
+    "observability.fastmetrics": ({"prometheus_client"}, set()),
     "policy.bodyread": (set(), set()),
     # Its line is written through the JSON log's handler (jsonlog.write_fields).
     "observability.accesslog": (set(), {"observability.jsonlog"}),
