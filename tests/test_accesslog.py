@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import httpx
 import pytest
 
 from gateway.auth.caller import Caller
 from gateway.auth.tokens import AUTH_REASONS
-from gateway.context import RequestContext
+from gateway.context import RequestContext, current_request_id
+from gateway.observability import jsonlog
 from gateway.observability.accesslog import AccessLog, access_record
 from gateway.observability.jsonlog import JsonFormatter
 from tests.stack import V2, Stack, running_stack
@@ -157,3 +163,113 @@ def test_record_is_built_from_named_fields_only(caplog: pytest.LogCaptureFixture
     assert "sub-secret" not in json.dumps(record) and "someone@" not in json.dumps(record)
     AccessLog().request_finished(ctx)
     assert access_lines(caplog)[0]["request_id"] == "r-9"
+
+
+@contextlib.contextmanager
+def json_root() -> Iterator[tuple[logging.Handler, io.StringIO]]:
+    """The root logger as ``gateway serve`` has it (``jsonlog.configure``'s one handler, on a
+    StringIO), pytest's own handlers set aside meanwhile; then everything restored."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, sys.excepthook, threading.excepthook)
+    saved_hooks = (sys.unraisablehook, logging.getLogRecordFactory())
+    stream = io.StringIO()
+    try:
+        jsonlog.configure("INFO", stream)
+        [handler] = root.handlers
+        yield handler, stream
+    finally:
+        logging.captureWarnings(False)
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+        sys.excepthook, threading.excepthook = saved[2], saved[3]
+        sys.unraisablehook = saved_hooks[0]
+        logging.setLogRecordFactory(saved_hooks[1])
+
+
+class Seen(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def served_ctx() -> RequestContext:
+    ctx = RequestContext(
+        request_id="r-direct", method="POST", operation="messages.create", status=200
+    )
+    ctx.caller = Caller(id="ns/sa", tenant="d:ns", issuer="https://i", subject="s", profile="w")
+    ctx.stages.update(auth=0.0001234, ratelimit=0.0005, upstream_ttfb=0.002)
+    ctx.upstream_started, ctx.upstream_finished = ctx.started + 0.001, ctx.started + 0.004
+    ctx.upstream_request_id = "azure-1"
+    return ctx
+
+
+def test_the_direct_access_line_is_the_logging_line() -> None:
+    """With only ``configure``'s handler, the access line is written without a LogRecord;
+    it is the line the logging path writes for the same fields, byte for byte."""
+    with json_root() as (_, stream):
+        lines_of_both_paths(stream)
+
+
+def lines_of_both_paths(stream: io.StringIO) -> None:
+    made: list[logging.LogRecord] = []
+    factory = logging.getLogRecordFactory()
+
+    def counting(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        made.append(record)
+        return record
+
+    logging.setLogRecordFactory(counting)
+    access = logging.getLogger("gateway.access")
+    fields = access_record(served_ctx())
+    token = current_request_id.set("another-request")  # the record's own id wins on both
+    try:
+        jsonlog.write_fields(access, logging.INFO, "access", fields)
+        assert made == []  # no record: written straight to the handler's stream
+        direct = stream.getvalue()
+        beside = Seen()
+        logging.getLogger().addHandler(beside)  # a second handler: the logging path
+        jsonlog.write_fields(access, logging.INFO, "access", fields)
+        logging.getLogger().removeHandler(beside)
+    finally:
+        current_request_id.reset(token)
+    assert len(made) == 1 and beside.records == made
+    assert stream.getvalue() == direct + direct
+    assert direct == JsonFormatter().format(made[0]) + "\n"
+    line = json.loads(direct)
+    assert list(line) == ["time", "level", "logger", "message", *[f for f in fields if f != "time"]]
+    assert (line["level"], line["logger"], line["message"]) == ("INFO", "gateway.access", "access")
+    assert line["request_id"] == "r-direct" and line["time"] == fields["time"]
+
+
+def test_the_direct_access_line_honours_levels_and_a_swapped_stream() -> None:
+    with json_root() as (handler, stream):
+        levels_and_swapped_stream(handler, stream)
+
+
+def levels_and_swapped_stream(handler: logging.Handler, stream: io.StringIO) -> None:
+    ctx = served_ctx()
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    AccessLog().request_finished(ctx)
+    root.setLevel(logging.INFO)
+    handler.setLevel(logging.WARNING)
+    AccessLog().request_finished(ctx)
+    handler.setLevel(logging.NOTSET)
+    handler.addFilter(lambda record: False)
+    AccessLog().request_finished(ctx)
+    handler.filters.clear()
+    AccessLog(enabled=False).request_finished(ctx)
+    assert stream.getvalue() == ""
+    swapped = io.StringIO()
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(swapped)
+    AccessLog().request_finished(ctx)
+    [line] = [json.loads(raw) for raw in swapped.getvalue().splitlines()]
+    assert line["request_id"] == "r-direct" and stream.getvalue() == ""

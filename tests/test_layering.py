@@ -101,11 +101,14 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "ownership.azure": (set(), {"upstream.client", "upstream.credentials"}),
     # Cache → records → origin, over its two ports (no I/O library of its own).
     "ownership.lookup": (set(), set()),
-    "observability.metrics": ({"prometheus_client"}, set()),
+    "observability.metrics": ({"prometheus_client"}, {"observability.fastmetrics"}),
+    # Lock-free counters and histograms with prometheus-client's exposition (its Metric).
+    "observability.fastmetrics": ({"prometheus_client"}, set()),
     "policy.bodyread": (set(), {"deadline"}),
     # asyncio.timeout's semantics as a plain context manager over one timer handle.
     "deadline": (set(), set()),
-    "observability.accesslog": (set(), set()),
+    # Its line is written through the JSON log's handler (jsonlog.write_fields).
+    "observability.accesslog": (set(), {"observability.jsonlog"}),
     "observability.jsonlog": (set(), set()),
     "server.protocol": ({"uvicorn"}, set()),
     # The one credential factory builds either form (the key here, Entra over its adapter).

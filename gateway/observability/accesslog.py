@@ -1,7 +1,9 @@
 """One structured JSON access-log line per request (stdlib logging only).
 
-The record's fields travel as ``extra={"fields": ...}``; ``jsonlog.JsonFormatter`` writes
-them at the top level of the line beside ``level``, ``logger`` and ``message`` (``access``).
+The record's fields are written at the top level of the line beside ``level``, ``logger``
+and ``message`` (``access``), as ``jsonlog.JsonFormatter`` writes ``extra={"fields": ...}``:
+``jsonlog.write_fields`` puts the line straight on ``jsonlog.configure``'s handler's stream
+when that handler is the only one (no ``LogRecord``: ~3 of a line's ~20 µs), else logs it.
 
 The line carries ids, decisions and durations; never a token, key, message content or
 metadata value (the context holds none of them, and the record is built from named context
@@ -18,6 +20,7 @@ import logging
 import time
 
 from gateway.context import RequestContext
+from gateway.observability import jsonlog
 
 log = logging.getLogger("gateway.access")
 
@@ -62,4 +65,4 @@ class AccessLog:
 
     def request_finished(self, ctx: RequestContext) -> None:
         if self.enabled and log.isEnabledFor(logging.INFO):
-            log.info("access", extra={"fields": access_record(ctx)})
+            jsonlog.write_fields(log, logging.INFO, "access", access_record(ctx))

@@ -13,6 +13,9 @@ destructors). A line carries:
   never raw multi-line text on stderr;
 * the access log's fields at top level (``extra={"fields": {...}}``: named fields only).
 
+The access log's line skips the ``LogRecord`` (``write_fields``): the same line, on the same
+handler's stream under its lock, when that handler alone would have written it.
+
 Nothing else a record carries is written (uvicorn's ``color_message`` and any other ``extra``
 stay out), so a library cannot put a value on the line by accident.
 """
@@ -23,6 +26,7 @@ import json
 import logging
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Mapping
 from types import TracebackType
@@ -37,24 +41,100 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), default=repr)
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": round(record.created, 3),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        request_id = getattr(record, "request_id", None) or current_request_id.get()
-        if request_id is not None:
-            line["request_id"] = request_id
-        fields = getattr(record, "fields", None)
-        # The access log's dict first: an ABC isinstance check costs a Python-level call.
-        if type(fields) is dict or isinstance(fields, Mapping):
-            line.update(fields)
-        if record.exc_info and record.exc_info[1] is not None:
-            line["exception"] = _exception(record.exc_info)
-        if record.stack_info:
-            line["stack"] = record.stack_info
-        return _ENCODER.encode(line)
+        return _ENCODER.encode(
+            _line(
+                record.created,
+                record.levelname,
+                record.name,
+                record.getMessage(),
+                getattr(record, "request_id", None),
+                getattr(record, "fields", None),
+                record.exc_info,
+                record.stack_info,
+            )
+        )
+
+
+def _line(
+    created: float,
+    level: str,
+    logger: str,
+    message: str,
+    request_id: object,
+    fields: object,
+    exc_info: Any = None,
+    stack_info: str | None = None,
+) -> dict[str, Any]:
+    """A line's object: what :class:`JsonFormatter` encodes, and :func:`write_fields` too."""
+    line: dict[str, Any] = {
+        "time": round(created, 3),
+        "level": level,
+        "logger": logger,
+        "message": message,
+    }
+    request_id = request_id or current_request_id.get()
+    if request_id is not None:
+        line["request_id"] = request_id
+    # The access log's dict first: an ABC isinstance check costs a Python-level call.
+    if type(fields) is dict or isinstance(fields, Mapping):
+        line.update(fields)
+    if exc_info and exc_info[1] is not None:
+        line["exception"] = _exception(exc_info)
+    if stack_info:
+        line["stack"] = stack_info
+    return line
+
+
+def _sole_handler(logger: logging.Logger, level: int) -> logging.StreamHandler[Any] | None:
+    """The handler a ``level`` record of ``logger`` reaches when it is the only one and
+    writes it as :class:`JsonFormatter` does with nothing in between (no filter on the logger
+    or the handler, a plain ``StreamHandler``): ``configure``'s. Else None (the record must
+    go through ``logging``: e.g. pytest's ``caplog`` handler beside it, or another one)."""
+    if logger.filters:
+        return None
+    sole: logging.Handler | None = None
+    c: logging.Logger | None = logger
+    while c is not None:
+        for handler in c.handlers:
+            if sole is not None:
+                return None
+            sole = handler
+        c = c.parent if c.propagate else None
+    if (
+        type(sole) is logging.StreamHandler
+        and type(sole.formatter) is JsonFormatter
+        and not sole.filters
+        and level >= sole.level
+    ):
+        return sole
+    return None
+
+
+def write_fields(logger: logging.Logger, level: int, message: str, fields: dict[str, Any]) -> None:
+    """``logger.log(level, message, extra={"fields": fields})``, the same line written to
+    the same stream (under the handler's lock, flushed), without building a ``LogRecord``
+    when only ``configure``'s handler would see it (``_sole_handler``)."""
+    if not logger.isEnabledFor(level):
+        return
+    handler = _sole_handler(logger, level)
+    if handler is None:
+        logger.log(level, message, extra={"fields": fields})
+        return
+    text = _ENCODER.encode(
+        _line(time.time(), logging.getLevelName(level), logger.name, message, None, fields)
+    )
+    with handler.lock:  # type: ignore[union-attr]
+        try:
+            handler.stream.write(text + handler.terminator)
+            handler.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            handler.handleError(
+                logger.makeRecord(
+                    logger.name, level, "", 0, message, (), None, extra={"fields": fields}
+                )
+            )
 
 
 def _exception(exc_info: Any) -> dict[str, str]:

@@ -5,6 +5,12 @@ the global one) and wires it as a proxy observer and as the hooks of the limiter
 providers and the Azure key source. :func:`metrics_app` serves the registry on the separate
 metrics listener (``server.metrics_host:metrics_port``), never through the proxy port.
 
+The metrics every request moves (requests, durations, stages, refusals, upstream answers and
+errors, limiter decisions, per-backend counts) are ``fastmetrics``' lock-free counters and
+histograms, updated and scraped on the event loop's thread, with prometheus-client's
+exposition; the in-flight and stream gauges read plain counts. The rest (updated rarely)
+stay prometheus-client's own.
+
 Names follow the Prometheus rules (``gateway_`` prefix, base units, ``_total`` counters,
 ``_seconds`` durations). Label values are bounded by construction (``metrics_labels``):
 operations, status classes, fixed reason codes and configured profile names only.
@@ -62,7 +68,6 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     Info,
     make_asgi_app,
 )
@@ -74,6 +79,7 @@ from prometheus_client.registry import Collector
 
 from gateway.asgi import ASGIApp, Receive, Scope, Send
 from gateway.context import RequestContext
+from gateway.observability import fastmetrics as fast
 from gateway.observability import labels as lbl
 from gateway.ratelimit.gcra import Decision
 
@@ -176,20 +182,20 @@ class GatewayMetrics:
         self._operations = frozenset(operations) | {lbl.UNMATCHED}
         self._profiles = frozenset(profiles)
         r = registry
-        self.requests = Counter(
+        self.requests = fast.Counter(
             "gateway_requests",
             "Requests answered, by operation, method and status class.",
             ["operation", "method", "status_class"],
             registry=r,
         )
-        self.duration = Histogram(
+        self.duration = fast.Histogram(
             "gateway_request_duration_seconds",
             "Time from request arrival to the end of the response.",
             ["operation", "stream"],
             buckets=REQUEST_BUCKETS,
             registry=r,
         )
-        self.first_event = Histogram(
+        self.first_event = fast.Histogram(
             "gateway_time_to_first_event_seconds",
             "Time from request arrival until a streamed response's first event reaches the "
             "caller (every streamed operation: runs, responses, streamed retrievals).",
@@ -197,13 +203,13 @@ class GatewayMetrics:
             buckets=REQUEST_BUCKETS,
             registry=r,
         )
-        self.overhead = Histogram(
+        self.overhead = fast.Histogram(
             "gateway_overhead_seconds",
             "Gateway time of a forwarded request: total minus time spent on Azure.",
             buckets=OVERHEAD_BUCKETS,
             registry=r,
         )
-        self.stage = Histogram(
+        self.stage = fast.Histogram(
             "gateway_stage_duration_seconds",
             "Time per pipeline stage.",
             ["stage"],
@@ -214,19 +220,19 @@ class GatewayMetrics:
         self.streams = Gauge(
             "gateway_streams_in_flight", "Streamed responses being relayed.", registry=r
         )
-        self.refusals = Counter(
+        self.refusals = fast.Counter(
             "gateway_refusals",
             "Requests the gateway refused, by stage, reason code and profile.",
             ["stage", "reason", "profile"],
             registry=r,
         )
-        self.upstream_responses = Counter(
+        self.upstream_responses = fast.Counter(
             "gateway_upstream_responses",
             "Responses from Azure, by status class.",
             ["status_class"],
             registry=r,
         )
-        self.upstream_errors = Counter(
+        self.upstream_errors = fast.Counter(
             "gateway_upstream_errors",
             "Upstream failures, streams cut mid-way and client disconnects, by kind.",
             ["kind"],
@@ -251,19 +257,19 @@ class GatewayMetrics:
             "(server.max_concurrent_connections).",
             registry=r,
         )
-        self.ratelimit_checks = Counter(
+        self.ratelimit_checks = fast.Counter(
             "gateway_ratelimit_checks",
             "Requests checked by the rate limiter, by profile.",
             ["profile"],
             registry=r,
         )
-        self.decisions = Counter(
+        self.decisions = fast.Counter(
             "gateway_ratelimit_decisions",
             "Rate-limiter decisions, by result.",
             ["result"],
             registry=r,
         )
-        self.decision_seconds = Histogram(
+        self.decision_seconds = fast.Histogram(
             "gateway_ratelimit_decision_seconds",
             "Rate-limiter decision latency (one Redis call).",
             buckets=LIMITER_BUCKETS,
@@ -347,14 +353,14 @@ class GatewayMetrics:
             ["backend"],
             registry=r,
         )
-        self.backend_requests = Counter(
+        self.backend_requests = fast.Counter(
             "gateway_upstream_backend_requests",
             "Requests sent to each Azure backend, by the status class of its answer (none: no "
             "answer).",
             ["backend", "status_class"],
             registry=r,
         )
-        self.backend_errors = Counter(
+        self.backend_errors = fast.Counter(
             "gateway_upstream_backend_errors",
             "Answers and failures that count against an Azure backend's breaker, by reason "
             "(throttled, server_error, timeout, unreachable).",
@@ -387,6 +393,12 @@ class GatewayMetrics:
         self._backend_requests: dict[tuple[str, str], Any] = {}
         self._backend_errors: dict[tuple[str, str], Any] = {}
         self._streaming: set[int] = set()
+        # The two gauges the request path moves: plain counts (event-loop thread only), read
+        # at scrape time, not a Gauge's lock per inc and dec.
+        self._in_flight = 0
+        self._streams = 0
+        self.in_flight.set_function(lambda: self._in_flight)
+        self.streams.set_function(lambda: self._streams)
 
     # -- labels
 
@@ -406,18 +418,18 @@ class GatewayMetrics:
     # -- Observer (must not raise)
 
     def request_started(self, ctx: RequestContext) -> None:
-        self.in_flight.inc()
+        self._in_flight += 1
 
     def response_started(self, ctx: RequestContext) -> None:
         if ctx.stream:
             self._streaming.add(id(ctx))
-            self.streams.inc()
+            self._streams += 1
 
     def request_finished(self, ctx: RequestContext) -> None:
-        self.in_flight.dec()
+        self._in_flight -= 1
         if id(ctx) in self._streaming:
             self._streaming.discard(id(ctx))
-            self.streams.dec()
+            self._streams -= 1
         try:
             self._finished(ctx)
         except Exception:
