@@ -393,12 +393,11 @@ class GatewayMetrics:
         self._backend_requests: dict[tuple[str, str], Any] = {}
         self._backend_errors: dict[tuple[str, str], Any] = {}
         self._streaming: set[int] = set()
-        # The two gauges the request path moves: plain counts (event-loop thread only), read
-        # at scrape time, not a Gauge's lock per inc and dec.
+        # The two gauges the request path moves, read at scrape time (event-loop thread
+        # only), not a Gauge's lock per inc and dec: a plain count, the streams being relayed.
         self._in_flight = 0
-        self._streams = 0
         self.in_flight.set_function(lambda: self._in_flight)
-        self.streams.set_function(lambda: self._streams)
+        self.streams.set_function(lambda: len(self._streaming))
 
     # -- labels
 
@@ -423,13 +422,10 @@ class GatewayMetrics:
     def response_started(self, ctx: RequestContext) -> None:
         if ctx.stream:
             self._streaming.add(id(ctx))
-            self._streams += 1
 
     def request_finished(self, ctx: RequestContext) -> None:
         self._in_flight -= 1
-        if id(ctx) in self._streaming:
-            self._streaming.discard(id(ctx))
-            self._streams -= 1
+        self._streaming.discard(id(ctx))
         try:
             self._finished(ctx)
         except Exception:
