@@ -14,11 +14,10 @@ from hypothesis import strategies as st
 
 from gateway.errors import GatewayError
 from gateway.operations.apiversions import KNOWN_VERSIONS
-from gateway.operations.row import Operation
+from gateway.operations.row import ID_PATTERNS, Operation
 from gateway.operations.table import (
     OPERATIONS,
     OperationTable,
-    _match,
     _quoted,
     _split_path,
     _split_target,
@@ -40,6 +39,23 @@ IDS = {
     "item_id": "msg_abc123",
 }
 WORDS = sorted({s for r in OPERATIONS for s in r.segments if not s.startswith("{")})
+
+
+def _match(route: Operation, segments: list[str]) -> dict[str, str] | None:
+    """A route against a path by walking every segment (the table's match before its index
+    and ``_ids``): the reference the table is checked against."""
+    if len(segments) != len(route.segments):
+        return None
+    ids: dict[str, str] = {}
+    for want, got in zip(route.segments, segments, strict=True):
+        if want.startswith("{"):
+            name = want[1:-1]
+            if not ID_PATTERNS[name].fullmatch(got):
+                return None
+            ids[name] = got
+        elif want != got:
+            return None
+    return ids
 
 
 def _scan(segments: list[str]) -> list[Operation]:

@@ -139,7 +139,7 @@ class OperationTable:
 
     def _candidates(self, segments: list[str]) -> list[Operation]:
         """The rows whose literal segments equal the path's, in table order (a dict lookup
-        per template shape, not a scan of every row; ``_match`` then checks the ids)."""
+        per template shape, not a scan of every row; ``_ids`` then checks the ids)."""
         found: list[tuple[int, Operation]] = []
         for literals, rows in self._index.get(len(segments), ()):
             found += rows.get(literals(segments), ())
@@ -148,8 +148,9 @@ class OperationTable:
         return [row for _, row in found]
 
     def _ids(self, route: Operation, segments: list[str]) -> dict[str, str] | None:
-        """``_match`` for a candidate: its length and literal segments equal the path's
-        already (``_candidates``), so only its placeholders are checked."""
+        """The ids of a candidate whose placeholders all hold valid ids, else None: its
+        length and literal segments equal the path's already (``_candidates``), so only its
+        placeholders are checked."""
         ids: dict[str, str] = {}
         for i, name, pattern in self._placeholders[id(route)]:
             got = segments[i]
@@ -273,21 +274,6 @@ def _index(rows: Iterable[Operation]) -> _Index:
     for (length, literals), by_literals in shapes.items():
         index.setdefault(length, []).append((_literals(literals), by_literals))
     return index
-
-
-def _match(route: Operation, segments: list[str]) -> dict[str, str] | None:
-    if len(segments) != len(route.segments):
-        return None
-    ids: dict[str, str] = {}
-    for want, got in zip(route.segments, segments, strict=True):
-        if want.startswith("{"):
-            name = want[1:-1]
-            if not ID_PATTERNS[name].fullmatch(got):
-                return None
-            ids[name] = got
-        elif want != got:
-            return None
-    return ids
 
 
 def _split_query(raw_query: bytes) -> list[tuple[str, str]]:
