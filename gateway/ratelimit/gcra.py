@@ -141,9 +141,8 @@ class RuleSpec:
     tolerance_us: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        emission_us = self.rate.emission_us
-        object.__setattr__(self, "emission_us", emission_us)
-        object.__setattr__(self, "tolerance_us", self.rate.burst * emission_us)
+        object.__setattr__(self, "emission_us", self.rate.emission_us)
+        object.__setattr__(self, "tolerance_us", self.rate.tolerance_us)
 
 
 @dataclass(frozen=True, slots=True)
