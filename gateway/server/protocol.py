@@ -22,6 +22,12 @@ reusable connections drained at ``worker_connections``) and envoy
 * **Requests in flight are capped** (``max_in_flight``): beyond it a request is answered 503
   at once (Azure's error shape, ``Retry-After: 1``, ``Connection: close``). Only running
   requests count, not connections waiting for one.
+* **A response head leaves with its body** (``HeldHead``): uvicorn writes a response's head
+  and its body in two ``write`` calls, and on loopback (or a VM) each one that finds the
+  client asleep costs a wake-up of the reader. The head is held until the response's next
+  write, or the end of the loop iteration it was sent in, whichever is first, so a JSON
+  answer leaves in one ``write`` (as nginx sends head and body in one ``writev``) and a
+  stream's head is not delayed past the iteration that produced it.
 * **A cut response ends quietly**: a request cancelled by the drain (uvicorn cancels what is
   left after ``timeout_graceful_shutdown``) or a stream the proxy cut (the upstream broke,
   the stream deadline) has been recorded as cut by the proxy; its connection is closed
@@ -141,6 +147,68 @@ class WaitingConnections:
             self.evicted = self.timed_out = self.refused = 0
 
 
+class HeldHead:
+    """The transport a connection's responses are written through. Armed with a response
+    (``arm``), its first write (the head) is held: a response of declared length keeps it
+    until its first body write, which carries it (nginx's ``postpone_output`` does the
+    same); any other (a stream, a bodiless or ``HEAD`` answer, a ``100 Continue``) until the
+    end of this loop iteration at the latest. Every later write goes straight through, and
+    closing or completing the response writes what is held first: nothing is lost or
+    reordered."""
+
+    __slots__ = ("_armed", "_flush_at_end", "held", "loop", "transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self.loop = loop
+        self._armed: RequestResponseCycle | None = None
+        self.held: bytes | None = None
+        self._flush_at_end: asyncio.Handle | None = None
+
+    def arm(self, cycle: RequestResponseCycle) -> None:
+        self.flush()
+        self._armed = cycle
+
+    def write(self, data: bytes) -> None:
+        held = self.held
+        if held is not None:
+            self.held = None
+            if self._flush_at_end is not None:
+                self._flush_at_end.cancel()
+                self._flush_at_end = None
+            self.transport.write(held + data)
+            return
+        cycle = self._armed
+        if cycle is None:
+            if data:  # uvicorn writes b"" to end a body of declared length
+                self.transport.write(data)
+            return
+        self._armed = None
+        self.held = bytes(data)
+        # uvicorn has parsed the head's framing before writing it: a declared length means
+        # a body write follows (b"" for an empty body); anything else may not send one soon.
+        if cycle.chunked_encoding is not False or cycle.scope["method"] == "HEAD":
+            self._flush_at_end = self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._armed = None
+        if self._flush_at_end is not None:
+            self._flush_at_end.cancel()
+            self._flush_at_end = None
+        held = self.held
+        if held is not None:
+            self.held = None
+            if not self.transport.is_closing():
+                self.transport.write(held)
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+
 class GatewayHttpProtocol(HttpToolsProtocol):
     limits: ConnectionLimits
     waiting: WaitingConnections
@@ -156,12 +224,14 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._held_head = HeldHead(transport, self.loop)
         self.waiting.enter(self)
         self._arm(self.limits.first_request_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.waiting.leave(self)
         self._disarm()
+        self._held_head.flush()  # writes nothing to a closed transport; drops the reference
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -186,6 +256,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
+        self._held_head.flush()  # a response that ended with no write after its head (HEAD)
         super().on_response_complete()
         if self.timeout_keep_alive_task is None or self.transport.is_closing():
             return  # closing, or a pipelined request started
@@ -201,6 +272,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             app = _busy
             self.waiting.refused += 1
             self.waiting.report(self.loop.time())
+        held = self._held_head
+        held.arm(cycle)  # this response's head waits for its body (or this iteration)
+        cycle.transport = held  # type: ignore[assignment]
         super()._start_asgi_task(cycle, _cut_guard(cycle, app))
 
     # -- deadlines
