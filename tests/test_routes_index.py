@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import quote, urlsplit
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +17,10 @@ from gateway.errors import GatewayError
 from gateway.operations.apiversions import KNOWN_VERSIONS
 from gateway.operations.row import ID_PATTERNS, Operation
 from gateway.operations.table import (
+    _KEPT_MATCHES,
+    _KEPT_TARGET_BYTES,
     OPERATIONS,
+    OperationMatch,
     OperationTable,
     _quoted,
     _split_path,
@@ -146,3 +150,61 @@ def test_the_target_split_is_urlsplits(path: str, query: str) -> None:
 @given(TARGET_TEXT)
 def test_quoted_is_quote(text: str) -> None:
     assert _quoted(text) == quote(text, safe="")
+
+
+QUERIES = st.sampled_from(
+    [
+        b"api-version=2024-05-01-preview",
+        b"api-version=2024-02-15-preview",
+        b"api-version=2024-05-01-preview&limit=5&order=asc",
+        b"limit=5",
+        b"",
+        b"api-version=2024-05-01-preview&api-version=2024-05-01-preview",
+        b"api-version=2024-05-01-preview&nope=1",
+    ]
+)
+
+
+def _fresh_outcome(
+    table: OperationTable, method: str, path: bytes, query: bytes
+) -> OperationMatch | tuple[str, str]:
+    try:
+        return table.match(method, path, query)
+    except GatewayError as exc:
+        return exc.code, exc.message
+
+
+@settings(max_examples=400, deadline=None)
+@given(paths(), st.sampled_from(METHODS), QUERIES)
+def test_a_kept_match_is_the_match_worked_out_again(path: str, method: str, query: bytes) -> None:
+    """The kept matches change nothing: asked twice, the table answers what a new table
+    answers (the same row, ids, query and upstream target; the same refusal)."""
+    first = _fresh_outcome(TABLE, method, path.encode(), query)
+    again = _fresh_outcome(TABLE, method, path.encode(), query)
+    fresh = _fresh_outcome(OperationTable(KNOWN_VERSIONS), method, path.encode(), query)
+    assert first == again == fresh
+    if isinstance(first, OperationMatch):
+        assert again is first  # kept, not worked out again
+        with pytest.raises(TypeError):
+            first.ids["thread_id"] = "thread_other"  # type: ignore[index]
+
+
+def test_kept_matches_are_bounded_oldest_first_and_long_targets_are_not_kept() -> None:
+    table = OperationTable(KNOWN_VERSIONS)
+    query = b"api-version=2024-05-01-preview"
+    first = table.match("GET", b"/openai/threads/thread_0", query)
+    for n in range(1, _KEPT_MATCHES + 10):
+        table.match("GET", f"/openai/threads/thread_{n}".encode(), query)
+    assert len(table._kept) == _KEPT_MATCHES
+    assert ("GET", b"/openai/threads/thread_0", query) not in table._kept
+    latest = ("GET", f"/openai/threads/thread_{_KEPT_MATCHES + 9}".encode(), query)
+    assert latest in table._kept
+    again = table.match("GET", b"/openai/threads/thread_0", query)
+    assert again == first and again is not first  # worked out again after it was dropped
+    # A long target that matches: a repeated query parameter (up to the query's 2 KiB).
+    include = b"&include[]=step_details.tool_calls[*].file_search.results[*].content" * 8
+    long_query = b"api-version=2025-01-01-preview" + include
+    long_path = b"/openai/threads/thread_0/runs/run_0/steps"
+    assert len(long_path) + len(long_query) > _KEPT_TARGET_BYTES
+    assert table.match("GET", long_path, long_query).row.name == "runs.steps.list"
+    assert all(len(path) + len(q) <= _KEPT_TARGET_BYTES for _, path, q in table._kept)

@@ -31,6 +31,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
+from types import MappingProxyType
 from typing import cast
 from urllib.parse import quote, unquote, urlsplit
 
@@ -50,6 +51,10 @@ if len(BY_NAME) != len(OPERATIONS):  # pragma: no cover - a table edit error
 
 _SAFE_PATH = re.compile(r"/[A-Za-z0-9_/-]*")
 _MAX_QUERY_BYTES = 2048
+#: Matches kept per table (``OperationTable.match``), and the longest target (path and query
+#: bytes) kept: at most about 1,000 x 512 bytes of keys.
+_KEPT_MATCHES = 1024
+_KEPT_TARGET_BYTES = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +124,26 @@ class OperationTable:
         #: The query parameters of a row in a version, by name (filled as they are asked for;
         #: bounded by rows x allowed versions).
         self._allowed: dict[tuple[int, str], dict[str, QueryParam]] = {}
+        #: Recent matches by their exact target, oldest first (``match``).
+        self._kept: dict[tuple[str, bytes, bytes], OperationMatch] = {}
 
     def match(self, method: str, raw_path: bytes, raw_query: bytes) -> OperationMatch:
+        """The operation ``method raw_path?raw_query`` asks for, its ids and validated query;
+        else the error to answer. A match depends on nothing but the target and this table,
+        so the last ``_KEPT_MATCHES`` are kept by their exact bytes (a run polled, messages
+        posted to one thread); refusals are worked out every time."""
+        key = (method, raw_path, raw_query)
+        kept = self._kept.get(key)
+        if kept is not None:
+            return kept
+        found = self._match_target(method, raw_path, raw_query)
+        if len(raw_path) + len(raw_query) <= _KEPT_TARGET_BYTES:
+            if len(self._kept) >= _KEPT_MATCHES:
+                del self._kept[next(iter(self._kept))]
+            self._kept[key] = found
+        return found
+
+    def _match_target(self, method: str, raw_path: bytes, raw_query: bytes) -> OperationMatch:
         segments = _split_path(raw_path)
         candidates = [
             (r, ids)
@@ -200,7 +223,8 @@ class OperationTable:
         path = "/" + "/".join([ids.get(n, s) if n else s for s, n in self._segments[id(route)]])
         encoded = "&".join([f"{_quoted(k)}={_quoted(v)}" for k, v in query])
         _assert_target(route, ids, path, encoded, query)
-        return OperationMatch(route, version, ids, tuple(query), path, encoded)
+        # Kept and shared between requests (``match``): its ids are read-only.
+        return OperationMatch(route, version, MappingProxyType(ids), tuple(query), path, encoded)
 
     def _version(self, route: Operation, given: list[str]) -> tuple[ApiVersion, bool]:
         """The request's api-version, and whether it was given (an optional one may be
