@@ -15,7 +15,9 @@ by hash slot (every key of one operation shares its slot): one call per slot, se
 concurrently.
 
 Each waiter keeps its own budget: a timer started when it submitted (no ``asyncio.timeout``,
-no extra task) fails it with ``TimeoutError`` while the call may still be running; the
+no extra task) fails it with ``TimeoutError`` while the call may still be running (on the
+pipe, one timer per call, started when its first operation was queued, bounds all of them:
+an operation queued later in the same iteration is given up on that much earlier); the
 operation itself carries its deadline on Redis's clock where it matters (the limiter's
 decisions), so an answer nobody waits for changes nothing. The call itself is bounded by the
 budget too (its deadline, or on the pipe a timer: past it, its operations fail with
@@ -123,15 +125,15 @@ def _replies(ops: Sequence[Op], replies: Any) -> list[Any]:
 
 
 class _Piped:
-    """One call on the pipe: its operations until it is answered or runs past the budget
-    (then its operations fail with ``TimeoutError``, as a call cancelled by its deadline,
-    and a late reply is dropped)."""
+    """One call on the pipe: its operations until it is answered or runs past the budget of
+    the first of them (then they fail with ``TimeoutError``, as a call cancelled by its
+    deadline, and a late reply is dropped): one timer for the call, none per operation."""
 
     __slots__ = ("ops", "timer")
 
-    def __init__(self, ops: Sequence[Op], loop: asyncio.AbstractEventLoop, budget_s: float):
+    def __init__(self, ops: Sequence[Op], loop: asyncio.AbstractEventLoop, expires_at: float):
         self.ops = ops
-        self.timer = loop.call_later(budget_s, self.expire)
+        self.timer = loop.call_at(expires_at, self.expire)
 
     def expire(self) -> None:
         ops, self.ops = self.ops, ()
@@ -159,6 +161,8 @@ class ScriptBatcher:
         self.pipe = ScriptPipe(client, script) if usable(client) else None
         self._queued: list[Op] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: When the first operation queued for this iteration's call runs past its budget.
+        self._expires_at = 0.0
         self._sending: set[asyncio.Task[None]] = set()
         #: Script calls sent and operations they carried (the batching's effect, for tests).
         self.calls_total = 0
@@ -171,6 +175,8 @@ class ScriptBatcher:
             self._queued = []
         if not self._queued:
             loop.call_soon(self._flush)
+            if self.pipe is not None:
+                self._expires_at = loop.time() + self.budget_s
         self._queued.append(op)
         return loop
 
@@ -179,6 +185,8 @@ class ScriptBatcher:
         op = Op(kind, keys, args)
         loop = self._queue(op)
         future = op.future = loop.create_future()
+        if self.pipe is not None:  # bounded by its call's timer (armed when the first queued)
+            return await future
         timer = loop.call_later(self.budget_s, _expire, future)
         try:
             return await future
@@ -208,7 +216,7 @@ class ScriptBatcher:
                 keys, args = encode(ops)
                 self.calls_total += 1
                 self.ops_total += len(ops)
-                self.pipe.send(loop, keys, args, _Piped(ops, loop, self.budget_s).done)
+                self.pipe.send(loop, keys, args, _Piped(ops, loop, self._expires_at).done)
             return
         for group in self._groups(queued):
             for start in range(0, len(group), MAX_OPS):
