@@ -1,7 +1,8 @@
 """The limiter's pipelined connection (``redisconn.pipe``) against real redis-servers: calls in
 flight together answered in order on one connection of the client's pool, ``NOSCRIPT``
-after a flush (loaded and retried once), ``AUTH`` and ``SELECT`` and unix sockets as the URL
-says, Redis killed mid-call, stopped, restarted, and the client's ``aclose``."""
+after a flush (loaded and retried once), ``AUTH`` and ``SELECT``, unix sockets and TLS (on
+asyncio's and uvloop's transports) as the URL says, Redis killed mid-call, stopped,
+restarted, and the client's ``aclose``."""
 
 from __future__ import annotations
 
@@ -17,16 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import fakeredis
+import pytest
 import redis
 import redis.asyncio
 import redis.exceptions
+import uvloop
 
 from gateway.ratelimit.gcra import Rate, RateLimitProfile, plan
 from gateway.ratelimit.redis_limiter import RedisRateLimiter
 from gateway.redisconn.client import make_redis_client
 from gateway.redisconn.pipe import ScriptPipe, usable
+from tests.faultproxy import delay_proxy
 from tests.ratelimitcases import caller, run
-from tests.servers import free_port, wait_for_port
+from tests.servers import RedisServer, free_port, wait_for_port
+from tests.test_e2e_tls import self_signed
 
 #: Answers its first argument; with a second, first spins that many milliseconds on Redis.
 ECHO = """
@@ -312,3 +317,66 @@ def test_the_client_s_aclose_closes_the_pipe_s_connection(redis_url: str) -> Non
     sync.close()
     assert during == before + 1  # one connection: the pipe's
     assert after == before
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_tls_url_over_asyncio_s_and_uvloop_s_ssl_transports(tmp_path: Path, loop: str) -> None:
+    """``rediss://``: redis-py's TLS handshake, then the pipe on its TLS transport (the
+    gateway serves on uvloop, whose SSL transport is its own)."""
+    cert, key = self_signed(tmp_path)
+    tls = free_port()
+    tls_args = ["--tls-port", str(tls), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+    tls_args += ["--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
+    with redis_process(*tls_args) as (port, _):
+        wait_for_port(tls)
+        url = f"rediss://127.0.0.1:{tls}/2?ssl_ca_certs={cert}"
+
+        async def scenario() -> Any:
+            c = client(url)
+            assert usable(c)
+            pipe = ScriptPipe(c, ECHO)
+            try:
+                return await asyncio.gather(
+                    call(pipe, "over tls", keys=("gw:tls",)), call(pipe, "and again")
+                )
+            finally:
+                await pipe.aclose(1)
+                await c.aclose()
+
+        replies = uvloop.run(scenario()) if loop == "uvloop" else run(scenario)
+        assert replies == [b"over tls", b"and again"]
+        assert redis.Redis(port=port, db=2).get("gw:tls") == b"over tls"
+
+
+def test_a_call_issued_while_another_is_held_up_goes_on_another_connection(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """Every reply is held 50 ms on its way back: the calls issued meanwhile go each on a
+    connection with none in flight (not queued behind the held one), and once all are
+    answered the first connection carries the next call again."""
+    profile = RateLimitProfile(per_caller={"write": Rate(100, 3600, 100)})
+    p = plan(caller(), "write", profile)
+
+    async def scenario(url: str) -> tuple[list[int], list[int], list[int]]:
+        c = client(url, timeout=2)
+        limiter = RedisRateLimiter(c, budget_s=1)
+        try:
+
+            async def later(i: int) -> int:
+                await asyncio.sleep(0.01 * i)  # one iteration each, the others in flight
+                return (await limiter.check(p, str(i))).rules[0].remaining
+
+            remaining = list(await asyncio.gather(*(later(i) for i in range(3))))
+            calls = [pipe.connects_total for pipe in limiter.batch.pipes]
+            await limiter.check(p, "last")
+            after = [pipe.connects_total for pipe in limiter.batch.pipes]
+            return sorted(remaining), calls, after
+        finally:
+            await limiter.aclose()
+            await c.aclose()
+
+    with delay_proxy(redis_server.port, delay_s=0.05, chance=1.0) as proxy:
+        remaining, connects, after = run(lambda: scenario(proxy.url))
+    assert remaining == [97, 98, 99]
+    assert connects == [1, 1, 1, 0]
+    assert after == connects  # the first connection, idle again, took the last call

@@ -50,6 +50,8 @@ log = logging.getLogger("gateway.ratelimit")
 
 #: At most this many operations in one ``EVALSHA`` (bounds the script's run on Redis).
 MAX_OPS = 128
+#: Pipelined connections a batcher may use on a single Redis (each checked out when needed).
+PIPES = 4
 _ERROR = b"E"
 
 
@@ -150,15 +152,23 @@ class _Piped:
             _deliver(ops, replies)
 
 
+def _in_flight(pipe: ScriptPipe) -> int:
+    return pipe.in_flight
+
+
 class ScriptBatcher:
     def __init__(self, client: RedisClient, script: str, *, budget_s: float) -> None:
         self.client = client
         self.script = client.register_script(script)
         self.budget_s = budget_s
         self.cluster = isinstance(client, redis.asyncio.RedisCluster)
-        #: A single Redis's calls go on one pipelined connection (``redisconn.pipe``); a
-        #: Cluster's (and an in-process fake's) through redis-py's command path.
-        self.pipe = ScriptPipe(client, script) if usable(client) else None
+        #: A single Redis's calls go on pipelined connections (``redisconn.pipe``), each to
+        #: the one with the fewest calls in flight (the first when they tie): one while
+        #: Redis answers, another while one is held up, as the pool would (a delayed reply
+        #: holds back only the calls behind it on its own connection); a Cluster's (and an
+        #: in-process fake's) through redis-py's command path.
+        self.pipes = [ScriptPipe(client, script) for _ in range(PIPES)] if usable(client) else []
+        self.pipe = self.pipes[0] if self.pipes else None
         self._queued: list[Op] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         #: When the first operation queued for this iteration's call runs past its budget.
@@ -216,7 +226,8 @@ class ScriptBatcher:
                 keys, args = encode(ops)
                 self.calls_total += 1
                 self.ops_total += len(ops)
-                self.pipe.send(loop, keys, args, _Piped(ops, loop, self._expires_at).done)
+                pipe = min(self.pipes, key=_in_flight)
+                pipe.send(loop, keys, args, _Piped(ops, loop, self._expires_at).done)
             return
         for group in self._groups(queued):
             for start in range(0, len(group), MAX_OPS):
@@ -253,7 +264,7 @@ class ScriptBatcher:
         """Send what is queued and wait for every call in flight (each within the budget)."""
         if self._queued:
             self._flush()
-        if self.pipe is not None:
-            await self.pipe.aclose(self.budget_s)
+        if self.pipes:
+            await asyncio.gather(*(pipe.aclose(self.budget_s) for pipe in self.pipes))
         while self._sending:
             await asyncio.gather(*self._sending, return_exceptions=True)

@@ -28,8 +28,10 @@ Failure, as redis-py fails a call (no call is ever sent twice, except the one re
   ``NoPermissionError``…).
 
 The connection goes back to the pool, disconnected, after a failure; the next call checks
-out a new one. A call failed or given up on leaves nothing behind: its reply, if one comes,
-goes to it and is dropped there.
+out a new one. The batcher keeps a few pipes and sends each call on the one with the fewest
+calls in flight: a reply held up on one connection holds back only the calls behind it there.
+A call failed or given up on leaves nothing behind: its reply, if one comes, goes to it and
+is dropped there.
 """
 
 from __future__ import annotations
@@ -261,8 +263,9 @@ class ScriptPipe:
         if protocol is self._protocol:
             self._drop(exc)
 
-    def _drop(self, exc: Exception) -> None:
-        """Fail every call sent on the connection, and give the connection back."""
+    def _drop(self, exc: Exception, *, closing: bool = False) -> None:
+        """Fail every call sent on the connection, and give the connection back (when
+        ``closing``, once it is closed: a TLS close takes a few more loop iterations)."""
         conn, self._conn, self._transport, self._protocol = self._conn, None, None, None
         if self._timer is not None:
             self._timer.cancel()
@@ -271,19 +274,19 @@ class ScriptPipe:
         for call in sent:
             call.done(exc)
         if conn is not None:
-            self._release(conn)
+            self._release(conn, wait=closing)
         if not self._waiting and self._connecting is None:
             self._notify_idle()
 
-    def _release(self, conn: AbstractConnection) -> None:
+    def _release(self, conn: AbstractConnection, *, wait: bool = False) -> None:
         assert self._loop is not None
-        task = self._loop.create_task(self._disconnect(conn))
+        task = self._loop.create_task(self._disconnect(conn, wait=wait))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _disconnect(self, conn: AbstractConnection) -> None:
+    async def _disconnect(self, conn: AbstractConnection, *, wait: bool) -> None:
         try:
-            await conn.disconnect(nowait=True)
+            await conn.disconnect(nowait=not wait)
         except Exception:  # noqa: S110 (closing a broken connection: nothing to tell)
             pass
         finally:
@@ -294,6 +297,11 @@ class ScriptPipe:
         for future in idle:
             if not future.done():
                 future.set_result(None)
+
+    @property
+    def in_flight(self) -> int:
+        """Calls sent and not yet answered, or waiting for the connection."""
+        return len(self._sent) + len(self._waiting)
 
     @property
     def busy(self) -> bool:
@@ -311,6 +319,8 @@ class ScriptPipe:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connecting
         if self._conn is not None:  # what is still waiting past the budget fails now
-            self._drop(redis.exceptions.ConnectionError("the rate limiter is closing"))
+            self._drop(
+                redis.exceptions.ConnectionError("the rate limiter is closing"), closing=True
+            )
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
