@@ -71,6 +71,7 @@ CORE = {
     "server.admission",
     "ratelimit.lua",
     "ratelimit.clock",
+    "redisconn.resp",
     "upstream.tokenrefresh",
     "upstream.breaker",
     "upstream.routing",
@@ -88,8 +89,10 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     "redisconn.client": ({"redis"}, set()),
     # The limiter and the health probes share the one client and its error translation.
     "ratelimit.redis_limiter": ({"redis"}, {"redisconn.client", "redisconn.batch"}),
-    # Auto-pipelining of one script over the shared client.
-    "redisconn.batch": ({"redis"}, {"redisconn.client", "deadline"}),
+    # Auto-pipelining of one script over the shared client (a single Redis: on the pipe).
+    "redisconn.batch": ({"redis"}, {"redisconn.client", "redisconn.pipe", "deadline"}),
+    # One pipelined connection of the client's pool for the script's calls (RESP2: resp).
+    "redisconn.pipe": ({"redis"}, set()),
     "redisconn.health": (
         {"redis"},
         {"ratelimit.redis_limiter", "redisconn.client", "redisconn.batch"},

@@ -420,7 +420,12 @@ class RedisConfig:
         check=between(0.005, 5),
     )
     connect_timeout_s: float = setting(0.25, "connecting to Redis", check=between(0.005, 5))
-    max_connections: int = setting(64, "pool size (per node with `cluster`)", check=positive)
+    max_connections: int = setting(
+        64,
+        "pool size (per node with `cluster`); on a single Redis the limiter keeps up to four"
+        " of them for its pipelined script calls",
+        check=positive,
+    )
     cluster: bool = setting(False, "speak the Redis Cluster protocol (`url` names any node)")
 
 

@@ -6,8 +6,9 @@ all-or-nothing, on Redis's own clock (``TIME``), so replicas with skewed clocks 
 decisions, lease releases and renewals of concurrent requests issued in one event-loop
 iteration share one ``EVALSHA`` (``redisconn.batch``: auto-pipelining; the script runs them in
 order, each as it would alone, so counts stay exact across replicas); a request does not wait
-for its lease's release (``release_soon``). redis-py's ``Script``
-reloads the script after ``NOSCRIPT`` (a flush or a restart). The maths is the pure model in
+for its lease's release (``release_soon``). After ``NOSCRIPT`` (a flush or a restart) the
+script is loaded and the call sent once more (``redisconn.pipe``, as redis-py's ``Script``
+does on Cluster). The maths is the pure model in
 ``ratelimit.gcra``; the script is in ``ratelimit.lua``.
 
 Failure: the client has explicit short timeouts and no retries (a retried ``EVAL`` that already
