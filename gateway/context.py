@@ -66,6 +66,10 @@ class RequestContext:
     stages: dict[str, float] = field(default_factory=dict)
     upstream_started: float | None = None
     upstream_finished: float | None = None
+    #: When the request was over (``time.perf_counter``; set by the request-context middleware
+    #: before the observers' ``request_finished``; None: still being served). Every duration
+    #: read after it (the access line's, the metrics') ends there: one clock read, one value.
+    ended: float | None = None
     stream_cut: bool = False
     client_disconnected: bool = False
     #: The limiter rule that refused the request (``ratelimit.Decision.limited_by``, one of
@@ -93,18 +97,34 @@ class RequestContext:
     #: None: not an upload, the body is ``body``).
     upload: UploadStream | None = None
 
+    def _now(self) -> float:
+        ended = self.ended
+        return time.perf_counter() if ended is None else ended
+
     def elapsed(self) -> float:
-        return time.perf_counter() - self.started
+        return self._now() - self.started
 
     def upstream_seconds(self) -> float:
         if self.upstream_started is None:
             return 0.0
-        end = self.upstream_finished or time.perf_counter()
+        end = self.upstream_finished or self._now()
         return end - self.upstream_started
 
     def overhead_seconds(self) -> float:
         """Total time minus time spent waiting on Azure."""
         return max(0.0, self.elapsed() - self.upstream_seconds())
+
+    def durations(self) -> tuple[float, float, float]:
+        """``(elapsed, overhead, upstream)`` seconds, read at one instant (``ended`` once the
+        request is over): what ``elapsed``, ``overhead_seconds`` and ``upstream_seconds``
+        return then, with one clock read."""
+        now = self._now()
+        elapsed = now - self.started
+        start = self.upstream_started
+        if start is None:
+            return elapsed, max(0.0, elapsed), 0.0
+        upstream = (self.upstream_finished or now) - start
+        return elapsed, max(0.0, elapsed - upstream), upstream
 
 
 def context_of(scope: Scope) -> RequestContext:

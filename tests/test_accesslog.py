@@ -15,12 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.auth.caller import Caller
 from gateway.auth.tokens import AUTH_REASONS
 from gateway.context import RequestContext, current_request_id
 from gateway.observability import jsonlog
-from gateway.observability.accesslog import AccessLog, access_record
+from gateway.observability.accesslog import AccessLog, access_line, access_record
 from gateway.observability.jsonlog import JsonFormatter
 from tests.stack import V2, Stack, running_stack
 
@@ -273,3 +275,178 @@ def levels_and_swapped_stream(handler: logging.Handler, stream: io.StringIO) -> 
     AccessLog().request_finished(ctx)
     [line] = [json.loads(raw) for raw in swapped.getvalue().splitlines()]
     assert line["request_id"] == "r-direct" and stream.getvalue() == ""
+
+
+# -- the access line's own encoder (``access_line``): the formatter's line, byte for byte
+
+TEXT = st.text(max_size=12) | st.sampled_from(
+    ["", "é", "日本", "\u2028", '"\\\n\t', "\ud800", "\x00"]
+)
+FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
+    [0.0, -0.0, 1e-7, 0.0004999, 0.0015, 1e15, 1e16, 1e300, 5e-324]
+)
+FINITE = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12)
+
+
+def contexts(seconds: st.SearchStrategy[float]) -> st.SearchStrategy[RequestContext]:
+    callers = st.none() | st.builds(
+        Caller,
+        id=TEXT,
+        tenant=TEXT,
+        issuer=st.just("https://i"),
+        subject=TEXT,
+        profile=st.none() | TEXT,
+    )
+    return st.builds(
+        RequestContext,
+        request_id=TEXT,
+        method=TEXT,
+        started=seconds,
+        operation=TEXT,
+        caller=callers,
+        status=st.integers(min_value=-(10**20), max_value=10**20),
+        reason=st.none() | TEXT,
+        stream=st.booleans(),
+        first_event_s=st.none() | seconds,
+        upstream_request_id=st.none() | TEXT,
+        stages=st.dictionaries(TEXT, seconds, max_size=6),
+        upstream_started=st.none() | seconds,
+        upstream_finished=st.none() | seconds,
+        ended=seconds,
+        stream_cut=st.booleans(),
+        client_disconnected=st.booleans(),
+        ratelimit_rule=st.none() | TEXT,
+    )
+
+
+def formatter_line(ctx: RequestContext, now: float) -> str:
+    """What ``JsonFormatter`` writes for the record ``AccessLog`` would log."""
+    record = logging.getLogger("gateway.access").makeRecord(
+        "gateway.access", logging.INFO, "", 0, "access", (), None,
+        extra={"fields": access_record(ctx, now)},
+    )  # fmt: skip
+    return JsonFormatter().format(record)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ctx=contexts(FINITE), now=FINITE)
+def test_the_access_line_is_the_formatters_line(ctx: RequestContext, now: float) -> None:
+    text = access_line(ctx, now)
+    assert text is not None  # plain values: never the general encoder
+    assert text == formatter_line(ctx, now)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ctx=contexts(FLOATS), now=FLOATS)
+def test_the_access_line_of_any_float_is_the_formatters_or_none(
+    ctx: RequestContext, now: float
+) -> None:
+    """NaN and infinities (which the encoder writes ``NaN``, ``Infinity``) are left to the
+    general encoder: None; every other line is the formatter's."""
+    text = access_line(ctx, now)
+    expected = formatter_line(ctx, now)
+    if text is None:
+        assert any(word in expected for word in ("NaN", "Infinity"))
+    else:
+        assert text == expected
+
+
+class Name(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"status": True},
+        {"status": 200.0},
+        {"stream": 1},
+        {"request_id": 7},
+        {"caller": Caller(id=None, tenant="t", issuer="i", subject="s", profile=3)},  # type: ignore[arg-type]
+        {"stages": {1: 0.5}},
+        {"stages": {"auth": 1}},
+        {"stages": {None: 0.25, True: 0.5}},
+        {"first_event_s": 2},
+        {"started": 1, "ended": 3, "upstream_started": 2, "upstream_finished": 2},
+        {"operation": Name("named"), "stages": {Name("k"): 0.5}},
+        {"first_event_s": float("nan"), "stages": {"a": float("inf")}},
+    ],
+    ids=repr,
+)
+def test_an_odd_value_is_written_as_the_formatter_writes_it(odd: dict[str, Any]) -> None:
+    """A value not of its field's plain type: None (the general encoder), or the same text;
+    and ``AccessLog`` writes the formatter's line either way."""
+    ctx = served_ctx()
+    ctx.ended = ctx.started + 0.005
+    for name, value in odd.items():
+        setattr(ctx, name, value)
+    text = access_line(ctx, 1764651835.5)
+    expected = formatter_line(ctx, 1764651835.5)
+    assert text is None or text == expected
+    with json_root() as (_, stream):
+        AccessLog().request_finished(ctx)
+    written = json.loads(stream.getvalue())
+    del written["time"]
+    assert written == {k: v for k, v in json.loads(expected).items() if k != "time"}
+
+
+def test_the_written_line_is_the_formatters_line() -> None:
+    ctx = served_ctx()
+    ctx.ended = ctx.started + 0.0051234
+    with json_root() as (_, stream):
+        AccessLog().request_finished(ctx)
+    [raw] = stream.getvalue().splitlines()
+    now = json.loads(raw)["time"]
+    assert raw == formatter_line(ctx, now) == access_line(ctx, now)
+    assert json.loads(raw)["duration_ms"] == 5.123  # ctx.ended: the end, however late read
+
+
+@settings(max_examples=200, deadline=None)
+@given(ctx=contexts(FINITE))
+def test_durations_are_the_three_readings_at_the_end(ctx: RequestContext) -> None:
+    assert ctx.durations() == (ctx.elapsed(), ctx.overhead_seconds(), ctx.upstream_seconds())
+
+
+def test_durations_before_the_end_read_the_clock_once() -> None:
+    ctx = RequestContext(request_id="r", method="GET")
+    ctx.upstream_started = ctx.started
+    elapsed, overhead, upstream = ctx.durations()
+    assert elapsed >= upstream >= 0.0 and overhead == max(0.0, elapsed - upstream)
+    assert elapsed <= ctx.elapsed()
+
+
+class FailingStream(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError("disk full")
+
+
+def test_a_failed_direct_write_goes_to_handle_error_with_the_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[logging.LogRecord] = []
+    with json_root() as (handler, _):
+        assert isinstance(handler, logging.StreamHandler)
+        handler.setStream(FailingStream())
+        monkeypatch.setattr(handler, "handleError", seen.append)
+        AccessLog().request_finished(served_ctx())
+    [record] = seen
+    assert record.getMessage() == "access"
+    assert record.fields["request_id"] == "r-direct"  # type: ignore[attr-defined]
+
+
+class NoFlush:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+
+def test_a_stream_without_flush_is_written_as_stream_handler_writes_it() -> None:
+    with json_root() as (handler, _):
+        assert isinstance(handler, logging.StreamHandler)
+        target = NoFlush()
+        handler.setStream(target)
+        AccessLog().request_finished(served_ctx())
+    assert json.loads(target.text)["request_id"] == "r-direct"

@@ -161,6 +161,10 @@ def _admit(headers: list[tuple[bytes, bytes]], http_version: str = "1.1") -> str
             "invalid_transfer_encoding",
         ),
         ([(b"content-length", b"1"), (b"x-upgrade", b"1")], "1.1", "passed"),
+        # Names of the two lengths that are neither, and both in any case.
+        ([(b"upgradf", b"1"), (b"transfer-encodinh", b"chunked")], "1.1", "passed"),
+        ([(b"UpGrAdE", b"h2c")], "1.1", "upgrade_refused"),
+        ([(b"TRANSFER-ENCODING", b"gzip")], "1.1", "invalid_transfer_encoding"),
     ],
 )
 def test_the_request_framing_checks(

@@ -24,7 +24,7 @@ from gateway.auth.tokens import AUTH_REASONS
 from gateway.context import CONTEXT, RequestContext
 from gateway.observability import labels as lbl
 from gateway.observability.metrics import GatewayMetrics, make_registry
-from gateway.observability.middleware import InFlight, RequestContextMiddleware
+from gateway.observability.middleware import InFlight, Observers, RequestContextMiddleware
 from gateway.operations.table import OPERATIONS as ROUTES
 from gateway.policy.checks import POLICY_REASONS
 from gateway.ratelimit.gcra import RATELIMIT_REASONS, Decision
@@ -134,6 +134,12 @@ def test_refusal_stage_and_reason(
         (500, "internal_error", False, False, False, ()),
         (404, None, True, False, False, ()),
         (200, None, True, False, False, ()),
+        # Not reached: no answer of Azure's to count; with a cut or a gone caller, both kinds.
+        (500, None, False, False, False, ()),
+        (429, None, False, False, False, ()),
+        (503, None, True, True, True, ("response_5xx", "stream_cut", "client_disconnect")),
+        (429, None, True, False, True, ("throttled", "client_disconnect")),
+        (504, "upstream_timeout", True, True, False, ("timeout", "stream_cut")),
     ],
 )
 def test_upstream_error_kinds(
@@ -593,3 +599,61 @@ def test_gateway_serve_runs_the_metrics_listener(tmp_path: Path, redis_url: str)
     finally:
         proc.stop()
     assert proc.proc is not None and proc.proc.returncode == 0, proc.log()
+
+
+def test_every_observer_reads_the_same_end() -> None:
+    """The middleware stamps ``ctx.ended`` before ``request_finished``: the metrics' duration,
+    overhead and upstream time and the access line's are one reading; the observers' hooks
+    run in the order given, each once."""
+    calls: list[tuple[str, str]] = []
+
+    class Recorder:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def request_started(self, ctx: RequestContext) -> None:
+            calls.append((self.name, "started"))
+
+        def response_started(self, ctx: RequestContext) -> None:
+            calls.append((self.name, "response"))
+
+        def request_finished(self, ctx: RequestContext) -> None:
+            assert ctx.ended is not None
+            calls.append((self.name, "finished"))
+            seen["durations"] = ctx.durations()
+            seen["elapsed"] = ctx.elapsed()
+
+    seen: dict[str, Any] = {}
+    m = fresh()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: RequestContext = scope[CONTEXT]
+        ctx.operation = "threads.create"
+        ctx.upstream_started = ctx.started
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(_message: Any) -> None:
+        return None
+
+    observer = Observers(Recorder("a"), m, Recorder("b"))
+    middleware = RequestContextMiddleware(app, observer=observer)
+    asyncio.run(middleware({"type": "http", "method": "POST", "headers": []}, receive, send))
+    assert calls == [
+        ("a", "started"),
+        ("b", "started"),
+        ("a", "response"),
+        ("b", "response"),
+        ("a", "finished"),
+        ("b", "finished"),
+    ]
+    elapsed, overhead, upstream = seen["durations"]
+    assert seen["elapsed"] == elapsed  # frozen at the end: the same value on every read
+    r = m.registry
+    labels = {"operation": "threads.create", "stream": "false"}
+    assert value(r, "gateway_request_duration_seconds_sum", **labels) == elapsed
+    assert value(r, "gateway_stage_duration_seconds_sum", stage="upstream") == upstream
+    assert value(r, "gateway_overhead_seconds_sum") == overhead

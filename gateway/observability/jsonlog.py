@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import IO, Any
 
@@ -110,6 +110,14 @@ def _sole_handler(logger: logging.Logger, level: int) -> logging.StreamHandler[A
     return None
 
 
+def direct_handler(logger: logging.Logger, level: int) -> logging.StreamHandler[Any] | None:
+    """The handler a ``level`` line of ``logger`` is written to straight (``_sole_handler``),
+    or None: the line goes through ``logging`` (or, not enabled, nowhere)."""
+    if not logger.isEnabledFor(level):
+        return None
+    return _sole_handler(logger, level)
+
+
 def write_fields(logger: logging.Logger, level: int, message: str, fields: dict[str, Any]) -> None:
     """``logger.log(level, message, extra={"fields": fields})``, the same line written to
     the same stream (under the handler's lock, flushed), without building a ``LogRecord``
@@ -123,16 +131,34 @@ def write_fields(logger: logging.Logger, level: int, message: str, fields: dict[
     text = _ENCODER.encode(
         _line(time.time(), logging.getLevelName(level), logger.name, message, None, fields)
     )
+    write_text(handler, logger, level, message, text, lambda: fields)
+
+
+def write_text(
+    handler: logging.StreamHandler[Any],
+    logger: logging.Logger,
+    level: int,
+    message: str,
+    text: str,
+    fields: Callable[[], dict[str, Any]],
+) -> None:
+    """``text``, the line :class:`JsonFormatter` writes for ``message`` and ``fields()``
+    already encoded, written to ``direct_handler``'s ``handler`` as ``StreamHandler.emit``
+    does (its lock, the terminator, flushed; a failure to ``handleError`` with the record,
+    built then)."""
     with handler.lock:  # type: ignore[union-attr]
         try:
-            handler.stream.write(text + handler.terminator)
-            handler.flush()
+            stream = handler.stream
+            stream.write(text + handler.terminator)
+            flush = getattr(stream, "flush", None)  # StreamHandler.flush, the lock held
+            if flush is not None:
+                flush()
         except RecursionError:
             raise
         except Exception:
             handler.handleError(
                 logger.makeRecord(
-                    logger.name, level, "", 0, message, (), None, extra={"fields": fields}
+                    logger.name, level, "", 0, message, (), None, extra={"fields": fields()}
                 )
             )
 

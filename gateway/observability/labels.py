@@ -170,6 +170,10 @@ def upstream_errors(
     client_disconnected: bool,
 ) -> tuple[str, ...]:
     """The upstream error kinds one finished request counts towards (usually none)."""
+    if reason is None and not (stream_cut or client_disconnected):
+        if reached_upstream and (status >= 500 or status == 429):
+            return ("response_5xx",) if status >= 500 else ("throttled",)
+        return ()  # the common case: an answer that is no error of Azure's
     kinds: list[str] = []
     if reason is not None and reason in UPSTREAM_ERROR_CODES:
         kinds.append(UPSTREAM_ERROR_CODES[reason])

@@ -432,37 +432,55 @@ class GatewayMetrics:
             log.exception("metrics observer failed", extra={"request_id": ctx.request_id})
 
     def _finished(self, ctx: RequestContext) -> None:
-        op, elapsed = self.operation(ctx), ctx.elapsed()
-        key = (op, lbl.method_label(ctx.method), lbl.status_class(ctx.status))
-        self._child(self._requests, key, lambda: self.requests.labels(*key)).inc()
+        # The children of the fixed label sets are cached (no closure per lookup); the
+        # durations read at one instant (``ctx.ended``: the access line's too).
+        op = self.operation(ctx)
+        status = ctx.status
+        elapsed, overhead, upstream = ctx.durations()
+        key = (op, lbl.method_label(ctx.method), lbl.status_class(status))
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.requests.labels(*key)
+        child.inc()
         dkey = (op, "true" if ctx.stream else "false")
-        self._child(self._durations, dkey, lambda: self.duration.labels(*dkey)).observe(elapsed)
+        duration = self._durations.get(dkey)
+        if duration is None:
+            duration = self._durations[dkey] = self.duration.labels(*dkey)
+        duration.observe(elapsed)
         if ctx.first_event_s is not None:
-            child = self._child(self._first_events, op, lambda: self.first_event.labels(op))
-            child.observe(ctx.first_event_s)
-        for stage, seconds in ctx.stages.items():
-            child = self._stage.get(stage)
-            if child is not None:
-                child.observe(seconds)
+            first = self._first_events.get(op)
+            if first is None:
+                first = self._first_events[op] = self.first_event.labels(op)
+            first.observe(ctx.first_event_s)
+        stages = ctx.stages
+        for stage, seconds in stages.items():
+            timed = self._stage.get(stage)
+            if timed is not None:
+                timed.observe(seconds)
         reached = ctx.upstream_started is not None
         if reached:
-            self._stage["upstream"].observe(ctx.upstream_seconds())
-            self.overhead.observe(ctx.overhead_seconds())
-        if "upstream_ttfb" in ctx.stages:
-            cls = "4xx" if ctx.reason == "upstream_auth_failed" else lbl.status_class(ctx.status)
-            self._child(
-                self._upstream_status, cls, lambda: self.upstream_responses.labels(cls)
-            ).inc()
+            self._stage["upstream"].observe(upstream)
+            self.overhead.observe(overhead)
+        reason = ctx.reason
+        if "upstream_ttfb" in stages:
+            cls = "4xx" if reason == "upstream_auth_failed" else lbl.status_class(status)
+            answered = self._upstream_status.get(cls)
+            if answered is None:
+                answered = self._upstream_status[cls] = self.upstream_responses.labels(cls)
+            answered.inc()
         profile = self.profile(ctx)
-        if "ratelimit" in ctx.stages:
-            self._child(self._checks, profile, lambda: self.ratelimit_checks.labels(profile)).inc()
-        refused = lbl.refusal(ctx.status, ctx.reason, ctx.ratelimit_rule)
+        if "ratelimit" in stages:
+            checks = self._checks.get(profile)
+            if checks is None:
+                checks = self._checks[profile] = self.ratelimit_checks.labels(profile)
+            checks.inc()
+        refused = lbl.refusal(status, reason, ctx.ratelimit_rule)
         if refused is not None:
             rkey = (*refused, profile)
             self._child(self._refusals, rkey, lambda: self.refusals.labels(*rkey)).inc()
         for kind in lbl.upstream_errors(
-            ctx.status,
-            ctx.reason,
+            status,
+            reason,
             reached_upstream=reached,
             stream_cut=ctx.stream_cut,
             client_disconnected=ctx.client_disconnected,
@@ -558,7 +576,10 @@ class GatewayMetrics:
         """One upstream answer of ``backend`` (its status), or none (``failure``)."""
         klass = lbl.NONE if status is None else lbl.status_class(status)
         key = (backend, klass)  # configured backends by status class (or reason): bounded
-        self._child(self._backend_requests, key, lambda: self.backend_requests.labels(*key)).inc()
+        child = self._backend_requests.get(key)
+        if child is None:
+            child = self._backend_requests[key] = self.backend_requests.labels(*key)
+        child.inc()
         reason = lbl.backend_error_reason(status, failure)
         if reason is not None:
             rkey = (backend, reason)

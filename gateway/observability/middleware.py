@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Protocol
 
 from gateway.asgi import ASGIApp, Message, Receive, Scope, Send
@@ -44,18 +45,22 @@ class Observers:
 
     def __init__(self, *observers: Observer) -> None:
         self._observers = observers
+        # Each hook's bound methods, looked up once (three lookups per observer per request).
+        self._started = tuple(o.request_started for o in observers)
+        self._responded = tuple(o.response_started for o in observers)
+        self._finished = tuple(o.request_finished for o in observers)
 
     def request_started(self, ctx: RequestContext) -> None:
-        for observer in self._observers:
-            observer.request_started(ctx)
+        for hook in self._started:
+            hook(ctx)
 
     def response_started(self, ctx: RequestContext) -> None:
-        for observer in self._observers:
-            observer.response_started(ctx)
+        for hook in self._responded:
+            hook(ctx)
 
     def request_finished(self, ctx: RequestContext) -> None:
-        for observer in self._observers:
-            observer.request_finished(ctx)
+        for hook in self._finished:
+            hook(ctx)
 
 
 class InFlight:
@@ -104,13 +109,6 @@ class RequestContextMiddleware:
                 ctx.first_event_s = ctx.elapsed()  # the time to first event, as sent
             await send(message)
 
-        async def error_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                ctx.status = message["status"]
-            await send(message)
-
         self.observer.request_started(ctx)
         try:
             await self.app(scope, receive, tracked_send)
@@ -124,7 +122,7 @@ class RequestContextMiddleware:
                 ctx.stream_cut = True
             else:
                 await _send_error(
-                    ctx, ServiceUnavailableError("The gateway is shutting down."), error_send
+                    ctx, ServiceUnavailableError("The gateway is shutting down."), send
                 )
             raise
         except GatewayError as exc:
@@ -132,13 +130,14 @@ class RequestContextMiddleware:
             if started:
                 log.warning("error after response start", extra={"request_id": ctx.request_id})
             else:
-                await _send_error(ctx, exc, error_send)
+                await _send_error(ctx, exc, send)
         except Exception:
             log.exception("unhandled error", extra={"request_id": ctx.request_id})
             ctx.reason = "internal_error"
             if not started:
-                await _send_error(ctx, GatewayError("Internal gateway error."), error_send)
+                await _send_error(ctx, GatewayError("Internal gateway error."), send)
         finally:
+            ctx.ended = time.perf_counter()  # every observer's durations end here
             self.observer.request_finished(ctx)
 
 
@@ -150,5 +149,6 @@ async def _send_error(ctx: RequestContext, exc: GatewayError, send: Send) -> Non
         (b"x-request-id", ctx.request_id.encode()),
         *[(k.lower().encode(), v.encode()) for k, v in exc.headers.items()],
     ]
+    ctx.status = exc.status
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -55,10 +55,12 @@ def _scan(headers: Sequence[tuple[bytes, bytes]]) -> tuple[int, bool, bool]:
     size = 0
     upgrade = transfer_encoding = False
     for name, value in headers:
-        size += len(name) + len(value) + 4
-        name = name.lower()
-        if name == b"upgrade":
-            upgrade = True
-        elif name == b"transfer-encoding":
+        n = len(name)
+        size += n + len(value) + 4
+        # Only a name of the right length is lowered and compared (most are neither).
+        if n == 7:
+            if name.lower() == b"upgrade":
+                upgrade = True
+        elif n == 17 and name.lower() == b"transfer-encoding":
             transfer_encoding = True
     return size, upgrade, transfer_encoding
