@@ -150,11 +150,13 @@ class Forwarder:
             if probe:
                 self.backends.release_probe(backend)
             raise
-        retry_after = next(
-            (v.decode("latin-1") for n, v in response.headers if n.lower() == b"retry-after"),
-            None,
+        retry_after = response.header(b"retry-after")
+        self.backends.observe(
+            backend,
+            status=response.status,
+            retry_after=retry_after.decode("latin-1") if retry_after is not None else None,
+            probe=probe,
         )
-        self.backends.observe(backend, status=response.status, retry_after=retry_after, probe=probe)
         return response
 
     async def _send_upstream(
@@ -203,7 +205,13 @@ class Forwarder:
 
         if not ctx.stream and response.has_length:
             # A body of known length (Azure's JSON answers): relay it without watching for a
-            # disconnect (uvicorn drops writes to a gone client; the body is bounded).
+            # disconnect (uvicorn drops writes to a gone client; the body is bounded). When it
+            # has all arrived with the headers, it goes as one message (each passes every
+            # middleware's send), never waiting for bytes still to come.
+            whole = response.arrived()
+            if whole is not None:
+                await send({"type": "http.response.body", "body": whole, "more_body": False})
+                return
             try:
                 await pump()
             except (UpstreamBrokenError, ResponseCut) as broken:
