@@ -13,7 +13,8 @@ as they arrive — server-sent events included, never buffered.
 * A stream, or a read, stops waiting for Azure's headers when the client goes away first; a
   non-idempotent call that is not streamed is let finish (bounded by the upstream timeouts) so
   Azure's state and the caller's view agree.
-* A body of known length is relayed without a disconnect watcher; a stream is watched, and
+* A body of known length is relayed without a disconnect watcher (as one ASGI message when
+  all of it came with the headers: never by waiting for the rest); a stream is watched, and
   has a total deadline (``upstream.stream_max_duration_s``) on top of the per-read timeouts.
 * A broken upstream body after the response started ends the caller's response without its
   terminating chunk (never a made-up ``[DONE]``), counted as a cut.

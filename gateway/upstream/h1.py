@@ -53,7 +53,6 @@ _KEEPALIVE_S = 30.0
 #: Methods that carry no ``Content-Length: 0`` when sent without a body (as aiohttp).
 BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_CTL = re.compile(rb"[\r\n\x00]")
 _FRAMING = (b"content-length", b"transfer-encoding")
 
 
