@@ -46,6 +46,37 @@ def test_slow_upstream_body_arrives_chunk_by_chunk(gw: Stack) -> None:
     assert len(arrivals) >= 4
 
 
+def test_a_body_of_declared_length_still_arriving_is_relayed_as_it_arrives(gw: Stack) -> None:
+    """Only a body that came whole with its headers goes on as one message: one still coming
+    is never held back for its end."""
+    chunks = tuple(f'{{"part":{i}}}\n'.encode() for i in range(4))
+    length = str(sum(len(c) for c in chunks))
+    gw.fake.script(
+        ScriptedResponse(
+            chunks=chunks,
+            chunk_delay_s=0.3,
+            headers=(("content-type", "application/json"), ("content-length", length)),
+        )
+    )
+    arrivals: list[tuple[float, bytes]] = []
+    started = time.monotonic()
+    with httpx.stream(
+        "GET",
+        f"{gw.url}/openai/threads/{T}/messages",
+        params={"api-version": V2},
+        headers=gw.auth(),
+        timeout=10,
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-length"] == length
+        for chunk in response.iter_raw():
+            arrivals.append((time.monotonic() - started, chunk))
+    assert b"".join(c for _, c in arrivals) == b"".join(chunks)
+    assert arrivals[0][0] < 0.5  # long before the last part (~0.9 s)
+    assert arrivals[-1][0] > 0.8
+    assert len(arrivals) >= 3
+
+
 def test_caller_without_accept_encoding_gets_identity(gw: Stack) -> None:
     with socket.create_connection(("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))) as sock:
         sock.sendall(

@@ -627,3 +627,122 @@ def test_connections_are_opened_with_tcp_nodelay() -> None:
             server.close()
 
     run(main())
+
+
+def test_a_body_that_came_whole_is_taken_at_once_and_one_still_coming_is_not() -> None:
+    """``arrived()``: the whole rest of a body already received (the connection then handed
+    back), or None with nothing taken while any of it is still to come."""
+    gate = asyncio.Event()
+
+    async def handler(up: Upstream, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await up.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabc")  # half now
+        await gate.wait()
+        w.write(b"def")
+        await up.read_request(r)
+        w.write(OK)  # whole, in one write
+        await w.drain()
+        await hold(r, 5)
+
+    async def main() -> None:
+        up, server = await serving(handler)
+        c = client(up)
+        try:
+            response = await c.send("GET", "/x", "", HEADERS, None, stream=False)
+            async with response:
+                await asyncio.sleep(0.05)
+                assert response.arrived() is None  # "def" is still to come: nothing held
+                gate.set()
+                assert b"".join([chunk async for chunk in response.iter_raw()]) == b"abcdef"
+            response = await c.send("GET", "/x", "", HEADERS, None, stream=False)
+            async with response:
+                assert response.arrived() == b"{}"
+                assert response.arrived() == b""  # (taken: the body is over)
+                assert [chunk async for chunk in response.iter_raw()] == []
+            assert c.pool_connections() == 1
+        finally:
+            await c.aclose()
+            server.close()
+        assert up.connections == 1
+
+    run(main())
+
+
+def test_a_large_body_taken_whole_leaves_its_connection_reading() -> None:
+    """A body over the read-pause mark that came in one read: taking it resumes reading, so
+    the next answer on that connection is read (not a read timeout)."""
+    size = 200_000
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
+
+    async def main() -> None:
+        up, server = await answering(big)
+        c = client(up, read_timeout_s=2.0)
+        try:
+            for _ in range(3):
+                response = await c.send("GET", "/x", "", HEADERS, None, stream=False)
+                async with response:
+                    await asyncio.sleep(0.05)  # all of it in (a read is up to 256 KiB)
+                    whole = response.arrived()
+                    if whole is None:
+                        whole = b"".join([chunk async for chunk in response.iter_raw()])
+                    assert len(whole) == size
+        finally:
+            await c.aclose()
+            server.close()
+        assert up.connections == 1
+
+    run(main())
+
+
+def test_a_broken_body_is_the_clients_error_without_a_wrapping_layer() -> None:
+    async def handler(up: Upstream, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await up.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        await w.drain()
+
+    async def main() -> None:
+        up, server = await serving(handler)
+        c = client(up)
+        try:
+            response = await c.send("GET", "/x", "", HEADERS, None, stream=False)
+            async with response:
+                chunks = response.iter_raw()
+                assert isinstance(chunks, h1.Body)  # the h1 body itself, no generator on top
+                assert await anext(chunks) == b"abc"
+                with pytest.raises(UpstreamBrokenError):
+                    await anext(chunks)
+        finally:
+            await c.aclose()
+            server.close()
+
+    run(main())
+
+
+HOST = b"127.0.0.1:9000"
+
+
+@pytest.mark.parametrize(
+    ("target", "host"),
+    [("/a\r\nx-injected: 1", HOST), ("/a\n", HOST), ("/a\x00", HOST), ("/a", b"h\r\nx: 1")],
+)
+def test_a_target_or_host_with_cr_lf_or_nul_is_refused(target: str, host: bytes) -> None:
+    with pytest.raises(h1.H1RequestError):
+        h1.request_head("GET", target, host, HEADERS, b"", keep_framing=False)
+
+
+def test_the_request_head_checks_every_name_every_time_and_drops_framing_in_any_case() -> None:
+    for _ in range(2):  # (names are remembered once checked: a bad one never is)
+        with pytest.raises(h1.H1RequestError):
+            h1.request_head("GET", "/a", HOST, [(b"x a", b"v")], b"", keep_framing=False)
+        with pytest.raises(h1.H1RequestError):
+            h1.request_head("GET", "/a", HOST, [(b"x-a", b"v\rw")], b"", keep_framing=False)
+        headers = [(b"Content-Length", b"9"), (b"x-a", b"v"), (b"TRANSFER-ENCODING", b"gzip")]
+        framing = b"Content-Length: 2\r\n"
+        assert h1.request_head("PURGE", "/a", HOST, headers, framing, keep_framing=False) == (
+            b"PURGE /a HTTP/1.1\r\nHost: 127.0.0.1:9000\r\nx-a: v\r\nContent-Length: 2\r\n\r\n"
+        )
+        assert h1.request_head("POST", "/a", HOST, headers[:2], b"", keep_framing=True) == (
+            b"POST /a HTTP/1.1\r\nHost: 127.0.0.1:9000\r\nContent-Length: 9\r\nx-a: v\r\n\r\n"
+        )
+    with pytest.raises(h1.H1RequestError):
+        h1.request_head("BAD METHOD", "/a", HOST, HEADERS, b"", keep_framing=False)

@@ -63,6 +63,10 @@ class UpstreamBrokenError(Exception):
     """The upstream response body ended abnormally after the response had started."""
 
 
+def _broken(exc: Exception) -> UpstreamBrokenError:
+    return UpstreamBrokenError(type(exc).__name__)
+
+
 def _pool_exhausted() -> GatewayError:
     return ServiceUnavailableError(
         "The gateway is at its upstream connection limit; retry shortly.",
@@ -177,6 +181,8 @@ class UpstreamResponse:
         self._body = body
         self._close = close
         self._chunks: AsyncIterator[bytes] | None = None
+        self._first: dict[bytes, bytes] | None = None
+        self._h1: h1.Body | None = None  # (h1: its body translates its own errors)
 
     @classmethod
     def _of_httpx(cls, response: httpx.Response) -> UpstreamResponse:
@@ -199,19 +205,25 @@ class UpstreamResponse:
 
     @classmethod
     def _of_h1(cls, conn: h1.Connection) -> UpstreamResponse:
-        body = h1.Body(conn)
-        return cls(conn.status, conn.headers, body, body.aclose)
+        body = h1.Body(conn, _broken)
+        response = cls(conn.status, conn.headers, body, body.aclose)
+        response._h1 = body
+        return response
 
-    def _header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of the header ``name`` (lower-case), any case in Azure's answer
+        (the names lowered once per response, not once per question)."""
+        first = self._first
+        if first is None:
+            first = self._first = {}
+            for key, value in self.headers:
+                first.setdefault(key.lower(), value)
+        return first.get(name)
 
     @property
     def has_length(self) -> bool:
         """Azure declared the body's length (a bounded JSON answer, not a stream)."""
-        return self._header(b"content-length") is not None
+        return self.header(b"content-length") is not None
 
     @property
     def is_event_stream(self) -> bool:
@@ -219,7 +231,7 @@ class UpstreamResponse:
 
     @property
     def content_type(self) -> str:
-        return (self._header(b"content-type") or b"").decode("latin-1")
+        return (self.header(b"content-type") or b"").decode("latin-1")
 
     async def _raw(self) -> AsyncIterator[bytes]:
         try:
@@ -231,8 +243,14 @@ class UpstreamResponse:
     def iter_raw(self) -> AsyncIterator[bytes]:
         """The body's remaining raw bytes (one iterator, shared with ``read_until``)."""
         if self._chunks is None:
-            self._chunks = self._raw()
+            self._chunks = self._h1 if self._h1 is not None else self._raw()
         return self._chunks
+
+    def arrived(self) -> bytes | None:
+        """The body's remaining raw bytes when all of them have arrived already (h1 only;
+        the body is then over), else None: read them from ``iter_raw()`` as they come.
+        Never waits, never holds back bytes still arriving."""
+        return self._h1.rest() if self._h1 is not None else None
 
     async def read_until(self, done: Callable[[bytes], bool], limit: int) -> bytes:
         """Read chunks until ``done(prefix)``, the end of the body, or ``limit`` bytes; the

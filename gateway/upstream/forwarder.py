@@ -13,7 +13,8 @@ as they arrive — server-sent events included, never buffered.
 * A stream, or a read, stops waiting for Azure's headers when the client goes away first; a
   non-idempotent call that is not streamed is let finish (bounded by the upstream timeouts) so
   Azure's state and the caller's view agree.
-* A body of known length is relayed without a disconnect watcher; a stream is watched, and
+* A body of known length is relayed without a disconnect watcher (as one ASGI message when
+  all of it came with the headers: never by waiting for the rest); a stream is watched, and
   has a total deadline (``upstream.stream_max_duration_s``) on top of the per-read timeouts.
 * A broken upstream body after the response started ends the caller's response without its
   terminating chunk (never a made-up ``[DONE]``), counted as a cut.
@@ -150,11 +151,13 @@ class Forwarder:
             if probe:
                 self.backends.release_probe(backend)
             raise
-        retry_after = next(
-            (v.decode("latin-1") for n, v in response.headers if n.lower() == b"retry-after"),
-            None,
+        retry_after = response.header(b"retry-after")
+        self.backends.observe(
+            backend,
+            status=response.status,
+            retry_after=retry_after.decode("latin-1") if retry_after is not None else None,
+            probe=probe,
         )
-        self.backends.observe(backend, status=response.status, retry_after=retry_after, probe=probe)
         return response
 
     async def _send_upstream(
@@ -203,7 +206,13 @@ class Forwarder:
 
         if not ctx.stream and response.has_length:
             # A body of known length (Azure's JSON answers): relay it without watching for a
-            # disconnect (uvicorn drops writes to a gone client; the body is bounded).
+            # disconnect (uvicorn drops writes to a gone client; the body is bounded). When it
+            # has all arrived with the headers, it goes as one message (each passes every
+            # middleware's send), never waiting for bytes still to come.
+            whole = response.arrived()
+            if whole is not None:
+                await send({"type": "http.response.body", "body": whole, "more_body": False})
+                return
             try:
                 await pump()
             except (UpstreamBrokenError, ResponseCut) as broken:

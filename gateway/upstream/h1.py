@@ -41,7 +41,7 @@ import contextlib
 import re
 import socket
 import ssl
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from typing import cast
 
 import httptools
@@ -53,7 +53,6 @@ _KEEPALIVE_S = 30.0
 #: Methods that carry no ``Content-Length: 0`` when sent without a body (as aiohttp).
 BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_CTL = re.compile(rb"[\r\n\x00]")
 _FRAMING = (b"content-length", b"transfer-encoding")
 
 
@@ -101,20 +100,49 @@ def request_head(
     """The request line and header block (``framing``: the body's own framing header line).
 
     A framing header in ``headers`` is kept only with ``keep_framing`` (a streamed body whose
-    declared ``Content-Length`` the caller checked), else replaced by ``framing``."""
-    if method == "HEAD" or not _TOKEN.fullmatch(method.encode("latin-1")):
+    declared ``Content-Length`` the caller checked), else replaced by ``framing``.
+
+    Each name is checked once per process (``_NAMES``: a token, and whether it is framing);
+    the values, target and host are checked together on the finished block: it holds no
+    CR, LF or NUL but one CRLF per line (one anywhere else is refused)."""
+    if method == "HEAD" or (
+        method not in _METHODS and not _TOKEN.fullmatch(method.encode("latin-1"))
+    ):
         # (HEAD: its answer's framing is not its body's, which httptools cannot be told; no
         # operation uses it.)
         raise H1RequestError("method")
-    lines = [f"{method} {target} HTTP/1.1\r\nHost: ".encode("ascii"), host, b"\r\n"]
+    lines = [f"{method} {target} HTTP/1.1\r\nHost: ".encode("ascii") + host]
+    names = _NAMES
     for name, value in headers:
-        if not _TOKEN.fullmatch(name) or _CTL.search(value):
-            raise H1RequestError("header")
-        if not keep_framing and name.lower() in _FRAMING:
+        framed = names.get(name)
+        if framed is None:
+            framed = _checked_name(name)
+        if framed and not keep_framing:
             continue
-        lines += (name, b": ", value, b"\r\n")
-    lines += (framing, b"\r\n")
-    return b"".join(lines)
+        lines.append(name + b": " + value)
+    lines.append(framing)  # (its own CRLF, or empty: then the block's final CRLF follows)
+    head = b"\r\n".join(lines) + b"\r\n"
+    crlf = len(lines) + (2 if framing else 1)  # (the request line's, and the block's end)
+    if len(head) - len(head.translate(None, b"\r\n\x00")) != 2 * crlf:
+        raise H1RequestError("header")
+    return head
+
+
+#: Standard methods (tokens by construction: no regex for them).
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: Header names already checked as tokens → whether each is a framing header (bounded).
+_NAMES: dict[bytes, bool] = {}
+_NAMES_MAX = 512
+
+
+def _checked_name(name: bytes) -> bool:
+    """Whether ``name`` (a token, else refused) is a framing header; remembered."""
+    if not _TOKEN.fullmatch(name):
+        raise H1RequestError("header")
+    framed = name.lower() in _FRAMING
+    if len(_NAMES) < _NAMES_MAX:
+        _NAMES[name] = framed
+    return framed
 
 
 def declared_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
@@ -343,9 +371,23 @@ class Connection(asyncio.Protocol):
         data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._buffered = 0
+        self._resume()
+        return data
+
+    def _resume(self) -> None:
         if self._read_paused and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
+
+    def take_rest(self) -> bytes | None:
+        """The whole rest of the body when all of it has arrived (None: some is to come)."""
+        if not self.complete or self._error is not None:
+            return None
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        self._resume()  # (a large body that came whole: the next answer must be read)
         return data
 
     @property
@@ -581,13 +623,17 @@ def _expire(waiter: asyncio.Future[Connection | None]) -> None:
 class Body:
     """One response's body on its connection: ``async for`` its raw chunks; ``close()``
     hands the connection back (read to its end) or closes it (anything else). A task
-    cancelled while reading closes the connection."""
+    cancelled while reading closes the connection. An ``H1Error`` while reading is raised as
+    ``broken(error)`` (the caller's own exception, with no wrapping layer per chunk)."""
 
-    __slots__ = ("_conn", "_done")
+    __slots__ = ("_broken", "_conn", "_done")
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(
+        self, conn: Connection, broken: Callable[[H1Error], Exception] | None = None
+    ) -> None:
         self._conn = conn
         self._done = False
+        self._broken = broken
 
     def __aiter__(self) -> Body:
         return self
@@ -597,14 +643,27 @@ class Body:
             raise StopAsyncIteration
         try:
             chunk = await self._conn.next_chunk()
-        except BaseException:
+        except BaseException as exc:
             self._done = True
             self._conn.abort()
+            if self._broken is not None and isinstance(exc, H1Error):
+                raise self._broken(exc) from exc
             raise
         if chunk is None:
             self.close()
             raise StopAsyncIteration
         return chunk
+
+    def rest(self) -> bytes | None:
+        """The whole rest of the body when it has all arrived already, the connection then
+        handed back; None (nothing taken): some of it is still to come, read it chunk by
+        chunk."""
+        if self._done:
+            return b""
+        data = self._conn.take_rest()
+        if data is not None:
+            self.close()
+        return data
 
     def close(self) -> None:
         if not self._done:

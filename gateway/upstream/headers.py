@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 RawHeaders = Sequence[tuple[bytes, bytes]]
 
@@ -81,6 +81,15 @@ RESPONSE_ALLOW = frozenset(
 RESPONSE_ALLOW_PREFIXES = (b"x-ratelimit-",)
 
 _VISIBLE = re.compile(rb"[\x20-\x7e\t]*")
+#: The bytes ``_VISIBLE`` allows (deleted by ``bytes.translate``: what is left is not).
+_VISIBLE_BYTES = bytes(range(0x20, 0x7F)) + b"\t"
+
+
+def _all_visible(values: list[bytes]) -> bool:
+    """Every value is visible ASCII (one scan of them all, not a regex call each)."""
+    return not b"".join(values).translate(None, _VISIBLE_BYTES)
+
+
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -102,6 +111,9 @@ def upstream_request_headers(
     out: list[tuple[bytes, bytes]] = []
     seen: set[bytes] = set()
     connection: list[bytes] = []
+    # The first copy of each allowed name; its value checked below, all values at once. When
+    # one is not visible, the whole list is taken again checking each (a later copy of a name
+    # whose first is unsafe is then the one copied).
     for raw_name, value in headers:
         name = raw_name.lower()
         if name not in REQUEST_ALLOW:
@@ -112,10 +124,10 @@ def upstream_request_headers(
             continue
         if name == b"content-type" and (not has_body or content_type is not None):
             continue
-        if not _VISIBLE.fullmatch(value):
-            continue
         seen.add(name)
         out.append((name, value))
+    if not _all_visible([value for _, value in out]):
+        out, seen = _copied_checking_each(headers, has_body, content_type)
     # One pass: an allowed header the caller's Connection nominates is taken out afterwards
     # (it is there once at most: the first of its name), as if never copied.
     nominated = _named(connection) & seen if connection else None
@@ -132,6 +144,25 @@ def upstream_request_headers(
     return out
 
 
+def _copied_checking_each(
+    headers: RawHeaders, has_body: bool, content_type: bytes | None
+) -> tuple[list[tuple[bytes, bytes]], set[bytes]]:
+    """``upstream_request_headers``' copy, each value checked before its name is taken."""
+    out: list[tuple[bytes, bytes]] = []
+    seen: set[bytes] = set()
+    for raw_name, value in headers:
+        name = raw_name.lower()
+        if name not in REQUEST_ALLOW or name in seen:
+            continue
+        if name == b"content-type" and (not has_body or content_type is not None):
+            continue
+        if not _VISIBLE.fullmatch(value):
+            continue
+        seen.add(name)
+        out.append((name, value))
+    return out, seen
+
+
 def downstream_response_headers(
     headers: Iterable[tuple[bytes, bytes]], *, request_id: str
 ) -> list[tuple[bytes, bytes]]:
@@ -144,12 +175,12 @@ def downstream_response_headers(
             if name == b"connection":
                 connection.append(value)
             continue
-        if not _VISIBLE.fullmatch(value):
-            continue
         if name == b"x-request-id":
             out.append((b"x-upstream-request-id", value))
         elif name in RESPONSE_ALLOW or name.startswith(RESPONSE_ALLOW_PREFIXES):
             out.append((name, value))
+    if not _all_visible([value for _, value in out]):  # (one scan; each only when one is not)
+        out = [(name, value) for name, value in out if _VISIBLE.fullmatch(value)]
     if connection:
         # One pass: what the Connection values nominate is taken out afterwards, under the
         # name it was relayed as (Azure's own x-upstream-request-id is never relayed).
@@ -163,11 +194,16 @@ def downstream_response_headers(
     return out
 
 
+_ID_NAME_SIZES = (len(b"x-request-id"), len(b"x-ms-client-request-id"))
+
+
 def request_id_from(headers: RawHeaders) -> str:
     """The caller's first well-formed ``x-request-id``, else its first well-formed
     ``x-ms-client-request-id``, else a new one (``new_request_id``)."""
     client_id = None
     for name, value in headers:
+        if len(name) not in _ID_NAME_SIZES:  # (neither: not lowered to be compared)
+            continue
         name = name.lower()
         if name == b"x-request-id":
             text = value.decode("latin-1")
@@ -186,10 +222,38 @@ _VARIANT = {f"{n:x}": "89ab"[n & 3] for n in range(16)}
 
 def new_request_id() -> str:
     """A random (version 4) UUID in its 36-character form: 122 bits from ``os.urandom``, as
-    ``uuid.uuid4`` makes it, without building a ``UUID`` object."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+    ``uuid.uuid4`` makes it, without building a ``UUID`` object. They are made
+    ``_IDS_AHEAD`` at a time from one ``getrandom`` call (not one per request; each id still
+    takes its own 16 bytes), and a forked child drops what its parent made."""
+    global _ahead
+    made = next(_ahead, None)
+    if made is None:
+        drawn = os.urandom(16 * _IDS_AHEAD).hex()
+        _ahead = iter(
+            [
+                f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+                for h in (drawn[i : i + 32] for i in range(0, len(drawn), 32))
+            ]
+        )
+        made = next(_ahead)
+    return made
+
+
+_IDS_AHEAD = 256
+#: The ids made ahead; ``next`` on a list iterator is atomic, so two threads never take the
+#: same one.
+_ahead: Iterator[str] = iter(())
+
+
+def _drop_drawn() -> None:
+    global _ahead
+    _ahead = iter(())
+
+
+os.register_at_fork(after_in_child=_drop_drawn)
 
 
 def header_values(headers: RawHeaders, wanted: bytes) -> list[bytes]:
-    return [v for n, v in headers if n.lower() == wanted]
+    """The values of the header named ``wanted`` (lower-case), whatever the names' case."""
+    size = len(wanted)  # (a name of another length is not lowered to be compared)
+    return [v for n, v in headers if len(n) == size and n.lower() == wanted]
