@@ -33,6 +33,10 @@ reusable connections drained at ``worker_connections``) and envoy
   when a read must wait, and a cut response ended quietly: a request cancelled by the
   drain or a stream the proxy cut is closed without the terminating chunk and without
   uvicorn's error lines.
+* **One keep-alive timer per connection**: uvicorn makes a timer when a response ends and
+  cancels it when the next request arrives; here it stays armed across requests, and when
+  it fires either closes the connection (idle ``timeout_keep_alive`` since its last
+  response, as uvicorn does) or waits again for the current idle period's end.
 
 The common path costs no timer: a request head that arrives in the packet that starts it is
 parsed before any deadline is armed. Relies on uvicorn's protocol internals (pinned in
@@ -58,6 +62,7 @@ log = logging.getLogger("gateway.server")
 
 ASGIApp = Any  # uvicorn's ASGI3Application; kept loose to stay off uvicorn's private types
 _REPORT_EVERY_S = 10.0
+_TIMER_SLACK_S = 0.01  # a timer may fire this early (the loop's clock resolution, rounded up)
 
 
 def _response(status_line: bytes, body: bytes, *extra: bytes) -> bytes:
@@ -222,6 +227,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._deadline_at = 0.0
         self._reading_head = False
+        self._idle_since: float | None = None  # when the last response ended; None: busy
 
     # -- connection life
 
@@ -234,6 +240,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.waiting.leave(self)
         self._disarm()
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
         self._held_head.flush()  # writes nothing to a closed transport; drops the reference
         super().connection_lost(exc)
 
@@ -295,11 +304,22 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.pipeline.appendleft((cycle, self.app))
 
     def on_response_complete(self) -> None:
+        """uvicorn's, with a keep-alive timer that outlives requests (``_keep_alive_due``)."""
         self._held_head.flush()  # a response that ended with no write after its head (HEAD)
-        super().on_response_complete()
-        if self.timeout_keep_alive_task is None or self.transport.is_closing():
-            return  # closing, or a pipelined request started
-        self.waiting.enter(self)  # idle keep-alive
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = now = self.loop.time()  # idle keep-alive
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_at(
+                now + self.timeout_keep_alive, self._keep_alive_due
+            )
+        self.waiting.enter(self)
         if self.cycle is not None and self.cycle.more_body:
             # Answered before its body was read: the rest of it (and the next head) must
             # arrive in time, or a trickle would hold the connection forever.
@@ -313,6 +333,26 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.waiting.report(self.loop.time())
         self._held_head.arm(cycle)  # this response's head waits for its body (or this iteration)
         super()._start_asgi_task(cycle, app)
+
+    # -- keep-alive
+
+    def _unset_keepalive_if_required(self) -> None:
+        """Called by uvicorn for every packet received: the connection is not idle. Its
+        timer stays armed (making and cancelling one per request costs 1.6 µs)."""
+        self._idle_since = None
+
+    def _keep_alive_due(self) -> None:
+        """The keep-alive timer: closes the connection ``timeout_keep_alive`` after its
+        last response if nothing came since, else waits again for the current idle
+        period's end (or, busy, for the next response to arm it)."""
+        self.timeout_keep_alive_task = None
+        if self._idle_since is None:
+            return
+        due = self._idle_since + self.timeout_keep_alive
+        if due - self.loop.time() > _TIMER_SLACK_S:
+            self.timeout_keep_alive_task = self.loop.call_at(due, self._keep_alive_due)
+        else:
+            self.timeout_keep_alive_handler()
 
     # -- deadlines
 
