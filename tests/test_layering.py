@@ -113,7 +113,9 @@ ADAPTERS: dict[str, tuple[set[str], set[str]]] = {
     # Its line is written through the JSON log's handler (jsonlog.write_fields).
     "observability.accesslog": (set(), {"observability.jsonlog"}),
     "observability.jsonlog": (set(), set()),
-    "server.protocol": ({"uvicorn"}, set()),
+    # uvicorn's httptools protocol, parsing the URL as uvicorn's does, running its own cycle.
+    "server.protocol": ({"uvicorn", "httptools"}, {"server.cycle"}),
+    "server.cycle": ({"uvicorn"}, set()),
     # The one credential factory builds either form (the key here, Entra over its adapter).
     "upstream.credentials": (set(), {"upstream.entra"}),
     # Workload identity: azure-identity over one aiohttp session with its own CA bundle.
