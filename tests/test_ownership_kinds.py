@@ -138,6 +138,23 @@ def test_body_references_name_each_path_with_indices() -> None:
     assert body_references(RUN, None) == []
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"role": "user", "content": "hi"},
+        {"assistant_id": None, "thread": None},
+        {"thread": {"messages": None}},
+        {"thread": "not an object", "assistant_id": 7},
+    ],
+)
+def test_a_body_without_the_paths_roots_names_nothing(body: dict[str, Any]) -> None:
+    """The roots checked first (``paths.root``) skip what ``paths.find`` would find nothing
+    under: absent or null roots, and shapes that do not fit."""
+    assert body_references(RUN, body) == []
+    assert [paths.root(ref.path) for ref in RUN.refs] == ["assistant_id", *["thread"] * 4]
+
+
 def test_a_value_that_is_no_id_of_its_kind_is_malformed() -> None:
     refs = body_references(MESSAGE, {"attachments": [{"file_id": "file-ok"}, {"file_id": "x/.."}]})
     assert refs[1] == Reference("attachments[1].file_id", FILE, None)

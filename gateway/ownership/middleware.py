@@ -98,6 +98,10 @@ MAX_LIST_PAGE_BYTES = 32 * 1024 * 1024
 class Owners(Protocol):
     """Who owns each object, and where it lives (``lookup.ObjectOwners``)."""
 
+    def known(self, object_id: str) -> Location | None:
+        """The location the process has cached (no I/O), None when it must be looked up."""
+        ...
+
     async def locate(self, kind: Kind, object_id: str) -> Location: ...
     async def record(self, object_id: str, owner: str, backend: str | None = None) -> bool: ...
     async def forget(self, object_id: str) -> None: ...
@@ -160,11 +164,8 @@ class OwnershipMiddleware:
             return
         started = time.perf_counter()
         ctx.owner, home = await self._owner(ctx, owners, row)
-        homes = await self._check_references(
-            ctx,
-            owners,
-            [*body_references(row, ctx.body), *cursor_references(row, ctx.match.query)],
-        )
+        references = [*body_references(row, ctx.body), *cursor_references(row, ctx.match.query)]
+        homes = await self._check_references(ctx, owners, references) if references else []
         if self.router is not None:
             self._route(ctx, self.router, row, [("", home)] if row.owner else [], homes)
         if row.owner is not None or row.refs or row.lists is not None:
@@ -191,7 +192,9 @@ class OwnershipMiddleware:
         assert ctx.caller is not None and ctx.match is not None
         if row.owner is None:
             return (tenant_digest(ctx.caller.tenant) if row.creates is not None else None), None
-        owner, home = await owners.locate(row.owner, ctx.match.ids[row.owner.param])
+        object_id = ctx.match.ids[row.owner.param]
+        # A cached owner (the common case) is read without a coroutine.
+        owner, home = owners.known(object_id) or await owners.locate(row.owner, object_id)
         check_owner(owner, ctx.caller.tenant, self.unknown, ctx.caller.legacy_tenant, row.owner)
         if row.creates is not None:  # a new object under one of the caller's
             return tenant_digest(ctx.caller.tenant), home
