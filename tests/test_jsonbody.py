@@ -402,3 +402,27 @@ def test_a_bom_or_nul_is_found_on_the_decoded_text(raw: bytes) -> None:
 
 def test_a_bom_inside_the_body_is_only_a_character() -> None:
     assert parse_json_object('{"a":"\ufeff"}'.encode(), CT) == {"a": "\ufeff"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"a":1} x',
+        ' \n {"a":1}\n\n  ]',
+        '{"a":1}{}',
+        "{",
+        '{"a":}',
+        '\t{"a":[1,]}',
+        '{"a":1}\n\t ',
+    ],
+)
+def test_the_scan_reports_json_decoders_positions(raw: str) -> None:
+    """The strict parse calls the decoder's scanner itself (no ``decode`` frame and
+    whitespace regexes): a malformed body's line and column are ``json``'s own."""
+    try:
+        json.JSONDecoder().decode(raw)
+    except json.JSONDecodeError as exc:
+        expected = f"(line {exc.lineno}, column {exc.colno})"
+        assert expected in refusal(raw.encode()).message
+    else:
+        assert parse_json_object(raw.encode(), CT) == json.loads(raw)
