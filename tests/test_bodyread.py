@@ -9,8 +9,13 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import ClientGoneError, PayloadTooLargeError, RequestTimeoutError
-from gateway.policy.bodyread import read_body
+from gateway.errors import (
+    BadRequestError,
+    ClientGoneError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+)
+from gateway.policy.bodyread import body_headers, length_of, read_body, within_limit
 
 HEADERS = [(b"content-type", b"application/json")]
 
@@ -105,3 +110,128 @@ def test_a_timeout_from_receive_is_a_408_and_other_refusals_pass() -> None:
             )
 
     asyncio.run(main())
+
+
+class _CountingLoop(asyncio.SelectorEventLoop):
+    """A real event loop that counts the timers armed on it."""
+
+    timers = 0
+
+    def call_at(  # type: ignore[override]
+        self, when: float, callback: Any, *args: Any, context: Any = None
+    ) -> asyncio.TimerHandle:
+        self.timers += 1
+        return super().call_at(when, callback, *args, context=context)
+
+
+def _timers_armed(main: Any) -> tuple[Any, int]:
+    with asyncio.Runner(loop_factory=_CountingLoop) as runner:
+        loop = runner.get_loop()
+        assert isinstance(loop, _CountingLoop)
+        before = loop.timers
+        result = runner.run(main())
+        return result, loop.timers - before
+
+
+def test_a_body_that_is_there_at_once_arms_no_timer() -> None:
+    """The common case (the body came with the head): ``receive`` answers without waiting,
+    and no deadline is armed; one that has to wait is read under the deadline."""
+
+    async def at_once() -> dict[str, Any]:
+        return {"type": "http.request", "body": b'{"a":1}', "more_body": False}
+
+    async def ready() -> bytes:
+        return await read_body(at_once, HEADERS, max_bytes=100, timeout_s=5)
+
+    assert _timers_armed(ready) == (b'{"a":1}', 0)
+
+    async def waited() -> bytes:
+        return await read_body(
+            receiving({"type": "http.request", "body": b"{}", "more_body": False}),
+            HEADERS,
+            max_bytes=100,
+            timeout_s=5,
+        )
+
+    assert _timers_armed(waited) == (b"{}", 1)
+
+
+def test_a_first_piece_at_once_then_a_wait_is_bounded_by_the_deadline() -> None:
+    pieces = [
+        {"type": "http.request", "body": b'{"a"', "more_body": True},
+        {"type": "http.request", "body": b":1}", "more_body": False},
+    ]
+
+    async def first_at_once() -> dict[str, Any]:
+        if len(pieces) == 2:
+            return pieces.pop(0)
+        await asyncio.sleep(0)  # waits a loop turn (no timer of its own)
+        return pieces.pop(0)
+
+    async def main() -> bytes:
+        return await read_body(first_at_once, HEADERS, max_bytes=100, timeout_s=5)
+
+    assert _timers_armed(main) == (b'{"a":1}', 1)
+
+    async def stalls() -> None:
+        receive = receiving(then_wait=True)
+        first = {"type": "http.request", "body": b"{", "more_body": True}
+
+        async def once_then_stall() -> dict[str, Any]:
+            nonlocal first
+            if first:
+                message, first = first, {}
+                return message
+            waited: dict[str, Any] = await receive()
+            return waited
+
+        with pytest.raises(RequestTimeoutError):
+            await read_body(once_then_stall, HEADERS, max_bytes=100, timeout_s=0.05)
+
+    asyncio.run(stalls())
+
+
+def test_a_resumed_receive_gets_what_the_task_sends_and_throws() -> None:
+    """The rest of a ``receive`` that waited behaves as a plain ``await`` of it: a future's
+    result reaches it, and an exception thrown into the task (a cancellation) reaches it too,
+    which may handle it and go on waiting."""
+    seen: list[str] = []
+
+    async def main() -> bytes:
+        loop = asyncio.get_running_loop()
+        arrived: asyncio.Future[bytes] = loop.create_future()
+
+        async def receive() -> dict[str, Any]:
+            try:
+                body = await asyncio.shield(arrived)
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+                body = await arrived  # handled: waits on (the caller takes the cancel back)
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        reading = asyncio.ensure_future(read_body(receive, HEADERS, max_bytes=100, timeout_s=5))
+        await asyncio.sleep(0)
+        reading.cancel()
+        await asyncio.sleep(0)
+        arrived.set_result(b"{}")
+        return await reading
+
+    assert asyncio.run(main()) == b"{}"
+    assert seen == ["cancelled"]
+
+
+def test_body_headers_are_read_in_one_pass() -> None:
+    headers = [
+        (b"Content-Type", b"application/json"),
+        (b"x-other", b"1"),
+        (b"content-length", b"12"),
+        (b"CONTENT-TYPE", b"text/plain"),
+    ]
+    assert body_headers(headers) == ([b"12"], [b"application/json", b"text/plain"])
+    assert length_of([b"12"]) == 12 and length_of([]) is None
+    for values in ([b"1", b"1"], [b"-1"], [b"1e3"], [b"9" * 19]):
+        with pytest.raises(BadRequestError):
+            length_of(values)
+    with pytest.raises(PayloadTooLargeError):
+        within_limit(101, 100)
+    assert within_limit(100, 100) == 100

@@ -348,3 +348,81 @@ def test_dump_json_refuses_non_finite_numbers() -> None:
 )
 def test_child_path_hides_unusual_keys(path: str, key: object, expected: str) -> None:
     assert child_path(path, key) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": 'é😀\u2028"\\\n', "b": [1, None, True, False, -0.0, 1.5e300, 2**64], "c": {}},
+        {"nested": {"x": [[], {}, [{"y": "z"}]]}, "": "empty key"},
+        {"k": "\x00\x1f\x7f", "n": -12345678901234567890},
+    ],
+)
+def test_dump_json_is_the_bytes_of_json_dumps(value: Any) -> None:
+    """The reused C encoder writes what ``json.dumps`` with the same options writes."""
+    expected = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    assert dump_json(value) == expected.encode()
+
+
+def test_dump_json_refuses_what_json_cannot_carry() -> None:
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        dump_json({"a": object()})
+    with pytest.raises(ValueError, match="JSON compliant"):
+        dump_json({"a": [float("inf")]})
+    cycle: dict[str, Any] = {}
+    cycle["self"] = cycle
+    with pytest.raises(RecursionError):  # no markers: a cycle (never a parsed tree) fails
+        dump_json(cycle)
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        (b'{"a":"back\\\\slash \\" \\/ \\n"}', {"a": 'back\\slash " / \n'}),
+        (b'{"a":"\\t"}', {"a": "\t"}),
+    ],
+)
+def test_backslashes_without_u_escapes_are_accepted(raw: bytes, value: dict[str, Any]) -> None:
+    """A backslash that starts no ``\\u`` escape makes no NUL or surrogate (no tree walk)."""
+    assert parse_json_object(raw, CT) == value
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'\xef\xbb\xbf{"a":1}',
+        b'{"a":1}\x00',
+        b'\x00{"a":1}',
+        b"\xef\xbb\xbf\xff",  # a BOM and invalid UTF-8: the same refusal
+    ],
+)
+def test_a_bom_or_nul_is_found_on_the_decoded_text(raw: bytes) -> None:
+    assert refusal(raw).code == "invalid_encoding"
+
+
+def test_a_bom_inside_the_body_is_only_a_character() -> None:
+    assert parse_json_object('{"a":"\ufeff"}'.encode(), CT) == {"a": "\ufeff"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"a":1} x',
+        ' \n {"a":1}\n\n  ]',
+        '{"a":1}{}',
+        "{",
+        '{"a":}',
+        '\t{"a":[1,]}',
+        '{"a":1}\n\t ',
+    ],
+)
+def test_the_scan_reports_json_decoders_positions(raw: str) -> None:
+    """The strict parse calls the decoder's scanner itself (no ``decode`` frame and
+    whitespace regexes): a malformed body's line and column are ``json``'s own."""
+    try:
+        json.JSONDecoder().decode(raw)
+    except json.JSONDecodeError as exc:
+        expected = f"(line {exc.lineno}, column {exc.colno})"
+        assert expected in refusal(raw.encode()).message
+    else:
+        assert parse_json_object(raw.encode(), CT) == json.loads(raw)

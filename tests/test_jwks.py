@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from gateway.auth.authenticator import Authenticator
 from gateway.auth.jwks import (
     NEGATIVE_CACHE_SIZE,
     JwksKeyProvider,
@@ -38,6 +39,7 @@ from gateway.auth.jwks import (
 )
 from gateway.errors import AuthenticationError, ServiceUnavailableError
 from tests.servers import ThreadedUvicorn, free_port, run_app
+from tests.test_auth import ISS, NOW, POLICY, RSA_KEY, RULES, bearer, sign
 
 # ---------------------------------------------------------------- keys
 
@@ -697,3 +699,59 @@ async def test_static_from_public_keys() -> None:
         StaticKeyProvider.from_public_keys({None: RSA_A.public_key(), "e": EC_KEY.public_key()})
     with pytest.raises(KeySetError):
         StaticKeyProvider.from_public_keys({"w": RSA_WEAK.public_key()})
+
+
+# ---------------------------------------------------------------- key_now (no I/O)
+
+
+async def test_key_now_is_what_get_key_gives_without_a_refresh(server: JwksServer) -> None:
+    """``key_now`` (the cached-token check's fast path) answers only what ``get_key`` would
+    give at once; a miss, a malformed kid, no key set yet or a stale one is None, and it never
+    fetches."""
+    clock = FakeClock()
+    source = JwksSource(url=f"{server.url}/jwks")
+    async with provider(source, clock=clock, start=False, stale_s=600) as (p, _):
+        assert p.key_now("a") is None  # nothing fetched yet
+        assert server.hits["/jwks"] == 0
+        await p.start()
+        assert p.key_now("a") is await p.get_key("a")
+        assert p.key_now(None) is await p.get_key(None)  # the only key
+        for kid in ("b", "", "k" * 10_000, 7):
+            assert p.key_now(kid) is None  # type: ignore[arg-type]
+        assert server.hits["/jwks"] == 1
+        clock.advance(601)  # past stale: only get_key (a refresh) can tell
+        assert p.key_now("a") is None
+        assert server.hits["/jwks"] == 1
+
+
+async def test_a_cached_token_stops_when_its_key_is_no_longer_served(server: JwksServer) -> None:
+    """The token cache's fast key check: a hit is served while the verifying key is the one
+    the issuer serves, and verified again (here: refused) once it is not."""
+    server.keys = [jwk(RSA_KEY, "k1", "RS256")]
+    async with provider(JwksSource(url=f"{server.url}/jwks")) as (p, _):
+        auth = Authenticator(
+            {ISS: (POLICY, p)},
+            rules=RULES,
+            default_profile=None,
+            max_token_bytes=8192,
+            cache_size=10,
+            clock=lambda: NOW,
+        )
+        header = bearer(sign())
+        first = await auth.authenticate([header])
+        assert await auth.authenticate([header]) is first  # from the cache
+        server.keys = [B]
+        assert await p.refresh()  # k1 is gone
+        with pytest.raises(AuthenticationError) as info:
+            await auth.authenticate([header])
+        assert info.value.reason == "unknown_kid"
+        assert len(auth.cache) == 0
+
+
+def test_static_key_now_matches_get_key() -> None:
+    keys = StaticKeyProvider.from_public_keys({"a": RSA_A.public_key()}, algorithm="RS256")
+    assert keys.key_now("a") is asyncio.run(keys.get_key("a"))
+    assert keys.key_now(None) is keys.key_now("a")
+    assert keys.key_now("b") is None
+    lone = StaticKeyProvider.from_public_keys({None: RSA_A.public_key()}, algorithm="RS256")
+    assert lone.key_now("anything") is asyncio.run(lone.get_key("anything"))

@@ -180,3 +180,25 @@ def test_every_kind_is_looked_up_at_its_own_origin_and_recorded_by_id() -> None:
         assert err.value.code == "vector_store_not_found"
 
     asyncio.run(scenario())
+
+
+def test_known_is_the_cache_alone() -> None:
+    """``known`` (the middleware's no-coroutine path) answers from the in-process cache only:
+    a miss, an expired entry and a cache turned off are None (``locate`` then decides)."""
+    threads, records, origin, clock = owners()
+    off, _, _, _ = owners(ttl=0)
+
+    async def scenario() -> None:
+        assert threads.known("thread_a") is None
+        assert await threads.record("thread_a", A, "west")
+        assert threads.known("thread_a") == Location(A, "west")
+        origin.stamps["thread_u"] = None
+        await threads.locate(THREAD, "thread_u")  # known-unowned: cached too
+        assert threads.known("thread_u") == Location(None, None)
+        clock.now += 61
+        assert threads.known("thread_a") is None
+        assert await off.record("thread_a", A)
+        assert off.known("thread_a") is None
+        assert records.gets == 1 and origin.calls == 1
+
+    asyncio.run(scenario())

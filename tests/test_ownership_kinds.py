@@ -34,12 +34,23 @@ from gateway.ownership.refs import (
     distinct,
     first_malformed,
 )
-from gateway.ownership.rules import STAMP_KEY, may_use, reference_not_found, tenant_digest
+from gateway.ownership.rules import (
+    STAMP_KEY,
+    created_id,
+    created_id_in,
+    may_use,
+    reference_not_found,
+    tenant_digest,
+)
 from gateway.ownership.stamp import (
+    UNREADABLE,
+    StampFilterError,
     inline_described,
+    parse_answer,
     stamp_in_object,
     stamp_request,
     strip_object_json,
+    strip_parsed_object,
     without_stamp,
 )
 
@@ -136,6 +147,23 @@ def test_body_references_name_each_path_with_indices() -> None:
         "file-z",
     ]
     assert body_references(RUN, None) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"role": "user", "content": "hi"},
+        {"assistant_id": None, "thread": None},
+        {"thread": {"messages": None}},
+        {"thread": "not an object", "assistant_id": 7},
+    ],
+)
+def test_a_body_without_the_paths_roots_names_nothing(body: dict[str, Any]) -> None:
+    """The roots checked first (``paths.root``) skip what ``paths.find`` would find nothing
+    under: absent or null roots, and shapes that do not fit."""
+    assert body_references(RUN, body) == []
+    assert [paths.root(ref.path) for ref in RUN.refs] == ["assistant_id", *["thread"] * 4]
 
 
 def test_a_value_that_is_no_id_of_its_kind_is_malformed() -> None:
@@ -242,6 +270,38 @@ def test_answers_of_metadata_kinds_lose_the_stamp(kind: Kind) -> None:
     assert stamp_in_object(obj, kind) == DA
     unstamped = b'{"id":"x","metadata":{}}'
     assert strip_object_json(unstamped, kind) is unstamped
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id":"thread_1","metadata":{"a":"1","gateway_owner":"d"}}',
+        b'{"id":"thread_1","metadata":{}}',
+        b'{"id":"thread_1","metadata":{"gateway_owner":"d","gateway_owner":"e"}}',
+        b"[1]",
+        b'"thread_1"',
+        b"{not json",
+        b"[" * 5000,
+    ],
+)
+def test_a_create_answer_parsed_once_gives_what_each_parse_gave(body: bytes) -> None:
+    """The create path parses its answer once (``parse_answer``) for the new id and the
+    strip: the same id, the same bytes or the same refusal, and the parsed value unchanged."""
+    creation = Creation(THREAD, id_field="id", stamp_at=("metadata",))
+    answer = parse_answer(body)
+    before = json.dumps(answer) if answer is not UNREADABLE else None
+    assert created_id_in(creation, answer) == created_id(creation, body)
+    try:
+        expected: bytes | type[StampFilterError] = strip_object_json(body, THREAD)
+    except StampFilterError:
+        expected = StampFilterError
+    if expected is StampFilterError:
+        with pytest.raises(StampFilterError):
+            strip_parsed_object(answer, body, THREAD)
+    else:
+        assert strip_parsed_object(answer, body, THREAD) == expected
+    if before is not None:
+        assert json.dumps(answer) == before
 
 
 # ------------------------------------------------------------------------- lists

@@ -239,6 +239,17 @@ MESSAGE_REFUSALS = [
     case(M, V2, msg(metadata={"k": {"nested": "x"}}), "metadata_value_not_string", "metadata.k"),
     case(M, V2, msg(metadata=[]), "invalid_type", "metadata"),
     case(M, V2, msg(metadata="k=v"), "invalid_type", "metadata"),
+    # the first faulty pair in order, its first fault (one pass finds it, the refusal names it)
+    case(M, V2, msg(metadata={"ok": "v", "k": 1, "": "x"}), "metadata_value_not_string",
+        "metadata.k"),
+    case(M, V2, msg(metadata={"ok": "v", "k" * 65: 1}), "metadata_key_too_long", "metadata"),
+    case(M, V2, msg(metadata={"a": "v" * 513, "gateway_owner": "x"}), "metadata_value_too_long",
+        "metadata.a"),
+    case(M, V2, msg(metadata={"ok": "v", "gateway_owner": "v" * 513}), "metadata_key_reserved",
+        "metadata"),
+    # a field's path is the field's own name (checked against the closed field list first)
+    case("runs.create", V2, {"assistant_id": "asst_a", "additional_messages": [{"role": "user",
+        "content": ""}]}, "content_empty", "additional_messages[0].content"),
 ]
 # fmt: on
 

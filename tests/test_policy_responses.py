@@ -540,3 +540,20 @@ def test_effective_limits_clamp_the_v1_keys() -> None:
         500,
     )
     assert clamped.max_output_tokens == 16
+
+
+def test_effective_limits_are_worked_out_once_per_limits_object() -> None:
+    """Remembered by identity (bounded): the same profile object gets the same clamped
+    object; an equal but distinct one is clamped alike; the memo never grows past its size."""
+    from gateway.policy import limits as module
+
+    loose = dataclasses.replace(PolicyLimits(), max_input_items=5000)
+    first = effective_limits(loose)
+    assert effective_limits(loose) is first
+    twin = dataclasses.replace(PolicyLimits(), max_input_items=5000)
+    assert effective_limits(twin) == first and effective_limits(twin) is not first
+    many = [dataclasses.replace(PolicyLimits(), max_files=i % 10) for i in range(300)]
+    for limits in many:
+        assert effective_limits(limits).max_input_items == 1000
+    assert len(module._EFFECTIVE) <= module._EFFECTIVE_SIZE
+    assert effective_limits(loose) == first  # worked out again after eviction: the same

@@ -50,8 +50,11 @@ class Authenticator:
             digest = header_digest(authorization[0])
             cached = self.cache.get(digest, now)
             if cached is not None:
+                keys = self.keys[cached.caller.issuer]
+                if keys.key_now(cached.kid) is cached.key:  # no coroutine: the common case
+                    return cached.caller
                 try:
-                    current = await self.keys[cached.caller.issuer].get_key(cached.kid)
+                    current = await keys.get_key(cached.kid)
                 except AuthenticationError:
                     current = None
                 if current is cached.key:

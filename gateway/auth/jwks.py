@@ -211,6 +211,14 @@ class JwksKeyProvider:
         self._remember_unknown(kid, self._clock())
         raise unknown_kid()
 
+    def key_now(self, kid: str | None) -> jwt.PyJWK | None:
+        """The key of ``kid`` in a key set still usable (what ``get_key`` gives without a
+        refresh); None otherwise (a miss, a stale set, a malformed kid: ``get_key`` decides)."""
+        if kid is not None and (not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_LENGTH):
+            return None
+        keys = self._usable_keys(self._clock())
+        return None if keys is None else keys.lookup(kid)
+
     def _current_or_unavailable(self) -> KeySet:
         keys = self._usable_keys(self._clock())
         if keys is None:

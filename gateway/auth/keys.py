@@ -17,4 +17,9 @@ class KeyProvider(Protocol):
 
     async def get_key(self, kid: str | None) -> jwt.PyJWK: ...
 
+    def key_now(self, kid: str | None) -> jwt.PyJWK | None:
+        """The key ``get_key(kid)`` would give at once (no I/O, no refresh, no side effect),
+        or None when only ``get_key`` can tell (the cached-token check's fast path)."""
+        ...
+
     def ready(self) -> bool: ...

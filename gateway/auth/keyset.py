@@ -253,11 +253,15 @@ class StaticKeyProvider:
         return cls(keys)
 
     async def get_key(self, kid: str | None) -> jwt.PyJWK:
+        key = self.key_now(kid)
+        if key is None:
+            raise unknown_kid()
+        return key
+
+    def key_now(self, kid: str | None) -> jwt.PyJWK | None:
         key = self._keys.lookup(kid)
         if key is None and len(self._keys.all) == 1 and self._keys.all[0].key_id is None:
             key = self._keys.all[0]
-        if key is None:
-            raise unknown_kid()
         return key
 
     def ready(self) -> bool:

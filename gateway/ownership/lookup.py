@@ -101,6 +101,10 @@ class ObjectOwners:
         #: Lookups answered by the origin (Azure), for tests and the benchmark's figures.
         self.origin_lookups = 0
 
+    def known(self, object_id: str) -> Location | None:
+        """The cached location of an object (no I/O), None on a miss (``locate`` it)."""
+        return self._cached(object_id)
+
     def _cached(self, object_id: str) -> Location | None:
         known = self._known.get(object_id)
         if known is None:

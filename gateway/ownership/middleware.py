@@ -43,10 +43,9 @@ it the stream is cut (``errors.ResponseCut``).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.asgi import ASGIApp, Message, Receive, Scope, Send
 from gateway.context import RequestContext, context_of
@@ -72,7 +71,7 @@ from gateway.ownership.rules import (
     Location,
     UnknownPolicy,
     check_owner,
-    created_id,
+    created_id_in,
     may_use,
     not_kept,
     reference_not_found,
@@ -80,11 +79,13 @@ from gateway.ownership.rules import (
     valid_id,
 )
 from gateway.ownership.stamp import (
+    UNREADABLE,
     SseStampFilter,
     StampFilterError,
     inline_described,
+    parse_answer,
     stamp_request,
-    strip_object_json,
+    strip_parsed_object,
 )
 
 log = logging.getLogger("gateway.proxy")
@@ -97,6 +98,10 @@ MAX_LIST_PAGE_BYTES = 32 * 1024 * 1024
 
 class Owners(Protocol):
     """Who owns each object, and where it lives (``lookup.ObjectOwners``)."""
+
+    def known(self, object_id: str) -> Location | None:
+        """The location the process has cached (no I/O), None when it must be looked up."""
+        ...
 
     async def locate(self, kind: Kind, object_id: str) -> Location: ...
     async def record(self, object_id: str, owner: str, backend: str | None = None) -> bool: ...
@@ -160,11 +165,8 @@ class OwnershipMiddleware:
             return
         started = time.perf_counter()
         ctx.owner, home = await self._owner(ctx, owners, row)
-        homes = await self._check_references(
-            ctx,
-            owners,
-            [*body_references(row, ctx.body), *cursor_references(row, ctx.match.query)],
-        )
+        references = [*body_references(row, ctx.body), *cursor_references(row, ctx.match.query)]
+        homes = await self._check_references(ctx, owners, references) if references else []
         if self.router is not None:
             self._route(ctx, self.router, row, [("", home)] if row.owner else [], homes)
         if row.owner is not None or row.refs or row.lists is not None:
@@ -191,7 +193,9 @@ class OwnershipMiddleware:
         assert ctx.caller is not None and ctx.match is not None
         if row.owner is None:
             return (tenant_digest(ctx.caller.tenant) if row.creates is not None else None), None
-        owner, home = await owners.locate(row.owner, ctx.match.ids[row.owner.param])
+        object_id = ctx.match.ids[row.owner.param]
+        # A cached owner (the common case) is read without a coroutine.
+        owner, home = owners.known(object_id) or await owners.locate(row.owner, object_id)
         check_owner(owner, ctx.caller.tenant, self.unknown, ctx.caller.legacy_tenant, row.owner)
         if row.creates is not None:  # a new object under one of the caller's
             return tenant_digest(ctx.caller.tenant), home
@@ -423,29 +427,26 @@ class _Effects:
 
     async def _json_complete(self) -> None:
         row, body = self.row, bytes(self.held)
+        answer = parse_answer(body)  # once, for the new id, the inline ids and the strip
         if row.creates is not None and self._recording():
-            await self._record(created_id(row.creates, body))
-            await self._record_inline(body)
+            await self._record(created_id_in(row.creates, answer))
+            await self._record_inline(answer)
         if row.returns is not None:
             try:
-                body = strip_object_json(body, row.returns)
+                body = strip_parsed_object(answer, body, row.returns)
             except StampFilterError as exc:
                 raise _unreadable(str(exc)) from None
         start, self.start, self.mode = self.start, None, "pass"
         assert start is not None
         await _send_json(self.send, start, body)
 
-    async def _record_inline(self, body: bytes) -> None:
-        """The ids of the objects the request described inline, as the answer lists them
-        (stamped already; recorded for speed)."""
+    async def _record_inline(self, answer: Any) -> None:
+        """The ids of the objects the request described inline, as the answer (parsed) lists
+        them (stamped already; recorded for speed)."""
         row, owner = self.row, self.ctx.owner
         assert row.creates is not None and owner is not None
-        if not inline_described(row, self.ctx.body):
-            return
-        try:
-            answer = json.loads(body)
-        except (ValueError, RecursionError):
-            return  # the creation's own id could not be read either: logged there
+        if answer is UNREADABLE or not inline_described(row, self.ctx.body):
+            return  # unreadable: the creation's own id could not be read either, logged there
         for inline in row.creates.inline:
             if inline.ids_at is None:
                 continue

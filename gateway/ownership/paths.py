@@ -31,6 +31,13 @@ def parse(path: str) -> tuple[Step, ...]:
     return tuple(steps)
 
 
+@cache
+def root(path: str) -> str:
+    """The first key of ``path``: where ``find`` looks first (a body with nothing there, or
+    null, has nothing at the path)."""
+    return parse(path)[0][0]
+
+
 def find(body: Any, path: str) -> Iterator[tuple[str, Any]]:
     """``(concrete path, value)`` of every value ``path`` names in ``body``, in body order."""
     yield from _find(body, parse(path), "")

@@ -45,6 +45,8 @@ def body_references(row: Operation, body: dict[str, Any] | None) -> list[Referen
         return []
     found: list[Reference] = []
     for ref in row.refs:
+        if body.get(paths.root(ref.path)) is None:
+            continue  # what ``paths.find`` would find first: nothing there (the common case)
         for where, value in paths.find(body, ref.path):
             if isinstance(value, dict):
                 where, value = f"{where}.id", value.get("id")

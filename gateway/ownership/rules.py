@@ -174,9 +174,14 @@ def created_id(creation: Creation, body: bytes) -> str | None:
         obj = json.loads(body)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(obj, dict):
+    return created_id_in(creation, obj)
+
+
+def created_id_in(creation: Creation, answer: Any) -> str | None:
+    """``created_id`` of an answer already parsed (anything but an object names no id)."""
+    if not isinstance(answer, dict):
         return None
-    return valid_id(creation.kind, obj.get(creation.id_field))
+    return valid_id(creation.kind, answer.get(creation.id_field))
 
 
 def not_kept(creation: Creation, body: dict[str, Any]) -> bool:

@@ -127,10 +127,26 @@ def _marker(kind: Kind) -> bytes:
 
 def strip_object_json(body: bytes, kind: Kind = THREAD) -> bytes:
     """An owned object's JSON without the stamp (the same bytes when it has none)."""
+    return strip_parsed_object(parse_answer(body), body, kind)
+
+
+#: What ``parse_answer`` gives for bytes that are no JSON at all.
+UNREADABLE: Any = object()
+
+
+def parse_answer(body: bytes) -> Any:
+    """An answer's JSON value, or ``UNREADABLE`` (parsed once for every use of it)."""
     try:
-        obj = json.loads(body)
+        return json.loads(body)
     except (ValueError, RecursionError):
-        raise StampFilterError(f"unreadable {kind.name} object") from None
+        return UNREADABLE
+
+
+def strip_parsed_object(obj: Any, body: bytes, kind: Kind = THREAD) -> bytes:
+    """``strip_object_json`` of ``body`` parsed already as ``obj`` (``parse_answer``; it is
+    not changed)."""
+    if obj is UNREADABLE:
+        raise StampFilterError(f"unreadable {kind.name} object")
     if not isinstance(obj, dict):
         raise StampFilterError(f"the {kind.name} object is not a JSON object")
     stripped, had = without_stamp(obj, kind)

@@ -6,13 +6,19 @@ Framing (RFC 9112 section 6, checklist F1): a body is framed by one ``Content-Le
 in the list (``gzip, chunked``, ``identity, chunked``, two ``Transfer-Encoding`` lines) would
 be silently dropped, so the request is refused with 400 and its connection closed, as is
 ``Transfer-Encoding`` on an HTTP/1.0 request or beside a ``Content-Length``.
+
+The deadline (``timeout_s``) is armed only once ``receive`` has to wait: a body that came with
+its request head (the common case: the server has it before the app runs) is read with no
+timer at all. ``receive()``'s first step runs at once (``_ready``); when it suspends, the rest
+of it (``_Resumed``) is awaited under the deadline, as a plain ``await`` would be.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Generator, Sequence
+from typing import Any
 
-from gateway.asgi import Receive
+from gateway.asgi import Message, Receive
 from gateway.deadline import Deadline
 from gateway.errors import (
     BadRequestError,
@@ -46,10 +52,22 @@ def check_transfer_encoding(headers: Sequence[tuple[bytes, bytes]], http_version
     )
 
 
-def content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
-    """The one, plain-digits ``Content-Length`` the caller declared (None: none); anything
-    else is a 400."""
-    values = header_values(headers, b"content-length")
+def body_headers(headers: Sequence[tuple[bytes, bytes]]) -> tuple[list[bytes], list[bytes]]:
+    """The ``Content-Length`` and the ``Content-Type`` values, in one pass over the headers."""
+    lengths: list[bytes] = []
+    types: list[bytes] = []
+    for name, value in headers:
+        name = name.lower()
+        if name == b"content-length":
+            lengths.append(value)
+        elif name == b"content-type":
+            types.append(value)
+    return lengths, types
+
+
+def length_of(values: Sequence[bytes]) -> int | None:
+    """The one, plain-digits ``Content-Length`` of these values (None: none); anything else
+    is a 400."""
     if not values:
         return None
     if len(values) > 1 or not values[0].isdigit() or len(values[0]) > 18:
@@ -57,11 +75,21 @@ def content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
     return int(values[0])
 
 
-def declared_length(headers: Sequence[tuple[bytes, bytes]], max_bytes: int) -> int | None:
-    length = content_length(headers)
+def content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
+    """The one, plain-digits ``Content-Length`` the caller declared (None: none); anything
+    else is a 400."""
+    return length_of(header_values(headers, b"content-length"))
+
+
+def within_limit(length: int | None, max_bytes: int) -> int | None:
+    """A declared length over ``max_bytes`` is a 413 before any of the body is read."""
     if length is not None and length > max_bytes:
         raise PayloadTooLargeError(f"Request body is larger than {max_bytes} bytes.")
     return length
+
+
+def declared_length(headers: Sequence[tuple[bytes, bytes]], max_bytes: int) -> int | None:
+    return within_limit(content_length(headers), max_bytes)
 
 
 async def read_body(
@@ -70,20 +98,90 @@ async def read_body(
     """The whole body, refusing it (413) as soon as it crosses ``max_bytes``, or 408 when it
     does not arrive within ``timeout_s`` (slow-body clients hold no worker forever)."""
     declared_length(headers, max_bytes)
-    chunks: list[bytes] = []
-    total = 0
+    return await receive_body(receive, max_bytes=max_bytes, timeout_s=timeout_s)
+
+
+async def receive_body(receive: Receive, *, max_bytes: int, timeout_s: float) -> bytes:
+    """``read_body`` once the declared length has been checked."""
+    body = _Body(max_bytes)
     try:
+        ready = _ready(receive())
+        if not isinstance(ready, _Resumed) and body.add(ready):
+            return body.joined()
         with Deadline(timeout_s):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientGoneError
-                chunk = message.get("body", b"")
-                total += len(chunk)
-                if total > max_bytes:
-                    raise PayloadTooLargeError(f"Request body is larger than {max_bytes} bytes.")
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(chunks)
+            if isinstance(ready, _Resumed) and body.add(await ready):
+                return body.joined()
+            while not body.add(await receive()):
+                pass
+            return body.joined()
     except TimeoutError:
         raise RequestTimeoutError("The request body did not arrive in time.") from None
+
+
+class _Body:
+    """The chunks received so far, within ``max_bytes``."""
+
+    __slots__ = ("chunks", "max_bytes", "total")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.chunks: list[bytes] = []
+        self.total = 0
+        self.max_bytes = max_bytes
+
+    def add(self, message: Message) -> bool:
+        """Take one ``receive`` message; True when it was the body's last."""
+        if message["type"] == "http.disconnect":
+            raise ClientGoneError
+        chunk = message.get("body", b"")
+        self.total += len(chunk)
+        if self.total > self.max_bytes:
+            raise PayloadTooLargeError(f"Request body is larger than {self.max_bytes} bytes.")
+        self.chunks.append(chunk)
+        return not message.get("more_body", False)
+
+    def joined(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+def _ready(pending: Awaitable[Message]) -> Message | _Resumed:
+    """``pending`` run to its end, if it gets there without waiting; else the rest of it."""
+    steps = pending.__await__()
+    try:
+        waiting_on = steps.send(None)
+    except StopIteration as done:
+        message: Message = done.value
+        return message
+    return _Resumed(steps, waiting_on)
+
+
+class _Resumed:
+    """The rest of an awaitable that ran up to its first wait (what it yielded there:
+    ``waiting_on``, a future or None), awaited once: what ``await`` would have done after
+    that first step (PEP 380's delegation: values sent, exceptions thrown, close passed on)."""
+
+    __slots__ = ("_steps", "_waiting_on")
+
+    def __init__(self, steps: Generator[Any, Any, Message], waiting_on: Any) -> None:
+        self._steps = steps
+        self._waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, Message]:
+        steps, waiting_on = self._steps, self._waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except GeneratorExit:
+                steps.close()
+                raise
+            except BaseException as exc:  # a cancellation (the deadline's or another's)
+                try:
+                    waiting_on = steps.throw(exc)
+                except StopIteration as done:
+                    message: Message = done.value
+                    return message
+            else:
+                try:
+                    waiting_on = steps.send(sent)
+                except StopIteration as done:
+                    message = done.value
+                    return message

@@ -20,7 +20,6 @@ made; Azure: 500 per request, 10,000 for a store made inside a thread or assista
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 
 from gateway.operations.apiversions import KNOWN_VERSIONS
@@ -291,9 +290,28 @@ def _required_key_problems(limits: PolicyLimits, prefix: str) -> list[str]:
     return problems
 
 
-@functools.lru_cache(maxsize=128)
+#: ``effective_limits`` answers, by the ``id`` of the limits object (which each entry holds, so
+#: that id is not reused while the entry lives). Keyed by identity, not by value: hashing a
+#: ``PolicyLimits`` (its ~40 fields) cost more than the lookup saved; a profile's limits are
+#: one object for the life of the config.
+_EFFECTIVE: dict[int, tuple[PolicyLimits, PolicyLimits]] = {}
+_EFFECTIVE_SIZE = 128
+
+
 def effective_limits(limits: PolicyLimits) -> PolicyLimits:
-    """``limits`` clamped to ``AZURE_LIMITS`` (defence in depth behind ``limit_problems``)."""
+    """``limits`` clamped to ``AZURE_LIMITS`` (defence in depth behind ``limit_problems``);
+    worked out once per limits object (the last ``_EFFECTIVE_SIZE`` kept)."""
+    known = _EFFECTIVE.get(id(limits))
+    if known is not None and known[0] is limits:
+        return known[1]
+    clamped = _clamped(limits)
+    if len(_EFFECTIVE) >= _EFFECTIVE_SIZE:
+        _EFFECTIVE.pop(next(iter(_EFFECTIVE)), None)  # the oldest
+    _EFFECTIVE[id(limits)] = (limits, clamped)
+    return clamped
+
+
+def _clamped(limits: PolicyLimits) -> PolicyLimits:
     az, chars = AZURE_LIMITS, limits.max_content_chars
     instructions = limits.max_instructions_chars
     return dataclasses.replace(

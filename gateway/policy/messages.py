@@ -46,7 +46,7 @@ from gateway.policy.fields import (
     refuse,
     require_fields,
 )
-from gateway.policy.jsonbody import child_path, item_path
+from gateway.policy.jsonbody import child_path, field_path, item_path
 from gateway.policy.limits import PolicyLimits
 from gateway.policy.urls import UrlError, is_private, parse_https_url
 
@@ -74,7 +74,7 @@ def check_message(
     require_fields(msg, path, "role", "content")
     out: dict[str, Any] = {}
     for key, item in msg.items():
-        where = child_path(path, key)
+        where = field_path(path, key)  # check_keys has held it to the field list
         if key == "role":
             out[key] = _role(item, where, version, limits)
         elif key == "content":
@@ -90,9 +90,10 @@ def check_message(
 
 
 def _role(value: Any, path: str, version: ApiVersion, limits: PolicyLimits) -> str:
-    allowed = limits.roles & (_V1_ROLES if version.is_v1 else _V2_ROLES)
+    versions_roles = _V1_ROLES if version.is_v1 else _V2_ROLES
     role = as_str(value, path)
-    if role not in allowed:
+    if role not in limits.roles or role not in versions_roles:
+        allowed = limits.roles & versions_roles
         refuse(ROLE_NOT_ALLOWED, path, f"Role must be one of: {', '.join(sorted(allowed))}.")
     return role
 

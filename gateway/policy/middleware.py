@@ -15,12 +15,11 @@ from gateway.asgi import ASGIApp, Receive, Scope, Send
 from gateway.context import context_of
 from gateway.errors import BadRequestError
 from gateway.operations.table import OperationMatch
-from gateway.policy.bodyread import read_body
+from gateway.policy.bodyread import body_headers, length_of, receive_body, within_limit
 from gateway.policy.checks import check_body
 from gateway.policy.jsonbody import parse_json_object
 from gateway.policy.limits import effective_limits
 from gateway.policy.uploads import read_upload_head
-from gateway.upstream.headers import header_values
 
 
 class PolicyMiddleware:
@@ -56,10 +55,12 @@ class PolicyMiddleware:
             ctx.stages["policy"] = time.perf_counter() - started
             await self.app(scope, receive, send)
             return
-        raw = await read_body(
-            receive, headers, max_bytes=self.max_body_bytes, timeout_s=self.body_timeout_s
+        lengths, content_type = body_headers(headers)
+        within_limit(length_of(lengths), self.max_body_bytes)
+        raw = await receive_body(
+            receive, max_bytes=self.max_body_bytes, timeout_s=self.body_timeout_s
         )
-        body = _checked(ctx.match, raw, headers, ctx.profile.policy)
+        body = _checked(ctx.match, raw, content_type, ctx.profile.policy)
         ctx.body = body
         ctx.stages["policy"] = time.perf_counter() - started
         ctx.stream = ctx.match.wants_stream(body)
@@ -67,14 +68,13 @@ class PolicyMiddleware:
 
 
 def _checked(
-    match: OperationMatch, raw: bytes, headers: Sequence[tuple[bytes, bytes]], limits: Any
+    match: OperationMatch, raw: bytes, content_type: list[bytes], limits: Any
 ) -> dict[str, Any] | None:
     row = match.row
     if not raw:
         if row.has_body:
             raise BadRequestError("A JSON request body is required.", code="invalid_body")
         return check_body(row.body, match.version, None, limits)
-    content_type = header_values(headers, b"content-type")
     if len(content_type) > 1:
         raise BadRequestError("Content-Type given more than once.", code="invalid_header")
     parsed = parse_json_object(raw, content_type[0].decode("latin-1") if content_type else None)
