@@ -105,14 +105,11 @@ class RequestContext:
         return self._now() - self.started
 
     def upstream_seconds(self) -> float:
-        if self.upstream_started is None:
-            return 0.0
-        end = self.upstream_finished or self._now()
-        return end - self.upstream_started
+        return self.durations()[2]
 
     def overhead_seconds(self) -> float:
         """Total time minus time spent waiting on Azure."""
-        return max(0.0, self.elapsed() - self.upstream_seconds())
+        return self.durations()[1]
 
     def durations(self) -> tuple[float, float, float]:
         """``(elapsed, overhead, upstream)`` seconds, read at one instant (``ended`` once the

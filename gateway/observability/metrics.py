@@ -61,7 +61,7 @@ import logging
 import platform
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -108,8 +108,6 @@ STAGE_BUCKETS = (
     300,
 )
 LIMITER_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
-
-_C = TypeVar("_C")
 
 
 class _Degradable(Protocol):
@@ -384,14 +382,14 @@ class GatewayMetrics:
         }
         self._decisions = {k: self.decisions.labels(k) for k in lbl.DECISION_RESULTS}
         self._redis_errors = {k: self.redis_errors.labels(k) for k in lbl.REDIS_ERROR_KINDS}
-        self._requests: dict[tuple[str, str, str], Any] = {}
-        self._durations: dict[tuple[str, str], Any] = {}
-        self._first_events: dict[str, Any] = {}
-        self._refusals: dict[tuple[str, str, str], Any] = {}
-        self._upstream_status: dict[str, Any] = {}
-        self._checks: dict[str, Any] = {}
-        self._backend_requests: dict[tuple[str, str], Any] = {}
-        self._backend_errors: dict[tuple[str, str], Any] = {}
+        self._requests: dict[tuple[str, ...], Any] = {}
+        self._durations: dict[tuple[str, ...], Any] = {}
+        self._first_events: dict[tuple[str, ...], Any] = {}
+        self._refusals: dict[tuple[str, ...], Any] = {}
+        self._upstream_status: dict[tuple[str, ...], Any] = {}
+        self._checks: dict[tuple[str, ...], Any] = {}
+        self._backend_requests: dict[tuple[str, ...], Any] = {}
+        self._backend_errors: dict[tuple[str, ...], Any] = {}
         self._streaming: set[int] = set()
         # The two gauges the request path moves, read at scrape time (event-loop thread
         # only), not a Gauge's lock per inc and dec: a plain count, the streams being relayed.
@@ -408,10 +406,11 @@ class GatewayMetrics:
         return lbl.bounded(ctx.caller.profile if ctx.caller else None, self._profiles)
 
     @staticmethod
-    def _child(cache: dict[Any, _C], key: Any, make: Callable[[], _C]) -> _C:
-        child = cache.get(key)
+    def _child(cache: dict[tuple[str, ...], Any], family: Any, *labels: str) -> Any:
+        """``family``'s child for ``labels``, made on first use and kept (bounded sets)."""
+        child = cache.get(labels)
         if child is None:
-            child = cache[key] = make()
+            child = cache[labels] = family.labels(*labels)
         return child
 
     # -- Observer (must not raise)
@@ -432,26 +431,22 @@ class GatewayMetrics:
             log.exception("metrics observer failed", extra={"request_id": ctx.request_id})
 
     def _finished(self, ctx: RequestContext) -> None:
-        # The children of the fixed label sets are cached (no closure per lookup); the
-        # durations read at one instant (``ctx.ended``: the access line's too).
+        # The durations are read at one instant (``ctx.ended``: the access line's too).
         op = self.operation(ctx)
         status = ctx.status
         elapsed, overhead, upstream = ctx.durations()
-        key = (op, lbl.method_label(ctx.method), lbl.status_class(status))
-        child = self._requests.get(key)
-        if child is None:
-            child = self._requests[key] = self.requests.labels(*key)
-        child.inc()
-        dkey = (op, "true" if ctx.stream else "false")
-        duration = self._durations.get(dkey)
-        if duration is None:
-            duration = self._durations[dkey] = self.duration.labels(*dkey)
-        duration.observe(elapsed)
+        child = self._child
+        child(
+            self._requests,
+            self.requests,
+            op,
+            lbl.method_label(ctx.method),
+            lbl.status_class(status),
+        ).inc()
+        stream = "true" if ctx.stream else "false"
+        child(self._durations, self.duration, op, stream).observe(elapsed)
         if ctx.first_event_s is not None:
-            first = self._first_events.get(op)
-            if first is None:
-                first = self._first_events[op] = self.first_event.labels(op)
-            first.observe(ctx.first_event_s)
+            child(self._first_events, self.first_event, op).observe(ctx.first_event_s)
         stages = ctx.stages
         for stage, seconds in stages.items():
             timed = self._stage.get(stage)
@@ -464,20 +459,13 @@ class GatewayMetrics:
         reason = ctx.reason
         if "upstream_ttfb" in stages:
             cls = "4xx" if reason == "upstream_auth_failed" else lbl.status_class(status)
-            answered = self._upstream_status.get(cls)
-            if answered is None:
-                answered = self._upstream_status[cls] = self.upstream_responses.labels(cls)
-            answered.inc()
+            child(self._upstream_status, self.upstream_responses, cls).inc()
         profile = self.profile(ctx)
         if "ratelimit" in stages:
-            checks = self._checks.get(profile)
-            if checks is None:
-                checks = self._checks[profile] = self.ratelimit_checks.labels(profile)
-            checks.inc()
+            child(self._checks, self.ratelimit_checks, profile).inc()
         refused = lbl.refusal(status, reason, ctx.ratelimit_rule)
         if refused is not None:
-            rkey = (*refused, profile)
-            self._child(self._refusals, rkey, lambda: self.refusals.labels(*rkey)).inc()
+            child(self._refusals, self.refusals, *refused, profile).inc()
         for kind in lbl.upstream_errors(
             status,
             reason,
@@ -575,15 +563,11 @@ class GatewayMetrics:
     def on_backend_answer(self, backend: str, status: int | None, failure: str | None) -> None:
         """One upstream answer of ``backend`` (its status), or none (``failure``)."""
         klass = lbl.NONE if status is None else lbl.status_class(status)
-        key = (backend, klass)  # configured backends by status class (or reason): bounded
-        child = self._backend_requests.get(key)
-        if child is None:
-            child = self._backend_requests[key] = self.backend_requests.labels(*key)
-        child.inc()
+        # configured backends by status class (or reason): bounded
+        self._child(self._backend_requests, self.backend_requests, backend, klass).inc()
         reason = lbl.backend_error_reason(status, failure)
         if reason is not None:
-            rkey = (backend, reason)
-            self._child(self._backend_errors, rkey, lambda: self.backend_errors.labels(*rkey)).inc()
+            self._child(self._backend_errors, self.backend_errors, backend, reason).inc()
 
     def set_maxima(self, *, pool_connections: Mapping[str, int], requests_in_flight: int) -> None:
         """The configured caps the saturation panels divide by (constant for a process):
