@@ -367,27 +367,24 @@ class Connection(asyncio.Protocol):
             if self.complete:
                 return None
             await self._wait()
-        chunks = self._chunks
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
-        self._buffered = 0
-        self._resume()
-        return data
-
-    def _resume(self) -> None:
-        if self._read_paused and self.transport is not None:
-            self._read_paused = False
-            self.transport.resume_reading()
+        return self._take()
 
     def take_rest(self) -> bytes | None:
         """The whole rest of the body when all of it has arrived (None: some is to come)."""
         if not self.complete or self._error is not None:
             return None
+        return self._take()
+
+    def _take(self) -> bytes:
+        """The body bytes buffered, and reading resumed if they had paused it (a large body
+        that came whole: the next answer on the connection must be read)."""
         chunks = self._chunks
         data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._buffered = 0
-        self._resume()  # (a large body that came whole: the next answer must be read)
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
         return data
 
     @property

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 RawHeaders = Sequence[tuple[bytes, bytes]]
 
@@ -108,26 +108,13 @@ def upstream_request_headers(
 ) -> list[tuple[bytes, bytes]]:
     """The exact header list sent to Azure. ``content_type`` replaces the caller's (a
     re-emitted upload carries the gateway's own multipart boundary)."""
-    out: list[tuple[bytes, bytes]] = []
-    seen: set[bytes] = set()
     connection: list[bytes] = []
-    # The first copy of each allowed name; its value checked below, all values at once. When
-    # one is not visible, the whole list is taken again checking each (a later copy of a name
-    # whose first is unsafe is then the one copied).
-    for raw_name, value in headers:
-        name = raw_name.lower()
-        if name not in REQUEST_ALLOW:
-            if name == b"connection":
-                connection.append(value)
-            continue
-        if name in seen:
-            continue
-        if name == b"content-type" and (not has_body or content_type is not None):
-            continue
-        seen.add(name)
-        out.append((name, value))
+    # The first copy of each allowed name, all values checked at once. When one is not
+    # visible, the list is taken again checking each (a later copy of a name whose first is
+    # unsafe is then the one copied).
+    out, seen = _copied(headers, has_body, content_type, connection=connection)
     if not _all_visible([value for _, value in out]):
-        out, seen = _copied_checking_each(headers, has_body, content_type)
+        out, seen = _copied(headers, has_body, content_type, check_each=True)
     # One pass: an allowed header the caller's Connection nominates is taken out afterwards
     # (it is there once at most: the first of its name), as if never copied.
     nominated = _named(connection) & seen if connection else None
@@ -144,19 +131,29 @@ def upstream_request_headers(
     return out
 
 
-def _copied_checking_each(
-    headers: RawHeaders, has_body: bool, content_type: bytes | None
+def _copied(
+    headers: RawHeaders,
+    has_body: bool,
+    content_type: bytes | None,
+    *,
+    check_each: bool = False,
+    connection: list[bytes] | None = None,
 ) -> tuple[list[tuple[bytes, bytes]], set[bytes]]:
-    """``upstream_request_headers``' copy, each value checked before its name is taken."""
+    """The first copy of each allowed name (``check_each``: of those whose value is visible)
+    and the names copied; the ``Connection`` values gathered into ``connection``."""
     out: list[tuple[bytes, bytes]] = []
     seen: set[bytes] = set()
     for raw_name, value in headers:
         name = raw_name.lower()
-        if name not in REQUEST_ALLOW or name in seen:
+        if name not in REQUEST_ALLOW:
+            if connection is not None and name == b"connection":
+                connection.append(value)
+            continue
+        if name in seen:
             continue
         if name == b"content-type" and (not has_body or content_type is not None):
             continue
-        if not _VISIBLE.fullmatch(value):
+        if check_each and not _VISIBLE.fullmatch(value):
             continue
         seen.add(name)
         out.append((name, value))
@@ -222,35 +219,9 @@ _VARIANT = {f"{n:x}": "89ab"[n & 3] for n in range(16)}
 
 def new_request_id() -> str:
     """A random (version 4) UUID in its 36-character form: 122 bits from ``os.urandom``, as
-    ``uuid.uuid4`` makes it, without building a ``UUID`` object. They are made
-    ``_IDS_AHEAD`` at a time from one ``getrandom`` call (not one per request; each id still
-    takes its own 16 bytes), and a forked child drops what its parent made."""
-    global _ahead
-    made = next(_ahead, None)
-    if made is None:
-        drawn = os.urandom(16 * _IDS_AHEAD).hex()
-        _ahead = iter(
-            [
-                f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
-                for h in (drawn[i : i + 32] for i in range(0, len(drawn), 32))
-            ]
-        )
-        made = next(_ahead)
-    return made
-
-
-_IDS_AHEAD = 256
-#: The ids made ahead; ``next`` on a list iterator is atomic, so two threads never take the
-#: same one.
-_ahead: Iterator[str] = iter(())
-
-
-def _drop_drawn() -> None:
-    global _ahead
-    _ahead = iter(())
-
-
-os.register_at_fork(after_in_child=_drop_drawn)
+    ``uuid.uuid4`` makes it, without building a ``UUID`` object."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def header_values(headers: RawHeaders, wanted: bytes) -> list[bytes]:
