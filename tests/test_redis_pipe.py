@@ -86,7 +86,7 @@ def test_a_single_redis_takes_the_pipe_a_fake_or_resp3_does_not(redis_url: str) 
     assert not usable(fakeredis.FakeAsyncRedis())
     assert not usable(redis.asyncio.Redis.from_url(redis_url, protocol=3))
     limiter = RedisRateLimiter(fakeredis.FakeAsyncRedis())
-    assert limiter.batch.pipe is None  # the in-process demo Redis keeps redis-py's path
+    assert limiter.batch.pipes == []  # the in-process demo Redis keeps redis-py's path
 
 
 def test_the_payload_is_the_evalsha_redis_py_would_send(redis_url: str) -> None:
@@ -280,8 +280,8 @@ def test_a_reply_given_up_on_is_dropped_and_the_next_calls_get_their_own() -> No
             proc.send_signal(signal.SIGCONT)
             await asyncio.sleep(0.6)  # past RETRY_S: the next call asks Redis again
             after = [(await limiter.check(p, f"a{i}")).rules[0].remaining for i in range(2)]
-            assert limiter.batch.pipe is not None
-            assert limiter.batch.pipe.connects_total == 1
+            assert limiter.batch.pipes
+            assert limiter.batch.pipes[0].connects_total == 1
             return list(late), after
         finally:
             proc.send_signal(signal.SIGCONT)

@@ -168,7 +168,6 @@ class ScriptBatcher:
         #: holds back only the calls behind it on its own connection); a Cluster's (and an
         #: in-process fake's) through redis-py's command path.
         self.pipes = [ScriptPipe(client, script) for _ in range(PIPES)] if usable(client) else []
-        self.pipe = self.pipes[0] if self.pipes else None
         self._queued: list[Op] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         #: When the first operation queued for this iteration's call runs past its budget.
@@ -185,7 +184,7 @@ class ScriptBatcher:
             self._queued = []
         if not self._queued:
             loop.call_soon(self._flush)
-            if self.pipe is not None:
+            if self.pipes:
                 self._expires_at = loop.time() + self.budget_s
         self._queued.append(op)
         return loop
@@ -195,7 +194,7 @@ class ScriptBatcher:
         op = Op(kind, keys, args)
         loop = self._queue(op)
         future = op.future = loop.create_future()
-        if self.pipe is not None:  # bounded by its call's timer (armed when the first queued)
+        if self.pipes:  # bounded by its call's timer (armed when the first queued)
             return await future
         timer = loop.call_later(self.budget_s, _expire, future)
         try:
@@ -220,7 +219,7 @@ class ScriptBatcher:
         queued, self._queued = self._queued, []
         loop = self._loop
         assert loop is not None
-        if self.pipe is not None:
+        if self.pipes:
             for start in range(0, len(queued), MAX_OPS):
                 ops = queued[start : start + MAX_OPS]
                 keys, args = encode(ops)

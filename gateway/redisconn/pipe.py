@@ -130,7 +130,6 @@ class ScriptPipe:
         self._pool = client.connection_pool
         self._script = script.encode()
         self._sha = hashlib.sha1(self._script, usedforsecurity=False).hexdigest().encode()
-        self._head = b"$7\r\nEVALSHA\r\n$%d\r\n%s\r\n" % (len(self._sha), self._sha)
         timeout = self._pool.connection_kwargs.get("socket_timeout")
         self._timeout: float | None = float(timeout) if timeout else None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -149,10 +148,13 @@ class ScriptPipe:
 
     def payload(self, keys: Sequence[str], args: Sequence[str]) -> bytes:
         """``EVALSHA sha numkeys keys… args…`` packed."""
-        words = [str(len(keys)).encode(), *(k.encode() for k in keys), *(a.encode() for a in args)]
-        parts = [b"*%d\r\n" % (len(words) + 2), self._head]
-        parts += [b"$%d\r\n%s\r\n" % (len(word), word) for word in words]
-        return b"".join(parts)
+        return command(
+            b"EVALSHA",
+            self._sha,
+            str(len(keys)).encode(),
+            *(k.encode() for k in keys),
+            *(a.encode() for a in args),
+        )
 
     def send(
         self,
