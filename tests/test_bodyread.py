@@ -133,29 +133,6 @@ def _timers_armed(main: Any) -> tuple[Any, int]:
         return result, loop.timers - before
 
 
-def test_a_body_that_is_there_at_once_arms_no_timer() -> None:
-    """The common case (the body came with the head): ``receive`` answers without waiting,
-    and no deadline is armed; one that has to wait is read under the deadline."""
-
-    async def at_once() -> dict[str, Any]:
-        return {"type": "http.request", "body": b'{"a":1}', "more_body": False}
-
-    async def ready() -> bytes:
-        return await read_body(at_once, HEADERS, max_bytes=100, timeout_s=5)
-
-    assert _timers_armed(ready) == (b'{"a":1}', 0)
-
-    async def waited() -> bytes:
-        return await read_body(
-            receiving({"type": "http.request", "body": b"{}", "more_body": False}),
-            HEADERS,
-            max_bytes=100,
-            timeout_s=5,
-        )
-
-    assert _timers_armed(waited) == (b"{}", 1)
-
-
 def test_a_first_piece_at_once_then_a_wait_is_bounded_by_the_deadline() -> None:
     pieces = [
         {"type": "http.request", "body": b'{"a"', "more_body": True},
@@ -192,9 +169,9 @@ def test_a_first_piece_at_once_then_a_wait_is_bounded_by_the_deadline() -> None:
 
 
 def test_a_resumed_receive_gets_what_the_task_sends_and_throws() -> None:
-    """The rest of a ``receive`` that waited behaves as a plain ``await`` of it: a future's
-    result reaches it, and an exception thrown into the task (a cancellation) reaches it too,
-    which may handle it and go on waiting."""
+    """A ``receive`` that waits behaves as a plain ``await`` of it under the deadline: a
+    future's result reaches it, and an exception thrown into the task (a cancellation)
+    reaches it too, which may handle it and go on waiting."""
     seen: list[str] = []
 
     async def main() -> bytes:

@@ -6,19 +6,13 @@ Framing (RFC 9112 section 6, checklist F1): a body is framed by one ``Content-Le
 in the list (``gzip, chunked``, ``identity, chunked``, two ``Transfer-Encoding`` lines) would
 be silently dropped, so the request is refused with 400 and its connection closed, as is
 ``Transfer-Encoding`` on an HTTP/1.0 request or beside a ``Content-Length``.
-
-The deadline (``timeout_s``) is armed only once ``receive`` has to wait: a body that came with
-its request head (the common case: the server has it before the app runs) is read with no
-timer at all. ``receive()``'s first step runs at once (``_ready``); when it suspends, the rest
-of it (``_Resumed``) is awaited under the deadline, as a plain ``await`` would be.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Generator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from gateway.asgi import Message, Receive
+from gateway.asgi import Receive
 from gateway.deadline import Deadline
 from gateway.errors import (
     BadRequestError,
@@ -103,85 +97,20 @@ async def read_body(
 
 async def receive_body(receive: Receive, *, max_bytes: int, timeout_s: float) -> bytes:
     """``read_body`` once the declared length has been checked."""
-    body = _Body(max_bytes)
+    chunks: list[bytes] = []
+    total = 0
     try:
-        ready = _ready(receive())
-        if not isinstance(ready, _Resumed) and body.add(ready):
-            return body.joined()
         with Deadline(timeout_s):
-            if isinstance(ready, _Resumed) and body.add(await ready):
-                return body.joined()
-            while not body.add(await receive()):
-                pass
-            return body.joined()
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGoneError
+                chunk = message.get("body", b"")
+                total += len(chunk)
+                if total > max_bytes:
+                    raise PayloadTooLargeError(f"Request body is larger than {max_bytes} bytes.")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
     except TimeoutError:
         raise RequestTimeoutError("The request body did not arrive in time.") from None
-
-
-class _Body:
-    """The chunks received so far, within ``max_bytes``."""
-
-    __slots__ = ("chunks", "max_bytes", "total")
-
-    def __init__(self, max_bytes: int) -> None:
-        self.chunks: list[bytes] = []
-        self.total = 0
-        self.max_bytes = max_bytes
-
-    def add(self, message: Message) -> bool:
-        """Take one ``receive`` message; True when it was the body's last."""
-        if message["type"] == "http.disconnect":
-            raise ClientGoneError
-        chunk = message.get("body", b"")
-        self.total += len(chunk)
-        if self.total > self.max_bytes:
-            raise PayloadTooLargeError(f"Request body is larger than {self.max_bytes} bytes.")
-        self.chunks.append(chunk)
-        return not message.get("more_body", False)
-
-    def joined(self) -> bytes:
-        return b"".join(self.chunks)
-
-
-def _ready(pending: Awaitable[Message]) -> Message | _Resumed:
-    """``pending`` run to its end, if it gets there without waiting; else the rest of it."""
-    steps = pending.__await__()
-    try:
-        waiting_on = steps.send(None)
-    except StopIteration as done:
-        message: Message = done.value
-        return message
-    return _Resumed(steps, waiting_on)
-
-
-class _Resumed:
-    """The rest of an awaitable that ran up to its first wait (what it yielded there:
-    ``waiting_on``, a future or None), awaited once: what ``await`` would have done after
-    that first step (PEP 380's delegation: values sent, exceptions thrown, close passed on)."""
-
-    __slots__ = ("_steps", "_waiting_on")
-
-    def __init__(self, steps: Generator[Any, Any, Message], waiting_on: Any) -> None:
-        self._steps = steps
-        self._waiting_on = waiting_on
-
-    def __await__(self) -> Generator[Any, Any, Message]:
-        steps, waiting_on = self._steps, self._waiting_on
-        while True:
-            try:
-                sent = yield waiting_on
-            except GeneratorExit:
-                steps.close()
-                raise
-            except BaseException as exc:  # a cancellation (the deadline's or another's)
-                try:
-                    waiting_on = steps.throw(exc)
-                except StopIteration as done:
-                    message: Message = done.value
-                    return message
-            else:
-                try:
-                    waiting_on = steps.send(sent)
-                except StopIteration as done:
-                    message = done.value
-                    return message

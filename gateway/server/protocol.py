@@ -24,10 +24,10 @@ reusable connections drained at ``worker_connections``) and envoy
   requests count, not connections waiting for one.
 * **A response head leaves with its body** (``HeldHead``): uvicorn writes a response's head
   and its body in two ``write`` calls, and on loopback (or a VM) each one that finds the
-  client asleep costs a wake-up of the reader. The head is held until the response's next
-  write, or the end of the loop iteration it was sent in, whichever is first, so a JSON
-  answer leaves in one ``write`` (as nginx sends head and body in one ``writev``) and a
-  stream's head is not delayed past the iteration that produced it.
+  client asleep costs a wake-up of the reader. A head of declared length is held until the
+  response's first body write and leaves with it (nginx's ``postpone_output``); a stream's
+  head, or a bodiless or ``HEAD`` answer's, at the end of the loop iteration it was sent in
+  at the latest, so it is never delayed past the iteration that produced it.
 * **Requests run in ``GatewayCycle``** (``gateway/server/cycle.py``): uvicorn's cycle with a
   cheaper head (one value check per head, names checked once), a body signal made only
   when a read must wait, and a cut response ended quietly: a request cancelled by the
