@@ -192,7 +192,7 @@ class JwksKeyProvider:
         return self._usable_keys(self._clock()) is not None
 
     async def get_key(self, kid: str | None) -> jwt.PyJWK:
-        if kid is not None and (not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_LENGTH):
+        if _malformed(kid):
             raise unknown_kid()
         now = self._clock()
         keys = self._usable_keys(now)
@@ -214,7 +214,7 @@ class JwksKeyProvider:
     def key_now(self, kid: str | None) -> jwt.PyJWK | None:
         """The key of ``kid`` in a key set still usable (what ``get_key`` gives without a
         refresh); None otherwise (a miss, a stale set, a malformed kid: ``get_key`` decides)."""
-        if kid is not None and (not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_LENGTH):
+        if _malformed(kid):
             return None
         keys = self._usable_keys(self._clock())
         return None if keys is None else keys.lookup(kid)
@@ -378,3 +378,8 @@ class JwksKeyProvider:
                 if len(body) > MAX_BODY_BYTES:
                     raise _FetchError("too_large")
         return strict_json_object(bytes(body))
+
+
+def _malformed(kid: object) -> bool:
+    """A ``kid`` no key set can hold (not a string, empty, or over ``MAX_KID_LENGTH``)."""
+    return kid is not None and (not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_LENGTH)
