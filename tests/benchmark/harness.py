@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -129,18 +130,42 @@ def _lua(request: Request) -> str:
     return "\n".join(lines) + "\n"
 
 
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of one process so far (seconds)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _children_cpu_s() -> float:
+    """CPU of the children waited for so far (the load generators: each run is waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 @dataclass
 class LoadResult:
     requests: int
     errors: int
     rps: float
     cpu_us_per_request: float
+    #: CPU per request (µs) of what shares the machine with the server: the load generator
+    #: (``load``) and each of ``closed_load``'s ``others`` (the upstream, Redis).
+    others_us: dict[str, float] = field(default_factory=dict)
 
 
 def closed_load(
-    server: Server, request: Request, concurrency: int, duration_s: float, workdir: Path
+    server: Server,
+    request: Request,
+    concurrency: int,
+    duration_s: float,
+    workdir: Path,
+    others: dict[str, Callable[[], float]] | None = None,
 ) -> LoadResult:
-    """Back-to-back load at ``concurrency`` connections; CPU of the server per request."""
+    """Back-to-back load at ``concurrency`` connections; CPU of the server per request, and
+    of the load generator and ``others`` (name → CPU seconds so far) per request."""
+    others = others or {}
+    others_before = {name: cpu() for name, cpu in others.items()}
+    load_before = _children_cpu_s()
     before = server.cpu_s()
     if WRK is not None:
         script = workdir / "request.lua"
@@ -175,7 +200,15 @@ def closed_load(
         )
         after = server.cpu_s()
         done, errors, rps = result["requests"], result["errors"], result["rps"]
-    return LoadResult(done, errors, rps, (after - before) / max(done, 1) * 1e6)
+    per = 1e6 / max(done, 1)
+    used = {name: (cpu() - others_before[name]) * per for name, cpu in others.items()}
+    return LoadResult(
+        done,
+        errors,
+        rps,
+        (after - before) * per,
+        {"load": (_children_cpu_s() - load_before) * per, **used},
+    )
 
 
 def _loadgen(mode: str, request: Request, base: str, workdir: Path, **spec: Any) -> dict[str, Any]:
