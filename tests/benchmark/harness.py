@@ -78,12 +78,11 @@ class Server:
 
     def cpu_s(self) -> float:
         """utime + stime of the server's processes so far (seconds)."""
-        total = 0
+        total = 0.0
         for pid in self.processes():
             with contextlib.suppress(FileNotFoundError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
-        return total / CLK_TCK
+                total += process_cpu_s(pid)
+        return total
 
     def schedstat_s(self) -> tuple[float, float]:
         """Time on a CPU and time runnable but waiting for one (``/proc/<pid>/schedstat``,
